@@ -1,0 +1,187 @@
+/**
+ * The only reader of process.env. The environment is validated once, every bad variable
+ * is reported in one message, and the result is frozen and passed down explicitly.
+ */
+import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { dirname, resolve } from 'node:path';
+import { randomBytes } from 'node:crypto';
+import { z } from 'zod';
+
+const bool = z
+  .enum(['true', 'false', '1', '0', 'yes', 'no'])
+  .transform((v) => v === 'true' || v === '1' || v === 'yes');
+const int = (min: number, max: number) => z.coerce.number().int().min(min).max(max);
+const url = (protocols: string[]) =>
+  z.string().refine(
+    (s) => {
+      try {
+        return protocols.includes(new URL(s).protocol);
+      } catch {
+        return false;
+      }
+    },
+    { message: `must be a URL with one of the schemes ${protocols.join(', ')}` },
+  );
+
+const envSchema = z.object({
+  DATABASE_URL: z
+    .string()
+    .default('sqlite:./data/meshq.db')
+    .refine((s) => /^sqlite:.+/.test(s) || /^postgres(ql)?:\/\/.+/.test(s), {
+      message: 'must be sqlite:<path> or postgres://user:pass@host:port/db',
+    }),
+  REDIS_URL: url(['redis:', 'rediss:']).default('redis://127.0.0.1:6379'),
+  HOST: z.string().min(1).default('0.0.0.0'),
+  PORT: int(0, 65535).default(3000),
+  ADMIN_PASSWORD: z.string().min(8, 'must be at least 8 characters').optional(),
+  SECRET_KEY: z.string().optional(),
+  WORKER_CONCURRENCY: int(1, 1000).default(8),
+  DB_POOL_MAX: int(1, 500).default(10),
+  DB_CONNECT_TIMEOUT_MS: int(0, 3_600_000).default(30_000),
+  MQTT_ENABLED: bool.default(false),
+  MQTT_URL: url(['mqtt:', 'mqtts:', 'ws:', 'wss:', 'tcp:']).default('mqtt://emqx:1883'),
+  MQTT_USERNAME: z.string().optional(),
+  MQTT_PASSWORD: z.string().optional(),
+  EMQX_API_URL: url(['http:', 'https:']).default('http://emqx:18083/api/v5'),
+  EMQX_API_KEY: z.string().optional(),
+  EMQX_API_SECRET: z.string().optional(),
+  SNAPSHOT_KEEP: int(1, 10_000).default(20),
+  LOG_LEVEL: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
+});
+
+/** Every variable meshq reads; docker-compose.yml and .env.example are checked against it. */
+export const CONFIG_VARIABLES = Object.keys(envSchema.shape) as (keyof typeof envSchema.shape)[];
+
+export type Dialect = 'sqlite' | 'postgresql';
+
+export interface Config {
+  readonly dialect: Dialect;
+  readonly databaseUrl: string;
+  /** SQLite file path (resolved) when dialect is sqlite. */
+  readonly sqlitePath?: string;
+  readonly redisUrl: string;
+  readonly host: string;
+  readonly port: number;
+  readonly adminPassword?: string;
+  /** 32-byte server key, hex. */
+  readonly secretKey: string;
+  readonly workerConcurrency: number;
+  readonly dbPoolMax: number;
+  readonly dbConnectTimeoutMs: number;
+  readonly mqtt: {
+    readonly enabled: boolean;
+    readonly url: string;
+    readonly username?: string;
+    readonly password?: string;
+  };
+  readonly emqx: { readonly apiUrl: string; readonly apiKey?: string; readonly apiSecret?: string };
+  readonly snapshotKeep: number;
+  readonly logLevel: string;
+  /** Prefix of every BullMQ key; tests give each file its own. */
+  readonly queuePrefix: string;
+}
+
+export class ConfigError extends Error {
+  constructor(readonly problems: string[]) {
+    super(`invalid configuration:\n  - ${problems.join('\n  - ')}`);
+    this.name = 'ConfigError';
+  }
+}
+
+const SECRET_KEY_FORMAT = /^([0-9a-fA-F]{64}|[A-Za-z0-9+/]{43}=)$/;
+
+/** Removes the password from a URL so it can be shown in messages and logs. */
+export function redactUrl(raw: string): string {
+  try {
+    const u = new URL(raw);
+    if (u.password) u.password = '***';
+    return u.toString();
+  } catch {
+    return raw.replace(/\/\/([^:/@]+):[^@]*@/, '//$1:***@');
+  }
+}
+
+export interface LoadOptions {
+  /** Overrides on top of the environment (tests). */
+  overrides?: Record<string, string | undefined>;
+  /** Where a generated SQLite server key goes; defaults beside the database file. */
+  generateSecretKey?: boolean;
+  queuePrefix?: string;
+}
+
+export function loadConfig(env: Record<string, string | undefined> = process.env, opts: LoadOptions = {}): Config {
+  const merged = { ...env, ...opts.overrides };
+  // Empty strings in .env files mean "unset", as users expect from compose files.
+  const input = Object.fromEntries(CONFIG_VARIABLES.map((k) => [k, merged[k] === '' ? undefined : merged[k]]));
+  const parsed = envSchema.safeParse(input);
+  const problems: string[] = [];
+  if (!parsed.success) {
+    for (const issue of parsed.error.issues) {
+      problems.push(`${issue.path.join('.')}: ${issue.message}`);
+    }
+  }
+  const e = parsed.success ? parsed.data : undefined;
+  const dialect: Dialect = (input.DATABASE_URL ?? 'sqlite:').startsWith('sqlite:') ? 'sqlite' : 'postgresql';
+  if (input.SECRET_KEY !== undefined && !SECRET_KEY_FORMAT.test(input.SECRET_KEY)) {
+    problems.push('SECRET_KEY: must be 64 hex characters or the base64 of 32 bytes');
+  }
+  if (dialect === 'postgresql' && input.SECRET_KEY === undefined) {
+    problems.push('SECRET_KEY: required with PostgreSQL (generate one: openssl rand -hex 32)');
+  }
+  if (e?.MQTT_ENABLED && (!e.EMQX_API_KEY || !e.EMQX_API_SECRET)) {
+    problems.push('EMQX_API_KEY, EMQX_API_SECRET: required when MQTT_ENABLED=true');
+  }
+  if (problems.length > 0 || !e) throw new ConfigError(problems);
+
+  const sqlitePath = dialect === 'sqlite' ? resolve(e.DATABASE_URL.slice('sqlite:'.length)) : undefined;
+  const secretKey = e.SECRET_KEY ?? sqliteSecretKey(sqlitePath!, opts.generateSecretKey ?? true);
+
+  return Object.freeze({
+    dialect,
+    databaseUrl: e.DATABASE_URL,
+    sqlitePath,
+    redisUrl: e.REDIS_URL,
+    host: e.HOST,
+    port: e.PORT,
+    adminPassword: e.ADMIN_PASSWORD,
+    secretKey,
+    workerConcurrency: e.WORKER_CONCURRENCY,
+    dbPoolMax: e.DB_POOL_MAX,
+    dbConnectTimeoutMs: e.DB_CONNECT_TIMEOUT_MS,
+    mqtt: Object.freeze({
+      enabled: e.MQTT_ENABLED,
+      url: e.MQTT_URL,
+      username: e.MQTT_USERNAME,
+      password: e.MQTT_PASSWORD,
+    }),
+    emqx: Object.freeze({ apiUrl: e.EMQX_API_URL, apiKey: e.EMQX_API_KEY, apiSecret: e.EMQX_API_SECRET }),
+    snapshotKeep: e.SNAPSHOT_KEEP,
+    logLevel: e.LOG_LEVEL,
+    queuePrefix: opts.queuePrefix ?? 'meshq',
+  });
+}
+
+/**
+ * With SQLite the server key may live beside the database (one machine, one folder to
+ * back up). It is generated once and never printed. PostgreSQL deployments run several
+ * machines, so there the key must come from the environment.
+ */
+function sqliteSecretKey(dbPath: string, generate: boolean): string {
+  const keyPath = resolve(dirname(dbPath), 'secret.key');
+  if (existsSync(keyPath)) return readFileSync(keyPath, 'utf8').trim();
+  if (!generate) throw new ConfigError([`SECRET_KEY: not set and ${keyPath} does not exist`]);
+  mkdirSync(dirname(keyPath), { recursive: true });
+  const key = randomBytes(32).toString('hex');
+  try {
+    writeFileSync(keyPath, key + '\n', { mode: 0o600, flag: 'wx' });
+    return key;
+  } catch {
+    // Another process created it first: use theirs.
+    return readFileSync(keyPath, 'utf8').trim();
+  }
+}
+
+/** Loads `.env` from the working directory if there is one (Node's own parser). */
+export function loadDotEnv(): void {
+  if (existsSync('.env')) process.loadEnvFile('.env');
+}

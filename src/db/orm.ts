@@ -1,0 +1,123 @@
+/**
+ * ORM bootstrap: one MikroORM instance per process, SQLite or PostgreSQL by DATABASE_URL.
+ */
+import { mkdirSync } from 'node:fs';
+import { dirname } from 'node:path';
+import { MikroORM, type Options } from '@mikro-orm/core';
+import { Migrator } from '@mikro-orm/migrations';
+import { PostgreSqlDriver } from '@mikro-orm/postgresql';
+import { SqliteDriver } from '@mikro-orm/sqlite';
+import type { EntityManager } from '@mikro-orm/sql';
+import type { Logger } from 'pino';
+import { redactUrl, type Config } from '../config.js';
+import { ALL_ENTITIES } from '../domain/entities.js';
+import { MIGRATIONS } from '../migrations/index.js';
+
+export type Orm = MikroORM;
+export type Em = EntityManager;
+
+/** How long SQLite waits for another process's write lock before SQLITE_BUSY. */
+export const SQLITE_BUSY_TIMEOUT_MS = 5_000;
+
+export function ormOptions(config: Pick<Config, 'dialect' | 'databaseUrl' | 'sqlitePath' | 'dbPoolMax'>): Options {
+  const common: Options = {
+    entities: [...ALL_ENTITIES],
+    extensions: [Migrator],
+    migrations: {
+      migrationsList: MIGRATIONS,
+      tableName: 'mikro_orm_migrations',
+      silent: true,
+      snapshot: false,
+      snapshotOnMigrate: false,
+      allOrNothing: true,
+      transactional: true,
+    },
+    ensureDatabase: false,
+    allowGlobalContext: false,
+    debug: false,
+  };
+  if (config.dialect === 'sqlite') {
+    mkdirSync(dirname(config.sqlitePath!), { recursive: true });
+    return { ...common, driver: SqliteDriver, dbName: config.sqlitePath! };
+  }
+  return {
+    ...common,
+    driver: PostgreSqlDriver,
+    clientUrl: config.databaseUrl,
+    pool: { min: 0, max: config.dbPoolMax },
+  };
+}
+
+export class DatabaseUnavailableError extends Error {
+  constructor(url: string, waitedMs: number, cause: unknown) {
+    super(
+      `database ${redactUrl(url)} did not accept connections within ${waitedMs} ms ` +
+        `(DB_CONNECT_TIMEOUT_MS): ${redactError(cause, url)}`,
+    );
+    this.name = 'DatabaseUnavailableError';
+  }
+}
+
+function redactError(err: unknown, url: string): string {
+  const text = err instanceof Error ? err.message : String(err);
+  let password = '';
+  try {
+    password = decodeURIComponent(new URL(url).password);
+  } catch {
+    /* not a URL: sqlite */
+  }
+  return password ? text.split(password).join('***') : text;
+}
+
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+/**
+ * Connects with exponential backoff (a PostgreSQL container may still be starting),
+ * bounded by DB_CONNECT_TIMEOUT_MS; the error names the URL without its password.
+ */
+export async function connectOrm(
+  config: Pick<Config, 'dialect' | 'databaseUrl' | 'sqlitePath' | 'dbPoolMax' | 'dbConnectTimeoutMs'>,
+  log?: Logger,
+): Promise<Orm> {
+  const orm = new MikroORM(ormOptions(config));
+  const started = Date.now();
+  let delay = 100;
+  for (let attempt = 1; ; attempt++) {
+    const failure = await orm.connect().then(
+      async () => {
+        const check = await orm.checkConnection();
+        return check.ok ? undefined : (check.error ?? check.reason);
+      },
+      (err: unknown) => err,
+    );
+    if (failure === undefined) break;
+    const waited = Date.now() - started;
+    if (waited + delay > config.dbConnectTimeoutMs) {
+      await orm.close(true).catch(() => undefined);
+      throw new DatabaseUnavailableError(config.databaseUrl, waited, failure);
+    }
+    log?.warn(
+      { attempt, retryInMs: delay, url: redactUrl(config.databaseUrl), reason: redactError(failure, config.databaseUrl) },
+      'database not reachable yet; retrying',
+    );
+    await sleep(delay);
+    delay = Math.min(delay * 2, 2_000);
+  }
+  if (config.dialect === 'sqlite') await applySqlitePragmas(orm);
+  return orm;
+}
+
+/**
+ * WAL lets readers proceed while one process writes; busy_timeout makes other processes
+ * sharing the file wait for the write lock instead of failing at once.
+ */
+async function applySqlitePragmas(orm: Orm): Promise<void> {
+  const conn = orm.em.getConnection() as unknown as {
+    getNativeClient(): Promise<{ pragma(s: string): unknown }>;
+  };
+  const db = await conn.getNativeClient();
+  db.pragma('journal_mode = WAL');
+  db.pragma('foreign_keys = ON');
+  db.pragma(`busy_timeout = ${SQLITE_BUSY_TIMEOUT_MS}`);
+  db.pragma('synchronous = NORMAL');
+}

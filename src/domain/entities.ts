@@ -1,0 +1,32 @@
+/**
+ * Every entity meshq maps, and which of them are business data (carried by snapshots).
+ * A test derives the tables from the ORM metadata and fails when a table is neither in
+ * BUSINESS_ENTITIES nor in SYSTEM_ENTITIES.
+ */
+import { ApiTokenSchema, AdminUserSchema } from './access/entities.js';
+import { AuditRecordSchema } from './audit/entities.js';
+import {
+  MeshConfigSchema,
+  MqttCredentialSchema,
+  NodeSchema,
+  PeerLinkSchema,
+  PortForwardRuleSchema,
+} from './mesh/entities.js';
+import { SettingSchema } from './settings/entities.js';
+import { JobRecordSchema, SnapshotArchiveSchema, SystemStateSchema } from './system/entities.js';
+
+/** Business entities in foreign-key order (parents first): restore inserts in this order. */
+export const BUSINESS_ENTITIES = [
+  SettingSchema,
+  MeshConfigSchema,
+  NodeSchema,
+  PeerLinkSchema,
+  MqttCredentialSchema,
+  PortForwardRuleSchema,
+  ApiTokenSchema,
+  AuditRecordSchema,
+] as const;
+
+export const SYSTEM_ENTITIES = [AdminUserSchema, JobRecordSchema, SystemStateSchema, SnapshotArchiveSchema] as const;
+
+export const ALL_ENTITIES = [...BUSINESS_ENTITIES, ...SYSTEM_ENTITIES];

@@ -1,0 +1,52 @@
+import { defineEntity, p } from '@mikro-orm/core';
+
+/**
+ * System tables: bookkeeping of the machinery, never business data, never in a snapshot.
+ */
+
+/** The exactly-once ledger: a job's id and result, committed with the job's effects. */
+export const JobRecordSchema = defineEntity({
+  name: 'JobRecord',
+  tableName: 'job_record',
+  properties: {
+    jobId: p.string().length(128).primary(),
+    type: p.string().length(64),
+    result: p.json<unknown>(),
+    completedAt: p.datetime().length(3).index(),
+  },
+});
+export class JobRecord extends JobRecordSchema.class {}
+JobRecordSchema.setClass(JobRecord);
+
+/** Key -> JSON machine state: data epoch, broker sync bookkeeping. */
+export const SystemStateSchema = defineEntity({
+  name: 'SystemState',
+  tableName: 'system_state',
+  properties: {
+    key: p.string().length(64).primary(),
+    value: p.json<unknown>(),
+    updatedAt: p.datetime().length(3).onCreate(() => new Date()).onUpdate(() => new Date()),
+  },
+});
+export class SystemState extends SystemStateSchema.class {}
+SystemStateSchema.setClass(SystemState);
+
+/** Stored exports and staged restore uploads, shared by every worker through the database. */
+export const SnapshotArchiveSchema = defineEntity({
+  name: 'SnapshotArchive',
+  tableName: 'snapshot_archive',
+  properties: {
+    id: p.uuid().primary(),
+    kind: p.string().length(16),
+    createdAt: p.datetime().length(3).index(),
+    size: p.integer(),
+    sha256: p.string().length(64),
+    schemaVersion: p.string().length(128),
+    counts: p.json<Record<string, number>>(),
+    /** For staged uploads: the data key, sealed with the server key. */
+    sealedKey: p.text().nullable(),
+    data: p.blob().lazy(),
+  },
+});
+export class SnapshotArchive extends SnapshotArchiveSchema.class {}
+SnapshotArchiveSchema.setClass(SnapshotArchive);

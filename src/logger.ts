@@ -1,0 +1,28 @@
+import { pino, type Logger } from 'pino';
+
+/**
+ * Secrets never reach the logs: every field that could carry one is censored by path,
+ * wherever it appears in a logged object.
+ */
+export const REDACTED_PATHS = [
+  'password',
+  '*.password',
+  'token',
+  '*.token',
+  'privateKey',
+  '*.privateKey',
+  'secret',
+  '*.secret',
+  'secretKey',
+  '*.secretKey',
+  'authorization',
+  '*.authorization',
+  'req.headers.authorization',
+  'headers.authorization',
+];
+
+export function createLogger(level: string, name = 'meshq'): Logger {
+  return pino({ name, level, redact: { paths: REDACTED_PATHS, censor: '[redacted]' } });
+}
+
+export type { Logger };
