@@ -1,0 +1,65 @@
+/**
+ * Transaction boundaries. Every write in meshq goes through `write`, every consistent
+ * multi-statement read through `read`.
+ *
+ * Restore exclusion: on PostgreSQL each write transaction takes a transaction-scoped
+ * advisory lock, shared for operations and exclusive for a restore. The lock dies with
+ * the transaction (commit, rollback or a killed connection), so a crashed restore never
+ * leaves anything locked, and operations submitted during a restore wait, then run
+ * against the restored data.
+ *
+ * SQLite has one writer, and better-sqlite3 is synchronous: two forks must not
+ * interleave statements of two transactions on one connection, and a busy wait would
+ * block the event loop. So write transactions are serialized inside the process by an
+ * async mutex; busy_timeout covers other processes sharing the file.
+ */
+import { Mutex } from 'async-mutex';
+import type { Dialect } from '../config.js';
+import type { Em, Orm } from './orm.js';
+
+/** Fixed advisory-lock key shared by every meshq process: "business data". */
+const PG_DATA_LOCK_KEY = '7364201554';
+
+export interface WriteOptions {
+  /** Take the data lock exclusively (restore); operations take it shared. */
+  exclusive?: boolean;
+}
+
+export class UnitOfWork {
+  private readonly sqliteWriter = new Mutex();
+
+  constructor(
+    private readonly orm: Orm,
+    readonly dialect: Dialect,
+  ) {}
+
+  async write<T>(fn: (em: Em) => Promise<T>, opts: WriteOptions = {}): Promise<T> {
+    const em = this.orm.em.fork() as Em;
+    if (this.dialect === 'sqlite') {
+      return this.sqliteWriter.runExclusive(() => em.transactional((tx) => fn(tx as Em)));
+    }
+    return em.transactional(async (tx) => {
+      const lock = opts.exclusive ? 'pg_advisory_xact_lock' : 'pg_advisory_xact_lock_shared';
+      await (tx as Em).getConnection().execute(`select ${lock}(${PG_DATA_LOCK_KEY})`, [], 'all', tx.getTransactionContext());
+      return fn(tx as Em);
+    });
+  }
+
+  /**
+   * A read transaction that sees one consistent state (snapshot export, broker desired
+   * state). PostgreSQL: REPEATABLE READ, read only. SQLite: a deferred transaction holds
+   * one WAL snapshot for its duration without blocking writers of other processes.
+   */
+  async read<T>(fn: (em: Em) => Promise<T>): Promise<T> {
+    const em = this.orm.em.fork() as Em;
+    if (this.dialect === 'sqlite') {
+      return this.sqliteWriter.runExclusive(() => em.transactional((tx) => fn(tx as Em)));
+    }
+    return em.transactional((tx) => fn(tx as Em), { isolationLevel: 'repeatable read', readOnly: true });
+  }
+
+  /** A fork for single-statement reads (API listings) outside any transaction. */
+  fork(): Em {
+    return this.orm.em.fork() as Em;
+  }
+}
