@@ -1,0 +1,104 @@
+/**
+ * The worker side: one BullMQ Worker per queue, all running jobs through the runner.
+ * Stateless; start as many worker processes as you like (docker compose --scale).
+ */
+import { Worker, type Job } from 'bullmq';
+import type { Logger } from 'pino';
+import type { Config } from '../config.js';
+import type { UnitOfWork } from '../db/unit-of-work.js';
+import { JOBS, JOB_TYPES, type JobType, isJobType } from './jobs.js';
+import { redisConnection, type JobQueues } from './queue-client.js';
+import { QUEUES, type QueueName } from './queues.js';
+import { runJob, type JobEnvelope, type RunnerDeps } from './runner.js';
+import { UnrecoverableError } from 'bullmq';
+
+export interface WorkerOptions {
+  /** How often BullMQ looks for jobs whose worker died (default 30 s). */
+  stalledIntervalMs?: number;
+  /** How long a job's lock lives without renewal (default 30 s). */
+  lockDurationMs?: number;
+  /** Bound on waiting for active jobs at shutdown. */
+  shutdownTimeoutMs?: number;
+  onCommitted?: RunnerDeps['onCommitted'];
+}
+
+export interface WorkerPool {
+  workers: Worker[];
+  close(): Promise<void>;
+}
+
+/** Queues whose jobs must never run two at a time, across every worker process. */
+const GLOBALLY_SERIAL: QueueName[] = [QUEUES.snapshotRestore, QUEUES.brokerSync];
+
+function concurrencyOf(queue: QueueName, config: Config): number {
+  if (GLOBALLY_SERIAL.includes(queue)) return 1;
+  if (queue === QUEUES.snapshots) return 2;
+  return config.workerConcurrency;
+}
+
+export async function startWorkers(
+  deps: { config: Config; log: Logger; uow: UnitOfWork; queues: JobQueues; serverKey: Buffer },
+  opts: WorkerOptions = {},
+): Promise<WorkerPool> {
+  const { config, log, queues } = deps;
+  const runnerDeps: RunnerDeps = {
+    uow: deps.uow,
+    config,
+    log,
+    serverKey: deps.serverKey,
+    enqueue: (type, payload, o) => queues.submit(type, payload, { actor: o?.actor ?? 'system', jobId: o?.jobId }),
+    onCommitted: opts.onCommitted,
+  };
+
+  const served = new Set(JOB_TYPES.map((t) => JOBS[t].queue));
+  for (const q of GLOBALLY_SERIAL) if (served.has(q)) await queues.queue(q).setGlobalConcurrency(1);
+
+  const workers = [...served].map((queueName) => {
+    const worker = new Worker(
+      queueName,
+      async (job: Job) => {
+        if (!isJobType(job.name) || JOBS[job.name].queue !== queueName) {
+          throw new UnrecoverableError(`[INVALID] job type "${job.name}" is not served by queue ${queueName}`);
+        }
+        return runJob(runnerDeps, {
+          jobId: job.id!,
+          type: job.name as JobType,
+          envelope: job.data as JobEnvelope,
+          job,
+          exclusive: queueName === QUEUES.snapshotRestore,
+        });
+      },
+      {
+        connection: redisConnection(config.redisUrl),
+        prefix: config.queuePrefix,
+        concurrency: concurrencyOf(queueName, config),
+        stalledInterval: opts.stalledIntervalMs,
+        lockDuration: opts.lockDurationMs,
+        autorun: true,
+      },
+    );
+    worker.on('error', (err) => log.error({ err, queue: queueName }, 'worker error'));
+    worker.on('failed', (job, err) => {
+      if (job && job.attemptsMade >= (job.opts.attempts ?? 1)) log.warn({ jobId: job.id, type: job.name, reason: err.message }, 'job failed');
+    });
+    return worker;
+  });
+  await Promise.all(workers.map((w) => w.waitUntilReady()));
+  log.info({ queues: [...served], concurrency: config.workerConcurrency }, 'workers started');
+
+  return {
+    workers,
+    async close() {
+      // worker.close() stops taking jobs and waits for active ones; bound the wait so a
+      // stuck job cannot hold shutdown forever (its lock expires and another worker
+      // takes it over as stalled).
+      const timeout = opts.shutdownTimeoutMs ?? 30_000;
+      const graceful = Promise.all(workers.map((w) => w.close()));
+      const timer = new Promise<'timeout'>((r) => setTimeout(() => r('timeout'), timeout).unref());
+      if ((await Promise.race([graceful, timer])) === 'timeout') {
+        log.warn({ timeoutMs: timeout }, 'active jobs did not finish in time; forcing close');
+        await Promise.all(workers.map((w) => w.close(true)));
+      }
+    },
+  };
+}
