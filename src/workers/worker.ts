@@ -2,6 +2,7 @@
  * The worker side: one BullMQ Worker per queue, all running jobs through the runner.
  * Stateless; start as many worker processes as you like (docker compose --scale).
  */
+import { hostname } from 'node:os';
 import { Worker, type Job } from 'bullmq';
 import type { Logger } from 'pino';
 import type { Config } from '../config.js';
@@ -71,6 +72,8 @@ export async function startWorkers(
       {
         connection: redisConnection(config.redisUrl),
         prefix: config.queuePrefix,
+        // Recorded on each job as processedBy: which process ran it (scaling, debugging).
+        name: `${hostname()}:${process.pid}`,
         concurrency: concurrencyOf(queueName, config),
         stalledInterval: opts.stalledIntervalMs,
         lockDuration: opts.lockDurationMs,

@@ -1,0 +1,206 @@
+/**
+ * Job system benchmark (issue 3). Every meshq figure is printed next to a baseline
+ * measured in the same run on the same machine:
+ *   - BullMQ with a no-op processor (the queue's own ceiling),
+ *   - BullMQ with a hand-written `pg` transaction doing node.update's work
+ *     (update one row, insert one audit row),
+ *   - meshq's node.update job on PostgreSQL and on SQLite,
+ *   - HTTP submission rate of POST /api/v1/jobs against BullMQ's own `add` rate,
+ *   - worker RSS after 100,000 jobs against its RSS after 10,000 (bench/rss-child.ts).
+ */
+import { fork } from 'node:child_process';
+import { fileURLToPath } from 'node:url';
+import { randomUUID } from 'node:crypto';
+import { Queue, Worker, type Processor } from 'bullmq';
+import pg from 'pg';
+import autocannon from 'autocannon';
+import { bootstrap, type AppContext } from '../src/bootstrap.js';
+import { startWorkers } from '../src/workers/worker.js';
+import { redisConnection } from '../src/workers/queue-client.js';
+import { QUEUES } from '../src/workers/queues.js';
+import { runJob } from '../src/workers/runner.js';
+import type { JobType } from '../src/workers/jobs.js';
+import { benchDatabase, dropRedisPrefix, record, REDIS_URL, seconds } from './support.js';
+
+const N = Number(process.env.BENCH_JOBS ?? 5_000);
+const CONCURRENCY = Number(process.env.BENCH_CONCURRENCY ?? 8);
+const NODES = 50;
+
+/** Enqueues n jobs, then starts one worker and times how long it takes to finish them. */
+async function drainRate(prefix: string, processor: Processor, n: number, makeData: (i: number) => unknown): Promise<number> {
+  const queue = new Queue('bench', { connection: redisConnection(REDIS_URL), prefix });
+  await fillQueue(queue, 'noop', n, makeData);
+  const start = process.hrtime.bigint();
+  let done = 0;
+  const finished = new Promise<void>((resolve) => {
+    const worker = new Worker('bench', processor, { connection: redisConnection(REDIS_URL), prefix, concurrency: CONCURRENCY });
+    worker.on('completed', () => {
+      if (++done === n) void worker.close().then(() => resolve());
+    });
+    worker.on('failed', (_j, err) => console.error('bench job failed', err.message));
+  });
+  await finished;
+  const rate = n / seconds(start);
+  await queue.close();
+  await dropRedisPrefix(prefix);
+  return rate;
+}
+
+async function fillQueue(queue: Queue, name: string, n: number, makeData: (i: number) => unknown): Promise<void> {
+  for (let i = 0; i < n; i += 1000) {
+    const chunk = Array.from({ length: Math.min(1000, n - i) }, (_, k) => ({
+      name,
+      data: makeData(i + k),
+      opts: { jobId: randomUUID(), removeOnComplete: { count: 1000 }, removeOnFail: { count: 1000 } },
+    }));
+    await queue.addBulk(chunk);
+  }
+}
+
+/** A config with NODES nodes, created through the real runner. */
+async function seed(app: AppContext): Promise<string[]> {
+  const deps = { uow: app.uow, config: app.config, log: app.log, serverKey: app.serverKey, enqueue: async () => undefined };
+  const run = (type: JobType, payload: unknown) =>
+    runJob(deps, { jobId: randomUUID(), type, envelope: { actor: 'bench', payload } }) as Promise<{ id: string }>;
+  const { id: configId } = await run('config.create', { name: `bench-${randomUUID().slice(0, 8)}`, subnet: '10.80.0.0/16' });
+  const ids: string[] = [];
+  for (let i = 0; i < NODES; i++) ids.push((await run('node.create', { configId, name: `n${i}`, kind: 'static' })).id);
+  return ids;
+}
+
+const nodeUpdate = (ids: string[]) => (i: number) => ({ actor: 'bench', payload: { id: ids[i % ids.length], listenPort: 1024 + (i % 60_000) } });
+
+async function meshqNodeUpdateRate(app: AppContext, ids: string[], n: number): Promise<number> {
+  await fillQueue(app.queues.queue(QUEUES.operations), 'node.update', n, nodeUpdate(ids));
+  const start = process.hrtime.bigint();
+  const pool = await startWorkers(app);
+  const ops = pool.workers.find((w) => w.name === QUEUES.operations)!;
+  let done = 0;
+  await new Promise<void>((resolve) => {
+    ops.on('completed', () => {
+      if (++done === n) resolve();
+    });
+    ops.on('failed', (_j, err) => console.error('meshq bench job failed', err.message));
+  });
+  const rate = n / seconds(start);
+  await pool.close();
+  return rate;
+}
+
+async function pgBaselineRate(url: string, ids: string[], n: number): Promise<number> {
+  const pool = new pg.Pool({ connectionString: url, max: 10 });
+  const rate = await drainRate(`bench-pg-${randomUUID().slice(0, 8)}`, async (job) => {
+    const { id, listenPort } = (job.data as { payload: { id: string; listenPort: number } }).payload;
+    const client = await pool.connect();
+    try {
+      await client.query('begin');
+      await client.query('update node set listen_port = $2, updated_at = now() where id = $1', [id, listenPort]);
+      await client.query(
+        'insert into audit_record (id, at, actor, action, entity_type, entity_id, detail) values ($1, now(), $2, $3, $4, $5, $6)',
+        [randomUUID(), 'bench', 'node.update', 'node', id, JSON.stringify({ listenPort })],
+      );
+      await client.query('commit');
+    } catch (err) {
+      await client.query('rollback');
+      throw err;
+    } finally {
+      client.release();
+    }
+    return { id };
+  }, n, nodeUpdate(ids));
+  await pool.end();
+  return rate;
+}
+
+/** BullMQ's own `add` rate with the same number of requests in flight as the HTTP load. */
+async function bullmqAddRate(prefix: string, connections: number, durationS: number): Promise<number> {
+  const queue = new Queue('bench-add', { connection: redisConnection(REDIS_URL), prefix });
+  let count = 0;
+  const deadline = Date.now() + durationS * 1000;
+  await Promise.all(
+    Array.from({ length: connections }, async () => {
+      while (Date.now() < deadline) {
+        await queue.add('node.update', { actor: 'bench', payload: { id: randomUUID(), listenPort: 1 } }, { jobId: randomUUID() });
+        count++;
+      }
+    }),
+  );
+  await queue.close();
+  await dropRedisPrefix(prefix);
+  return count / durationS;
+}
+
+async function httpSubmitRate(app: AppContext, ids: string[], connections: number, durationS: number): Promise<number> {
+  const { buildApi } = await import('../src/api/app.js');
+  const api = await buildApi(app);
+  await api.listen({ host: '127.0.0.1', port: 0 });
+  const address = api.server.address() as { port: number };
+  const auth = 'Basic ' + Buffer.from(`admin:${BENCH_ADMIN_PASSWORD}`).toString('base64');
+  let i = 0;
+  const result = await autocannon({
+    url: `http://127.0.0.1:${address.port}/api/v1/jobs`,
+    method: 'POST',
+    connections,
+    duration: durationS,
+    headers: { 'content-type': 'application/json', authorization: auth },
+    requests: [
+      {
+        setupRequest: (req) => ({ ...req, body: JSON.stringify({ type: 'node.update', data: { id: ids[i++ % ids.length], listenPort: 2000 } }) }),
+      },
+    ],
+  });
+  await api.close();
+  const ok = result['2xx'];
+  if (result.non2xx > 0) console.error(`  (${result.non2xx} non-2xx responses)`);
+  return ok / durationS;
+}
+
+const BENCH_ADMIN_PASSWORD = 'bench-admin-password';
+
+async function rssChild(): Promise<{ rss10k: number; rss100k: number }> {
+  const script = fileURLToPath(new URL('./rss-child.ts', import.meta.url));
+  return new Promise((resolve, reject) => {
+    const child = fork(script, [], { execArgv: ['--import', 'tsx', '--expose-gc'], stdio: ['ignore', 'inherit', 'inherit', 'ipc'] });
+    child.on('message', (m) => resolve(m as { rss10k: number; rss100k: number }));
+    child.on('exit', (code) => (code === 0 ? undefined : reject(new Error(`rss child exited ${code}`))));
+  });
+}
+
+export async function benchJobs(): Promise<void> {
+  console.error(`job system: ${N} jobs per run, worker concurrency ${CONCURRENCY}`);
+  const noop = await drainRate(`bench-noop-${randomUUID().slice(0, 8)}`, async () => ({ ok: true }), N, (i) => ({ i }));
+  record({ name: 'BullMQ, no-op processor', value: noop, unit: 'jobs/s' });
+
+  const pgDb = await benchDatabase('postgresql', { ADMIN_PASSWORD: BENCH_ADMIN_PASSWORD, WORKER_CONCURRENCY: String(CONCURRENCY) });
+  const pgApp = await bootstrap('bench', pgDb.config);
+  const pgIds = await seed(pgApp);
+  const baseline = await pgBaselineRate(pgDb.config.databaseUrl, pgIds, N);
+  record({ name: 'BullMQ + hand-written pg transaction', value: baseline, unit: 'jobs/s', baseline: 'no-op', ratio: baseline / noop });
+  const meshqPg = await meshqNodeUpdateRate(pgApp, pgIds, N);
+  record({ name: 'meshq node.update, PostgreSQL', value: meshqPg, unit: 'jobs/s', baseline: 'hand-written pg', ratio: meshqPg / baseline, target: '>= 0.8' });
+
+  const connections = 16;
+  const durationS = Number(process.env.BENCH_HTTP_SECONDS ?? 5);
+  const addRate = await bullmqAddRate(`bench-add-${randomUUID().slice(0, 8)}`, connections, durationS);
+  record({ name: `BullMQ queue.add, ${connections} in flight`, value: addRate, unit: 'adds/s' });
+  const submit = await httpSubmitRate(pgApp, pgIds, connections, durationS);
+  record({ name: `POST /api/v1/jobs, ${connections} connections`, value: submit, unit: 'req/s', baseline: 'BullMQ add', ratio: submit / addRate, target: '>= 0.5' });
+  await dropRedisPrefix(pgApp.config.queuePrefix);
+  await pgApp.close();
+  await pgDb.drop();
+
+  const sqDb = await benchDatabase('sqlite', { WORKER_CONCURRENCY: String(CONCURRENCY) });
+  const sqApp = await bootstrap('bench', sqDb.config);
+  const sqIds = await seed(sqApp);
+  const meshqSqlite = await meshqNodeUpdateRate(sqApp, sqIds, N);
+  record({ name: 'meshq node.update, SQLite', value: meshqSqlite, unit: 'jobs/s', baseline: 'no-op', ratio: meshqSqlite / noop, target: '>= 2,000 jobs/s' });
+  await dropRedisPrefix(sqApp.config.queuePrefix);
+  await sqApp.close();
+  await sqDb.drop();
+
+  if (process.env.BENCH_SKIP_RSS !== '1') {
+    const { rss10k, rss100k } = await rssChild();
+    record({ name: 'worker RSS after 10,000 jobs', value: rss10k / 2 ** 20, unit: 'MiB' });
+    record({ name: 'worker RSS after 100,000 jobs', value: rss100k / 2 ** 20, unit: 'MiB', baseline: 'after 10,000', ratio: rss100k / rss10k, target: '<= 1.2' });
+  }
+}
