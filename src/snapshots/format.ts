@@ -1,0 +1,309 @@
+/**
+ * The snapshot file: a small binary header, then AES-256-GCM over gzip(JSON).
+ *
+ *   offset  size  field
+ *        0     8  magic "MESHQSNP"
+ *        8     2  format version (u16 BE), currently 1
+ *       10     1  KDF id (1 = scrypt)
+ *       11     2  length of the KDF parameter block (u16 BE), so a reader can skip or
+ *                 reject a KDF it does not know by name rather than misparse it
+ *       13     n  KDF parameters (scrypt: N, r, p as u32 BE, n = 12)
+ *     13+n    16  salt
+ *     29+n    12  IV
+ *     41+n     8  ciphertext length (u64 BE)
+ *     49+n     …  ciphertext, then the 16-byte GCM tag
+ *
+ * The whole header is GCM additional data: a changed KDF parameter, salt or length is an
+ * authentication failure, not a silently different key. The explicit ciphertext length
+ * lets a cut-off file be reported as truncated (and appended bytes as such) before any
+ * decryption, instead of as the vaguer "wrong password or modified".
+ *
+ * Everything is in memory and synchronous: the API must validate an upload fully before
+ * staging it, and files are bounded by the upload limit and `maxDecompressedBytes`.
+ */
+import { createCipheriv, createDecipheriv, randomBytes } from 'node:crypto';
+import { gunzipSync, gzipSync } from 'node:zlib';
+import { z } from 'zod';
+import { describeZodError } from '../workers/payload-errors.js';
+import { checkKdfParams, deriveKey, KEY_LENGTH, SALT_LENGTH } from './crypto.js';
+import type { KdfParamsWithSalt } from './crypto.js';
+import { SnapshotInvalidError } from './errors.js';
+
+export const SNAPSHOT_MAGIC = Buffer.from('MESHQSNP', 'ascii');
+export const SNAPSHOT_FORMAT_VERSION = 1;
+/** Default zip-bomb guard for decoding. */
+export const DEFAULT_MAX_DECOMPRESSED_BYTES = 1024 ** 3;
+
+const KDF_SCRYPT = 1;
+const SCRYPT_PARAMS_LENGTH = 12;
+const IV_LENGTH = 12;
+const TAG_LENGTH = 16;
+const LENGTH_FIELD = 8;
+/** Bytes before the KDF parameter block: magic, version, KDF id, parameter length. */
+const FIXED_PREFIX = SNAPSHOT_MAGIC.length + 2 + 1 + 2;
+
+export interface SnapshotPayload {
+  formatVersion: number;
+  schemaVersion: string;
+  appVersion: string;
+  /** ISO 8601 */
+  createdAt: string;
+  counts: Record<string, number>;
+  tables: Record<string, Record<string, unknown>[]>;
+}
+
+export interface SnapshotHeader {
+  formatVersion: number;
+  kdf: KdfParamsWithSalt & { readonly algorithm: 'scrypt' };
+  iv: Buffer;
+  /** Bytes of header (the GCM additional data). */
+  headerLength: number;
+  ciphertextLength: number;
+  /** What the whole file must measure: header + ciphertext + tag. */
+  totalLength: number;
+}
+
+export interface DecodeOptions {
+  /** Refuse files whose gzip body inflates beyond this; default 1 GiB. */
+  maxDecompressedBytes?: number;
+}
+
+const payloadSchema = z
+  .object({
+    formatVersion: z.number().int().positive(),
+    schemaVersion: z.string().min(1),
+    appVersion: z.string().min(1),
+    createdAt: z.iso.datetime({ offset: true }),
+    counts: z.record(z.string(), z.number().int().nonnegative()),
+    tables: z.record(z.string(), z.array(z.record(z.string(), z.unknown()))),
+  })
+  .superRefine((p, ctx) => {
+    // Counts are what an operator reads before restoring; a file whose counts lie about its
+    // rows was not written by a correct meshq.
+    const names = new Set([...Object.keys(p.counts), ...Object.keys(p.tables)]);
+    for (const name of names) {
+      const rows = p.tables[name]?.length;
+      const count = p.counts[name];
+      if (rows !== count) {
+        ctx.addIssue({
+          code: 'custom',
+          path: ['counts', name],
+          message: `count ${count ?? '(missing)'} does not match ${rows ?? 'no'} rows in tables.${name}`,
+        });
+      }
+    }
+  });
+
+function invalid(reason: ConstructorParameters<typeof SnapshotInvalidError>[0], message: string): never {
+  throw new SnapshotInvalidError(reason, message);
+}
+
+function assertDataKey(key: Buffer): void {
+  if (key.length !== KEY_LENGTH) throw new Error(`the snapshot key must be ${KEY_LENGTH} bytes (got ${key.length})`);
+}
+
+function truncated(have: number, need: number, what: string): never {
+  if (have === 0) invalid('truncated', 'file is truncated: it is empty');
+  return invalid('truncated', `file is truncated: ${what} needs ${need} bytes, the file has ${have}`);
+}
+
+/**
+ * Parses and checks the header only (not the body's length): enough to learn the KDF
+ * parameters before deriving the key from a password.
+ */
+export function readHeader(buf: Buffer): SnapshotHeader {
+  const magicPart = buf.subarray(0, SNAPSHOT_MAGIC.length);
+  if (!magicPart.equals(SNAPSHOT_MAGIC.subarray(0, magicPart.length))) {
+    invalid('not_snapshot', 'not a meshq snapshot: the file does not start with "MESHQSNP"');
+  }
+  if (buf.length < SNAPSHOT_MAGIC.length + 2) truncated(buf.length, SNAPSHOT_MAGIC.length + 2, 'the header');
+
+  const formatVersion = buf.readUInt16BE(SNAPSHOT_MAGIC.length);
+  if (formatVersion > SNAPSHOT_FORMAT_VERSION) {
+    invalid(
+      'unsupported_version',
+      `format version ${formatVersion} is newer than this meshq understands (${SNAPSHOT_FORMAT_VERSION}); ` +
+        'restore it with a newer meshq',
+    );
+  }
+  if (formatVersion !== SNAPSHOT_FORMAT_VERSION) {
+    invalid('unsupported_version', `format version ${formatVersion} is not a valid snapshot format version`);
+  }
+
+  if (buf.length < FIXED_PREFIX) truncated(buf.length, FIXED_PREFIX, 'the header');
+  const kdfId = buf.readUInt8(SNAPSHOT_MAGIC.length + 2);
+  const kdfLength = buf.readUInt16BE(SNAPSHOT_MAGIC.length + 3);
+  if (kdfId !== KDF_SCRYPT) {
+    invalid('unsupported_kdf', `unknown key-derivation function id ${kdfId}: the file is damaged or from a newer meshq`);
+  }
+  if (kdfLength !== SCRYPT_PARAMS_LENGTH) {
+    invalid('bad_header', `malformed header: scrypt parameters take ${SCRYPT_PARAMS_LENGTH} bytes, header says ${kdfLength}`);
+  }
+
+  const saltAt = FIXED_PREFIX + kdfLength;
+  const ivAt = saltAt + SALT_LENGTH;
+  const lengthAt = ivAt + IV_LENGTH;
+  const headerLength = lengthAt + LENGTH_FIELD;
+  if (buf.length < headerLength) truncated(buf.length, headerLength, 'the header');
+
+  const N = buf.readUInt32BE(FIXED_PREFIX);
+  const r = buf.readUInt32BE(FIXED_PREFIX + 4);
+  const p = buf.readUInt32BE(FIXED_PREFIX + 8);
+  const problem = checkKdfParams({ N, r, p });
+  if (problem) invalid('bad_header', `malformed header: ${problem}; the file is damaged or was not made by meshq`);
+
+  const ciphertextLength = buf.readBigUInt64BE(lengthAt);
+  if (ciphertextLength > BigInt(Number.MAX_SAFE_INTEGER - headerLength - TAG_LENGTH)) {
+    invalid('bad_header', 'malformed header: impossible ciphertext length');
+  }
+  const length = Number(ciphertextLength);
+  return {
+    formatVersion,
+    kdf: { algorithm: 'scrypt', N, r, p, salt: Buffer.from(buf.subarray(saltAt, ivAt)) },
+    iv: Buffer.from(buf.subarray(ivAt, lengthAt)),
+    headerLength,
+    ciphertextLength: length,
+    totalLength: headerLength + length + TAG_LENGTH,
+  };
+}
+
+/** Header plus the length checks of the whole file: everything short of decrypting. */
+function readContainer(buf: Buffer): SnapshotHeader {
+  const header = readHeader(buf);
+  if (buf.length < header.totalLength) truncated(buf.length, header.totalLength, 'the snapshot');
+  if (buf.length > header.totalLength) {
+    invalid(
+      'trailing_data',
+      `file has ${buf.length - header.totalLength} unexpected bytes after the end of the snapshot (modified or concatenated?)`,
+    );
+  }
+  return header;
+}
+
+function encodeHeader(kdf: KdfParamsWithSalt, iv: Buffer, ciphertextLength: number): Buffer {
+  const header = Buffer.alloc(FIXED_PREFIX + SCRYPT_PARAMS_LENGTH + SALT_LENGTH + IV_LENGTH + LENGTH_FIELD);
+  let at = SNAPSHOT_MAGIC.copy(header, 0);
+  at = header.writeUInt16BE(SNAPSHOT_FORMAT_VERSION, at);
+  at = header.writeUInt8(KDF_SCRYPT, at);
+  at = header.writeUInt16BE(SCRYPT_PARAMS_LENGTH, at);
+  at = header.writeUInt32BE(kdf.N, at);
+  at = header.writeUInt32BE(kdf.r, at);
+  at = header.writeUInt32BE(kdf.p, at);
+  at += kdf.salt.copy(header, at);
+  at += iv.copy(header, at);
+  header.writeBigUInt64BE(BigInt(ciphertextLength), at);
+  return header;
+}
+
+/**
+ * Encrypts an already-compressed body into a snapshot container. The layer below
+ * encodeSnapshot: useful on its own to re-wrap a body, and for tests of the layers above.
+ */
+export function encryptSnapshotBody(body: Buffer, key: Buffer, kdf: KdfParamsWithSalt): Buffer {
+  assertDataKey(key);
+  const problem = checkKdfParams(kdf);
+  if (problem) throw new Error(`invalid KDF parameters: ${problem}`);
+  if (kdf.salt.length !== SALT_LENGTH) throw new Error(`the snapshot salt must be ${SALT_LENGTH} bytes`);
+  // Random, never caller-chosen: the same key encrypts every export until the password
+  // changes, and a repeated IV under GCM leaks plaintext and the authentication key.
+  const iv = randomBytes(IV_LENGTH);
+  const header = encodeHeader(kdf, iv, body.length);
+  const cipher = createCipheriv('aes-256-gcm', key, iv, { authTagLength: TAG_LENGTH });
+  cipher.setAAD(header);
+  const ciphertext = Buffer.concat([cipher.update(body), cipher.final()]);
+  return Buffer.concat([header, ciphertext, cipher.getAuthTag()]);
+}
+
+/** Checks structure and authenticity and returns the (still compressed) body. */
+export function decryptSnapshotBody(buf: Buffer, key: Buffer): Buffer {
+  assertDataKey(key);
+  return decryptContainer(buf, readContainer(buf), key);
+}
+
+function decryptContainer(buf: Buffer, header: SnapshotHeader, key: Buffer): Buffer {
+  const ciphertext = buf.subarray(header.headerLength, header.headerLength + header.ciphertextLength);
+  const tag = buf.subarray(header.headerLength + header.ciphertextLength);
+  const decipher = createDecipheriv('aes-256-gcm', key, header.iv, { authTagLength: TAG_LENGTH });
+  decipher.setAAD(buf.subarray(0, header.headerLength));
+  decipher.setAuthTag(tag);
+  try {
+    return Buffer.concat([decipher.update(ciphertext), decipher.final()]);
+  } catch {
+    // GCM gives one bit: a wrong key and a changed byte fail identically. Say both.
+    return invalid(
+      'auth_failed',
+      'cannot decrypt the snapshot: wrong password or the file was modified ' +
+        '(AES-GCM cannot tell these apart; check the password that was set when the snapshot was exported)',
+    );
+  }
+}
+
+/** The file for a payload. `key` is the 32-byte key derived with `kdf` (see crypto.ts). */
+export function encodeSnapshot(payload: SnapshotPayload, key: Buffer, kdf: KdfParamsWithSalt): Buffer {
+  if (payload.formatVersion !== SNAPSHOT_FORMAT_VERSION) {
+    throw new Error(`payload formatVersion ${payload.formatVersion} is not ${SNAPSHOT_FORMAT_VERSION}`);
+  }
+  const json = JSON.stringify(payload);
+  // Refuse to write what decode would refuse to read: an export must always be restorable.
+  // (Parsing back also normalises Dates etc. to what JSON actually carries.)
+  const checked = payloadSchema.safeParse(JSON.parse(json));
+  if (!checked.success) throw new Error(describeZodError(checked.error, 'snapshot'));
+  const body = gzipSync(Buffer.from(json, 'utf8'));
+  return encryptSnapshotBody(body, key, kdf);
+}
+
+/** Decrypts and fully validates a file; every refusal is a SnapshotInvalidError. */
+export function decodeSnapshot(buf: Buffer, key: Buffer, options: DecodeOptions = {}): SnapshotPayload {
+  const maxBytes = options.maxDecompressedBytes ?? DEFAULT_MAX_DECOMPRESSED_BYTES;
+  assertDataKey(key);
+  const header = readContainer(buf);
+  const body = decryptContainer(buf, header, key);
+  const json = inflate(body, maxBytes);
+
+  let parsed: unknown;
+  try {
+    parsed = JSON.parse(json);
+  } catch (err) {
+    invalid('bad_json', `the snapshot contents are not valid JSON (${(err as Error).message})`);
+  }
+  const result = payloadSchema.safeParse(parsed);
+  if (!result.success) invalid('bad_payload', describeZodError(result.error, 'snapshot'));
+  if (result.data.formatVersion !== header.formatVersion) {
+    invalid(
+      'bad_payload',
+      `invalid snapshot payload: contents say format version ${result.data.formatVersion}, header says ${header.formatVersion}`,
+    );
+  }
+  return result.data;
+}
+
+/**
+ * readHeader → deriveKey → decodeSnapshot, with the structural checks first so a cut-off
+ * or foreign upload is refused before spending a key derivation on it.
+ */
+export async function openSnapshot(buf: Buffer, password: string, options: DecodeOptions = {}): Promise<SnapshotPayload> {
+  const header = readContainer(buf);
+  const key = await deriveKey(password, header.kdf);
+  return decodeSnapshot(buf, key, options);
+}
+
+function inflate(body: Buffer, maxBytes: number): string {
+  let raw: Buffer;
+  try {
+    // maxOutputLength stops inflation as soon as the limit is passed, so a bomb never
+    // allocates more than the limit.
+    raw = gunzipSync(body, { maxOutputLength: maxBytes });
+  } catch (err) {
+    const e = err as NodeJS.ErrnoException;
+    if (e.code === 'ERR_BUFFER_TOO_LARGE') {
+      invalid('too_large', `the snapshot contents inflate beyond the limit of ${maxBytes} bytes; refused (possible zip bomb)`);
+    }
+    return invalid('bad_compression', `the snapshot contents are not valid gzip (${e.message})`);
+  }
+  try {
+    return raw.toString('utf8');
+  } catch {
+    // V8 strings stop near 512 MiB; larger JSON cannot be parsed in one piece.
+    return invalid('too_large', `the snapshot contents (${raw.length} bytes) are too large to parse`);
+  }
+}
