@@ -11,6 +11,7 @@ import { UnitOfWork } from './db/unit-of-work.js';
 import { createLogger } from './logger.js';
 import { checkRedis, JobQueues } from './workers/queue-client.js';
 import { ensureAdmin } from './domain/access/admin.js';
+import { parseServerKey } from './snapshots/crypto.js';
 
 export interface AppContext {
   config: Config;
@@ -38,7 +39,7 @@ export async function bootstrap(role: string, config?: Config): Promise<AppConte
     throw err;
   }
   const uow = new UnitOfWork(orm, cfg.dialect);
-  const serverKey = Buffer.from(cfg.secretKey, /^[0-9a-f]{64}$/i.test(cfg.secretKey) ? 'hex' : 'base64');
+  const serverKey = parseServerKey(cfg.secretKey);
   const queues = new JobQueues(cfg);
   await ensureAdmin({ uow, serverKey, log }, cfg.adminPassword);
 

@@ -24,10 +24,10 @@
 import { createCipheriv, createDecipheriv, randomBytes } from 'node:crypto';
 import { gunzipSync, gzipSync } from 'node:zlib';
 import { z } from 'zod';
-import { describeZodError } from '../workers/payload-errors.js';
 import { checkKdfParams, deriveKey, KEY_LENGTH, SALT_LENGTH } from './crypto.js';
 import type { KdfParamsWithSalt } from './crypto.js';
 import { SnapshotInvalidError } from './errors.js';
+import type { SnapshotInvalidReason } from './errors.js';
 
 export const SNAPSHOT_MAGIC = Buffer.from('MESHQSNP', 'ascii');
 export const SNAPSHOT_FORMAT_VERSION = 1;
@@ -94,7 +94,14 @@ const payloadSchema = z
     }
   });
 
-function invalid(reason: ConstructorParameters<typeof SnapshotInvalidError>[0], message: string): never {
+/** Where the contents are wrong, first few places only: a bad file can have a million bad rows. */
+function describeIssues(error: z.ZodError): string {
+  const shown = error.issues.slice(0, 5).map((i) => `${i.path.length > 0 ? i.path.join('.') : '(root)'}: ${i.message}`);
+  const more = error.issues.length - shown.length;
+  return `invalid snapshot payload: ${shown.join('; ')}${more > 0 ? `; and ${more} more` : ''}`;
+}
+
+function invalid(reason: SnapshotInvalidReason, message: string): never {
   throw new SnapshotInvalidError(reason, message);
 }
 
@@ -172,9 +179,10 @@ function readContainer(buf: Buffer): SnapshotHeader {
   const header = readHeader(buf);
   if (buf.length < header.totalLength) truncated(buf.length, header.totalLength, 'the snapshot');
   if (buf.length > header.totalLength) {
+    const extra = buf.length - header.totalLength;
     invalid(
       'trailing_data',
-      `file has ${buf.length - header.totalLength} unexpected bytes after the end of the snapshot (modified or concatenated?)`,
+      `file has ${extra} unexpected byte${extra === 1 ? '' : 's'} after the end of the snapshot (modified or concatenated?)`,
     );
   }
   return header;
@@ -247,7 +255,7 @@ export function encodeSnapshot(payload: SnapshotPayload, key: Buffer, kdf: KdfPa
   // Refuse to write what decode would refuse to read: an export must always be restorable.
   // (Parsing back also normalises Dates etc. to what JSON actually carries.)
   const checked = payloadSchema.safeParse(JSON.parse(json));
-  if (!checked.success) throw new Error(describeZodError(checked.error, 'snapshot'));
+  if (!checked.success) throw new Error(describeIssues(checked.error));
   const body = gzipSync(Buffer.from(json, 'utf8'));
   return encryptSnapshotBody(body, key, kdf);
 }
@@ -267,7 +275,7 @@ export function decodeSnapshot(buf: Buffer, key: Buffer, options: DecodeOptions 
     invalid('bad_json', `the snapshot contents are not valid JSON (${(err as Error).message})`);
   }
   const result = payloadSchema.safeParse(parsed);
-  if (!result.success) invalid('bad_payload', describeZodError(result.error, 'snapshot'));
+  if (!result.success) invalid('bad_payload', describeIssues(result.error));
   if (result.data.formatVersion !== header.formatVersion) {
     invalid(
       'bad_payload',

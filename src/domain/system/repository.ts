@@ -1,3 +1,4 @@
+import { LockMode } from '@mikro-orm/core';
 import type { Em } from '../../db/orm.js';
 import { JobRecord, SystemState } from './entities.js';
 
@@ -29,6 +30,31 @@ export const STATE_KEYS = {
   brokerSync: 'broker-sync',
 } as const;
 
+/**
+ * Broker sync bookkeeping. Operations that change credentials bump `pendingSeq` in their
+ * own transaction; a sync that read the database at pendingSeq = n records
+ * `appliedSeq = n` when EMQX matches, so "pending" (pendingSeq > appliedSeq) survives
+ * crashes and lost follow-up jobs and the scheduled reconcile can pick it up.
+ */
+export interface BrokerSyncState {
+  pendingSeq: number;
+  appliedSeq: number;
+  /** The data epoch (restore count) EMQX was last synced to. */
+  syncedEpoch: number;
+  lastError: string | null;
+  lastSyncAt: string | null;
+  /** Why the latest pending mark was made (diagnostics only). */
+  lastReason?: string;
+}
+
+export const INITIAL_BROKER_SYNC_STATE: BrokerSyncState = Object.freeze({
+  pendingSeq: 0,
+  appliedSeq: 0,
+  syncedEpoch: 0,
+  lastError: null,
+  lastSyncAt: null,
+});
+
 export class SystemStateRepository {
   constructor(private readonly em: Em) {}
 
@@ -50,5 +76,46 @@ export class SystemStateRepository {
     const next = (await this.dataEpoch()) + 1;
     await this.set(STATE_KEYS.dataEpoch, next);
     return next;
+  }
+
+  async brokerSyncState(): Promise<BrokerSyncState> {
+    const stored = await this.get<Partial<BrokerSyncState>>(STATE_KEYS.brokerSync);
+    return { ...INITIAL_BROKER_SYNC_STATE, ...stored };
+  }
+
+  /**
+   * Marks EMQX as behind the database, in the caller's transaction. Read-modify-write of
+   * one row: PostgreSQL's row lock on the upsert serializes concurrent marks, so two
+   * commits never record the same sequence; on SQLite writers are serialized anyway.
+   */
+  async markBrokerSyncPending(reason: string): Promise<BrokerSyncState> {
+    const current = await this.lockedBrokerSyncState();
+    const next = { ...current, pendingSeq: current.pendingSeq + 1, lastReason: reason };
+    await this.set(STATE_KEYS.brokerSync, next);
+    return next;
+  }
+
+  /** For the sync itself: record what it applied (appliedSeq, syncedEpoch, lastError...). */
+  async updateBrokerSyncState(patch: Partial<BrokerSyncState>): Promise<BrokerSyncState> {
+    const next = { ...(await this.lockedBrokerSyncState()), ...patch };
+    await this.set(STATE_KEYS.brokerSync, next);
+    return next;
+  }
+
+  /**
+   * Reads the state row FOR UPDATE (PostgreSQL; SQLite has one writer and ignores the
+   * clause) so concurrent increments are never lost. The row is created first, because
+   * FOR UPDATE cannot lock a row that does not exist yet.
+   */
+  private async lockedBrokerSyncState(): Promise<BrokerSyncState> {
+    const key = STATE_KEYS.brokerSync;
+    await this.em.upsert(
+      SystemState,
+      { key, value: { ...INITIAL_BROKER_SYNC_STATE }, updatedAt: new Date() },
+      { onConflictAction: 'ignore' },
+    );
+    const lockMode = this.em.isInTransaction() ? LockMode.PESSIMISTIC_WRITE : undefined;
+    const row = await this.em.findOne(SystemState, { key }, { lockMode, refresh: true });
+    return { ...INITIAL_BROKER_SYNC_STATE, ...(row?.value as Partial<BrokerSyncState> | undefined) };
   }
 }

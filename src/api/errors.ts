@@ -1,0 +1,113 @@
+/**
+ * The one place where a failure becomes an HTTP answer: `{"error":{"code","message","details"?}}`.
+ * Domain errors map through httpStatusOf; client mistakes that Fastify or zod detect
+ * become 400 INVALID with a message naming where the problem is (`body: ...`,
+ * `querystring.limit: ...`); everything unexpected is a 500 whose body says nothing about
+ * the inside (the log has the details, joined by the request id).
+ */
+import type { FastifyError, FastifyReply, FastifyRequest } from 'fastify';
+import { z } from 'zod';
+import { DomainError, httpStatusOf } from '../domain/errors.js';
+
+export interface ErrorBody {
+  error: { code: string; message: string; details?: unknown };
+}
+
+export class ApiError extends Error {
+  constructor(
+    readonly statusCode: number,
+    readonly code: string,
+    message: string,
+    readonly details?: unknown,
+  ) {
+    super(message);
+    this.name = 'ApiError';
+  }
+}
+
+export const errorBody = (code: string, message: string, details?: unknown): ErrorBody => ({
+  error: details === undefined ? { code, message } : { code, message, details },
+});
+
+/** "name: Too small...; dns.0: Invalid IPv4" prefixed by where the value came from. */
+export function describeIssues(error: z.ZodError, where?: string): string {
+  return error.issues
+    .map((i) => {
+      const path = [where, ...i.path.map(String)].filter(Boolean).join('.');
+      return `${path || '(value)'}: ${i.message}`;
+    })
+    .join('; ');
+}
+
+/** Client errors Fastify raises itself, by code. */
+const FASTIFY_CLIENT_ERRORS: Record<string, { status: number; code: string; message?: string }> = {
+  FST_ERR_CTP_BODY_TOO_LARGE: { status: 413, code: 'PAYLOAD_TOO_LARGE' },
+  FST_ERR_CTP_INVALID_MEDIA_TYPE: { status: 415, code: 'UNSUPPORTED_MEDIA_TYPE', message: 'unsupported content type: send application/json' },
+  FST_ERR_CTP_EMPTY_JSON_BODY: { status: 400, code: 'INVALID', message: "body: empty, but content-type is application/json" },
+  FST_ERR_CTP_INVALID_JSON_BODY: { status: 400, code: 'INVALID', message: 'body: not valid JSON' },
+  FST_ERR_CTP_INVALID_CONTENT_LENGTH: { status: 400, code: 'INVALID' },
+};
+
+const CODE_OF_STATUS: Record<number, string> = {
+  400: 'INVALID',
+  401: 'UNAUTHORIZED',
+  403: 'FORBIDDEN',
+  404: 'NOT_FOUND',
+  405: 'METHOD_NOT_ALLOWED',
+  406: 'NOT_ACCEPTABLE',
+  409: 'CONFLICT',
+  413: 'PAYLOAD_TOO_LARGE',
+  415: 'UNSUPPORTED_MEDIA_TYPE',
+  429: 'TOO_MANY_REQUESTS',
+};
+
+export interface MappedError {
+  status: number;
+  body: ErrorBody;
+  /** True when the cause is ours, not the client's: log it with its stack. */
+  internal: boolean;
+}
+
+export function mapError(err: unknown): MappedError {
+  if (err instanceof ApiError) {
+    return { status: err.statusCode, body: errorBody(err.code, err.message, err.details), internal: false };
+  }
+  if (err instanceof DomainError) {
+    return { status: httpStatusOf(err.code), body: errorBody(err.code, err.message, err.details), internal: false };
+  }
+  if (err instanceof z.ZodError) {
+    return { status: 400, body: errorBody('INVALID', describeIssues(err), err.issues), internal: false };
+  }
+  const fe = err as Partial<FastifyError> & { validationContext?: string };
+  if (fe.code === 'FST_ERR_VALIDATION') {
+    return { status: 400, body: errorBody('INVALID', `${fe.validationContext ?? 'request'}: ${fe.message}`), internal: false };
+  }
+  if (fe.code && FASTIFY_CLIENT_ERRORS[fe.code]) {
+    const known = FASTIFY_CLIENT_ERRORS[fe.code]!;
+    return { status: known.status, body: errorBody(known.code, known.message ?? lowerFirst(fe.message ?? '')), internal: false };
+  }
+  // Other client errors Fastify raises (bad URL, unsupported method, ...) carry a 4xx
+  // status and a message meant for the client.
+  if (typeof fe.statusCode === 'number' && fe.statusCode >= 400 && fe.statusCode < 500 && fe.code?.startsWith('FST_')) {
+    return { status: fe.statusCode, body: errorBody(CODE_OF_STATUS[fe.statusCode] ?? 'INVALID', fe.message ?? 'bad request'), internal: false };
+  }
+  return { status: 500, body: errorBody('INTERNAL', 'internal error; the server log has the details'), internal: true };
+}
+
+const lowerFirst = (s: string) => s.charAt(0).toLowerCase() + s.slice(1);
+
+export function errorHandler(err: unknown, request: FastifyRequest, reply: FastifyReply): FastifyReply {
+  const mapped = mapError(err);
+  if (mapped.internal) {
+    request.log.error({ err }, 'request failed');
+    mapped.body.error.details = { requestId: request.id };
+  } else {
+    request.log.info({ status: mapped.status, code: mapped.body.error.code }, mapped.body.error.message);
+  }
+  if (mapped.status === 401) void reply.header('www-authenticate', 'Basic realm="meshq"');
+  return reply.status(mapped.status).type('application/json; charset=utf-8').send(mapped.body);
+}
+
+export function notFoundHandler(request: FastifyRequest, reply: FastifyReply): FastifyReply {
+  return reply.status(404).send(errorBody('NOT_FOUND', `no route ${request.method} ${request.url.split('?')[0]}`));
+}

@@ -1,0 +1,57 @@
+/**
+ * Liveness and readiness, the only routes reachable without credentials (orchestrators
+ * probe them). Readiness answers 503 naming every check that failed, so a stuck rollout
+ * says why; each check is bounded so a hanging database cannot hang the probe.
+ */
+import type { FastifyInstance } from 'fastify';
+import type { AppContext } from '../../bootstrap.js';
+import { pendingMigrations } from '../../db/migrate.js';
+
+const CHECK_TIMEOUT_MS = 3_000;
+
+interface CheckResult {
+  ok: boolean;
+  error?: string;
+}
+
+async function bounded(name: string, fn: () => Promise<void>): Promise<CheckResult> {
+  let timer: NodeJS.Timeout | undefined;
+  const timeout = new Promise<never>((_, reject) => {
+    timer = setTimeout(() => reject(new Error(`${name} did not answer within ${CHECK_TIMEOUT_MS} ms`)), CHECK_TIMEOUT_MS);
+  });
+  try {
+    await Promise.race([fn(), timeout]);
+    return { ok: true };
+  } catch (err) {
+    return { ok: false, error: err instanceof Error ? err.message : String(err) };
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
+export async function healthRoutes(api: FastifyInstance, opts: { app: AppContext }): Promise<void> {
+  const { app } = opts;
+
+  api.get('/healthz', { config: { public: true }, schema: { tags: ['health'], summary: 'Liveness' } }, async () => ({ status: 'ok' }));
+
+  api.get('/readyz', { config: { public: true }, schema: { tags: ['health'], summary: 'Readiness: database, Redis, migrations' } }, async (_req, reply) => {
+    const [database, redis, migrations] = await Promise.all([
+      bounded('database', async () => {
+        const check = await app.orm.checkConnection();
+        // The driver's message may echo the connection string; keep only the reason.
+        if (!check.ok) throw new Error(check.reason ?? 'not connected');
+      }),
+      bounded('redis', async () => {
+        const pong = await app.queues.connection.ping();
+        if (pong !== 'PONG') throw new Error(`unexpected answer ${pong}`);
+      }),
+      bounded('migrations', async () => {
+        const pending = await pendingMigrations(app.orm);
+        if (pending.length > 0) throw new Error(`pending: ${pending.join(', ')}`);
+      }),
+    ]);
+    const checks = { database, redis, migrations };
+    const failed = Object.entries(checks).filter(([, c]) => !c.ok).map(([name]) => name);
+    return reply.status(failed.length ? 503 : 200).send({ status: failed.length ? 'unavailable' : 'ready', failed, checks });
+  });
+}
