@@ -5,12 +5,12 @@
  * anonymous callers.
  */
 import { createHash } from 'node:crypto';
-import type { FastifyInstance, FastifyRequest } from 'fastify';
+import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import type { AppContext } from '../bootstrap.js';
 import { ADMIN_NAME, verifyAdmin } from '../domain/access/admin.js';
 import { createRepositories } from '../domain/repositories.js';
 import { hashToken } from '../domain/secrets.js';
-import { ApiError } from './errors.js';
+import { ApiError, errorBody } from './errors.js';
 
 declare module 'fastify' {
   interface FastifyRequest {
@@ -105,9 +105,19 @@ export class Authenticator {
 export function registerAuth(api: FastifyInstance, app: Pick<AppContext, 'uow' | 'serverKey' | 'log'>): Authenticator {
   const auth = new Authenticator(app);
   api.decorateRequest('actor', '');
-  api.addHook('onRequest', async (request: FastifyRequest) => {
+  // Answered here rather than thrown: Bull Board's plugin has an error handler of its
+  // own, and a browser only prompts for credentials when the 401 carries WWW-Authenticate.
+  api.addHook('onRequest', async (request: FastifyRequest, reply: FastifyReply) => {
     if (request.routeOptions.config?.public) return;
-    request.actor = await auth.authenticate(request.headers.authorization);
+    try {
+      request.actor = await auth.authenticate(request.headers.authorization);
+    } catch (err) {
+      if (err instanceof ApiError) {
+        return reply.status(err.statusCode).header('www-authenticate', 'Basic realm="meshq"').send(errorBody(err.code, err.message));
+      }
+      request.log.error({ err }, 'could not verify credentials');
+      return reply.status(503).send(errorBody('UNAVAILABLE', 'credentials cannot be verified right now; try again'));
+    }
   });
   api.addHook('onClose', () => auth.close());
   return auth;
