@@ -297,8 +297,6 @@ class DoubleState {
     this.authzConfigured = opts.authzConfigured ?? true;
     this.ruleLimit = opts.ruleLimit ?? 100;
     this.server = createServer((req, res) => this.onRequest(req, res));
-    // Keep-alive sockets would otherwise survive `down` and hold `close()` open.
-    this.server.keepAliveTimeout = 1000;
   }
 
   /** Binds the first time on a free port; later on the same one (after `down`). */
@@ -347,7 +345,8 @@ class DoubleState {
     // Binding and unbinding are asynchronous (a microtask or two); a request started
     // after setFault still meets the new state, since connecting needs I/O. `settled()`
     // waits for it explicitly.
-    if ((fault === 'down') !== wasDown) void this.sync();
+    // A failed re-bind surfaces through settled(); it must not crash the test run here.
+    if ((fault === 'down') !== wasDown) this.sync().catch(() => undefined);
   }
 
   reset(): void {
