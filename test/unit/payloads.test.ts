@@ -1,0 +1,142 @@
+import { randomUUID } from 'node:crypto';
+import { describe, expect, it } from 'vitest';
+import { z } from 'zod';
+import { JOBS, JOB_TYPES } from '../../src/workers/jobs.js';
+import * as payloads from '../../src/workers/payloads.js';
+
+const id = randomUUID();
+const hash = 'a'.repeat(64);
+
+/** A minimal valid payload for every schema. */
+const VALID: Record<string, Record<string, unknown>> = {
+  byId: { id },
+  configCreate: { name: 'home', subnet: '10.0.0.0/24' },
+  configUpdate: { id, name: 'home2' },
+  nodeCreate: { configId: id, name: 'gw', kind: 'static' },
+  nodeUpdate: { id, listenPort: 51820 },
+  nodeRotateCredentials: { nodeId: id, passwordHash: hash, salt: 'b'.repeat(32) },
+  nodePresence: { nodeId: id, online: true, at: '2025-01-31T12:00:00.000Z' },
+  meshGenerate: { configId: id },
+  portForwardCreate: { configId: id, fromNodeId: id, fromPort: 80, toNodeId: randomUUID(), toPort: 8080, protocol: 'tcp' },
+  settingsUpdate: { values: { 'ui.theme': 'dark' } },
+  tokenCreate: { id, name: 'ci', tokenHash: hash },
+};
+
+const schemas = (Object.entries(payloads) as [string, unknown][]).filter((e): e is [string, z.ZodType] => e[1] instanceof z.ZodType);
+
+describe('job payload schemas', () => {
+  it('every job type uses an exported schema, and every schema has a sample here', () => {
+    const exported = new Set(schemas.map(([, s]) => s));
+    for (const type of JOB_TYPES) expect(exported.has(JOBS[type].schema), type).toBe(true);
+    expect(schemas.map(([name]) => name).sort()).toEqual(Object.keys(VALID).sort());
+  });
+
+  describe.each(schemas)('%s', (name, schema) => {
+    it('accepts its minimal payload', () => {
+      const r = schema.safeParse(VALID[name]);
+      expect(r.error?.issues).toBeUndefined();
+    });
+
+    it('rejects an unknown field', () => {
+      const r = schema.safeParse({ ...VALID[name], password: 'hunter2' });
+      expect(r.success).toBe(false);
+      expect(r.error!.issues[0]!.code).toBe('unrecognized_keys');
+    });
+
+    it('is representable as JSON Schema, closed to extra fields', () => {
+      for (const io of ['input', 'output'] as const) {
+        const json = z.toJSONSchema(schema, { io }) as { type: string; additionalProperties: unknown };
+        expect(json.type).toBe('object');
+        expect(json.additionalProperties).toBe(false);
+      }
+    });
+  });
+
+  it('configCreate fills in listenPort 51820, no DNS and protocol wireguard', () => {
+    expect(payloads.configCreate.parse(VALID.configCreate)).toEqual({
+      name: 'home',
+      subnet: '10.0.0.0/24',
+      listenPort: 51820,
+      dns: [],
+      protocol: 'wireguard',
+    });
+  });
+
+  it('configCreate refuses a subnet that is not a CIDR, awg with wireguard, an unknown protocol', () => {
+    for (const bad of [{ subnet: '10.0.0.0' }, { subnet: 'banana/24' }, { awg: { jc: 3 } }, { protocol: 'ipsec' }, { listenPort: 0 }]) {
+      expect(payloads.configCreate.safeParse({ ...VALID.configCreate, ...bad }).success, JSON.stringify(bad)).toBe(false);
+    }
+    expect(payloads.configCreate.safeParse({ ...VALID.configCreate, protocol: 'amneziawg', awg: { jc: 3 } }).success).toBe(true);
+  });
+
+  it('configUpdate needs a field to change and never takes the subnet', () => {
+    expect(payloads.configUpdate.safeParse({ id }).success).toBe(false);
+    expect(payloads.configUpdate.safeParse({ id, subnet: '10.1.0.0/24' }).success).toBe(false);
+    expect(payloads.configUpdate.parse({ id, awg: null })).toEqual({ id, awg: null });
+  });
+
+  it('nodeUpdate clears the endpoint with null and needs a field to change', () => {
+    expect(payloads.nodeUpdate.parse({ id, endpoint: null })).toEqual({ id, endpoint: null });
+    expect(payloads.nodeUpdate.safeParse({ id }).success).toBe(false);
+    expect(payloads.nodeUpdate.safeParse({ id, endpoint: 'host-without-port' }).success).toBe(false);
+  });
+
+  it('nodeCreate checks the kind, the address and the ids', () => {
+    expect(payloads.nodeCreate.safeParse({ ...VALID.nodeCreate, kind: 'mobile' }).success).toBe(false);
+    expect(payloads.nodeCreate.safeParse({ ...VALID.nodeCreate, address: '10.0.0.1/32' }).success).toBe(false);
+    expect(payloads.nodeCreate.safeParse({ ...VALID.nodeCreate, configId: 'home' }).success).toBe(false);
+    expect(payloads.nodeCreate.safeParse({ ...VALID.nodeCreate, address: 'fd00::2', endpoint: '[2001:db8::1]:51820' }).success).toBe(true);
+  });
+
+  it('nodeRotateCredentials takes a lowercase sha256 hex hash, never a password', () => {
+    const ok = VALID.nodeRotateCredentials!;
+    expect(payloads.nodeRotateCredentials.safeParse({ ...ok, passwordHash: 'A'.repeat(64) }).success).toBe(false);
+    expect(payloads.nodeRotateCredentials.safeParse({ ...ok, passwordHash: 'a'.repeat(63) }).success).toBe(false);
+    expect(payloads.nodeRotateCredentials.safeParse({ ...ok, salt: '' }).success).toBe(false);
+  });
+
+  it('nodePresence needs a boolean and an ISO date-time', () => {
+    const ok = VALID.nodePresence!;
+    expect(payloads.nodePresence.safeParse({ ...ok, at: '2025-01-31T13:00:00+01:00' }).success).toBe(true);
+    expect(payloads.nodePresence.safeParse({ ...ok, at: '31/01/2025' }).success).toBe(false);
+    expect(payloads.nodePresence.safeParse({ ...ok, online: 'yes' }).success).toBe(false);
+  });
+
+  it('meshGenerate keeps alive every 25 s unless told otherwise (0 or null: off)', () => {
+    expect(payloads.meshGenerate.parse({ configId: id })).toEqual({ configId: id, persistentKeepalive: 25 });
+    expect(payloads.meshGenerate.parse({ configId: id, persistentKeepalive: null }).persistentKeepalive).toBeNull();
+    expect(payloads.meshGenerate.safeParse({ configId: id, persistentKeepalive: 70000 }).success).toBe(false);
+  });
+
+  it('portForwardCreate checks ports and protocol', () => {
+    const ok = VALID.portForwardCreate!;
+    expect(payloads.portForwardCreate.safeParse({ ...ok, toPort: 65536 }).success).toBe(false);
+    expect(payloads.portForwardCreate.safeParse({ ...ok, protocol: 'icmp' }).success).toBe(false);
+    expect(payloads.portForwardCreate.safeParse({ ...ok, protocol: undefined }).success).toBe(false);
+  });
+
+  it('settingsUpdate takes 1-100 keys of [A-Za-z0-9._-] up to 128 characters, any JSON value', () => {
+    const parse = (values: unknown) => payloads.settingsUpdate.safeParse({ values }).success;
+    expect(parse({ 'a.b_c-D9': { nested: [1, 'two', null, true] } })).toBe(true);
+    expect(parse({ ['k'.repeat(128)]: 1 })).toBe(true);
+    expect(parse({ ['k'.repeat(129)]: 1 })).toBe(false);
+    expect(parse({ 'with space': 1 })).toBe(false);
+    expect(parse({ 'ümlaut': 1 })).toBe(false);
+    expect(parse({})).toBe(false);
+    expect(parse(Object.fromEntries(Array.from({ length: 100 }, (_, i) => [`k${i}`, i])))).toBe(true);
+    expect(parse(Object.fromEntries(Array.from({ length: 101 }, (_, i) => [`k${i}`, i])))).toBe(false);
+  });
+
+  it('tokenCreate defaults scopes to admin and takes only a hash', () => {
+    expect(payloads.tokenCreate.parse(VALID.tokenCreate)).toEqual({ ...VALID.tokenCreate, scopes: ['admin'] });
+    expect(payloads.tokenCreate.safeParse({ ...VALID.tokenCreate, tokenHash: 'mq_secret' }).success).toBe(false);
+    expect(payloads.tokenCreate.safeParse({ ...VALID.tokenCreate, name: '' }).success).toBe(false);
+  });
+
+  it('names the field and the problem in its messages', () => {
+    const r = payloads.configCreate.safeParse({ name: 'home', subnet: '10.0.0.0/24', listenPort: 70000 });
+    expect(r.error!.issues[0]).toMatchObject({ path: ['listenPort'], message: '70000 is out of range 1-65535' });
+    const u = payloads.byId.safeParse({ id: 'nope' });
+    expect(u.error!.issues[0]!.message).toBe('must be a UUID (got "nope")');
+  });
+});
