@@ -19,8 +19,8 @@ export type Em = EntityManager;
 /** How long SQLite waits for another process's write lock before SQLITE_BUSY. */
 export const SQLITE_BUSY_TIMEOUT_MS = 5_000;
 
-export function ormOptions(config: Pick<Config, 'dialect' | 'databaseUrl' | 'sqlitePath' | 'dbPoolMax'>): Options {
-  const common: Options = {
+export function ormOptions(config: Pick<Config, 'dialect' | 'databaseUrl' | 'sqlitePath' | 'dbPoolMax'>): Partial<Options> {
+  const common: Partial<Options> = {
     entities: [...ALL_ENTITIES],
     extensions: [Migrator],
     migrations: {

@@ -36,7 +36,9 @@ export async function createTestDatabase(dialect: Dialect, label: string): Promi
     const name = `meshq_t_${suffix}`.slice(0, 63);
     await adminQuery(`create database "${name}"`);
     url = `postgres://postgres@127.0.0.1:5432/${name}`;
-    drop = () => adminQuery(`drop database if exists "${name}" with (force)`);
+    drop = async () => {
+      await adminQuery(`drop database if exists "${name}" with (force)`);
+    };
   }
   const env = {
     DATABASE_URL: url,

@@ -78,12 +78,13 @@ describe('missingPairs', () => {
 
   it('calls the predicate with the smaller id first', () => {
     const seen: [string, string][] = [];
-    [
+    const batches = [
       ...missingPairs(['z', 'y', 'x'], (lo, hi) => {
         seen.push([lo, hi]);
         return false;
       }),
     ];
+    expect(batches.flat()).toHaveLength(3);
     expect(seen.every(([lo, hi]) => lo < hi)).toBe(true);
   });
 

@@ -1,0 +1,24 @@
+// Flat config: typescript-eslint's recommended rules over the sources, tests and benchmarks.
+import tseslint from 'typescript-eslint';
+
+export default tseslint.config(
+  { ignores: ['node_modules/', 'data/', 'coverage/'] },
+  ...tseslint.configs.recommended,
+  {
+    rules: {
+      '@typescript-eslint/no-unused-vars': ['error', { argsIgnorePattern: '^_', varsIgnorePattern: '^_' }],
+      'no-restricted-syntax': [
+        'error',
+        {
+          selector: "MemberExpression[object.name='process'][property.name='env']",
+          message: 'read configuration through src/config.ts (the only reader of process.env)',
+        },
+      ],
+    },
+  },
+  {
+    // Test, bench and config tooling may read the environment directly.
+    files: ['src/config.ts', 'test/**', 'bench/**', '*.config.ts', '*.config.js'],
+    rules: { 'no-restricted-syntax': 'off' },
+  },
+);
