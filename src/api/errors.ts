@@ -2,7 +2,7 @@
  * The one place where a failure becomes an HTTP answer: `{"error":{"code","message","details"?}}`.
  * Domain errors map through httpStatusOf; client mistakes that Fastify or zod detect
  * become 400 INVALID with a message naming where the problem is (`body: ...`,
- * `querystring.limit: ...`); everything unexpected is a 500 whose body says nothing about
+ * `query.limit: ...`); everything unexpected is a 500 whose body says nothing about
  * the inside (the log has the details, joined by the request id).
  */
 import type { FastifyError, FastifyReply, FastifyRequest } from 'fastify';
@@ -38,6 +38,10 @@ export function describeIssues(error: z.ZodError, where?: string): string {
     })
     .join('; ');
 }
+
+/** Issues as clients need them: where and what, without zod's internals (regexes, etc.). */
+export const compactIssues = (issues: readonly z.core.$ZodIssue[]) =>
+  issues.map((i) => ({ path: i.path.map(String).join('.'), code: i.code, message: i.message }));
 
 /** Client errors Fastify raises itself, by code. */
 const FASTIFY_CLIENT_ERRORS: Record<string, { status: number; code: string; message?: string }> = {
@@ -76,7 +80,7 @@ export function mapError(err: unknown): MappedError {
     return { status: httpStatusOf(err.code), body: errorBody(err.code, err.message, err.details), internal: false };
   }
   if (err instanceof z.ZodError) {
-    return { status: 400, body: errorBody('INVALID', describeIssues(err), err.issues), internal: false };
+    return { status: 400, body: errorBody('INVALID', describeIssues(err), compactIssues(err.issues)), internal: false };
   }
   const fe = err as Partial<FastifyError> & { validationContext?: string };
   if (fe.code === 'FST_ERR_VALIDATION') {
@@ -98,6 +102,9 @@ const lowerFirst = (s: string) => s.charAt(0).toLowerCase() + s.slice(1);
 
 export function errorHandler(err: unknown, request: FastifyRequest, reply: FastifyReply): FastifyReply {
   const mapped = mapError(err);
+  if (mapped.status === 413 && request.routeOptions.bodyLimit) {
+    mapped.body.error.message = `request body is too large: the limit is ${request.routeOptions.bodyLimit} bytes`;
+  }
   if (mapped.internal) {
     request.log.error({ err }, 'request failed');
     mapped.body.error.details = { requestId: request.id };

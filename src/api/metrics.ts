@@ -17,7 +17,7 @@ import type { Redis } from 'ioredis';
 import { Gauge, Histogram, Registry } from 'prom-client';
 import type { Logger } from 'pino';
 import type { Config } from '../config.js';
-import { redisConnection, type JobQueues } from '../workers/queue-client.js';
+import type { JobQueues } from '../workers/queue-client.js';
 import { QUEUE_NAMES, type QueueName } from '../workers/queues.js';
 
 const DURATION_BUCKETS = [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300];
@@ -56,9 +56,7 @@ export class ApiMetrics {
   /** Starts listening to every queue's events; resolves when they are subscribed. */
   async start(): Promise<void> {
     for (const name of QUEUE_NAMES) {
-      const connection = redisConnection(this.config.redisUrl);
-      connection.on('error', () => undefined);
-      const events = new QueueEvents(name, { connection, prefix: this.config.queuePrefix });
+      const { events, connection } = await this.queues.eventsFromTail(name);
       events.on('error', (err) => this.log.warn({ err, queue: name }, 'metrics: queue events error'));
       events.on('completed', ({ jobId }) => void this.observe(name, jobId, 'completed'));
       events.on('failed', ({ jobId }) => void this.observe(name, jobId, 'failed'));

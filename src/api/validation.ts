@@ -5,7 +5,7 @@
  */
 import type { FastifySchema, FastifySchemaCompiler } from 'fastify';
 import { z } from 'zod';
-import { ApiError, describeIssues } from './errors.js';
+import { ApiError, compactIssues, describeIssues } from './errors.js';
 
 const PART_NAMES: Record<string, string> = { querystring: 'query', params: 'path', body: 'body', headers: 'headers' };
 
@@ -16,7 +16,8 @@ export const zodValidatorCompiler: FastifySchemaCompiler<unknown> = ({ schema, h
     const result = schema.safeParse(data);
     if (result.success) return { value: result.data };
     // An ApiError keeps its own code and message through Fastify's wrapping.
-    return { error: new ApiError(400, 'INVALID', describeIssues(result.error, where), result.error.issues) };
+    if (httpPart === 'body' && data == null) return { error: new ApiError(400, 'INVALID', 'body: missing; send a JSON object') };
+    return { error: new ApiError(400, 'INVALID', describeIssues(result.error, where), compactIssues(result.error.issues)) };
   };
 };
 

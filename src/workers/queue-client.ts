@@ -75,7 +75,7 @@ export interface SubmitOptions {
 export class JobQueues {
   readonly connection: Redis;
   private readonly queues = new Map<QueueName, Queue>();
-  private readonly events = new Map<QueueName, QueueEvents>();
+  private readonly events = new Map<QueueName, { events: QueueEvents; connection: Redis }>();
 
   constructor(
     private readonly config: Pick<Config, 'redisUrl' | 'queuePrefix'>,
@@ -172,15 +172,35 @@ export class JobQueues {
   private async queueEvents(name: QueueName): Promise<QueueEvents> {
     let ev = this.events.get(name);
     if (!ev) {
-      ev = new QueueEvents(name, { connection: redisConnection(this.config.redisUrl), prefix: this.config.queuePrefix });
+      ev = await this.eventsFromTail(name);
       this.events.set(name, ev);
-      await ev.waitUntilReady();
+      await ev.events.waitUntilReady();
     }
-    return ev;
+    return ev.events;
+  }
+
+  /**
+   * A QueueEvents reader starting at the stream's current tail. BullMQ's default '$'
+   * means "newest when the first blocking read runs", so an event added between
+   * creation and that read (a job finishing quickly) would be missed.
+   */
+  async eventsFromTail(name: QueueName): Promise<{ events: QueueEvents; connection: Redis }> {
+    const tail = await this.connection.xrevrange(this.queue(name).toKey('events'), '+', '-', 'COUNT', 1);
+    // Its own connection (QueueEvents blocks on XREAD); BullMQ does not close a
+    // connection it was given, so the caller quits it after closing the events.
+    const connection = redisConnection(this.config.redisUrl);
+    connection.on('error', () => undefined);
+    const events = new QueueEvents(name, { connection, prefix: this.config.queuePrefix, lastEventId: tail[0]?.[0] ?? '0-0' });
+    return { events, connection };
   }
 
   async close(): Promise<void> {
-    await Promise.all([...this.events.values()].map((e) => e.close()));
+    await Promise.all(
+      [...this.events.values()].map(async ({ events, connection }) => {
+        await events.close();
+        await connection.quit().catch(() => connection.disconnect());
+      }),
+    );
     await Promise.all([...this.queues.values()].map((q) => q.close()));
     await this.connection.quit().catch(() => this.connection.disconnect());
   }

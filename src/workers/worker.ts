@@ -12,6 +12,7 @@ import { redisConnection, type JobQueues } from './queue-client.js';
 import { QUEUES, type QueueName } from './queues.js';
 import { runJob, type JobEnvelope, type RunnerDeps } from './runner.js';
 import { UnrecoverableError } from 'bullmq';
+import { brokerBackoffStrategy, configureScheduledReconcile, requestBrokerSync } from '../broker/requests.js';
 
 export interface WorkerOptions {
   /** How often BullMQ looks for jobs whose worker died (default 30 s). */
@@ -21,6 +22,8 @@ export interface WorkerOptions {
   /** Bound on waiting for active jobs at shutdown. */
   shutdownTimeoutMs?: number;
   onCommitted?: RunnerDeps['onCommitted'];
+  /** How often the scheduled broker reconcile looks for pending work (default 60 s). */
+  brokerReconcileEveryMs?: number;
 }
 
 export interface WorkerPool {
@@ -49,6 +52,7 @@ export async function startWorkers(
     serverKey: deps.serverKey,
     enqueue: (type, payload, o) => queues.submit(type, payload, { actor: o?.actor ?? 'system', jobId: o?.jobId }),
     onCommitted: opts.onCommitted,
+    requestBrokerSync: (reason) => requestBrokerSync(queues, reason),
   };
 
   const served = new Set(JOB_TYPES.map((t) => JOBS[t].queue));
@@ -75,8 +79,11 @@ export async function startWorkers(
         // Recorded on each job as processedBy: which process ran it (scaling, debugging).
         name: `${hostname()}:${process.pid}`,
         concurrency: concurrencyOf(queueName, config),
-        stalledInterval: opts.stalledIntervalMs,
-        lockDuration: opts.lockDurationMs,
+        // BullMQ rejects an explicit undefined: only pass what was set.
+        ...(opts.stalledIntervalMs ? { stalledInterval: opts.stalledIntervalMs } : {}),
+        ...(opts.lockDurationMs ? { lockDuration: opts.lockDurationMs } : {}),
+        // The broker sync's capped backoff; BullMQ's builtin types never reach it.
+        settings: { backoffStrategy: brokerBackoffStrategy },
         autorun: true,
       },
     );
@@ -87,6 +94,7 @@ export async function startWorkers(
     return worker;
   });
   await Promise.all(workers.map((w) => w.waitUntilReady()));
+  if (served.has(QUEUES.brokerSync)) await configureScheduledReconcile(queues, config, opts.brokerReconcileEveryMs);
   log.info({ queues: [...served], concurrency: config.workerConcurrency }, 'workers started');
 
   return {

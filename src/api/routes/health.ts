@@ -29,6 +29,16 @@ async function bounded(name: string, fn: () => Promise<void>): Promise<CheckResu
   }
 }
 
+function withoutPassword(text: string, url: string): string {
+  let password = '';
+  try {
+    password = decodeURIComponent(new URL(url).password);
+  } catch {
+    return text; // sqlite: no URL, no password
+  }
+  return password ? text.split(password).join('***') : text;
+}
+
 export async function healthRoutes(api: FastifyInstance, opts: { app: AppContext }): Promise<void> {
   const { app } = opts;
 
@@ -38,8 +48,8 @@ export async function healthRoutes(api: FastifyInstance, opts: { app: AppContext
     const [database, redis, migrations] = await Promise.all([
       bounded('database', async () => {
         const check = await app.orm.checkConnection();
-        // The driver's message may echo the connection string; keep only the reason.
-        if (!check.ok) throw new Error(check.reason ?? 'not connected');
+        // This answer is public: never let a driver message echo the database password.
+        if (!check.ok) throw new Error(withoutPassword(check.reason ?? 'not connected', app.config.databaseUrl));
       }),
       bounded('redis', async () => {
         const pong = await app.queues.connection.ping();

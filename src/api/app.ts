@@ -1,0 +1,81 @@
+/**
+ * The HTTP API: validates and enqueues writes, serves reads, Bull Board, health and
+ * metrics. It runs no jobs. `buildApi` does not listen, so tests drive it with inject().
+ */
+import { readFileSync } from 'node:fs';
+import Fastify, { type FastifyBaseLogger, type FastifyInstance } from 'fastify';
+import type { AppContext } from '../bootstrap.js';
+import { REDACTED_PATHS } from '../logger.js';
+import { registerAuth } from './auth.js';
+import { registerBullBoard } from './bull-board.js';
+import { registerDocs } from './docs.js';
+import { ApiError, errorHandler, notFoundHandler } from './errors.js';
+import { ApiMetrics } from './metrics.js';
+import { brokerRoutes } from './routes/broker.js';
+import { healthRoutes } from './routes/health.js';
+import { jobRoutes } from './routes/jobs.js';
+import { metricsRoutes } from './routes/metrics.js';
+import { readRoutes } from './routes/reads.js';
+import { secretRoutes } from './routes/secrets.js';
+import { zodValidatorCompiler } from './validation.js';
+
+export interface ApiOptions {
+  /** Largest accepted request body in bytes (default 1 MiB). */
+  bodyLimit?: number;
+}
+
+export const DEFAULT_BODY_LIMIT = 1024 * 1024;
+export const API_PREFIX = '/api/v1';
+
+const VERSION = (JSON.parse(readFileSync(new URL('../../package.json', import.meta.url), 'utf8')) as { version: string }).version;
+
+export async function buildApi(app: AppContext, opts: ApiOptions = {}): Promise<FastifyInstance> {
+  const api = Fastify({
+    loggerInstance: app.log.child(
+      { component: 'api' },
+      { redact: { paths: [...REDACTED_PATHS, 'req.headers.cookie', 'res.headers["set-cookie"]'], censor: '[redacted]' } },
+    ) as FastifyBaseLogger,
+    bodyLimit: opts.bodyLimit ?? DEFAULT_BODY_LIMIT,
+    // Our ids are UUIDv7 and job ids `idem-<hex>`; nothing needs longer path segments.
+    routerOptions: { maxParamLength: 200 },
+  });
+
+  api.setValidatorCompiler(zodValidatorCompiler);
+  api.setErrorHandler(errorHandler);
+  api.setNotFoundHandler(notFoundHandler);
+  installJsonParser(api);
+
+  registerAuth(api, app);
+  const metrics = new ApiMetrics(app.queues, app.config, app.log);
+  await metrics.start();
+  api.addHook('onClose', () => metrics.close());
+
+  await registerDocs(api, VERSION);
+  await api.register(healthRoutes, { app });
+  await api.register(metricsRoutes, { metrics });
+  await api.register(jobRoutes, { app, prefix: API_PREFIX });
+  await api.register(readRoutes, { app, prefix: API_PREFIX });
+  await api.register(secretRoutes, { app, prefix: API_PREFIX });
+  await api.register(brokerRoutes, { app, prefix: API_PREFIX });
+  await registerBullBoard(api, app.queues);
+
+  await api.ready();
+  return api;
+}
+
+/**
+ * Fastify's own JSON parser answers "Body is not valid JSON" without saying where; a
+ * client fixing a request wants the parser's reason. `__proto__` keys are dropped, as
+ * Fastify's secure parser would (nothing downstream should ever see one).
+ */
+function installJsonParser(api: FastifyInstance): void {
+  api.addContentTypeParser('application/json', { parseAs: 'string' }, (_req, body, done) => {
+    const text = body as string;
+    if (text.trim() === '') return done(null, undefined);
+    try {
+      done(null, JSON.parse(text, (key, value: unknown) => (key === '__proto__' ? undefined : value)));
+    } catch (err) {
+      done(new ApiError(400, 'INVALID', `body: ${(err as Error).message}`), undefined);
+    }
+  });
+}

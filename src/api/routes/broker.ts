@@ -1,0 +1,87 @@
+/**
+ * The EMQX sync from the outside: how far behind EMQX is, and a way to ask for a full
+ * reconcile. With MQTT disabled the status still shows the recorded bookkeeping (marks
+ * keep accumulating, so enabling MQTT later knows there is work), says `disabled`, and
+ * nothing here talks to EMQX.
+ */
+import type { FastifyInstance } from 'fastify';
+import type { z } from 'zod';
+import type { AppContext } from '../../bootstrap.js';
+import { createEmqxClient, PROBE_CLIENT_TUNING } from '../../broker/emqx.js';
+import { isBrokerSyncPending } from '../../broker/reconcile.js';
+import { requestBrokerSync } from '../../broker/requests.js';
+import { MqttDisabledError } from '../../domain/errors.js';
+import { createRepositories } from '../../domain/repositories.js';
+import { replyWithJob, waitQuery } from './jobs.js';
+
+export type BrokerState = 'disabled' | 'synced' | 'pending' | 'error';
+
+export interface BrokerStatus {
+  enabled: boolean;
+  /** disabled; error (the last sync attempt failed); pending (EMQX is behind); synced. */
+  state: BrokerState;
+  /** EMQX's /status answered "running"; null when MQTT is disabled (not asked). */
+  reachable: boolean | null;
+  /** The data epoch (restores so far) and the one EMQX reflects. */
+  epoch: number;
+  syncedEpoch: number;
+  pending: boolean;
+  pendingSeq: number;
+  appliedSeq: number;
+  lastError: string | null;
+  lastSyncAt: string | null;
+}
+
+export async function brokerRoutes(api: FastifyInstance, opts: { app: AppContext }): Promise<void> {
+  const { app } = opts;
+  const enabled = app.config.mqtt.enabled;
+  // Built once: the client holds no connection of its own, only its configuration.
+  const probe = enabled ? createEmqxClient(app.config, PROBE_CLIENT_TUNING) : undefined;
+
+  api.get('/broker/status', { schema: { tags: ['broker'], summary: 'EMQX sync status: enabled, reachable, epochs, pending, last error' } }, async () => {
+    const repos = createRepositories(app.uow.fork(), { serverKey: app.serverKey });
+    const epoch = await repos.system.dataEpoch();
+    const sync = await repos.system.brokerSyncState();
+    const pending = isBrokerSyncPending(sync, epoch);
+    const reachable = probe
+      ? await probe.status().then(
+          (s) => s.running,
+          () => false,
+        )
+      : null;
+    const state: BrokerState = !enabled ? 'disabled' : sync.lastError !== null ? 'error' : pending ? 'pending' : 'synced';
+    const status: BrokerStatus = {
+      enabled,
+      state,
+      reachable,
+      epoch,
+      syncedEpoch: sync.syncedEpoch,
+      pending,
+      pendingSeq: sync.pendingSeq,
+      appliedSeq: sync.appliedSeq,
+      lastError: sync.lastError,
+      lastSyncAt: sync.lastSyncAt,
+    };
+    return status;
+  });
+
+  api.post(
+    '/broker/sync',
+    {
+      schema: {
+        tags: ['broker'],
+        summary: 'Request a full EMQX reconcile',
+        description:
+          'Answers 202 with the sync job (200 when it finished within `wait` ms). Requests coalesce: while a sync is waiting, this returns that job. 409 MQTT_DISABLED when MQTT is disabled.',
+        querystring: waitQuery,
+      },
+    },
+    async (request, reply) => {
+      if (!enabled) throw new MqttDisabledError('the broker sync');
+      const { wait } = request.query as z.infer<typeof waitQuery>;
+      const job = await requestBrokerSync(app.queues, `requested by ${request.actor}`, request.actor);
+      request.log.info({ jobId: job.id }, 'broker sync requested');
+      return replyWithJob(reply, app.queues, job, wait);
+    },
+  );
+}

@@ -1,0 +1,96 @@
+/**
+ * Reads, straight from the repositories (views without secrets: no private keys, no
+ * hashes, no salts), paged as `{items, next}` with `?limit` and `?cursor`. Reads do not
+ * go through jobs: they change nothing and should see the latest committed state.
+ */
+import type { FastifyInstance } from 'fastify';
+import { z } from 'zod';
+import type { AppContext } from '../../bootstrap.js';
+import { NotFoundError } from '../../domain/errors.js';
+import { createRepositories, type Repositories } from '../../domain/repositories.js';
+import { pageQuery } from '../validation.js';
+
+export const DEFAULT_READ_LIMIT = 100;
+
+const idParams = z.strictObject({ id: z.uuid({ error: 'must be a UUID' }) });
+const page = pageQuery(DEFAULT_READ_LIMIT);
+const auditQuery = page.extend({
+  actor: z.string().min(1).max(128).optional(),
+  action: z.string().min(1).max(64).optional(),
+  entityType: z.string().min(1).max(64).optional(),
+  entityId: z.string().min(1).max(64).optional(),
+});
+const nodeQuery = page.extend({
+  kind: z.enum(['dynamic', 'static']).optional(),
+  online: z.enum(['true', 'false']).transform((v) => v === 'true').optional(),
+});
+
+type Page = z.infer<typeof page>;
+
+export async function readRoutes(api: FastifyInstance, opts: { app: AppContext }): Promise<void> {
+  const { app } = opts;
+  // One fork per request: its identity map lives as long as the request, no longer.
+  const repos = (): Repositories => createRepositories(app.uow.fork(), { serverKey: app.serverKey });
+  const requireConfig = async (r: Repositories, id: string) => {
+    const config = await r.configs.get(id);
+    if (!config) throw new NotFoundError('config', id);
+    return config;
+  };
+  const tags = ['reads'];
+
+  api.get('/configs', { schema: { tags, summary: 'Mesh configs', querystring: page } }, async (req) => {
+    return repos().configs.list({}, req.query as Page);
+  });
+
+  api.get('/configs/:id', { schema: { tags, summary: 'A mesh config', params: idParams } }, async (req) => {
+    const { id } = req.params as { id: string };
+    return requireConfig(repos(), id);
+  });
+
+  api.get('/configs/:id/nodes', { schema: { tags, summary: "A config's nodes", params: idParams, querystring: nodeQuery } }, async (req) => {
+    const { id } = req.params as { id: string };
+    const { kind, online, ...pageReq } = req.query as z.infer<typeof nodeQuery>;
+    const r = repos();
+    await requireConfig(r, id);
+    return r.nodes.list(id, { ...(kind ? { kind } : {}), ...(online !== undefined ? { online } : {}) }, pageReq);
+  });
+
+  const byNode = page.extend({ nodeId: z.uuid({ error: 'must be a UUID' }).optional() });
+  api.get('/configs/:id/links', { schema: { tags, summary: "A config's peer links", params: idParams, querystring: byNode } }, async (req) => {
+    const { id } = req.params as { id: string };
+    const { nodeId, ...pageReq } = req.query as z.infer<typeof byNode>;
+    const r = repos();
+    await requireConfig(r, id);
+    return r.links.list(id, nodeId ? { nodeId } : {}, pageReq);
+  });
+
+  api.get('/configs/:id/port-forwards', { schema: { tags, summary: "A config's port-forward rules", params: idParams, querystring: byNode } }, async (req) => {
+    const { id } = req.params as { id: string };
+    const { nodeId, ...pageReq } = req.query as z.infer<typeof byNode>;
+    const r = repos();
+    await requireConfig(r, id);
+    return r.forwards.list(id, nodeId ? { nodeId } : {}, pageReq);
+  });
+
+  api.get('/nodes/:id', { schema: { tags, summary: 'A node, with its MQTT credential (never the hash)', params: idParams } }, async (req) => {
+    const { id } = req.params as { id: string };
+    const r = repos();
+    const node = await r.nodes.get(id);
+    if (!node) throw new NotFoundError('node', id);
+    return { ...node, credential: (await r.credentials.forNode(id)) ?? null };
+  });
+
+  api.get('/settings', { schema: { tags, summary: 'Settings, ordered by key', querystring: page } }, async (req) => {
+    return repos().settings.list(req.query as Page);
+  });
+
+  api.get('/tokens', { schema: { tags, summary: 'API tokens (never the token or its hash)', querystring: page } }, async (req) => {
+    return repos().tokens.list(req.query as Page);
+  });
+
+  api.get('/audit', { schema: { tags, summary: 'The audit log, newest first', querystring: auditQuery } }, async (req) => {
+    const { limit, cursor, ...filter } = req.query as z.infer<typeof auditQuery>;
+    const defined = Object.fromEntries(Object.entries(filter).filter(([, v]) => v !== undefined));
+    return repos().audit.list(defined, { limit, cursor });
+  });
+}
