@@ -3,7 +3,7 @@
  * with retries, migrate under a lock, check Redis, then hand back what the role needs.
  * Shutdown runs the registered closers in reverse order of start-up.
  */
-import type { Logger } from 'pino';
+import type { DestinationStream, Logger } from 'pino';
 import { ConfigError, loadConfig, loadDotEnv, redactUrl, type Config } from './config.js';
 import { connectOrm, type Orm } from './db/orm.js';
 import { migrateUnderLock } from './db/migrate.js';
@@ -23,10 +23,10 @@ export interface AppContext {
   close(): Promise<void>;
 }
 
-export async function bootstrap(role: string, config?: Config): Promise<AppContext> {
+export async function bootstrap(role: string, config?: Config, opts: { logDestination?: DestinationStream } = {}): Promise<AppContext> {
   if (!config) loadDotEnv();
   const cfg = config ?? loadConfig();
-  const log = createLogger(cfg.logLevel).child({ role });
+  const log = createLogger(cfg.logLevel, 'meshq', opts.logDestination).child({ role });
   log.info({ database: redactUrl(cfg.databaseUrl), redis: redactUrl(cfg.redisUrl) }, 'starting');
 
   const orm = await connectOrm(cfg, log);

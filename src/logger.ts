@@ -1,4 +1,4 @@
-import { pino, type Logger } from 'pino';
+import { pino, type DestinationStream, type Logger } from 'pino';
 
 /**
  * Secrets never reach the logs: every field that could carry one is censored by path,
@@ -21,8 +21,9 @@ export const REDACTED_PATHS = [
   'headers.authorization',
 ];
 
-export function createLogger(level: string, name = 'meshq'): Logger {
-  return pino({ name, level, redact: { paths: REDACTED_PATHS, censor: '[redacted]' } });
+export function createLogger(level: string, name = 'meshq', destination?: DestinationStream): Logger {
+  const options = { name, level, redact: { paths: REDACTED_PATHS, censor: '[redacted]' } };
+  return destination ? pino(options, destination) : pino(options);
 }
 
 export type { Logger };
