@@ -16,6 +16,7 @@
 import { Mutex } from 'async-mutex';
 import type { Dialect } from '../config.js';
 import type { Em, Orm } from './orm.js';
+import { JobLedgerRepository } from '../domain/system/repository.js';
 
 /** Fixed advisory-lock key shared by every meshq process: "business data". */
 const PG_DATA_LOCK_KEY = '7364201554';
@@ -56,6 +57,11 @@ export class UnitOfWork {
       return this.sqliteWriter.runExclusive(() => em.transactional((tx) => fn(tx as Em)));
     }
     return em.transactional((tx) => fn(tx as Em), { isolationLevel: 'repeatable read', readOnly: true });
+  }
+
+  /** The recorded result of a job that committed, outside any transaction. */
+  async readLedger(jobId: string): Promise<{ result: unknown } | undefined> {
+    return new JobLedgerRepository(this.fork()).recordedResult(jobId);
   }
 
   /** A fork for single-statement reads (API listings) outside any transaction. */

@@ -5,15 +5,17 @@
  *   -> after-commit work (follow-up jobs)
  *
  * Recording the ledger row in the same transaction as the effects is what makes a re-run
- * after a crash between commit and acknowledgement harmless: it finds the row and
- * returns the recorded result.
+ * after a crash between commit and acknowledgement harmless: its ledger insert collides
+ * with the committed row, nothing of the re-run commits, and the recorded result is
+ * returned.
  */
 import type { Job } from 'bullmq';
 import type { Logger } from 'pino';
 import type { Config } from '../config.js';
 import type { UnitOfWork } from '../db/unit-of-work.js';
 import { InvalidError } from '../domain/errors.js';
-import { createRepositories } from '../domain/repositories.js';
+import { createRepositories, type Repositories } from '../domain/repositories.js';
+import type { MqttPublisher } from '../broker/mqtt-link.js';
 import type { JobContext } from './context.js';
 import { permanentFailure, toDomainError } from './errors.js';
 import { jobDefinition, type JobType } from './jobs.js';
@@ -34,6 +36,14 @@ export interface RunnerDeps {
   enqueue(type: JobType, payload: unknown, opts?: { jobId?: string; actor?: string }): Promise<unknown>;
   /** Test seam: called right after commit, before acknowledgement. */
   onCommitted?(jobId: string, type: JobType): void;
+  /** The worker process's MQTT link (config pushes); absent when MQTT is disabled. */
+  mqtt?: MqttPublisher;
+  /**
+   * Requests a coalesced broker sync (src/broker/requests.ts). Called after commit when
+   * the job's unit of work asked for one (it marked credentials changed, or it is a sync
+   * that saw changes arrive) and MQTT is enabled; absent, nothing is requested.
+   */
+  requestBrokerSync?(reason: string): Promise<unknown>;
 }
 
 export interface RunInput {
@@ -53,19 +63,14 @@ export async function runJob(deps: RunnerDeps, input: RunInput): Promise<unknown
   }
   const log = deps.log.child({ jobId: input.jobId, type: input.type });
   const afterCommit: (() => Promise<unknown>)[] = [];
-  let replayed = false;
 
   let result: unknown;
+  let repos: Repositories | undefined;
   try {
     result = await deps.uow.write(
       async (em) => {
-        const repos = createRepositories(em, { serverKey: deps.serverKey });
-        const recorded = await repos.ledger.recordedResult(input.jobId);
-        if (recorded) {
-          replayed = true;
-          return recorded.result;
-        }
         afterCommit.length = 0; // a retried transaction starts over
+        repos = createRepositories(em, { serverKey: deps.serverKey });
         const ctx: JobContext = {
           em,
           repos,
@@ -74,18 +79,30 @@ export async function runJob(deps: RunnerDeps, input: RunInput): Promise<unknown
           actor: input.envelope.actor,
           jobId: input.jobId,
           job: input.job,
+          mqtt: deps.mqtt,
           afterCommit: (fn) => afterCommit.push(fn),
+          enqueue: (type, payload, opts) => afterCommit.push(() => deps.enqueue(type, payload, { ...opts, actor: input.envelope.actor })),
           progress: async (p) => {
             await input.job?.updateProgress(p);
           },
         };
         const value = await def.processor(parsed.data, ctx);
+        // The ledger row's primary key is the job id: if this job already committed
+        // once, this insert fails and the whole transaction rolls back (below).
         repos.ledger.record(input.jobId, input.type, value);
         return value;
       },
       { exclusive: input.exclusive },
     );
   } catch (err) {
+    // Checked only on failure, to keep a query off every job's hot path: a re-run of a
+    // job that already committed fails (its ledger insert collides, or the processor
+    // trips over its own earlier effect, e.g. "name taken") and is answered here.
+    const recorded = await deps.uow.readLedger(input.jobId).catch(() => undefined);
+    if (recorded) {
+      log.info('job already applied; returning the recorded result');
+      return recorded.result;
+    }
     const domain = toDomainError(err);
     if (domain) {
       log.info({ code: domain.code, err: domain.message }, 'job failed permanently');
@@ -95,15 +112,18 @@ export async function runJob(deps: RunnerDeps, input: RunInput): Promise<unknown
     throw err;
   }
 
-  if (replayed) {
-    log.info('job already applied; returning the recorded result');
-    return result;
-  }
   deps.onCommitted?.(input.jobId, input.type);
   for (const fn of afterCommit) {
     // The commit stands whatever happens here; a lost follow-up is picked up by the
     // scheduled reconcile (broker sync), so a failure is logged, not thrown.
     await fn().catch((err: unknown) => log.error({ err }, 'after-commit step failed'));
+  }
+  // Generic, so no processor needs the queues: a unit of work that marked the broker sync
+  // pending gets a coalesced sync requested now. With MQTT disabled the mark stays
+  // recorded and nothing is enqueued.
+  const syncReason = repos?.system.brokerSyncRequest;
+  if (syncReason && deps.config.mqtt.enabled && deps.requestBrokerSync) {
+    await deps.requestBrokerSync(syncReason).catch((err: unknown) => log.error({ err }, 'requesting a broker sync failed'));
   }
   return result;
 }
