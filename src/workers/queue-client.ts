@@ -110,6 +110,7 @@ export class JobQueues {
     const jobId = opts.jobId ?? (opts.idempotencyKey ? idempotentJobId(opts.actor, opts.idempotencyKey) : uuidv7());
     const queue = this.queue(def.queue);
     const added = await queue.add(type, envelope, { jobId, delay: opts.delayMs });
+    if (!opts.idempotencyKey && !opts.jobId) return added;
     // With an existing id BullMQ adds nothing and hands back a local object: read the real one.
     return (await queue.getJob(added.id!)) ?? added;
   }
