@@ -56,3 +56,51 @@ describe.each(DIALECTS)('migrations on %s', (dialect) => {
     expect(outcome.schemaVersion).toBe(MIGRATIONS.at(-1)!.name);
   });
 });
+
+describe.each(DIALECTS)('data written at the first migration on %s', (dialect) => {
+  let db: TestDatabase;
+  let orm: Orm;
+
+  beforeAll(async () => {
+    db = await createTestDatabase(dialect, 'migrations_data');
+    orm = await connectOrm(db.config());
+  });
+  afterAll(async () => {
+    await orm?.close(true);
+    await db?.drop();
+  });
+
+  it('is kept intact after migrating to the latest schema', async () => {
+    await orm.migrator.up({ to: MIGRATIONS[0]!.name });
+    const conn = orm.em.getConnection();
+    const configId = '01900000-0000-7000-8000-000000000001';
+    const nodeId = '01900000-0000-7000-8000-000000000002';
+    const at = '2026-01-02T03:04:05.678Z';
+    // Written with the first migration's columns only, as an old deployment would have.
+    const ts = dialect === 'sqlite' ? Date.parse(at) : at;
+    await conn.execute(
+      'insert into mesh_config (id, name, subnet, listen_port, dns, protocol, awg, created_at, updated_at) values (?, ?, ?, ?, ?, ?, ?, ?, ?)',
+      [configId, 'old', '10.1.0.0/24', 51820, JSON.stringify(['10.1.0.1']), 'amneziawg', JSON.stringify({ jc: 4 }), ts, ts],
+    );
+    await conn.execute(
+      'insert into node (id, config_id, name, kind, address, endpoint, listen_port, public_key, private_key_enc, client_initialized, online, last_seen_at, created_at, updated_at) values (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)',
+      [nodeId, configId, 'gw', 'static', '10.1.0.2', 'gw.example:51820', 51820, 'pk', 'v1:enc', false, false, null, ts, ts],
+    );
+    await conn.execute('insert into setting (key, value, updated_at) values (?, ?, ?)', ['site', JSON.stringify({ a: [1, 'x'] }), ts]);
+
+    const outcome = await migrateUnderLock(orm, db.config());
+    expect(outcome.applied).toEqual(MIGRATIONS.slice(1).map((m) => m.name));
+
+    const [config] = await conn.execute('select * from mesh_config where id = ?', [configId]);
+    expect(config).toMatchObject({ id: configId, name: 'old', subnet: '10.1.0.0/24', listen_port: 51820, protocol: 'amneziawg' });
+    expect(parseJson(config!.dns)).toEqual(['10.1.0.1']);
+    expect(parseJson(config!.awg)).toEqual({ jc: 4 });
+    expect(new Date(config!.created_at as string | number).toISOString()).toBe(at);
+    const [node] = await conn.execute('select * from node where id = ?', [nodeId]);
+    expect(node).toMatchObject({ id: nodeId, config_id: configId, name: 'gw', address: '10.1.0.2', endpoint: 'gw.example:51820', private_key_enc: 'v1:enc' });
+    const [setting] = await conn.execute('select * from setting where key = ?', ['site']);
+    expect(parseJson(setting!.value)).toEqual({ a: [1, 'x'] });
+  });
+});
+
+const parseJson = (v: unknown) => (typeof v === 'string' ? JSON.parse(v) : v);
