@@ -13,7 +13,7 @@ import {
   PortForwardRuleSchema,
 } from './mesh/entities.js';
 import { SettingSchema } from './settings/entities.js';
-import { JobRecordSchema, SnapshotArchiveSchema, SystemStateSchema } from './system/entities.js';
+import { BrokerAppliedSchema, JobRecordSchema, SnapshotArchiveSchema, SystemStateSchema } from './system/entities.js';
 
 /** Business entities in foreign-key order (parents first): restore inserts in this order. */
 export const BUSINESS_ENTITIES = [
@@ -27,6 +27,12 @@ export const BUSINESS_ENTITIES = [
   AuditRecordSchema,
 ] as const;
 
-export const SYSTEM_ENTITIES = [AdminUserSchema, JobRecordSchema, SystemStateSchema, SnapshotArchiveSchema] as const;
+export const SYSTEM_ENTITIES = [
+  AdminUserSchema,
+  JobRecordSchema,
+  SystemStateSchema,
+  SnapshotArchiveSchema,
+  BrokerAppliedSchema,
+] as const;
 
 export const ALL_ENTITIES = [...BUSINESS_ENTITIES, ...SYSTEM_ENTITIES];

@@ -13,11 +13,14 @@ import {
   NodeRepository,
 } from './mesh/repositories.js';
 import { SettingsRepository } from './settings/repository.js';
+import { BrokerAppliedRepository } from './system/broker-applied-repository.js';
 import { JobLedgerRepository, SystemStateRepository } from './system/repository.js';
+import { SnapshotRepository } from './system/snapshot-repository.js';
 
 export interface Repositories {
   readonly ledger: JobLedgerRepository;
   readonly system: SystemStateRepository;
+  readonly brokerApplied: BrokerAppliedRepository;
   readonly configs: ConfigRepository;
   readonly nodes: NodeRepository;
   readonly links: LinkRepository;
@@ -27,6 +30,7 @@ export interface Repositories {
   readonly tokens: TokenRepository;
   readonly audit: AuditRepository;
   readonly admin: AdminRepository;
+  readonly snapshots: SnapshotRepository;
 }
 
 export interface RepositoryDeps {
@@ -38,6 +42,7 @@ export function createRepositories(em: Em, deps: RepositoryDeps): Repositories {
   return {
     ledger: new JobLedgerRepository(em),
     system: new SystemStateRepository(em),
+    brokerApplied: new BrokerAppliedRepository(em),
     configs: new ConfigRepository(em),
     nodes: new NodeRepository(em, deps.serverKey),
     links: new LinkRepository(em),
@@ -47,5 +52,6 @@ export function createRepositories(em: Em, deps: RepositoryDeps): Repositories {
     tokens: new TokenRepository(em),
     audit: new AuditRepository(em),
     admin: new AdminRepository(em),
+    snapshots: new SnapshotRepository(em),
   };
 }

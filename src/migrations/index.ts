@@ -3,8 +3,14 @@
  * registers an upgrade step for snapshot rows (src/snapshots/upgrades.ts).
  */
 import { Migration20261124000000_initial } from './Migration20261124000000_initial.js';
+import { Migration20261124100000_broker_applied } from './Migration20261124100000_broker_applied.js';
+import { Migration20261124200000_config_mtu } from './Migration20261124200000_config_mtu.js';
 
-export const MIGRATIONS = [{ name: 'Migration20261124000000_initial', class: Migration20261124000000_initial }];
+export const MIGRATIONS = [
+  { name: 'Migration20261124000000_initial', class: Migration20261124000000_initial },
+  { name: 'Migration20261124100000_broker_applied', class: Migration20261124100000_broker_applied },
+  { name: 'Migration20261124200000_config_mtu', class: Migration20261124200000_config_mtu },
+];
 
 /** The schema version a database is at once every migration has run. */
 export const LATEST_SCHEMA_VERSION = MIGRATIONS[MIGRATIONS.length - 1]!.name;

@@ -12,7 +12,11 @@ import * as mesh from './processors/mesh.js';
 import * as forwards from './processors/port-forwards.js';
 import * as settings from './processors/settings.js';
 import * as tokens from './processors/tokens.js';
+import * as broker from './processors/broker.js';
+import * as pushes from './processors/push-config.js';
+import * as snapshots from './processors/snapshots.js';
 import type { Processor } from './context.js';
+import type { Repositories } from '../domain/repositories.js';
 
 export interface JobDefinition<S extends z.ZodType, R> {
   readonly queue: QueueName;
@@ -21,6 +25,12 @@ export interface JobDefinition<S extends z.ZodType, R> {
   /** Submitted only by their own endpoints (they carry a hash made by the API). */
   readonly internal?: boolean;
   readonly description: string;
+  /**
+   * Runs after a failed attempt's transaction rolled back, in a small transaction of its
+   * own, to record the failure where the job's own writes could not (broker.sync's
+   * lastError). Its own failure is logged, never thrown.
+   */
+  readonly onFailure?: (err: unknown, repos: Repositories) => Promise<void>;
 }
 
 const job = <S extends z.ZodType, R>(d: JobDefinition<S, R>) => d;
@@ -40,6 +50,10 @@ export const JOBS = {
   'settings.update': job({ queue: QUEUES.operations, schema: payloads.settingsUpdate, processor: settings.updateSettings, description: 'Set settings (key -> JSON value)' }),
   'token.create': job({ queue: QUEUES.operations, schema: payloads.tokenCreate, processor: tokens.createToken, internal: true, description: 'Store a new API token hash (POST /api/v1/tokens)' }),
   'token.revoke': job({ queue: QUEUES.operations, schema: payloads.byId, processor: tokens.revokeToken, description: 'Revoke an API token' }),
+  'broker.sync': job({ queue: QUEUES.brokerSync, schema: payloads.brokerSync, processor: broker.syncBroker, onFailure: broker.recordSyncFailure, internal: true, description: 'Reconcile EMQX users and rules with the database (POST /api/v1/broker/sync; requested after credential changes)' }),
+  'snapshot.export': job({ queue: QUEUES.snapshots, schema: payloads.snapshotExport, processor: snapshots.exportSnapshot, description: 'Export every business row into an encrypted snapshot stored in the database (GET /api/v1/snapshots)' }),
+  'snapshot.restore': job({ queue: QUEUES.snapshotRestore, schema: payloads.snapshotRestore, processor: snapshots.restoreSnapshot, internal: true, description: 'Replace every business row with a staged upload (POST /api/v1/snapshots/restore)' }),
+  'node.push-config': job({ queue: QUEUES.brokerSync, schema: payloads.nodePushConfig, processor: pushes.pushConfig, description: 'Publish a dynamic node\'s desired configuration (address, peers) to its agent over MQTT' }),
 } as const;
 
 export type JobType = keyof typeof JOBS;

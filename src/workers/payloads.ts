@@ -163,3 +163,28 @@ export type MeshGenerate = z.infer<typeof meshGenerate>;
 export type PortForwardCreate = z.infer<typeof portForwardCreate>;
 export type SettingsUpdate = z.infer<typeof settingsUpdate>;
 export type TokenCreate = z.infer<typeof tokenCreate>;
+
+/**
+ * `reason` is for logs only. A sync reconciles everything, except the scheduled one
+ * (reason "scheduled", src/broker/requests.ts), which returns at once when nothing is pending.
+ */
+export const brokerSync = z.strictObject({
+  reason: z.string().min(1, { error: 'must not be empty' }).max(200, { error: 'is longer than 200 characters' }).optional(),
+});
+export type BrokerSync = z.infer<typeof brokerSync>;
+
+/** Export takes nothing: what to export is everything, and the key is the administrator's. */
+export const snapshotExport = z.strictObject({});
+
+/**
+ * Only the id of an upload the API already decrypted and validated, and staged with its
+ * data key sealed under the server key: the password never reaches Redis.
+ */
+export const snapshotRestore = z.strictObject({ stagedId: uuid() });
+
+export type SnapshotExport = z.infer<typeof snapshotExport>;
+export type SnapshotRestore = z.infer<typeof snapshotRestore>;
+
+/** Pushes the node's desired configuration to its agent over MQTT (dynamic nodes only). */
+export const nodePushConfig = z.strictObject({ nodeId: uuid() });
+export type NodePushConfig = z.infer<typeof nodePushConfig>;

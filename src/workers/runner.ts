@@ -103,6 +103,14 @@ export async function runJob(deps: RunnerDeps, input: RunInput): Promise<unknown
       log.info('job already applied; returning the recorded result');
       return recorded.result;
     }
+    // The job's own writes rolled back; a job that must leave a trace of its failure
+    // (broker.sync's lastError) writes it in a small transaction of its own.
+    if (def.onFailure) {
+      const onFailure = def.onFailure;
+      await deps.uow
+        .write((em) => onFailure(err, createRepositories(em, { serverKey: deps.serverKey })))
+        .catch((e: unknown) => log.error({ err: e }, 'recording the failure failed'));
+    }
     const domain = toDomainError(err);
     if (domain) {
       log.info({ code: domain.code, err: domain.message }, 'job failed permanently');

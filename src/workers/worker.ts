@@ -13,6 +13,7 @@ import { QUEUES, type QueueName } from './queues.js';
 import { runJob, type JobEnvelope, type RunnerDeps } from './runner.js';
 import { UnrecoverableError } from 'bullmq';
 import { brokerBackoffStrategy, configureScheduledReconcile, requestBrokerSync } from '../broker/requests.js';
+import { startMqttLink, type MqttLink } from '../broker/mqtt-link.js';
 
 export interface WorkerOptions {
   /** How often BullMQ looks for jobs whose worker died (default 30 s). */
@@ -28,6 +29,8 @@ export interface WorkerOptions {
 
 export interface WorkerPool {
   workers: Worker[];
+  /** This process's MQTT connection; only with MQTT_ENABLED=true. */
+  mqtt?: MqttLink;
   close(): Promise<void>;
 }
 
@@ -45,6 +48,9 @@ export async function startWorkers(
   opts: WorkerOptions = {},
 ): Promise<WorkerPool> {
   const { config, log, queues } = deps;
+  // One connection per worker process, up before the first job can ask to publish; it
+  // connects in the background, so a broker that is down does not hold start-up.
+  const mqtt = config.mqtt.enabled ? startMqttLink({ config, log, queues }) : undefined;
   const runnerDeps: RunnerDeps = {
     uow: deps.uow,
     config,
@@ -53,6 +59,7 @@ export async function startWorkers(
     enqueue: (type, payload, o) => queues.submit(type, payload, { actor: o?.actor ?? 'system', jobId: o?.jobId }),
     onCommitted: opts.onCommitted,
     requestBrokerSync: (reason) => requestBrokerSync(queues, reason),
+    mqtt,
   };
 
   const served = new Set(JOB_TYPES.map((t) => JOBS[t].queue));
@@ -99,6 +106,7 @@ export async function startWorkers(
 
   return {
     workers,
+    mqtt,
     async close() {
       // worker.close() stops taking jobs and waits for active ones; bound the wait so a
       // stuck job cannot hold shutdown forever (its lock expires and another worker
@@ -110,6 +118,8 @@ export async function startWorkers(
         log.warn({ timeoutMs: timeout }, 'active jobs did not finish in time; forcing close');
         await Promise.all(workers.map((w) => w.close(true)));
       }
+      // After the workers: active jobs may still have been publishing.
+      await mqtt?.close();
     },
   };
 }

@@ -20,6 +20,7 @@ const VALID: Record<string, Record<string, unknown>> = {
   portForwardCreate: { configId: id, fromNodeId: id, fromPort: 80, toNodeId: randomUUID(), toPort: 8080, protocol: 'tcp' },
   settingsUpdate: { values: { 'ui.theme': 'dark' } },
   tokenCreate: { id, name: 'ci', tokenHash: hash },
+  brokerSync: {},
 };
 
 const schemas = (Object.entries(payloads) as [string, unknown][]).filter((e): e is [string, z.ZodType] => e[1] instanceof z.ZodType);

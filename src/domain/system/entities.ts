@@ -50,3 +50,26 @@ export const SnapshotArchiveSchema = defineEntity({
 });
 export class SnapshotArchive extends SnapshotArchiveSchema.class {}
 SnapshotArchiveSchema.setClass(SnapshotArchive);
+
+/**
+ * What meshq last applied to EMQX, per managed user. EMQX's user listing never returns
+ * hashes, so without this the sync could not tell a changed credential (re-import and
+ * kick the session that logged in with the old one) from an unchanged one, and every
+ * run would re-import everything. The fingerprint is sha256(passwordHash + salt): it
+ * identifies the credential without keeping a second copy of the hash. The client id is
+ * kept because a vanished user's session must still be kicked after its credential row
+ * is gone. Not business data: a restore leaves it alone, so the sync sees the restored
+ * credentials as changes against what EMQX really holds.
+ */
+export const BrokerAppliedSchema = defineEntity({
+  name: 'BrokerApplied',
+  tableName: 'broker_applied',
+  properties: {
+    username: p.string().length(128).primary(),
+    clientId: p.string().length(128),
+    fingerprint: p.string().length(64),
+    appliedAt: p.datetime().length(3),
+  },
+});
+export class BrokerApplied extends BrokerAppliedSchema.class {}
+BrokerAppliedSchema.setClass(BrokerApplied);

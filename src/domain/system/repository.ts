@@ -56,7 +56,25 @@ export const INITIAL_BROKER_SYNC_STATE: BrokerSyncState = Object.freeze({
 });
 
 export class SystemStateRepository {
+  /** Set during this unit of work when a broker sync should be requested after commit. */
+  #brokerSyncRequest: string | undefined;
+
   constructor(private readonly em: Em) {}
+
+  /**
+   * Why this unit of work wants a broker sync requested once it has committed, if it
+   * does. The runner reads it after commit (the repositories live for one transaction).
+   * The pending mark in the database is what guarantees the sync happens (the scheduled
+   * reconcile finds it even if the request is lost); the request only makes it prompt.
+   */
+  get brokerSyncRequest(): string | undefined {
+    return this.#brokerSyncRequest;
+  }
+
+  /** Asks for a sync after commit without marking anything pending (the sync itself uses it). */
+  requestBrokerSyncAfterCommit(reason: string): void {
+    this.#brokerSyncRequest = reason;
+  }
 
   async get<T>(key: string): Promise<T | undefined> {
     const row = await this.em.findOne(SystemState, { key });
@@ -92,12 +110,32 @@ export class SystemStateRepository {
     const current = await this.lockedBrokerSyncState();
     const next = { ...current, pendingSeq: current.pendingSeq + 1, lastReason: reason };
     await this.set(STATE_KEYS.brokerSync, next);
+    this.#brokerSyncRequest = reason;
     return next;
   }
 
   /** For the sync itself: record what it applied (appliedSeq, syncedEpoch, lastError...). */
   async updateBrokerSyncState(patch: Partial<BrokerSyncState>): Promise<BrokerSyncState> {
     const next = { ...(await this.lockedBrokerSyncState()), ...patch };
+    await this.set(STATE_KEYS.brokerSync, next);
+    return next;
+  }
+
+  /**
+   * For the sync, at its end: EMQX now matches the database as the sync read it, at
+   * pendingSeq `seq` and data epoch `epoch`. The locked read sees marks committed while the
+   * sync ran, which stay pending (the returned state says so) because appliedSeq only
+   * moves to what the sync actually read.
+   */
+  async recordBrokerSyncApplied(applied: { seq: number; epoch: number; at: Date }): Promise<BrokerSyncState> {
+    const current = await this.lockedBrokerSyncState();
+    const next: BrokerSyncState = {
+      ...current,
+      appliedSeq: Math.max(current.appliedSeq, applied.seq),
+      syncedEpoch: Math.max(current.syncedEpoch, applied.epoch),
+      lastError: null,
+      lastSyncAt: applied.at.toISOString(),
+    };
     await this.set(STATE_KEYS.brokerSync, next);
     return next;
   }

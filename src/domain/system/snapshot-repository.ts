@@ -1,0 +1,245 @@
+/**
+ * Snapshots' side of the database: every business row out (one consistent read), every
+ * business row in (delete all, insert in batches, inside the restore's transaction), and
+ * the stored files (exports and staged uploads) in `snapshot_archive`.
+ *
+ * Business rows never pass through the identity map: reads are plain SELECTs converted to
+ * snapshot values (src/snapshots/tables.ts), writes are multi-row INSERTs. Hydrating
+ * 250,000 entities to copy them would cost several times the work and the memory.
+ */
+import { createHash } from 'node:crypto';
+import type { Em } from '../../db/orm.js';
+import { isPostgres } from '../../migrations/dialect.js';
+import {
+  snapshotTableSpecs,
+  toEntityData,
+  toSnapshotValue,
+  type SnapshotTables,
+  type TableSpec,
+} from '../../snapshots/tables.js';
+import { newId } from '../ids.js';
+import { idCursor, pageLimit, toPage, type Page, type PageRequest } from '../paging.js';
+import { SnapshotArchive } from './entities.js';
+
+export type ArchiveKind = 'export' | 'staged';
+
+/** A stored file as the API shows it (never its bytes, never a key). */
+export interface SnapshotView {
+  id: string;
+  kind: ArchiveKind;
+  createdAt: string;
+  size: number;
+  sha256: string;
+  schemaVersion: string;
+  counts: Record<string, number>;
+}
+
+export interface StagedSnapshot extends SnapshotView {
+  data: Buffer;
+  sealedKey: string;
+}
+
+const view = (a: SnapshotArchive): SnapshotView => ({
+  id: a.id,
+  kind: a.kind as ArchiveKind,
+  createdAt: a.createdAt.toISOString(),
+  size: a.size,
+  sha256: a.sha256,
+  schemaVersion: a.schemaVersion,
+  counts: a.counts,
+});
+
+/**
+ * Rows per INSERT. Few statements matter more than anything else for bulk speed, but a
+ * statement's parameters are bounded (PostgreSQL 65,535; SQLite 32,766), so wide tables
+ * get fewer rows per statement.
+ */
+const MAX_BATCH_ROWS = 1000;
+const MAX_BATCH_PARAMS = 30_000;
+export const batchRows = (spec: TableSpec): number => Math.max(1, Math.min(MAX_BATCH_ROWS, Math.floor(MAX_BATCH_PARAMS / spec.columns.length)));
+
+/** Drivers hand blobs back as Buffer (pg, better-sqlite3); the entity type also allows Uint8Array. */
+const asBuffer = (data: Uint8Array | Buffer): Buffer => (Buffer.isBuffer(data) ? data : Buffer.from(data.buffer, data.byteOffset, data.byteLength));
+
+const keyOrder = (spec: TableSpec) => {
+  const pk = spec.primaryKey;
+  return (a: Record<string, unknown>, b: Record<string, unknown>): number => {
+    for (const col of pk) {
+      const x = a[col] as string | number;
+      const y = b[col] as string | number;
+      if (x < y) return -1;
+      if (x > y) return 1;
+    }
+    return 0;
+  };
+};
+
+export type RestoreProgress = (done: number, total: number) => Promise<void>;
+
+export class SnapshotRepository {
+  constructor(private readonly em: Em) {}
+
+  /** The business tables, in foreign-key order. */
+  tableSpecs(): readonly TableSpec[] {
+    return snapshotTableSpecs(this.em.getMetadata());
+  }
+
+  /** Names of the migrations the database has applied, in the order they ran. */
+  async appliedMigrations(): Promise<string[]> {
+    const table = this.em.config.get('migrations').tableName ?? 'mikro_orm_migrations';
+    const platform = this.em.getPlatform();
+    const rows = await this.em.execute<{ name: string }[]>(
+      `select ${platform.quoteIdentifier('name')} from ${platform.quoteIdentifier(table)} order by ${platform.quoteIdentifier('id')}`,
+    );
+    return rows.map((r) => r.name);
+  }
+
+  /**
+   * Every business row, as of one instant.
+   *
+   * PostgreSQL: in a REPEATABLE READ, READ ONLY transaction of its own (on a fork, so on
+   * another pooled connection), never in the caller's: a job's transaction is READ
+   * COMMITTED, where each SELECT sees a different moment and a node created between two
+   * of them would be exported without its config, or a link without its node.
+   * SQLite: in the caller's transaction (a job's, or uow.read), which already reads one
+   * WAL snapshot; a second transaction cannot be opened on SQLite's single connection.
+   */
+  async readBusinessTables(): Promise<SnapshotTables> {
+    if (isPostgres(this.em.getDriver())) {
+      return this.em.fork().transactional((tx) => new SnapshotRepository(tx as Em).readRows(), {
+        isolationLevel: 'repeatable read',
+        readOnly: true,
+      });
+    }
+    if (!this.em.isInTransaction()) {
+      throw new Error('SnapshotRepository.readBusinessTables on SQLite must run inside a transaction (uow.read or a job)');
+    }
+    return this.readRows();
+  }
+
+  private async readRows(): Promise<SnapshotTables> {
+    const platform = this.em.getPlatform();
+    const jsonIsText = !platform.convertsJsonAutomatically();
+    const q = (id: string) => platform.quoteIdentifier(id);
+    const tables: SnapshotTables = {};
+    for (const spec of this.tableSpecs()) {
+      const sql = `select ${spec.columns.map((c) => q(c.name)).join(', ')} from ${q(spec.table)} order by ${spec.primaryKey.map(q).join(', ')}`;
+      const raw = await this.em.execute<Record<string, unknown>[]>(sql);
+      const rows = new Array<Record<string, unknown>>(raw.length);
+      for (let i = 0; i < raw.length; i++) {
+        const r = raw[i]!;
+        const row: Record<string, unknown> = {};
+        for (const col of spec.columns) row[col.name] = toSnapshotValue(col, r[col.name], jsonIsText);
+        rows[i] = row;
+      }
+      // The database's order is its collation's (PostgreSQL's may be locale-aware); files
+      // list rows in one order whatever database wrote them: code-unit order of the key.
+      tables[spec.table] = rows.sort(keyOrder(spec));
+    }
+    return tables;
+  }
+
+  /** Row count of every business table (diagnostics, tests, benchmarks). */
+  async businessRowCounts(): Promise<Record<string, number>> {
+    const out: Record<string, number> = {};
+    for (const spec of this.tableSpecs()) out[spec.table] = await this.em.count(spec.entity, {});
+    return out;
+  }
+
+  /**
+   * Replaces every business row with the given (validated, current-schema) rows, in the
+   * caller's transaction: all of it commits or none of it does. Deletes children first,
+   * inserts parents first, so foreign keys hold after every statement.
+   */
+  async replaceBusinessData(tables: SnapshotTables, progress?: RestoreProgress): Promise<Record<string, number>> {
+    const specs = this.tableSpecs();
+    const q = (id: string) => this.em.getPlatform().quoteIdentifier(id);
+    for (const spec of [...specs].reverse()) await this.em.execute(`delete from ${q(spec.table)}`, [], 'run');
+
+    const total = specs.reduce((n, s) => n + (tables[s.table]?.length ?? 0), 0);
+    let done = 0;
+    await progress?.(0, total);
+    const counts: Record<string, number> = {};
+    for (const spec of specs) {
+      const rows = tables[spec.table] ?? [];
+      const size = batchRows(spec);
+      for (let at = 0; at < rows.length; at += size) {
+        const batch = rows.slice(at, at + size).map((row) => toEntityData(spec, row));
+        await this.em.insertMany(spec.entity, batch as never[]);
+        done += batch.length;
+        await progress?.(done, total);
+      }
+      counts[spec.table] = rows.length;
+    }
+    return counts;
+  }
+
+  /* ------------------------------------------------------------ archives */
+
+  /** Stores a file (export or staged upload); returns its view. */
+  async storeArchive(file: {
+    kind: ArchiveKind;
+    data: Buffer;
+    schemaVersion: string;
+    counts: Record<string, number>;
+    sealedKey?: string | null;
+    createdAt?: Date;
+  }): Promise<SnapshotView> {
+    const row = {
+      id: newId(),
+      kind: file.kind,
+      createdAt: file.createdAt ?? new Date(),
+      size: file.data.length,
+      sha256: createHash('sha256').update(file.data).digest('hex'),
+      schemaVersion: file.schemaVersion,
+      counts: file.counts,
+      sealedKey: file.sealedKey ?? null,
+    };
+    await this.em.insert(SnapshotArchive, { ...row, data: file.data });
+    return { ...row, createdAt: row.createdAt.toISOString() } as SnapshotView;
+  }
+
+  /** Stored exports, newest first. */
+  async listExports(req: PageRequest = {}): Promise<Page<SnapshotView>> {
+    const limit = pageLimit(req);
+    const cursor = idCursor(req);
+    const rows = await this.em.find(SnapshotArchive, { kind: 'export', ...(cursor ? { id: { $lt: cursor } } : {}) }, {
+      orderBy: { id: 'desc' },
+      limit: limit + 1,
+    });
+    return toPage(rows, limit, (r) => r.id, view);
+  }
+
+  async getExport(id: string): Promise<SnapshotView | undefined> {
+    const row = await this.em.findOne(SnapshotArchive, { id, kind: 'export' });
+    return row ? view(row) : undefined;
+  }
+
+  /** An export's encrypted bytes. */
+  async exportFile(id: string): Promise<{ view: SnapshotView; data: Buffer } | undefined> {
+    const row = await this.em.findOne(SnapshotArchive, { id, kind: 'export' }, { populate: ['data'] as never });
+    return row ? { view: view(row), data: asBuffer(row.data) } : undefined;
+  }
+
+  async getStaged(id: string): Promise<StagedSnapshot | undefined> {
+    const row = await this.em.findOne(SnapshotArchive, { id, kind: 'staged' }, { populate: ['data'] as never });
+    if (!row?.sealedKey) return undefined;
+    return { ...view(row), data: asBuffer(row.data), sealedKey: row.sealedKey };
+  }
+
+  async deleteArchive(id: string): Promise<void> {
+    await this.em.nativeDelete(SnapshotArchive, { id });
+  }
+
+  /** Keeps the newest `keep` exports (SNAPSHOT_KEEP); returns how many were removed. */
+  async pruneExports(keep: number): Promise<number> {
+    const old = await this.em.find(SnapshotArchive, { kind: 'export' }, { orderBy: { id: 'desc' }, offset: keep, limit: 10_000, fields: ['id'] });
+    if (old.length === 0) return 0;
+    return this.em.nativeDelete(SnapshotArchive, { id: { $in: old.map((r) => r.id) } });
+  }
+
+  /** Staged uploads nobody restored (a failed or abandoned restore) do not live forever. */
+  async pruneStaged(olderThan: Date): Promise<number> {
+    return this.em.nativeDelete(SnapshotArchive, { kind: 'staged', createdAt: { $lt: olderThan } });
+  }
+}
