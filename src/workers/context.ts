@@ -3,6 +3,8 @@ import type { Logger } from 'pino';
 import type { Config } from '../config.js';
 import type { Em } from '../db/orm.js';
 import type { Repositories } from '../domain/repositories.js';
+import type { MqttPublisher } from '../broker/mqtt-link.js';
+import type { JobType } from './jobs.js';
 
 /**
  * What a processor gets. A processor is a plain async function `(data, ctx) => result`:
@@ -21,6 +23,10 @@ export interface JobContext {
   readonly job?: Job;
   /** Runs after the transaction committed (follow-up jobs); never on rollback. */
   afterCommit(fn: () => Promise<unknown>): void;
+  /** Enqueues a follow-up job once the transaction committed (never on rollback). */
+  enqueue(type: JobType, payload: unknown, opts?: { jobId?: string }): void;
+  /** The worker process's MQTT link; absent when MQTT is disabled. */
+  readonly mqtt?: MqttPublisher;
   /** Reports progress (0-100) on the job; outside the transaction. */
   progress(percent: number): Promise<void>;
 }

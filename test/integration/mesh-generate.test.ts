@@ -60,6 +60,7 @@ describe.each(DIALECTS)('mesh.generate at scale on %s', (dialect) => {
         actor: 'test',
         jobId: 'direct',
         afterCommit: () => undefined,
+        enqueue: () => undefined,
         progress: async (p) => {
           progress.push(p);
         },

@@ -2,6 +2,7 @@ import { newId } from '../../domain/ids.js';
 import type { NewLink } from '../../domain/mesh/repositories.js';
 import { linksForPair, missingPairs, pairCount, type NodePair } from '../../domain/mesh/pairs.js';
 import type { JobContext } from '../context.js';
+import { pushConfigNodes } from './push-config.js';
 import type { MeshGenerate } from '../payloads.js';
 
 /**
@@ -50,5 +51,8 @@ export async function generateMesh(data: MeshGenerate, ctx: JobContext): Promise
     entityId: config.id,
     detail: { name: config.name, nodes: members.length, created, persistentKeepalive: data.persistentKeepalive },
   });
+  // New pairs change the peer lists of the config's agents: push them once committed
+  // (MQTT enabled only). A run that created nothing changed nobody's configuration.
+  if (created > 0) await pushConfigNodes(ctx, config.id);
   return { created };
 }

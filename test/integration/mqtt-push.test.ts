@@ -1,0 +1,232 @@
+/**
+ * Config pushes over the real Mosquitto: after mesh.generate every dynamic node's agent
+ * receives its configuration with the right peers (and its own private key, nobody
+ * else's); after a snapshot restore the broker sync pushes to every dynamic node again.
+ * With MQTT disabled node.push-config fails with MQTT_DISABLED and nothing is enqueued.
+ */
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { connect, type MqttClient } from 'mqtt';
+import { configPushTopic } from '../../src/broker/mqtt-link.js';
+import { createRepositories } from '../../src/domain/repositories.js';
+import type { NodeView } from '../../src/domain/mesh/repositories.js';
+import type { PushedConfig } from '../../src/workers/processors/push-config.js';
+import { QUEUES } from '../../src/workers/queues.js';
+import { DIALECTS } from '../support/db.js';
+import { startEmqxDouble, type EmqxDouble } from '../support/emqx-double.js';
+import { createHarness, type Harness } from '../support/harness.js';
+import { SHARED_MQTT_URL } from '../support/mosquitto.js';
+import { waitFor } from '../support/processes.js';
+import { uploadSnapshot } from '../support/snapshot-data.js';
+import { startStack, type JobView, type Stack } from '../support/stack.js';
+
+const ADMIN_PASSWORD = 'push-admin-password';
+
+interface Received {
+  topic: string;
+  text: string;
+  body: PushedConfig;
+  retain: boolean;
+  qos: number;
+}
+
+describe.each(DIALECTS)('MQTT config push on %s', (dialect) => {
+  let emqx: EmqxDouble;
+  let s: Stack;
+  let subscriber: MqttClient;
+  const received: Received[] = [];
+  let configId: string;
+  let nodes: NodeView[];
+  let dynamic: NodeView[];
+  let staticNode: NodeView;
+
+  beforeAll(async () => {
+    emqx = await startEmqxDouble();
+    s = await startStack(dialect, 'mqtt_push', {
+      adminPassword: ADMIN_PASSWORD,
+      env: {
+        MQTT_ENABLED: 'true',
+        MQTT_URL: SHARED_MQTT_URL,
+        EMQX_API_URL: emqx.url,
+        EMQX_API_KEY: emqx.apiKey,
+        EMQX_API_SECRET: emqx.apiSecret,
+      },
+    });
+    await s.pool!.mqtt!.ready();
+
+    configId = (await s.job('config.create', { name: 'push', subnet: '10.78.0.0/24', dns: ['10.78.0.1'] })).result!.id as string;
+    const specs = [
+      { name: 'alpha', kind: 'dynamic', endpoint: 'alpha.example.com:51820' },
+      { name: 'bravo', kind: 'dynamic', listenPort: 51999 },
+      { name: 'charlie', kind: 'dynamic', endpoint: '[2001:db8::7]:51000', listenPort: 51000 },
+      { name: 'static', kind: 'static', endpoint: '203.0.113.9:51820' },
+    ];
+    for (const spec of specs) {
+      const job = await s.job('node.create', { configId, ...spec });
+      expect(job.state, JSON.stringify(job.error)).toBe('completed');
+    }
+    nodes = (await repos().nodes.list(configId, {}, { limit: 100 })).items;
+    dynamic = nodes.filter((n) => n.kind === 'dynamic');
+    staticNode = nodes.find((n) => n.kind === 'static')!;
+
+    subscriber = connect(SHARED_MQTT_URL, { reconnectPeriod: 0 });
+    subscriber.on('message', (topic, payload, packet) => {
+      const text = payload.toString('utf8');
+      received.push({ topic, text, body: JSON.parse(text) as PushedConfig, retain: packet.retain, qos: packet.qos });
+    });
+    await new Promise<void>((resolve) => subscriber.once('connect', () => resolve()));
+    await subscriber.subscribeAsync(`meshq/${configId}/+/config/push`, { qos: 1 });
+  });
+
+  afterAll(async () => {
+    await subscriber?.endAsync();
+    await s?.stop();
+    await emqx?.close();
+  });
+
+  function repos() {
+    return createRepositories(s.app.uow.fork(), { serverKey: s.app.serverKey });
+  }
+
+  const pushJobs = async () =>
+    (await s.app.queues.queue(QUEUES.brokerSync).getJobs(['completed', 'failed', 'active', 'waiting', 'delayed'], 0, 1000)).filter(
+      (j) => j?.name === 'node.push-config',
+    );
+
+  async function expectPushedConfig(msg: Received, node: NodeView): Promise<void> {
+    expect(msg.topic).toBe(configPushTopic(configId, node.id));
+    // Never retained: the message holds the node's private key.
+    expect(msg.retain).toBe(false);
+    expect(msg.qos).toBe(1);
+    const ownKey = await repos().nodes.privateKey(node.id);
+    expect(msg.body).toMatchObject({
+      version: 1,
+      configId,
+      nodeId: node.id,
+      interface: {
+        name: node.name,
+        address: node.address,
+        subnet: '10.78.0.0/24',
+        listenPort: node.listenPort ?? 51820,
+        publicKey: node.publicKey,
+        privateKey: ownKey,
+        dns: ['10.78.0.1'],
+        protocol: 'wireguard',
+        awg: null,
+      },
+    });
+    for (const other of nodes.filter((n) => n.id !== node.id)) {
+      expect(msg.text).not.toContain(await repos().nodes.privateKey(other.id));
+    }
+    const peers = [...msg.body.peers].sort((a, b) => a.nodeId.localeCompare(b.nodeId));
+    const expected = nodes
+      .filter((n) => n.id !== node.id)
+      .sort((a, b) => a.id.localeCompare(b.id))
+      .map((p) => ({
+        nodeId: p.id,
+        name: p.name,
+        publicKey: p.publicKey,
+        endpoint: p.endpoint,
+        listenPort: p.listenPort ?? 51820,
+        allowedIps: [`${p.address}/32`],
+        persistentKeepalive: 25,
+      }));
+    expect(peers).toEqual(expected);
+  }
+
+  it('after mesh.generate each dynamic node receives its configuration with its peers; static nodes get none', async () => {
+    const generated = await s.job('mesh.generate', { configId });
+    expect(generated).toMatchObject({ state: 'completed', result: { created: 6 } });
+
+    await waitFor('a push per dynamic node', async () => new Set(received.map((m) => m.body.nodeId)).size === dynamic.length, 20_000, 50);
+    await waitFor('the push jobs to complete', async () => {
+      const jobs = await pushJobs();
+      return jobs.length === dynamic.length && (await Promise.all(jobs.map((j) => j.getState()))).every((st) => st === 'completed');
+    }, 20_000, 100);
+    for (const job of await pushJobs()) {
+      const nodeId = (job.data as { payload: { nodeId: string } }).payload.nodeId;
+      const node = nodes.find((n) => n.id === nodeId)!;
+      expect(job.returnvalue).toEqual({ nodeId, topic: configPushTopic(configId, nodeId), peers: 3 });
+      // Follow-ups carry the submitter of mesh.generate.
+      expect((job.data as { actor: string }).actor).toBe('admin');
+      expect(node.kind).toBe('dynamic');
+    }
+    await new Promise((r) => setTimeout(r, 300));
+    expect(received).toHaveLength(dynamic.length);
+    for (const node of dynamic) await expectPushedConfig(received.find((m) => m.body.nodeId === node.id)!, node);
+    expect(received.some((m) => m.body.nodeId === staticNode.id)).toBe(false);
+
+    // Job results and data never carry a key.
+    for (const job of await pushJobs()) expect(JSON.stringify([job.data, job.returnvalue])).not.toMatch(/privateKey|[A-Za-z0-9+/]{43}=/);
+  });
+
+  it('a run of mesh.generate that creates nothing pushes nothing', async () => {
+    const before = (await pushJobs()).length;
+    expect(await s.job('mesh.generate', { configId })).toMatchObject({ state: 'completed', result: { created: 0 } });
+    await new Promise((r) => setTimeout(r, 300));
+    expect((await pushJobs()).length).toBe(before);
+  });
+
+  it('a push can be asked for directly, and is refused for a static node', async () => {
+    received.length = 0;
+    const node = dynamic[0]!;
+    const job = await s.job('node.push-config', { nodeId: node.id });
+    expect(job).toMatchObject({ state: 'completed', result: { nodeId: node.id, peers: 3 } });
+    await waitFor('the push', async () => received.length === 1, 10_000, 50);
+    await expectPushedConfig(received[0]!, node);
+
+    const refused = await s.job('node.push-config', { nodeId: staticNode.id });
+    expect(refused).toMatchObject({ state: 'failed', error: { code: 'INVALID' } });
+    expect(refused.error!.message).toContain('static');
+  });
+
+  it('after a snapshot restore the broker sync pushes to every dynamic node', async () => {
+    const exported = await s.call({ method: 'POST', url: '/api/v1/snapshots/export?wait=30000' });
+    expect(exported.statusCode, exported.body).toBe(200);
+    const { snapshotId } = exported.json<JobView>().result as { snapshotId: string };
+    const file = (await s.call({ method: 'GET', url: `/api/v1/snapshots/${snapshotId}/download` })).rawPayload;
+
+    received.length = 0;
+    const res = await uploadSnapshot(s.api, s.auth, file, ADMIN_PASSWORD, '?wait=30000');
+    expect(res.statusCode, res.body).toBe(200);
+    expect(res.json<JobView>()).toMatchObject({ type: 'snapshot.restore', state: 'completed' });
+
+    await waitFor('a push per dynamic node after the restore', async () => new Set(received.map((m) => m.body.nodeId)).size === dynamic.length, 30_000, 50);
+    await new Promise((r) => setTimeout(r, 300));
+    expect(received).toHaveLength(dynamic.length);
+    for (const node of dynamic) await expectPushedConfig(received.find((m) => m.body.nodeId === node.id)!, node);
+
+    // The sync that applied the restore's epoch is the one that asked.
+    const syncs = (await s.app.queues.queue(QUEUES.brokerSync).getJobs(['completed'], 0, 1000)).filter((j) => j?.name === 'broker.sync');
+    expect(syncs.some((j) => (j.returnvalue as { epoch: number }).epoch === 1)).toBe(true);
+  });
+});
+
+describe.each(DIALECTS)('node.push-config with MQTT disabled on %s', (dialect) => {
+  let h: Harness;
+  beforeAll(async () => {
+    h = await createHarness(dialect, 'push_disabled');
+  });
+  afterAll(async () => {
+    await h?.close();
+  });
+
+  it('fails permanently with MQTT_DISABLED, and mesh.generate enqueues no push', async () => {
+    const { id: configId } = await h.run<{ id: string }>('config.create', { name: 'off', subnet: '10.79.0.0/24' });
+    const a = await h.run<{ id: string }>('node.create', { configId, name: 'a', kind: 'dynamic' });
+    await h.run('node.create', { configId, name: 'b', kind: 'dynamic' });
+
+    expect(await h.fail('node.push-config', { nodeId: a.id })).toEqual({
+      code: 'MQTT_DISABLED',
+      message: expect.stringContaining('MQTT is disabled'),
+    });
+
+    h.enqueued.length = 0;
+    expect(await h.run('mesh.generate', { configId })).toEqual({ created: 1 });
+    expect(h.enqueued).toEqual([]);
+  });
+
+  it('rejects a payload that is not {nodeId}', async () => {
+    expect(await h.fail('node.push-config', { nodeId: 'nope' })).toMatchObject({ code: 'INVALID' });
+    expect(await h.fail('node.push-config', { nodeId: '0194a1b2-c3d4-7e5f-8a6b-7c8d9e0f1a2b', extra: 1 })).toMatchObject({ code: 'INVALID' });
+  });
+});

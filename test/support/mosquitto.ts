@@ -1,0 +1,103 @@
+/**
+ * A Mosquitto broker of a test's own, on a free port, that the test can stop and start
+ * again on the same port (broker outage tests). The shared broker on 127.0.0.1:1883 must
+ * never be stopped by a test; this one exists for that.
+ *
+ * Nothing is written to disk (persistence off, logs to stderr), so the broker may drop
+ * to the `mosquitto` user when started as root: it only has to read its config file,
+ * which is made world-readable.
+ */
+import { spawn, type ChildProcess } from 'node:child_process';
+import { chmodSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { createConnection, createServer } from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+
+export const SHARED_MQTT_URL = 'mqtt://127.0.0.1:1883';
+
+export interface TestBroker {
+  readonly port: number;
+  readonly url: string;
+  /** Output of the current and earlier runs, for failure messages. */
+  output(): string;
+  /** Stops the broker (SIGTERM) and waits until the port refuses connections. */
+  stop(): Promise<void>;
+  /** Starts it again on the same port and waits until it accepts connections. */
+  start(): Promise<void>;
+  close(): Promise<void>;
+}
+
+async function freePort(): Promise<number> {
+  const server = createServer();
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  const port = (server.address() as { port: number }).port;
+  await new Promise<void>((resolve) => server.close(() => resolve()));
+  return port;
+}
+
+const accepts = (port: number) =>
+  new Promise<boolean>((resolve) => {
+    const socket = createConnection({ port, host: '127.0.0.1' });
+    socket.once('connect', () => {
+      socket.destroy();
+      resolve(true);
+    });
+    socket.once('error', () => resolve(false));
+  });
+
+async function until(what: string, check: () => Promise<boolean>, timeoutMs = 10_000): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  while (!(await check())) {
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 50));
+  }
+}
+
+export async function startTestBroker(): Promise<TestBroker> {
+  const port = await freePort();
+  const dir = mkdtempSync(join(tmpdir(), 'meshq-mosquitto-'));
+  chmodSync(dir, 0o755);
+  const configFile = join(dir, 'mosquitto.conf');
+  writeFileSync(
+    configFile,
+    [`listener ${port} 127.0.0.1`, 'allow_anonymous true', 'persistence false', 'log_dest stderr', 'log_type error', 'log_type warning', ''].join('\n'),
+  );
+  chmodSync(configFile, 0o644);
+
+  let proc: ChildProcess | undefined;
+  let out = '';
+
+  const start = async () => {
+    if (proc) return;
+    const child = spawn('mosquitto', ['-c', configFile], { stdio: ['ignore', 'pipe', 'pipe'] });
+    child.stdout!.on('data', (d) => (out += d));
+    child.stderr!.on('data', (d) => (out += d));
+    child.once('exit', () => {
+      if (proc === child) proc = undefined;
+    });
+    proc = child;
+    await until(`mosquitto on port ${port}\n${out}`, () => accepts(port));
+  };
+
+  const stop = async () => {
+    const child = proc;
+    if (!child) return;
+    const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()));
+    child.kill('SIGTERM');
+    await exited;
+    await until(`port ${port} to close`, async () => !(await accepts(port)));
+  };
+
+  await start();
+  return {
+    port,
+    url: `mqtt://127.0.0.1:${port}`,
+    output: () => out,
+    stop,
+    start,
+    async close() {
+      await stop();
+      rmSync(dir, { recursive: true, force: true });
+    },
+  };
+}
