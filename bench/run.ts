@@ -1,12 +1,20 @@
 /**
- * `npm run bench`: every benchmark, one run, one table of figures with ratios against
- * baselines measured in the same run (machines here are noisy; ratios travel, absolute
- * times do not). Never part of `npm test`.
+ * `npm run bench [jobs|broker|snapshots]`: every benchmark, one run, one table of figures
+ * with ratios against baselines measured in the same run (machines here are noisy;
+ * ratios travel, absolute times do not). Never part of `npm test`.
  */
+import { benchBroker } from './broker-bench.js';
 import { benchJobs } from './jobs-bench.js';
 import { printTable } from './support.js';
 
 const only = process.argv[2];
-if (!only || only === 'jobs') await benchJobs();
+const suites: Record<string, () => Promise<void>> = {
+  jobs: benchJobs,
+  broker: benchBroker,
+  snapshots: async () => (await import('./snapshot-bench.js')).benchSnapshots(),
+};
+for (const [name, run] of Object.entries(suites)) {
+  if (!only || only === name) await run();
+}
 printTable();
 process.exit(0);

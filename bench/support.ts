@@ -7,7 +7,6 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import pg from 'pg';
-import { Redis } from 'ioredis';
 import { loadConfig, type Config, type Dialect } from '../src/config.js';
 
 export const PG_ADMIN_URL = process.env.BENCH_PG_ADMIN_URL ?? 'postgres://postgres@127.0.0.1:5432/postgres';
@@ -45,16 +44,7 @@ async function adminSql(sql: string): Promise<void> {
   }
 }
 
-export async function dropRedisPrefix(prefix: string): Promise<void> {
-  const r = new Redis(REDIS_URL);
-  let cursor = '0';
-  do {
-    const [next, keys] = await r.scan(cursor, 'MATCH', `${prefix}:*`, 'COUNT', 1000);
-    if (keys.length) await r.del(...keys);
-    cursor = next;
-  } while (cursor !== '0');
-  r.disconnect();
-}
+export { deletePrefix as dropRedisPrefix } from '../test/support/redis.js';
 
 export interface Row {
   name: string;
