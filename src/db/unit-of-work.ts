@@ -18,6 +18,9 @@ import type { Dialect } from '../config.js';
 import type { Em, Orm } from './orm.js';
 import { JobLedgerRepository } from '../domain/system/repository.js';
 
+/** Any table that exists once migrated; SQLite writers touch it (no row) to take the write lock. */
+const SQLITE_LOCK_TABLE = '`system_state`';
+
 /** Fixed advisory-lock key shared by every meshq process: "business data". */
 const PG_DATA_LOCK_KEY = '7364201554';
 
@@ -37,7 +40,18 @@ export class UnitOfWork {
   async write<T>(fn: (em: Em) => Promise<T>, opts: WriteOptions = {}): Promise<T> {
     const em = this.orm.em.fork() as Em;
     if (this.dialect === 'sqlite') {
-      return this.sqliteWriter.runExclusive(() => em.transactional((tx) => fn(tx as Em)));
+      return this.sqliteWriter.runExclusive(() =>
+        em.transactional(async (tx) => {
+          // BEGIN IMMEDIATE, in effect (the ORM only issues a deferred BEGIN): a write that
+          // touches no row still takes SQLite's write lock, waiting (busy_timeout) while
+          // another process's writer (a restore) holds it. Without it the transaction's
+          // first read would pin a snapshot from BEFORE that writer's commit: an operation
+          // submitted during a restore in another worker process would then see the old
+          // data and fail NOT_FOUND for good, or hit SQLITE_BUSY_SNAPSHOT at its first write.
+          await (tx as Em).execute(`update ${SQLITE_LOCK_TABLE} set key = key where 0`, [], 'run');
+          return fn(tx as Em);
+        }),
+      );
     }
     return em.transactional(async (tx) => {
       const lock = opts.exclusive ? 'pg_advisory_xact_lock' : 'pg_advisory_xact_lock_shared';

@@ -2,8 +2,10 @@ import { DomainError } from '../domain/errors.js';
 
 /**
  * Why a snapshot was refused, for programs (API clients, tests, metrics); the message is
- * for people. `schema_too_new` belongs to restore (a file from a newer meshq schema), kept
- * here so every refusal of an uploaded file shares one error type and one HTTP status.
+ * for people. `schema_too_new`, `schema_unknown`, `constraint_violation` and
+ * `secret_key_mismatch` belong to restore (a file from a newer or foreign meshq schema,
+ * rows the current schema refuses, node keys sealed under another SECRET_KEY), kept here
+ * so every refusal of an uploaded file shares one error type and one HTTP status.
  */
 export type SnapshotInvalidReason =
   | 'not_snapshot'
@@ -17,7 +19,10 @@ export type SnapshotInvalidReason =
   | 'too_large'
   | 'bad_json'
   | 'bad_payload'
-  | 'schema_too_new';
+  | 'schema_too_new'
+  | 'schema_unknown'
+  | 'constraint_violation'
+  | 'secret_key_mismatch';
 
 /** An uploaded or stored snapshot that cannot be used; never retried, nothing was changed. */
 export class SnapshotInvalidError extends DomainError {

@@ -290,9 +290,17 @@ export function decodeSnapshot(buf: Buffer, key: Buffer, options: DecodeOptions 
  * or foreign upload is refused before spending a key derivation on it.
  */
 export async function openSnapshot(buf: Buffer, password: string, options: DecodeOptions = {}): Promise<SnapshotPayload> {
+  return decodeSnapshot(buf, await deriveFileKey(buf, password), options);
+}
+
+/**
+ * The data key of a file for a password, after the structural checks (so a cut-off or
+ * foreign upload costs no key derivation). Restore keeps this key, sealed with the server
+ * key, to decrypt the staged upload later without the password.
+ */
+export async function deriveFileKey(buf: Buffer, password: string): Promise<Buffer> {
   const header = readContainer(buf);
-  const key = await deriveKey(password, header.kdf);
-  return decodeSnapshot(buf, key, options);
+  return deriveKey(password, header.kdf);
 }
 
 function inflate(body: Buffer, maxBytes: number): string {

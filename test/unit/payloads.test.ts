@@ -21,6 +21,9 @@ const VALID: Record<string, Record<string, unknown>> = {
   settingsUpdate: { values: { 'ui.theme': 'dark' } },
   tokenCreate: { id, name: 'ci', tokenHash: hash },
   brokerSync: {},
+  nodePushConfig: { nodeId: id },
+  snapshotExport: {},
+  snapshotRestore: { stagedId: id },
 };
 
 const schemas = (Object.entries(payloads) as [string, unknown][]).filter((e): e is [string, z.ZodType] => e[1] instanceof z.ZodType);

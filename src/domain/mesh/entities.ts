@@ -19,6 +19,8 @@ export const MeshConfigSchema = defineEntity({
     dns: p.json<string[]>(),
     protocol: p.string().length(16),
     awg: p.json<Record<string, number>>().nullable(),
+    /** Tunnel MTU (Migration20261124200000_config_mtu); WireGuard's usual 1420 by default. */
+    mtu: p.integer().default(1420),
     createdAt: p.datetime().length(3).onCreate(now),
     updatedAt: p.datetime().length(3).onCreate(now).onUpdate(now),
   },

@@ -305,6 +305,34 @@ export class NodeRepository {
   async countInConfig(configId: string): Promise<number> {
     return this.em.count(Node, { config: configId });
   }
+
+  /**
+   * Several nodes by id (a node's peers, for a config push); unknown ids are left out.
+   * Chunked so that a large mesh stays far below every driver's bound-parameter limit.
+   */
+  async getMany(ids: readonly string[]): Promise<NodeView[]> {
+    const out: NodeView[] = [];
+    for (let i = 0; i < ids.length; i += 1_000) {
+      const rows = await this.em.find(Node, { id: { $in: ids.slice(i, i + 1_000) } }, { orderBy: { id: 'asc' } });
+      out.push(...rows.map(nodeView));
+    }
+    return out;
+  }
+
+  /**
+   * Id and config of every dynamic node (of one config when given), ordered by id: the
+   * nodes with an agent, i.e. the receivers of config pushes. Raw rows: a restore may
+   * bring thousands.
+   */
+  async dynamicNodes(configId?: string): Promise<{ id: string; configId: string }[]> {
+    const rows = await this.em
+      .createQueryBuilder(Node)
+      .select(['id', 'config'])
+      .where({ kind: 'dynamic', ...(configId ? { config: configId } : {}) })
+      .orderBy({ id: 'asc' })
+      .execute<{ id: string; config: string }[]>('all');
+    return rows.map((r) => ({ id: r.id, configId: r.config }));
+  }
 }
 
 /* -------------------------------------------------------------------- links */

@@ -4,16 +4,17 @@
  * the stored files (exports and staged uploads) in `snapshot_archive`.
  *
  * Business rows never pass through the identity map: reads are plain SELECTs converted to
- * snapshot values (src/snapshots/tables.ts), writes are multi-row INSERTs. Hydrating
- * 250,000 entities to copy them would cost several times the work and the memory.
+ * snapshot values (src/snapshots/tables.ts), writes are multi-row INSERTs with bound
+ * parameters. Hydrating 250,000 entities to copy them would cost several times the work
+ * and the memory.
  */
 import { createHash } from 'node:crypto';
 import type { Em } from '../../db/orm.js';
 import { isPostgres } from '../../migrations/dialect.js';
 import {
   snapshotTableSpecs,
-  toEntityData,
   toSnapshotValue,
+  type ColumnSpec,
   type SnapshotTables,
   type TableSpec,
 } from '../../snapshots/tables.js';
@@ -73,6 +74,40 @@ const keyOrder = (spec: TableSpec) => {
     return 0;
   };
 };
+
+/** The one Kysely call restore makes (the ORM hands out an untyped Kysely). */
+interface RowInserter {
+  insertInto(table: string): { values(rows: Record<string, unknown>[]): { execute(): Promise<unknown> } };
+}
+
+/**
+ * Snapshot values (tables.ts) as this database stores them, the way the ORM itself writes
+ * them, so that entities read back what restore wrote: date-times as the platform keeps
+ * Dates (SQLite: epoch milliseconds; PostgreSQL: timestamptz), JSON as JSON text (a bare
+ * array would otherwise be bound as a PostgreSQL array), booleans as SQLite's 0/1.
+ */
+function databaseRowConverter(em: Em): (spec: TableSpec, row: Record<string, unknown>) => Record<string, unknown> {
+  const platform = em.getPlatform();
+  const postgres = isPostgres(em.getDriver());
+  const convert = (col: ColumnSpec, value: unknown): unknown => {
+    if (value === null || value === undefined) return null;
+    switch (col.kind) {
+      case 'datetime':
+        return platform.processDateProperty(new Date(value as string));
+      case 'json':
+        return JSON.stringify(value);
+      case 'boolean':
+        return postgres ? value : value ? 1 : 0;
+      default:
+        return value;
+    }
+  };
+  return (spec, row) => {
+    const out: Record<string, unknown> = {};
+    for (const col of spec.columns) out[col.name] = convert(col, row[col.name]);
+    return out;
+  };
+}
 
 export type RestoreProgress = (done: number, total: number) => Promise<void>;
 
@@ -152,10 +187,13 @@ export class SnapshotRepository {
    * inserts parents first, so foreign keys hold after every statement.
    */
   async replaceBusinessData(tables: SnapshotTables, progress?: RestoreProgress): Promise<Record<string, number>> {
+    if (!this.em.isInTransaction()) throw new Error('SnapshotRepository.replaceBusinessData must run inside a transaction');
     const specs = this.tableSpecs();
     const q = (id: string) => this.em.getPlatform().quoteIdentifier(id);
     for (const spec of [...specs].reverse()) await this.em.execute(`delete from ${q(spec.table)}`, [], 'run');
 
+    const kysely = this.em.getKysely() as unknown as RowInserter;
+    const toDatabaseRow = databaseRowConverter(this.em);
     const total = specs.reduce((n, s) => n + (tables[s.table]?.length ?? 0), 0);
     let done = 0;
     await progress?.(0, total);
@@ -164,8 +202,11 @@ export class SnapshotRepository {
       const rows = tables[spec.table] ?? [];
       const size = batchRows(spec);
       for (let at = 0; at < rows.length; at += size) {
-        const batch = rows.slice(at, at + size).map((row) => toEntityData(spec, row));
-        await this.em.insertMany(spec.entity, batch as never[]);
+        const batch = rows.slice(at, at + size).map((row) => toDatabaseRow(spec, row));
+        // Kysely (bound to this transaction) sends one INSERT ... VALUES with bound
+        // parameters. em.insertMany would inline every value into the SQL text and run
+        // the ORM's per-row processing: measured 20-50% slower on the same rows.
+        await kysely.insertInto(spec.table).values(batch).execute();
         done += batch.length;
         await progress?.(done, total);
       }

@@ -1,0 +1,160 @@
+/**
+ * Snapshots: export (a job), list, metadata and download of stored exports, and restore.
+ *
+ * Restore is the one write the API checks all the way down before enqueueing: the upload
+ * is decrypted with the given password, brought to the current schema and validated row
+ * by row here, so a wrong password, a damaged file, a newer schema or a row the database
+ * would refuse is a 400 with the reason and nothing changes. Only a file that passed is
+ * staged (still encrypted, its data key sealed under the server key) and the job gets
+ * nothing but the staged id: the password never leaves this request.
+ */
+import multipart from '@fastify/multipart';
+import type { FastifyInstance } from 'fastify';
+import { z } from 'zod';
+import type { AppContext } from '../../bootstrap.js';
+import { ADMIN_NAME } from '../../domain/access/admin.js';
+import { ConflictError, InvalidError, NotFoundError } from '../../domain/errors.js';
+import { createRepositories, type Repositories } from '../../domain/repositories.js';
+import { openUpload } from '../../snapshots/restore.js';
+import { pageQuery } from '../validation.js';
+import { replyWithJob, waitQuery } from './jobs.js';
+
+/** Largest accepted upload. The whole file is held, decrypted and parsed in memory. */
+export const MAX_SNAPSHOT_UPLOAD_BYTES = 512 * 1024 * 1024;
+const MAX_PASSWORD_BYTES = 4096;
+
+const idParams = z.strictObject({ id: z.uuid({ error: 'must be a UUID' }) });
+const page = pageQuery(50);
+
+/** `meshq-20261124T101112Z-0192abcd.meshq`: sortable, and says what it is. */
+export const snapshotFileName = (view: { id: string; createdAt: string }): string =>
+  `meshq-${view.createdAt.replace(/[-:]/g, '').replace(/\.\d+/, '')}-${view.id.slice(0, 8)}.meshq`;
+
+export async function snapshotRoutes(api: FastifyInstance, opts: { app: AppContext }): Promise<void> {
+  const { app } = opts;
+  const repos = (): Repositories => createRepositories(app.uow.fork(), { serverKey: app.serverKey });
+  const tags = ['snapshots'];
+
+  // Registered here, not globally: only this plugin's routes accept multipart bodies.
+  await api.register(multipart, {
+    limits: { fileSize: MAX_SNAPSHOT_UPLOAD_BYTES, files: 1, fields: 4, fieldSize: MAX_PASSWORD_BYTES, parts: 6 },
+  });
+
+  api.post(
+    '/snapshots/export',
+    {
+      schema: {
+        tags,
+        summary: 'Export every business row into an encrypted snapshot',
+        description:
+          'Answers 202 with the job (200 when it finished within `wait`); its result `{snapshotId, size, sha256}` names the ' +
+          'stored file. The file opens with the administrator password current at export time.',
+        querystring: waitQuery,
+      },
+    },
+    async (request, reply) => {
+      const { wait } = request.query as z.infer<typeof waitQuery>;
+      if (!(await repos().admin.findByName(ADMIN_NAME))) {
+        throw new ConflictError('no administrator yet: snapshots are encrypted with a key derived from the administrator password; set it first');
+      }
+      const job = await app.queues.submit('snapshot.export', {}, { actor: request.actor });
+      request.log.info({ jobId: job.id }, 'snapshot export submitted');
+      return replyWithJob(reply, app.queues, job, wait);
+    },
+  );
+
+  api.get('/snapshots', { schema: { tags, summary: 'Stored exports, newest first', querystring: page } }, async (request) => {
+    return repos().snapshots.listExports(request.query as z.infer<typeof page>);
+  });
+
+  api.get('/snapshots/:id', { schema: { tags, summary: "A stored export's metadata", params: idParams } }, async (request) => {
+    const { id } = request.params as { id: string };
+    const found = await repos().snapshots.getExport(id);
+    if (!found) throw new NotFoundError('snapshot', id);
+    return found;
+  });
+
+  api.get(
+    '/snapshots/:id/download',
+    { schema: { tags, summary: 'The encrypted snapshot file', params: idParams } },
+    async (request, reply) => {
+      const { id } = request.params as { id: string };
+      const file = await repos().snapshots.exportFile(id);
+      if (!file) throw new NotFoundError('snapshot', id);
+      return reply
+        .type('application/octet-stream')
+        .header('content-disposition', `attachment; filename="${snapshotFileName(file.view)}"`)
+        .header('x-content-sha256', file.view.sha256)
+        .send(file.data);
+    },
+  );
+
+  api.post(
+    '/snapshots/restore',
+    {
+      schema: {
+        tags,
+        summary: 'Restore a snapshot file (replaces every business row)',
+        description:
+          'multipart/form-data with a `file` part (the .meshq file) and a `password` field (the administrator password ' +
+          'at the time of export). The file is decrypted and validated before anything changes: 400 with ' +
+          '`details.reason` if it cannot be restored, else 202 with the restore job. The administrator, API access ' +
+          'and system tables are not part of a snapshot and stay as they are.',
+        querystring: waitQuery,
+      },
+    },
+    async (request, reply) => {
+      const { wait } = request.query as z.infer<typeof waitQuery>;
+      const { file, password } = await readUpload(request);
+      const r = repos();
+      const prepared = await openUpload(file, password, r.snapshots.tableSpecs(), app.serverKey);
+      const staged = await app.uow.write((em) =>
+        createRepositories(em, { serverKey: app.serverKey }).snapshots.storeArchive({
+          kind: 'staged',
+          data: file,
+          schemaVersion: prepared.meta.schemaVersion,
+          counts: prepared.meta.counts,
+          sealedKey: prepared.sealedKey,
+        }),
+      );
+      const job = await app.queues.submit('snapshot.restore', { stagedId: staged.id }, { actor: request.actor });
+      request.log.info(
+        { jobId: job.id, stagedId: staged.id, size: staged.size, schemaVersion: prepared.meta.schemaVersion, upgradedThrough: prepared.upgradedThrough },
+        'snapshot restore submitted',
+      );
+      return replyWithJob(reply, app.queues, job, wait);
+    },
+  );
+}
+
+/**
+ * Reads the whole multipart body (leaving parts unread would stall the request), then
+ * says everything that is wrong with it at once.
+ */
+async function readUpload(request: import('fastify').FastifyRequest): Promise<{ file: Buffer; password: string }> {
+  if (!request.isMultipart()) {
+    throw new InvalidError('send multipart/form-data with a "file" part (the snapshot) and a "password" field');
+  }
+  let file: Buffer | undefined;
+  let password: string | undefined;
+  const unexpected: string[] = [];
+  for await (const part of request.parts()) {
+    if (part.type === 'file') {
+      const data = await part.toBuffer();
+      if (part.fieldname === 'file') file = data;
+      else unexpected.push(`file part "${part.fieldname}"`);
+    } else if (part.fieldname === 'password' && typeof part.value === 'string') {
+      password = part.value;
+    } else {
+      unexpected.push(`field "${part.fieldname}"`);
+    }
+  }
+  const problems = [
+    // An empty file is the file's problem, reported by the snapshot reader like any other.
+    ...(file === undefined ? ['the "file" part is missing'] : []),
+    ...(password === undefined || password === '' ? ['the "password" field is missing'] : []),
+    ...(unexpected.length > 0 ? [`unexpected ${unexpected.join(', ')} (send only "file" and "password")`] : []),
+  ];
+  if (problems.length > 0) throw new InvalidError(`body: ${problems.join('; ')}`);
+  return { file: file!, password: password! };
+}

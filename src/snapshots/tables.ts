@@ -1,0 +1,361 @@
+/**
+ * What a snapshot carries, table by table, and what a restore accepts.
+ *
+ * Rows are keyed by TABLE and COLUMN names, not by entity property names: columns change
+ * only through migrations, and every migration that changes a business table ships an
+ * upgrade step for snapshot rows (upgrades.ts). A property renamed in TypeScript without a
+ * migration therefore never changes the file format, and an old file always has a path to
+ * the current schema. Values are plain JSON, the same on both databases:
+ *
+ *   uuid / string / text  string            integer  number (PostgreSQL int4 range)
+ *   boolean               true / false      datetime ISO 8601 UTC with milliseconds
+ *   json                  the JSON value itself (not its text)
+ *
+ * The table specs are derived from the ORM metadata of BUSINESS_ENTITIES (so the schema
+ * diff test that keeps entities and migrations equal also keeps this equal to the
+ * database), in foreign-key order: restore inserts in this order and deletes in reverse.
+ * Validation is done against the CURRENT schema, after upgrade steps: types, lengths and
+ * nullability per column, primary keys and unique constraints, and every foreign key
+ * pointing at a row of the same snapshot. The database would refuse all of these too,
+ * but only half-way through a restore; checking first lets the API refuse the upload
+ * with the row that is wrong and nothing changed.
+ */
+import { JsonType, ReferenceKind, UuidType, type EntityMetadata, type EntityProperty, type MetadataStorage } from '@mikro-orm/core';
+import { z } from 'zod';
+import { BUSINESS_ENTITIES } from '../domain/entities.js';
+import { SnapshotInvalidError } from './errors.js';
+
+export type SnapshotRow = Record<string, unknown>;
+export type SnapshotTables = Record<string, SnapshotRow[]>;
+
+export type ColumnKind = 'uuid' | 'string' | 'text' | 'integer' | 'boolean' | 'datetime' | 'json';
+
+export interface ColumnSpec {
+  /** Column name in the database and in the snapshot. */
+  readonly name: string;
+  /** Entity property the column belongs to (unique and primary keys are declared by property). */
+  readonly property: string;
+  readonly kind: ColumnKind;
+  readonly nullable: boolean;
+  /** varchar(n): enforced on both databases, so a file restores on PostgreSQL as on SQLite. */
+  readonly maxLength?: number;
+  /** Foreign key: the referenced table and column. */
+  readonly references?: { readonly table: string; readonly column: string };
+}
+
+export interface TableSpec {
+  readonly table: string;
+  /** The entity's class (for ORM calls such as counting rows). */
+  readonly entity: EntityMetadata['class'];
+  readonly columns: readonly ColumnSpec[];
+  readonly primaryKey: readonly string[];
+  /** Unique constraints other than the primary key (column names). */
+  readonly uniques: readonly { readonly name: string; readonly columns: readonly string[] }[];
+}
+
+const INT4_MIN = -2_147_483_648;
+const INT4_MAX = 2_147_483_647;
+
+const specsByMetadata = new WeakMap<MetadataStorage, readonly TableSpec[]>();
+
+/** The business tables in foreign-key order (parents first), from the ORM metadata. */
+export function snapshotTableSpecs(metadata: MetadataStorage): readonly TableSpec[] {
+  let specs = specsByMetadata.get(metadata);
+  if (!specs) {
+    specs = Object.freeze(BUSINESS_ENTITIES.map((schema) => tableSpec(metadata.get(schema.meta.class))));
+    specsByMetadata.set(metadata, specs);
+  }
+  return specs;
+}
+
+function tableSpec(meta: EntityMetadata): TableSpec {
+  const columns: ColumnSpec[] = [];
+  for (const prop of meta.props) {
+    if (prop.persist === false) continue;
+    if (prop.kind === ReferenceKind.SCALAR) {
+      columns.push(scalarColumn(meta, prop));
+    } else if (prop.kind === ReferenceKind.MANY_TO_ONE || (prop.kind === ReferenceKind.ONE_TO_ONE && prop.owner)) {
+      columns.push(referenceColumn(meta, prop));
+    }
+    // Inverse sides and collections have no column.
+  }
+  const columnOf = (property: string): string => {
+    const col = columns.find((c) => c.property === property);
+    if (!col) throw new Error(`snapshot tables: ${meta.tableName}.${property} is not a column`);
+    return col.name;
+  };
+  const uniques: { name: string; columns: string[] }[] = [];
+  for (const prop of meta.props) {
+    if (prop.unique && prop.persist !== false) {
+      uniques.push({ name: typeof prop.unique === 'string' ? prop.unique : `${meta.tableName}_${prop.fieldNames[0]}_unique`, columns: [columnOf(prop.name)] });
+    }
+  }
+  for (const u of meta.uniques) {
+    const props = (Array.isArray(u.properties) ? u.properties : [u.properties]) as string[];
+    if (props.length === 0 || u.expression) throw new Error(`snapshot tables: unique ${u.name ?? '?'} of ${meta.tableName} is not a plain column list`);
+    uniques.push({ name: u.name ?? `${meta.tableName}_unique`, columns: props.map(columnOf) });
+  }
+  return {
+    table: meta.tableName,
+    entity: meta.class,
+    columns,
+    primaryKey: meta.primaryKeys.map((pk) => columnOf(pk)),
+    uniques,
+  };
+}
+
+function scalarColumn(meta: EntityMetadata, prop: EntityProperty): ColumnSpec {
+  if (prop.fieldNames.length !== 1) throw new Error(`snapshot tables: ${meta.tableName}.${prop.name} maps to ${prop.fieldNames.length} columns`);
+  return {
+    name: prop.fieldNames[0]!,
+    property: prop.name,
+    kind: kindOf(meta, prop),
+    nullable: prop.nullable === true,
+    ...(prop.runtimeType === 'string' && prop.type !== 'text' && !(prop.customType instanceof UuidType) && prop.length ? { maxLength: prop.length } : {}),
+  };
+}
+
+function referenceColumn(meta: EntityMetadata, prop: EntityProperty): ColumnSpec {
+  const target = prop.targetMeta;
+  if (!target || prop.fieldNames.length !== 1 || target.primaryKeys.length !== 1) {
+    throw new Error(`snapshot tables: ${meta.tableName}.${prop.name} must reference a single-column primary key`);
+  }
+  const targetPk = target.properties[target.primaryKeys[0]!]!;
+  return {
+    name: prop.fieldNames[0]!,
+    property: prop.name,
+    kind: kindOf(target, targetPk),
+    nullable: prop.nullable === true,
+    references: { table: target.tableName, column: targetPk.fieldNames[0]! },
+  };
+}
+
+/**
+ * Every column type a business table uses. A new type fails here, loudly, at start-up
+ * and in the coverage test, instead of being exported in some accidental form.
+ */
+function kindOf(meta: EntityMetadata, prop: EntityProperty): ColumnKind {
+  if (prop.customType instanceof UuidType) return 'uuid';
+  if (prop.customType instanceof JsonType) return 'json';
+  switch (prop.runtimeType) {
+    case 'Date':
+      return 'datetime';
+    case 'boolean':
+      return 'boolean';
+    case 'number':
+      if (prop.type === 'integer') return 'integer';
+      break;
+    case 'string':
+      return prop.type === 'text' ? 'text' : 'string';
+  }
+  throw new Error(
+    `snapshot tables: ${meta.tableName}.${prop.name} has type ${String(prop.type)} (${String(prop.runtimeType)}), ` +
+      'which snapshots do not carry yet: teach src/snapshots/tables.ts how to export, validate and restore it',
+  );
+}
+
+/* --------------------------------------------------------------- validation */
+
+const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/;
+// PostgreSQL text and jsonb cannot hold NUL; SQLite can. Refused everywhere, so that a file
+// that restores on one database restores on the other.
+const NUL_MESSAGE = 'contains a NUL character, which PostgreSQL cannot store';
+const noNul = (s: string) => !s.includes('\u0000');
+
+function columnSchema(col: ColumnSpec): z.ZodType {
+  let s: z.ZodType;
+  switch (col.kind) {
+    case 'uuid':
+      s = z.string().regex(UUID, { error: 'must be a UUID in lowercase' });
+      break;
+    case 'string':
+      s = z.string().max(col.maxLength ?? Number.MAX_SAFE_INTEGER).refine(noNul, { error: NUL_MESSAGE });
+      break;
+    case 'text':
+      s = z.string().refine(noNul, { error: NUL_MESSAGE });
+      break;
+    case 'integer':
+      s = z.number().int().min(INT4_MIN).max(INT4_MAX);
+      break;
+    case 'boolean':
+      s = z.boolean();
+      break;
+    case 'datetime':
+      s = z.iso.datetime({ offset: true, error: 'must be an ISO 8601 date-time with a zone' });
+      break;
+    case 'json':
+      // A JSON null in a NOT NULL column would be stored as SQL NULL: refuse it as missing.
+      s = z
+        .json()
+        .refine((v) => v !== null || col.nullable, { error: 'must not be null' })
+        .refine((v) => (typeof v === 'string' ? noNul(v) : typeof v !== 'object' || v === null || !JSON.stringify(v).includes('\\u0000')), {
+          error: NUL_MESSAGE,
+        });
+      break;
+  }
+  return col.nullable ? s.nullable() : s;
+}
+
+const rowSchemas = new WeakMap<TableSpec, z.ZodType>();
+
+/** Every column present (null where nullable), no other key. */
+export function rowSchema(spec: TableSpec): z.ZodType {
+  let schema = rowSchemas.get(spec);
+  if (!schema) {
+    schema = z.strictObject(Object.fromEntries(spec.columns.map((c) => [c.name, columnSchema(c)])));
+    rowSchemas.set(spec, schema);
+  }
+  return schema;
+}
+
+const MAX_PROBLEMS = 5;
+
+class Problems {
+  readonly list: string[] = [];
+  more = false;
+
+  add(problem: string): void {
+    if (this.list.length < MAX_PROBLEMS) this.list.push(problem);
+    else this.more = true;
+  }
+
+  /** Enough found: one past what is shown, so the message can say there are more. */
+  get full(): boolean {
+    return this.more;
+  }
+}
+
+const where = (spec: TableSpec, index: number, row: SnapshotRow): string => {
+  const pk = spec.primaryKey.length === 1 ? row[spec.primaryKey[0]!] : undefined;
+  return `table ${spec.table} row ${index + 1}${typeof pk === 'string' ? ` (${spec.primaryKey[0]} ${pk.slice(0, 64)})` : ''}`;
+};
+
+const show = (v: unknown): string => {
+  const s = typeof v === 'string' ? JSON.stringify(v.length > 64 ? `${v.slice(0, 64)}…` : v) : String(v);
+  return s;
+};
+
+/**
+ * Checks that the tables (already upgraded to the current schema) fit the current
+ * schema, and throws SnapshotInvalidError naming the first few offending rows if not.
+ * Row numbers are 1-based positions in the file's table.
+ */
+export function validateSnapshotTables(tables: SnapshotTables, specs: readonly TableSpec[]): void {
+  const known = new Set(specs.map((s) => s.table));
+  const unknown = Object.keys(tables).filter((t) => !known.has(t));
+  const missing = specs.filter((s) => !Object.hasOwn(tables, s.table)).map((s) => s.table);
+  if (unknown.length > 0 || missing.length > 0) {
+    const parts = [
+      ...(unknown.length ? [`tables this meshq does not have: ${unknown.join(', ')}`] : []),
+      ...(missing.length ? [`missing tables: ${missing.join(', ')}`] : []),
+    ];
+    throw new SnapshotInvalidError('bad_payload', `the snapshot's tables do not match this meshq's schema: ${parts.join('; ')}`);
+  }
+
+  const problems = new Problems();
+  // Types first: the key checks below assume well-formed values.
+  for (const spec of specs) {
+    const schema = rowSchema(spec);
+    const rows = tables[spec.table]!;
+    for (let i = 0; i < rows.length && !problems.full; i++) {
+      const result = schema.safeParse(rows[i]);
+      if (!result.success) {
+        const issues = result.error.issues.slice(0, 3).map((iss) => {
+          const column = iss.path.length > 0 ? `column ${iss.path.map(String).join('.')}` : 'row';
+          const message = iss.code === 'invalid_type' && iss.path.length === 1 && !Object.hasOwn(rows[i] ?? {}, String(iss.path[0])) ? 'is missing' : iss.message;
+          return `${column}: ${message}`;
+        });
+        problems.add(`${where(spec, i, rows[i] ?? {})}: ${issues.join(', ')}`);
+      }
+    }
+  }
+  if (problems.list.length === 0) checkKeys(tables, specs, problems);
+  if (problems.list.length > 0) {
+    throw new SnapshotInvalidError(
+      'constraint_violation',
+      `rows break a constraint: ${problems.list.join('; ')}${problems.more ? `; (first ${MAX_PROBLEMS} problems shown)` : ''}`,
+    );
+  }
+}
+
+/** Primary keys, unique constraints and foreign keys, over the whole snapshot. */
+function checkKeys(tables: SnapshotTables, specs: readonly TableSpec[], problems: Problems): void {
+  const keysOf = new Map<string, Set<unknown>>();
+  for (const spec of specs) {
+    const rows = tables[spec.table]!;
+    const constraints = [{ name: 'primary key', columns: spec.primaryKey }, ...spec.uniques];
+    for (const constraint of constraints) {
+      const seen = new Map<string, number>();
+      for (let i = 0; i < rows.length && !problems.full; i++) {
+        const values = constraint.columns.map((c) => rows[i]![c]);
+        // SQL unique constraints let NULLs repeat.
+        if (values.some((v) => v === null)) continue;
+        const key = values.length === 1 ? String(values[0]) : JSON.stringify(values);
+        const first = seen.get(key);
+        if (first !== undefined) {
+          problems.add(
+            `${where(spec, i, rows[i]!)}: ${constraint.name === 'primary key' ? 'primary key' : `unique ${constraint.name}`} ` +
+              `(${constraint.columns.join(', ')}) = ${values.map(show).join(', ')} repeats row ${first + 1}`,
+          );
+        } else {
+          seen.set(key, i);
+        }
+      }
+    }
+    if (spec.primaryKey.length === 1) keysOf.set(spec.table, new Set(rows.map((r) => r[spec.primaryKey[0]!])));
+  }
+  for (const spec of specs) {
+    const rows = tables[spec.table]!;
+    for (const col of spec.columns) {
+      if (!col.references) continue;
+      const targets = keysOf.get(col.references.table);
+      if (!targets) throw new Error(`snapshot tables: ${spec.table}.${col.name} references ${col.references.table}, which is not a snapshot table`);
+      for (let i = 0; i < rows.length && !problems.full; i++) {
+        const value = rows[i]![col.name];
+        if (value !== null && !targets.has(value)) {
+          problems.add(`${where(spec, i, rows[i]!)}: column ${col.name} = ${show(value)} is no ${col.references.column} in table ${col.references.table}`);
+        }
+      }
+    }
+  }
+}
+
+/* -------------------------------------------------------------- conversions */
+
+/** A database value as the snapshot carries it (see the table at the top). */
+export function toSnapshotValue(col: ColumnSpec, value: unknown, jsonIsText: boolean): unknown {
+  if (value === null || value === undefined) return null;
+  switch (col.kind) {
+    case 'datetime':
+      return toIsoString(value);
+    case 'boolean':
+      return typeof value === 'boolean' ? value : Number(value) !== 0;
+    case 'integer':
+      return typeof value === 'number' ? value : Number(value);
+    case 'json':
+      // SQLite keeps JSON as text (a bare number may come back as a number: NUMERIC affinity).
+      return jsonIsText && typeof value === 'string' ? JSON.parse(value) : value;
+    default:
+      return value;
+  }
+}
+
+/** PostgreSQL's text form `2026-01-02 03:04:05.678+00`, SQLite's epoch milliseconds, or a Date. */
+export function toIsoString(value: unknown): string {
+  let date: Date;
+  if (value instanceof Date) date = value;
+  else if (typeof value === 'number') date = new Date(value);
+  else if (typeof value === 'string') {
+    const m = /^(\d{4}-\d{2}-\d{2})[ T](\d{2}:\d{2}:\d{2}(?:\.\d+)?)(Z|[+-]\d{2}(?::?\d{2})?)?$/.exec(value);
+    if (m) {
+      const zone = m[3] === undefined || m[3] === 'Z' ? 'Z' : m[3].length === 3 ? `${m[3]}:00` : m[3].includes(':') ? m[3] : `${m[3].slice(0, 3)}:${m[3].slice(3)}`;
+      date = new Date(`${m[1]}T${m[2]}${zone}`);
+    } else {
+      date = new Date(value);
+    }
+  } else {
+    throw new Error(`not a date-time value: ${typeof value}`);
+  }
+  if (Number.isNaN(date.getTime())) throw new Error(`not a date-time value: ${String(value)}`);
+  return date.toISOString();
+}

@@ -1,0 +1,79 @@
+/**
+ * Snapshot upgrades: older files restore into a newer meshq.
+ *
+ * A file records the schema it was exported at (the name of the last migration). Every
+ * migration is listed here, with a step that rewrites snapshot rows from before that
+ * migration to after it, or `null` when it changes no business table. Restore applies the
+ * steps of every migration after the file's schema, in migration order, then validates the
+ * result against the current schema (tables.ts).
+ *
+ * Why every migration must be listed, even those that need no step: a unit test fails
+ * when one is missing, so whoever adds a migration decides explicitly whether snapshot
+ * rows need rewriting, instead of old files silently failing validation (or worse,
+ * restoring with a column quietly defaulted) months later.
+ *
+ * Steps are pure functions of plain rows and must not mutate their input. They may assume
+ * the rows were valid at the earlier schema; validation after the last step catches
+ * anything else.
+ */
+import { LATEST_SCHEMA_VERSION, MIGRATIONS } from '../migrations/index.js';
+import { SnapshotInvalidError } from './errors.js';
+import type { SnapshotTables } from './tables.js';
+
+export type UpgradeStep = (tables: SnapshotTables) => SnapshotTables;
+
+/** Rewrites one table's rows, leaving the rest as they are (and a missing table missing). */
+const mapRows =
+  (table: string, fn: (row: Record<string, unknown>) => Record<string, unknown>): UpgradeStep =>
+  (tables) =>
+    Object.hasOwn(tables, table) ? { ...tables, [table]: tables[table]!.map(fn) } : tables;
+
+export const UPGRADES: Readonly<Record<string, UpgradeStep | null>> = Object.freeze({
+  Migration20261124000000_initial: null,
+  // Broker sync bookkeeping (system tables only).
+  Migration20261124100000_broker_applied: null,
+  // mesh_config.mtu, NOT NULL DEFAULT 1420: what the database gives existing rows.
+  Migration20261124200000_config_mtu: mapRows('mesh_config', (row) => ({ ...row, mtu: 1420 })),
+});
+
+const MIGRATION_NAME = /^Migration\d{14}_[A-Za-z0-9_]+$/;
+
+export interface UpgradeOutcome {
+  tables: SnapshotTables;
+  /** Migrations whose steps ran (null steps included: they were passed). */
+  applied: string[];
+}
+
+/**
+ * Brings a file's tables from its schema to the latest one. Refuses a schema this meshq
+ * does not know: newer (named after the latest migration) or foreign.
+ */
+export function upgradeSnapshotTables(schemaVersion: string, tables: SnapshotTables): UpgradeOutcome {
+  const names = MIGRATIONS.map((m) => m.name);
+  const at = names.indexOf(schemaVersion);
+  if (at < 0) {
+    // Migration names start with a UTC timestamp, so name order is schema order.
+    if (MIGRATION_NAME.test(schemaVersion) && schemaVersion > LATEST_SCHEMA_VERSION) {
+      throw new SnapshotInvalidError(
+        'schema_too_new',
+        `snapshot schema ${schemaVersion} is newer than this meshq (${LATEST_SCHEMA_VERSION}); upgrade meshq first`,
+      );
+    }
+    throw new SnapshotInvalidError(
+      'schema_unknown',
+      `snapshot schema ${JSON.stringify(schemaVersion.slice(0, 128))} is not a schema version of this meshq ` +
+        `(known: ${names[0]} … ${LATEST_SCHEMA_VERSION}); it was not exported by meshq or comes from a different branch`,
+    );
+  }
+  let current = tables;
+  const applied = names.slice(at + 1);
+  for (const name of applied) {
+    if (!Object.hasOwn(UPGRADES, name)) {
+      // The unit test makes this unreachable in a release; fail closed if it is not.
+      throw new Error(`migration ${name} declares no snapshot upgrade step in src/snapshots/upgrades.ts`);
+    }
+    const step = UPGRADES[name];
+    if (step) current = step(current);
+  }
+  return { tables: current, applied };
+}

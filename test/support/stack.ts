@@ -1,0 +1,87 @@
+/**
+ * A whole meshq in the test process: its own database and queue prefix, the API (driven
+ * with inject) and, unless told otherwise, in-process workers. `stop()` closes all of it
+ * and drops the database.
+ */
+import type { FastifyInstance, InjectOptions, LightMyRequestResponse } from 'fastify';
+import { buildApi } from '../../src/api/app.js';
+import { bootstrap, type AppContext } from '../../src/bootstrap.js';
+import type { Dialect } from '../../src/config.js';
+import { startWorkers, type WorkerPool } from '../../src/workers/worker.js';
+import { createTestDatabase, type TestDatabase } from './db.js';
+import { deletePrefix } from './redis.js';
+
+export const basic = (user: string, password: string) => ({ authorization: 'Basic ' + Buffer.from(`${user}:${password}`).toString('base64') });
+
+export interface JobView {
+  id: string;
+  type: string;
+  state: string;
+  progress: unknown;
+  attempts: number;
+  result: Record<string, unknown> | null;
+  error: { code: string; message: string } | null;
+  finishedAt: string | null;
+}
+
+export interface Stack {
+  db: TestDatabase;
+  app: AppContext;
+  api: FastifyInstance;
+  pool?: WorkerPool;
+  auth: Record<string, string>;
+  call(opts: InjectOptions): Promise<LightMyRequestResponse>;
+  /** Submits a public job through the API and waits for it to finish (200). */
+  job(type: string, data: unknown): Promise<JobView>;
+  get<T = unknown>(url: string): Promise<T>;
+  stop(): Promise<void>;
+}
+
+export async function startStack(
+  dialect: Dialect,
+  label: string,
+  opts: { adminPassword: string; workers?: boolean; env?: Record<string, string>; app?: (app: AppContext) => AppContext },
+): Promise<Stack> {
+  const db = await createTestDatabase(dialect, label);
+  let app: AppContext | undefined;
+  let pool: WorkerPool | undefined;
+  let api: FastifyInstance | undefined;
+  try {
+    app = await bootstrap('test', db.config({ ADMIN_PASSWORD: opts.adminPassword, ...opts.env }));
+    if (opts.app) app = opts.app(app);
+    if (opts.workers !== false) pool = await startWorkers(app, { stalledIntervalMs: 30_000, lockDurationMs: 30_000 });
+    api = await buildApi(app, {});
+  } catch (err) {
+    await pool?.close();
+    await app?.close();
+    await db.drop();
+    throw err;
+  }
+  const auth = basic('admin', opts.adminPassword);
+  const call = (o: InjectOptions) => api!.inject({ ...o, headers: { ...auth, ...o.headers } });
+  return {
+    db,
+    app,
+    api,
+    pool,
+    auth,
+    call,
+    async job(type, data) {
+      const res = await call({ method: 'POST', url: '/api/v1/jobs?wait=20000', payload: { type, data } });
+      if (res.statusCode !== 200) throw new Error(`${type}: ${res.statusCode} ${res.body}`);
+      return res.json<JobView>();
+    },
+    async get<T>(url: string) {
+      const res = await call({ method: 'GET', url });
+      if (res.statusCode !== 200) throw new Error(`GET ${url}: ${res.statusCode} ${res.body}`);
+      return res.json<T>();
+    },
+    async stop() {
+      await api?.close();
+      await pool?.close();
+      await deletePrefix(app!.config.queuePrefix);
+      await app!.close();
+      await db.drop();
+    },
+  };
+}
