@@ -14,11 +14,13 @@ import { z } from 'zod';
 import {
   awgSchema,
   configNameSchema,
+  DEFAULT_MTU,
   dnsSchema,
   endpointSchema,
   forwardProtocolSchema,
   ipAddressSchema,
   listenPortSchema,
+  mtuSchema,
   nodeKindSchema,
   nodeNameSchema,
   persistentKeepaliveSchema,
@@ -51,6 +53,7 @@ export const configCreate = z
     subnet: subnetSchema,
     listenPort: listenPortSchema.default(DEFAULT_LISTEN_PORT),
     dns: dnsSchema.default([]),
+    mtu: mtuSchema.default(DEFAULT_MTU),
     protocol: protocolSchema.default('wireguard'),
     awg: awgSchema.nullable().optional(),
   })
@@ -70,6 +73,7 @@ export const configUpdate = z
     name: configNameSchema.optional(),
     listenPort: listenPortSchema.optional(),
     dns: dnsSchema.optional(),
+    mtu: mtuSchema.optional(),
     protocol: protocolSchema.optional(),
     awg: awgSchema.nullable().optional(),
   })

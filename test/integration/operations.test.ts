@@ -44,11 +44,19 @@ describe.each(DIALECTS)('operation jobs on %s', (dialect) => {
       expect(Object.keys(result)).toEqual(['id']);
 
       const config = await h.read((r) => r.configs.get(result.id));
-      expect(config).toMatchObject({ name, subnet: 'fd00::/64', listenPort: 51820, dns: [], protocol: 'wireguard', awg: null });
+      expect(config).toMatchObject({ name, subnet: 'fd00::/64', listenPort: 51820, dns: [], mtu: 1420, protocol: 'wireguard', awg: null });
 
       const audit = await auditOf(result.id, 'config.create');
       expect(audit).toHaveLength(1);
       expect(audit[0]).toMatchObject({ actor: 'alice', entityType: 'config', entityId: result.id, detail: { name } });
+    });
+
+    it('takes an MTU, changes it on update, and refuses one out of 1280-9000', async () => {
+      const { id } = await createConfig({ mtu: 1380 });
+      expect(await h.read((r) => r.configs.get(id))).toMatchObject({ mtu: 1380 });
+      await h.run('config.update', { id, mtu: 9000 });
+      expect(await h.read((r) => r.configs.get(id))).toMatchObject({ mtu: 9000 });
+      await expect(h.run('config.create', { name: unique('m'), subnet: subnet(), mtu: 600 })).rejects.toThrow(/\[INVALID\].*mtu/);
     });
 
     it('stores AmneziaWG parameters with protocol amneziawg', async () => {

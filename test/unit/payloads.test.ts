@@ -56,12 +56,13 @@ describe('job payload schemas', () => {
     });
   });
 
-  it('configCreate fills in listenPort 51820, no DNS and protocol wireguard', () => {
+  it('configCreate fills in listenPort 51820, no DNS, MTU 1420 and protocol wireguard', () => {
     expect(payloads.configCreate.parse(VALID.configCreate)).toEqual({
       name: 'home',
       subnet: '10.0.0.0/24',
       listenPort: 51820,
       dns: [],
+      mtu: 1420,
       protocol: 'wireguard',
     });
   });

@@ -23,6 +23,7 @@ export interface ConfigFields {
   subnet: string;
   listenPort: number;
   dns: string[];
+  mtu: number;
   protocol: TunnelProtocol;
   awg?: AwgParams | null;
 }
@@ -42,6 +43,7 @@ export const configView = (c: MeshConfig): ConfigView => ({
   subnet: c.subnet,
   listenPort: c.listenPort,
   dns: c.dns,
+  mtu: c.mtu,
   protocol: c.protocol as TunnelProtocol,
   awg: c.awg ?? null,
   createdAt: c.createdAt.toISOString(),

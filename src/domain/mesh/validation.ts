@@ -344,3 +344,7 @@ export function parseOrInvalid<S extends z.ZodType>(schema: S, value: unknown, w
   const text = issues.map((i) => (i.path ? `${i.path}: ${i.message}` : i.message)).join('; ');
   throw new InvalidError(`${where}: ${text}`, { where, issues });
 }
+
+/** Tunnel MTU: IPv6 needs 1280 on the inner packets; jumbo frames top out near 9000. */
+export const DEFAULT_MTU = 1420;
+export const mtuSchema = z.number().int().min(1280).max(9000);
