@@ -13,7 +13,6 @@ import { fileURLToPath } from 'node:url';
 import { randomUUID } from 'node:crypto';
 import { Queue, Worker, type Processor } from 'bullmq';
 import pg from 'pg';
-import autocannon from 'autocannon';
 import { bootstrap, type AppContext } from '../src/bootstrap.js';
 import { startWorkers } from '../src/workers/worker.js';
 import { redisConnection } from '../src/workers/queue-client.js';
@@ -135,24 +134,22 @@ async function httpSubmitRate(app: AppContext, ids: string[], connections: numbe
   const api = await buildApi(app);
   await api.listen({ host: '127.0.0.1', port: 0 });
   const address = api.server.address() as { port: number };
-  const auth = 'Basic ' + Buffer.from(`admin:${BENCH_ADMIN_PASSWORD}`).toString('base64');
-  let i = 0;
-  const result = await autocannon({
-    url: `http://127.0.0.1:${address.port}/api/v1/jobs`,
-    method: 'POST',
-    connections,
-    duration: durationS,
-    headers: { 'content-type': 'application/json', authorization: auth },
-    requests: [
-      {
-        setupRequest: (req) => ({ ...req, body: JSON.stringify({ type: 'node.update', data: { id: ids[i++ % ids.length], listenPort: 2000 } }) }),
-      },
-    ],
+  const script = fileURLToPath(new URL('./http-load-child.ts', import.meta.url));
+  const child = fork(script, [], { execArgv: ['--import', 'tsx'], stdio: ['ignore', 'inherit', 'inherit', 'ipc'] });
+  const result = await new Promise<{ ok: number; non2xx: number }>((resolve, reject) => {
+    child.once('message', (m) => resolve(m as { ok: number; non2xx: number }));
+    child.once('exit', (code) => reject(new Error(`load generator exited ${code}`)));
+    child.send({
+      url: `http://127.0.0.1:${address.port}/api/v1/jobs`,
+      authorization: 'Basic ' + Buffer.from(`admin:${BENCH_ADMIN_PASSWORD}`).toString('base64'),
+      ids,
+      connections,
+      durationS,
+    });
   });
   await api.close();
-  const ok = result['2xx'];
   if (result.non2xx > 0) console.error(`  (${result.non2xx} non-2xx responses)`);
-  return ok / durationS;
+  return result.ok / durationS;
 }
 
 const BENCH_ADMIN_PASSWORD = 'bench-admin-password';
