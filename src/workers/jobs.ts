@@ -1,7 +1,7 @@
 /**
  * THE job table: every job type, its queue, its payload schema and its processor.
- * A type without a processor does not compile; the worker also checks at start-up
- * that every queue named here has a worker (as immich's job repository does).
+ * A type without a processor does not compile, and the worker starts one BullMQ worker
+ * for every queue named here, so no queue can be left without one.
  */
 import type { z } from 'zod';
 import { QUEUES, type QueueName } from './queues.js';
