@@ -4,12 +4,11 @@
  * and after each rejected request.
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import type { FastifyInstance, InjectOptions } from 'fastify';
-import { bootstrap, type AppContext } from '../../src/bootstrap.js';
+import type { InjectOptions } from 'fastify';
+import type { AppContext } from '../../src/bootstrap.js';
 import { buildApi } from '../../src/api/app.js';
-import { startWorkers, type WorkerPool } from '../../src/workers/worker.js';
-import { createTestDatabase, DIALECTS, type TestDatabase } from '../support/db.js';
-import { deletePrefix } from '../support/redis.js';
+import { DIALECTS } from '../support/db.js';
+import { startStack, type Stack } from '../support/stack.js';
 
 const ADMIN_PASSWORD = 'bad-input-admin-pw';
 const basic = (user: string, password: string) => 'Basic ' + Buffer.from(`${user}:${password}`).toString('base64');
@@ -106,19 +105,13 @@ const CASES: Case[] = [
 ];
 
 describe.each(DIALECTS)('bad input on %s', (dialect) => {
-  let db: TestDatabase;
-  let app: AppContext;
-  let api: FastifyInstance;
-  let pool: WorkerPool;
+  let s: Stack;
   const ids = { configId: '', staticNodeId: '' };
 
   beforeAll(async () => {
-    db = await createTestDatabase(dialect, 'api_bad_input');
-    app = await bootstrap('test', db.config({ ADMIN_PASSWORD }));
-    pool = await startWorkers(app, { stalledIntervalMs: 30_000, lockDurationMs: 30_000 });
-    api = await buildApi(app, { bodyLimit: BODY_LIMIT });
+    s = await startStack(dialect, 'api_bad_input', { adminPassword: ADMIN_PASSWORD, apiOptions: { bodyLimit: BODY_LIMIT } });
     const run = async (type: string, data: unknown) => {
-      const res = await api.inject({ method: 'POST', url: '/api/v1/jobs?wait=10000', headers: ADMIN, payload: { type, data } });
+      const res = await s.api.inject({ method: 'POST', url: '/api/v1/jobs?wait=10000', headers: ADMIN, payload: { type, data } });
       const view = res.json();
       if (view.state !== 'completed') throw new Error(`setup job ${type} did not complete: ${res.body}`);
       return view.result as { id: string };
@@ -129,34 +122,28 @@ describe.each(DIALECTS)('bad input on %s', (dialect) => {
   });
 
   afterAll(async () => {
-    await api?.close();
-    await pool?.close();
-    if (app) {
-      await deletePrefix(app.config.queuePrefix);
-      await app.close();
-    }
-    await db?.drop();
+    await s?.stop();
   });
 
   it.each(CASES)('$name -> $status $code, nothing enqueued', async ({ request, status, code, message }) => {
-    const before = await app.queues.counts();
+    const before = await s.app.queues.counts();
     const req = request(ids);
-    const res = await api.inject({ ...req, headers: { ...ADMIN, ...(req.headers as Record<string, string>) } });
+    const res = await s.api.inject({ ...req, headers: { ...ADMIN, ...(req.headers as Record<string, string>) } });
 
     expect(res.statusCode, res.body).toBe(status);
     const body = res.json<{ error: { code: string; message: string } }>();
     expect(body.error.code).toBe(code);
     expect(body.error.message).toMatch(message);
     if (status === 401) expect(res.headers['www-authenticate']).toBe('Basic realm="meshq"');
-    expect(await app.queues.counts()).toEqual(before);
+    expect(await s.app.queues.counts()).toEqual(before);
   });
 
   it('says nothing about the inside when something unexpected fails', async () => {
     // A job lookup that throws a non-domain error carrying internals in its message.
-    const queues = Object.create(app.queues, {
+    const queues = Object.create(s.app.queues, {
       find: { value: async () => Promise.reject(new Error('ERR from inside: SELECT secret FROM vault')) },
     }) as AppContext['queues'];
-    const broken = await buildApi({ ...app, queues });
+    const broken = await buildApi({ ...s.app, queues });
     try {
       const res = await broken.inject({ method: 'GET', url: '/api/v1/jobs/some-job', headers: ADMIN });
       expect(res.statusCode).toBe(500);

@@ -5,16 +5,14 @@
  * docs and Bull Board answer behind the right authentication.
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import type { FastifyInstance, InjectOptions } from 'fastify';
-import { bootstrap, type AppContext } from '../../src/bootstrap.js';
-import { buildApi } from '../../src/api/app.js';
-import { startWorkers, type WorkerPool } from '../../src/workers/worker.js';
+import type { InjectOptions } from 'fastify';
 import { PUBLIC_JOB_TYPES, JOB_TYPES } from '../../src/workers/jobs.js';
 import { QUEUE_NAMES } from '../../src/workers/queues.js';
 import { hashMqttPassword } from '../../src/domain/secrets.js';
-import { createTestDatabase, DIALECTS, type TestDatabase } from '../support/db.js';
+import { DIALECTS } from '../support/db.js';
 import { waitFor } from '../support/processes.js';
-import { deletePrefix, dumpPrefix } from '../support/redis.js';
+import { dumpPrefix } from '../support/redis.js';
+import { startStack, type Stack } from '../support/stack.js';
 
 const ADMIN_PASSWORD = 'api-test-admin-pw';
 const basic = (user: string, password: string) => 'Basic ' + Buffer.from(`${user}:${password}`).toString('base64');
@@ -31,31 +29,18 @@ interface JobView {
 }
 
 describe.each(DIALECTS)('HTTP API on %s', (dialect) => {
-  let db: TestDatabase;
-  let app: AppContext;
-  let api: FastifyInstance;
-  let pool: WorkerPool;
+  let s: Stack;
 
   beforeAll(async () => {
-    db = await createTestDatabase(dialect, 'api');
-    app = await bootstrap('test', db.config({ ADMIN_PASSWORD }));
-    // Explicit: startWorkers passes undefined through to BullMQ otherwise (reported).
-    pool = await startWorkers(app, { stalledIntervalMs: 30_000, lockDurationMs: 30_000 });
-    api = await buildApi(app);
+    s = await startStack(dialect, 'api', { adminPassword: ADMIN_PASSWORD });
   });
 
   afterAll(async () => {
-    await api?.close();
-    await pool?.close();
-    if (app) {
-      await deletePrefix(app.config.queuePrefix);
-      await app.close();
-    }
-    await db?.drop();
+    await s?.stop();
   });
 
   const call = (opts: InjectOptions & { auth?: Record<string, string> | null }) =>
-    api.inject({ ...opts, headers: { ...(opts.auth === null ? {} : (opts.auth ?? ADMIN)), ...opts.headers } });
+    s.api.inject({ ...opts, headers: { ...(opts.auth === null ? {} : (opts.auth ?? ADMIN)), ...opts.headers } });
 
   /** Submits and waits for the job to finish (200); returns its view. */
   async function run(type: string, data: unknown, headers: Record<string, string> = {}): Promise<JobView> {
@@ -165,10 +150,10 @@ describe.each(DIALECTS)('HTTP API on %s', (dialect) => {
     expect(node.body.credential.version).toBe(2);
     expect(node.text).not.toContain(body.password);
     // The job in Redis holds the hash EMQX checks, never the password.
-    const job = await app.queues.find(body.job.id);
+    const job = await s.app.queues.find(body.job.id);
     const payload = (job!.data as { payload: { passwordHash: string; salt: string } }).payload;
     expect(payload.passwordHash).toBe(hashMqttPassword(body.password, payload.salt));
-    const redis = [...(await dumpPrefix(app.config.queuePrefix)).values()].join('\n');
+    const redis = [...(await dumpPrefix(s.app.config.queuePrefix)).values()].join('\n');
     expect(redis).not.toContain(body.password);
 
     const view = await get<JobView>(`/api/v1/jobs/${body.job.id}`);

@@ -8,17 +8,11 @@
  *    run and convergence without anyone asking, restores in a row while EMQX flaps;
  *  - MQTT disabled: nothing ever reaches EMQX.
  */
-import { randomUUID } from 'node:crypto';
-import type { FastifyInstance } from 'fastify';
-import { pino } from 'pino';
 import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest';
-import { buildApi } from '../../src/api/app.js';
-import { bootstrap, type AppContext } from '../../src/bootstrap.js';
 import { requestBrokerSync } from '../../src/broker/requests.js';
 import type { Config, Dialect } from '../../src/config.js';
-import { connectOrm, type Orm } from '../../src/db/orm.js';
-import { migrateUnderLock } from '../../src/db/migrate.js';
-import { UnitOfWork } from '../../src/db/unit-of-work.js';
+import type { Orm } from '../../src/db/orm.js';
+import type { UnitOfWork } from '../../src/db/unit-of-work.js';
 import { MeshConfig } from '../../src/domain/mesh/entities.js';
 import { generateKeyPair } from '../../src/domain/mesh/keys.js';
 import { createRepositories, type Repositories } from '../../src/domain/repositories.js';
@@ -27,30 +21,20 @@ import { BrokerApplied } from '../../src/domain/system/entities.js';
 import type { JobType } from '../../src/workers/jobs.js';
 import { JobQueues } from '../../src/workers/queue-client.js';
 import { QUEUES } from '../../src/workers/queues.js';
-import { runJob } from '../../src/workers/runner.js';
-import { startWorkers, type WorkerPool } from '../../src/workers/worker.js';
+import { createHarness } from '../support/harness.js';
 import { hashPassword, startEmqxDouble, type EmqxDouble } from '../support/emqx-double.js';
-import { createTestDatabase, DIALECTS, REDIS_URL, type TestDatabase } from '../support/db.js';
-import { SHARED_MQTT_URL } from '../support/mosquitto.js';
+import { DIALECTS, REDIS_URL, type TestDatabase } from '../support/db.js';
 import { seedDynamicNodes } from '../support/broker-data.js';
 import { encodeTestSnapshot, generateBusinessTables, uploadSnapshot } from '../support/snapshot-data.js';
 import { waitFor } from '../support/processes.js';
 import { deletePrefix } from '../support/redis.js';
+import { mqttEnv, startStack, type Stack } from '../support/stack.js';
 
 const ADMIN_PASSWORD = 'broker-admin-pw';
 const auth = { authorization: 'Basic ' + Buffer.from(`admin:${ADMIN_PASSWORD}`).toString('base64') };
 
 type SyncResult = { created: number; updated: number; deleted: number; kicked: number; epoch: number };
 type Id = { id: string };
-
-const mqttEnv = (double: EmqxDouble, enabled = true): Record<string, string> => ({
-  MQTT_ENABLED: String(enabled),
-  // The workers' MQTT link (config pushes after a restore's sync) uses the shared Mosquitto.
-  MQTT_URL: SHARED_MQTT_URL,
-  EMQX_API_URL: double.url,
-  EMQX_API_KEY: double.apiKey,
-  EMQX_API_SECRET: double.apiSecret,
-});
 
 const rulesFor = (configId: string, nodeId: string) => [
   { topic: `meshq/${configId}/${nodeId}/#`, permission: 'allow', action: 'publish', qos: [0, 1, 2], retain: 'all' },
@@ -114,29 +98,15 @@ interface Rig {
 }
 
 async function createRig(dialect: Dialect, label: string, env: Record<string, string>): Promise<Rig> {
-  const db = await createTestDatabase(dialect, label);
-  const config = db.config(env);
-  const orm = await connectOrm(config);
-  await migrateUnderLock(orm, config);
-  const uow = new UnitOfWork(orm, config.dialect);
-  const serverKey = Buffer.from(config.secretKey, 'hex');
   const requested: string[] = [];
-  const deps = {
-    uow,
-    config,
-    log: pino({ level: 'silent' }),
-    serverKey,
-    enqueue: async () => undefined,
-    requestBrokerSync: async (reason: string) => requested.push(reason),
-  };
-  const run = <R>(type: JobType, payload: unknown) =>
-    runJob(deps, { jobId: randomUUID(), type, envelope: { actor: 'admin', payload } }) as Promise<R>;
+  const h = await createHarness(dialect, label, { env, requestBrokerSync: async (reason) => requested.push(reason) });
+  const run = <R>(type: JobType, payload: unknown) => h.run<R>(type, payload);
   return {
-    db,
-    config,
-    orm,
-    uow,
-    serverKey,
+    db: h.db,
+    config: h.config,
+    orm: h.orm,
+    uow: h.uow,
+    serverKey: h.serverKey,
     requested,
     run,
     async fail(type, payload) {
@@ -147,11 +117,8 @@ async function createRig(dialect: Dialect, label: string, env: Record<string, st
       }
       throw new Error(`${type} was expected to fail but succeeded`);
     },
-    repos: () => repositories(uow, serverKey),
-    async close() {
-      await orm.close(true);
-      await db.drop();
-    },
+    repos: () => repositories(h.uow, h.serverKey),
+    close: () => h.close(),
   };
 }
 
@@ -391,28 +358,21 @@ describe.each(DIALECTS)('broker sync reconcile on %s', (dialect) => {
 
 describe.each(DIALECTS)('broker sync through the queues on %s', (dialect) => {
   let double: EmqxDouble;
-  let db: TestDatabase;
-  let app: AppContext;
-  let pool: WorkerPool;
-  let api: FastifyInstance;
+  let stack: Stack;
   let seq = 0;
 
   beforeAll(async () => {
     double = await startEmqxDouble();
-    db = await createTestDatabase(dialect, 'broker_q');
-    app = await bootstrap('test', db.config({ ...mqttEnv(double), ADMIN_PASSWORD, WORKER_CONCURRENCY: '4' }));
-    // A short schedule so that convergence without a request happens within a test.
-    pool = await startWorkers(app, { brokerReconcileEveryMs: 300, shutdownTimeoutMs: 5_000 });
-    api = await buildApi(app);
+    stack = await startStack(dialect, 'broker_q', {
+      adminPassword: ADMIN_PASSWORD,
+      // The workers' MQTT link (config pushes after a restore's sync) uses the shared Mosquitto.
+      env: { ...mqttEnv(double), WORKER_CONCURRENCY: '4' },
+      // A short schedule so that convergence without a request happens within a test.
+      workerOptions: { brokerReconcileEveryMs: 300, shutdownTimeoutMs: 5_000 },
+    });
   });
   afterAll(async () => {
-    await api?.close();
-    await pool?.close();
-    if (app) {
-      await deletePrefix(app.config.queuePrefix);
-      await app.close();
-    }
-    await db?.drop();
+    await stack?.stop();
     await double?.close();
   });
   afterEach(async () => {
@@ -420,17 +380,17 @@ describe.each(DIALECTS)('broker sync through the queues on %s', (dialect) => {
     await double.settled();
   });
 
-  const repos = () => repositories(app.uow, app.serverKey);
+  const repos = () => repositories(stack.app.uow, stack.app.serverKey);
   const submit = async <R = Id>(type: string, data: unknown): Promise<R> => {
-    const job = await app.queues.submit(type, data, { actor: 'admin' });
-    const view = await app.queues.waitFor(job, 20_000);
+    const job = await stack.app.queues.submit(type, data, { actor: 'admin' });
+    const view = await stack.app.queues.waitFor(job, 20_000);
     expect(view.state, JSON.stringify(view.error)).toBe('completed');
     return view.result as R;
   };
   const newConfig = async () => (await submit('config.create', { name: `q-${++seq}`, subnet: `10.${100 + (seq % 100)}.0.0/16` })).id;
   const newNode = async (configId: string) => (await submit('node.create', { configId, name: `qn-${++seq}`, kind: 'dynamic' })).id;
   const status = async () => {
-    const res = await api.inject({ method: 'GET', url: '/api/v1/broker/status', headers: auth });
+    const res = await stack.api.inject({ method: 'GET', url: '/api/v1/broker/status', headers: auth });
     expect(res.statusCode, res.body).toBe(200);
     return res.json() as Record<string, unknown>;
   };
@@ -449,25 +409,25 @@ describe.each(DIALECTS)('broker sync through the queues on %s', (dialect) => {
 
   it('coalesces requests: a waiting sync absorbs them, and one made during an active sync runs once after it', async () => {
     // Without a worker on this prefix the first job stays waiting: every request returns it.
-    const idle = new JobQueues({ redisUrl: REDIS_URL, queuePrefix: `${app.config.queuePrefix}-idle` });
+    const idle = new JobQueues({ redisUrl: REDIS_URL, queuePrefix: `${stack.app.config.queuePrefix}-idle` });
     try {
       const jobs = await Promise.all(Array.from({ length: 20 }, (_, i) => requestBrokerSync(idle, `r${i}`)));
       expect(new Set(jobs.map((j) => j.id)).size).toBe(1);
       expect(await idle.queue(QUEUES.brokerSync).getJobCounts('waiting', 'delayed', 'active')).toEqual({ waiting: 1, delayed: 0, active: 0 });
     } finally {
       await idle.close();
-      await deletePrefix(`${app.config.queuePrefix}-idle`);
+      await deletePrefix(`${stack.app.config.queuePrefix}-idle`);
     }
 
     // With workers: hold a sync active on a slow EMQX, then ask again and again.
     double.setFault('slow', { delayMs: 700 });
-    const first = await requestBrokerSync(app.queues, 'first');
+    const first = await requestBrokerSync(stack.app.queues, 'first');
     await waitFor('the first sync to be active', async () => (await first.getState()) === 'active', 10_000, 20);
-    const during = await Promise.all(Array.from({ length: 10 }, (_, i) => requestBrokerSync(app.queues, `during-${i}`)));
+    const during = await Promise.all(Array.from({ length: 10 }, (_, i) => requestBrokerSync(stack.app.queues, `during-${i}`)));
     expect(new Set(during.map((j) => j.id))).toEqual(new Set([first.id]));
     double.setFault('none');
 
-    const queue = app.queues.queue(QUEUES.brokerSync);
+    const queue = stack.app.queues.queue(QUEUES.brokerSync);
     const requested = async () =>
       (await queue.getJobs(['waiting', 'active', 'delayed', 'completed', 'failed'])).filter(
         (j) => j && j.name === 'broker.sync' && !j.id!.startsWith('repeat:') && j.timestamp >= first.timestamp,
@@ -520,8 +480,8 @@ describe.each(DIALECTS)('broker sync through the queues on %s', (dialect) => {
 
     for (let i = 1; i <= 5; i++) {
       double.setFault(i % 2 === 1 ? 'down' : 'none');
-      await simulateRestore(app.uow, app.serverKey, configId, 3, `restore-${i}`);
-      await requestBrokerSync(app.queues, `restore ${i}`);
+      await simulateRestore(stack.app.uow, stack.app.serverKey, configId, 3, `restore-${i}`);
+      await requestBrokerSync(stack.app.queues, `restore ${i}`);
       await new Promise((r) => setTimeout(r, 150));
     }
     double.setFault('none');
@@ -537,33 +497,33 @@ describe.each(DIALECTS)('broker sync through the queues on %s', (dialect) => {
   });
 
   it('answers POST /api/v1/broker/sync with the sync job, 202, and its result when waited for', async () => {
-    const res = await api.inject({ method: 'POST', url: '/api/v1/broker/sync', headers: auth });
+    const res = await stack.api.inject({ method: 'POST', url: '/api/v1/broker/sync', headers: auth });
     expect(res.statusCode, res.body).toBe(202);
     expect(res.json()).toMatchObject({ type: 'broker.sync', queue: 'broker-sync' });
 
-    const waited = await api.inject({ method: 'POST', url: '/api/v1/broker/sync?wait=10000', headers: auth });
+    const waited = await stack.api.inject({ method: 'POST', url: '/api/v1/broker/sync?wait=10000', headers: auth });
     expect([200, 202]).toContain(waited.statusCode);
     await waitFor('a requested sync to complete', async () => {
-      const view = (await api.inject({ method: 'GET', url: `/api/v1/jobs/${waited.json().id}`, headers: auth })).json();
+      const view = (await stack.api.inject({ method: 'GET', url: `/api/v1/jobs/${waited.json().id}`, headers: auth })).json();
       return view.state === 'completed' && view;
     }, 15_000);
   });
 
   it('ends with EMQX equal to the last of five real snapshot restores in a row while EMQX flaps', async () => {
-    const sets = [1, 2, 3, 4, 5].map((i) => generateBusinessTables({ label: `snap${i}`, nodesPerConfig: 8, serverKey: app.serverKey }));
+    const sets = [1, 2, 3, 4, 5].map((i) => generateBusinessTables({ label: `snap${i}`, nodesPerConfig: 8, serverKey: stack.app.serverKey }));
     const files = await Promise.all(sets.map((tables) => encodeTestSnapshot(tables, ADMIN_PASSWORD)));
     const epochBefore = await repos().system.dataEpoch();
 
     const restores: string[] = [];
     for (const [i, file] of files.entries()) {
       double.setFault(i % 2 === 0 ? 'down' : 'none');
-      const res = await uploadSnapshot(api, auth, file, ADMIN_PASSWORD);
+      const res = await uploadSnapshot(stack.api, auth, file, ADMIN_PASSWORD);
       expect(res.statusCode, res.body).toBe(202);
       restores.push(res.json().id);
       await new Promise((r) => setTimeout(r, 100));
     }
     await waitFor('the five restores', async () => {
-      const views = await Promise.all(restores.map(async (id) => (await api.inject({ method: 'GET', url: `/api/v1/jobs/${id}`, headers: auth })).json()));
+      const views = await Promise.all(restores.map(async (id) => (await stack.api.inject({ method: 'GET', url: `/api/v1/jobs/${id}`, headers: auth })).json()));
       if (views.some((v) => v.state === 'failed')) throw new Error(`a restore failed: ${JSON.stringify(views)}`);
       return views.every((v) => v.state === 'completed');
     }, 30_000);
@@ -587,55 +547,47 @@ describe.each(DIALECTS)('broker sync through the queues on %s', (dialect) => {
 
 describe('broker sync with MQTT disabled', () => {
   let double: EmqxDouble;
-  let db: TestDatabase;
-  let app: AppContext;
-  let pool: WorkerPool;
-  let api: FastifyInstance;
+  let stack: Stack;
 
   beforeAll(async () => {
     double = await startEmqxDouble();
-    db = await createTestDatabase('sqlite', 'broker_off');
-    // EMQX settings point at the double: any call at all would show up in its log.
-    app = await bootstrap('test', db.config({ ...mqttEnv(double, false), ADMIN_PASSWORD }));
-    pool = await startWorkers(app, { brokerReconcileEveryMs: 200, shutdownTimeoutMs: 5_000 });
-    api = await buildApi(app);
+    stack = await startStack('sqlite', 'broker_off', {
+      adminPassword: ADMIN_PASSWORD,
+      // EMQX settings point at the double: any call at all would show up in its log.
+      env: mqttEnv(double, false),
+      workerOptions: { brokerReconcileEveryMs: 200, shutdownTimeoutMs: 5_000 },
+    });
   });
   afterAll(async () => {
-    await api?.close();
-    await pool?.close();
-    if (app) {
-      await deletePrefix(app.config.queuePrefix);
-      await app.close();
-    }
-    await db?.drop();
+    await stack?.stop();
     await double?.close();
   });
 
   it('sends nothing to EMQX for credential changes, keeps the work recorded, and says disabled', async () => {
     const submit = async (type: string, data: unknown) => {
-      const view = await app.queues.waitFor(await app.queues.submit(type, data, { actor: 'admin' }), 20_000);
+      const view = await stack.app.queues.waitFor(await stack.app.queues.submit(type, data, { actor: 'admin' }), 20_000);
       expect(view.state, JSON.stringify(view.error)).toBe('completed');
       return view.result as Id;
     };
     const { id: configId } = await submit('config.create', { name: 'off', subnet: '10.9.0.0/24' });
     const a = await submit('node.create', { configId, name: 'a', kind: 'dynamic' });
     const b = await submit('node.create', { configId, name: 'b', kind: 'dynamic' });
-    const rotated = await api.inject({ method: 'POST', url: `/api/v1/nodes/${a.id}/credentials?wait=10000`, headers: auth });
+    const rotated = await stack.api.inject({ method: 'POST', url: `/api/v1/nodes/${a.id}/credentials?wait=10000`, headers: auth });
     expect(rotated.statusCode, rotated.body).toBe(200);
     await submit('node.delete', { id: b.id });
     await new Promise((r) => setTimeout(r, 600)); // several schedule periods, were there one
 
     expect(double.requests).toHaveLength(0);
-    const queue = app.queues.queue(QUEUES.brokerSync);
+    const queue = stack.app.queues.queue(QUEUES.brokerSync);
     expect(await queue.getJobSchedulers()).toEqual([]);
     const counts = await queue.getJobCounts('waiting', 'active', 'delayed', 'completed', 'failed');
     expect(Object.values(counts).every((n) => n === 0)).toBe(true);
 
-    const status = (await api.inject({ method: 'GET', url: '/api/v1/broker/status', headers: auth })).json();
+    const status = (await stack.api.inject({ method: 'GET', url: '/api/v1/broker/status', headers: auth })).json();
     expect(status).toMatchObject({ enabled: false, state: 'disabled', reachable: null, pending: true, lastError: null });
     expect(status.pendingSeq).toBeGreaterThanOrEqual(3);
 
-    const refused = await api.inject({ method: 'POST', url: '/api/v1/broker/sync', headers: auth });
+    const refused = await stack.api.inject({ method: 'POST', url: '/api/v1/broker/sync', headers: auth });
     expect(refused.statusCode).toBe(409);
     expect(refused.json().error.code).toBe('MQTT_DISABLED');
     expect(double.requests).toHaveLength(0);

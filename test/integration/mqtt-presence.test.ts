@@ -20,7 +20,7 @@ import { DIALECTS } from '../support/db.js';
 import { startEmqxDouble, type EmqxDouble } from '../support/emqx-double.js';
 import { SHARED_MQTT_URL } from '../support/mosquitto.js';
 import { waitFor } from '../support/processes.js';
-import { startStack, type Stack } from '../support/stack.js';
+import { mqttEnv, startStack, type Stack } from '../support/stack.js';
 
 interface LogLine {
   level: number;
@@ -52,13 +52,7 @@ describe.each(DIALECTS)('MQTT presence on %s', (dialect) => {
     const capture = pino({ level: 'debug' }, { write: (line: string) => void logs.push(JSON.parse(line) as LogLine) });
     s = await startStack(dialect, 'mqtt_presence', {
       adminPassword: 'presence-admin-pw',
-      env: {
-        MQTT_ENABLED: 'true',
-        MQTT_URL: SHARED_MQTT_URL,
-        EMQX_API_URL: emqx.url,
-        EMQX_API_KEY: emqx.apiKey,
-        EMQX_API_SECRET: emqx.apiSecret,
-      },
+      env: mqttEnv(emqx),
       app: (app) => ({ ...app, log: capture }),
     });
     await s.pool!.mqtt!.ready();

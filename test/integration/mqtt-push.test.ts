@@ -17,7 +17,7 @@ import { createHarness, type Harness } from '../support/harness.js';
 import { SHARED_MQTT_URL } from '../support/mosquitto.js';
 import { waitFor } from '../support/processes.js';
 import { uploadSnapshot } from '../support/snapshot-data.js';
-import { startStack, type JobView, type Stack } from '../support/stack.js';
+import { mqttEnv, startStack, type JobView, type Stack } from '../support/stack.js';
 
 const ADMIN_PASSWORD = 'push-admin-password';
 
@@ -43,13 +43,7 @@ describe.each(DIALECTS)('MQTT config push on %s', (dialect) => {
     emqx = await startEmqxDouble();
     s = await startStack(dialect, 'mqtt_push', {
       adminPassword: ADMIN_PASSWORD,
-      env: {
-        MQTT_ENABLED: 'true',
-        MQTT_URL: SHARED_MQTT_URL,
-        EMQX_API_URL: emqx.url,
-        EMQX_API_KEY: emqx.apiKey,
-        EMQX_API_SECRET: emqx.apiSecret,
-      },
+      env: mqttEnv(emqx),
     });
     await s.pool!.mqtt!.ready();
 

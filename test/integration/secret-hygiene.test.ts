@@ -5,49 +5,27 @@
  * plaintext secrets the API handed out.
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { Writable } from 'node:stream';
-import type { FastifyInstance } from 'fastify';
-import { bootstrap, type AppContext } from '../../src/bootstrap.js';
-import { buildApi } from '../../src/api/app.js';
-import { startWorkers, type WorkerPool } from '../../src/workers/worker.js';
-import { createTestDatabase, type TestDatabase } from '../support/db.js';
-import { deletePrefix, dumpPrefix } from '../support/redis.js';
+import { dumpPrefix } from '../support/redis.js';
+import { memorySink, startStack, type Stack } from '../support/stack.js';
 
 const ADMIN_PASSWORD = 'hygiene-admin-pw';
 const authorization = 'Basic ' + Buffer.from(`admin:${ADMIN_PASSWORD}`).toString('base64');
 
 describe('secret hygiene', () => {
-  let db: TestDatabase;
-  let app: AppContext;
-  let api: FastifyInstance;
-  let pool: WorkerPool;
+  let s: Stack;
   let logs = '';
 
   beforeAll(async () => {
-    db = await createTestDatabase('sqlite', 'hygiene');
-    const sink = new Writable({
-      write(chunk, _enc, done) {
-        logs += chunk.toString();
-        done();
-      },
-    });
-    app = await bootstrap('test', db.config({ ADMIN_PASSWORD, LOG_LEVEL: 'trace' }), { logDestination: sink });
-    api = await buildApi(app);
-    pool = await startWorkers(app, { stalledIntervalMs: 30_000 });
+    const sink = memorySink((text) => (logs += text));
+    s = await startStack('sqlite', 'hygiene', { adminPassword: ADMIN_PASSWORD, env: { LOG_LEVEL: 'trace' }, logDestination: sink });
   });
 
   afterAll(async () => {
-    await api?.close();
-    await pool?.close();
-    if (app) {
-      await deletePrefix(app.config.queuePrefix);
-      await app.close();
-    }
-    await db?.drop();
+    await s?.stop();
   });
 
   const post = async (url: string, payload?: unknown) => {
-    const res = await api.inject({ method: 'POST', url, headers: { authorization }, payload: payload as object });
+    const res = await s.api.inject({ method: 'POST', url, headers: { authorization }, payload: payload as object });
     expect(res.statusCode, res.body).toBe(200);
     return res.json();
   };
@@ -66,11 +44,11 @@ describe('secret hygiene', () => {
       expect(token.job.state).toBe('completed');
       secrets.push(token.token);
       // Use the token, so an authenticated request is logged too.
-      const res = await api.inject({ method: 'GET', url: '/api/v1/configs', headers: { authorization: `Bearer ${token.token}` } });
+      const res = await s.api.inject({ method: 'GET', url: '/api/v1/configs', headers: { authorization: `Bearer ${token.token}` } });
       expect(res.statusCode).toBe(200);
     }
 
-    const keys = await dumpPrefix(app.config.queuePrefix);
+    const keys = await dumpPrefix(s.app.config.queuePrefix);
     expect(keys.size).toBeGreaterThan(0);
     const redis = [...keys].map(([k, v]) => `${k} ${v}`).join('\n');
     expect(redis).toContain('node.rotate-credentials'); // the scan does see the jobs

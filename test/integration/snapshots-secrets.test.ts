@@ -5,7 +5,6 @@
  * even for a refused upload.
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { Writable } from 'node:stream';
 import { pino } from 'pino';
 import { ADMIN_NAME } from '../../src/domain/access/admin.js';
 import { createRepositories } from '../../src/domain/repositories.js';
@@ -15,7 +14,7 @@ import { readHeader } from '../../src/snapshots/format.js';
 import { DIALECTS } from '../support/db.js';
 import { dumpPrefix } from '../support/redis.js';
 import { encodeTestSnapshot, generateBusinessTables, uploadSnapshot } from '../support/snapshot-data.js';
-import { startStack, type JobView, type Stack } from '../support/stack.js';
+import { memorySink, startStack, type JobView, type Stack } from '../support/stack.js';
 
 const ADMIN_PASSWORD = 'admin-pw-Secret-7f3a9c';
 const FILE_PASSWORD = 'file-pw-Secret-51d2e8';
@@ -27,12 +26,7 @@ describe.each(DIALECTS)('snapshot secrets on %s', (dialect) => {
   let logs = '';
 
   beforeAll(async () => {
-    const sink = new Writable({
-      write(chunk, _enc, done) {
-        logs += chunk.toString();
-        done();
-      },
-    });
+    const sink = memorySink((text) => (logs += text));
     // The application's redaction, at trace level, into memory: API and workers both log here.
     const log = pino({ level: 'trace', redact: { paths: REDACTED_PATHS, censor: '[redacted]' } }, sink);
     s = await startStack(dialect, 'snap_secrets', { adminPassword: ADMIN_PASSWORD, app: (app) => ({ ...app, log }) });

@@ -13,7 +13,7 @@ import { UnitOfWork } from '../../src/db/unit-of-work.js';
 import { createRepositories, type Repositories } from '../../src/domain/repositories.js';
 import type { JobType } from '../../src/workers/jobs.js';
 import { parseFailedReason, type JobError } from '../../src/workers/errors.js';
-import { runJob } from '../../src/workers/runner.js';
+import { runJob, type RunnerDeps } from '../../src/workers/runner.js';
 import { createTestDatabase, type TestDatabase } from './db.js';
 
 export interface Harness {
@@ -32,9 +32,16 @@ export interface Harness {
   close(): Promise<void>;
 }
 
-export async function createHarness(dialect: Dialect, label: string): Promise<Harness> {
+export interface HarnessOptions {
+  /** More environment for the config, over the test database's. */
+  env?: Record<string, string>;
+  /** Handed to the runner (absent: jobs request no broker sync). */
+  requestBrokerSync?: RunnerDeps['requestBrokerSync'];
+}
+
+export async function createHarness(dialect: Dialect, label: string, opts: HarnessOptions = {}): Promise<Harness> {
   const db = await createTestDatabase(dialect, label);
-  const config = db.config();
+  const config = db.config(opts.env);
   const orm = await connectOrm(config);
   await migrateUnderLock(orm, config);
   const uow = new UnitOfWork(orm, config.dialect);
@@ -48,6 +55,7 @@ export async function createHarness(dialect: Dialect, label: string): Promise<Ha
     enqueue: async (type: JobType, payload: unknown) => {
       enqueued.push({ type, payload });
     },
+    requestBrokerSync: opts.requestBrokerSync,
   };
   const run = <R>(type: JobType, payload: unknown, opts: { jobId?: string; actor?: string } = {}) =>
     runJob(deps, {

@@ -3,15 +3,51 @@
  * with inject) and, unless told otherwise, in-process workers. `stop()` closes all of it
  * and drops the database.
  */
+import { Writable } from 'node:stream';
 import type { FastifyInstance, InjectOptions, LightMyRequestResponse } from 'fastify';
-import { buildApi } from '../../src/api/app.js';
+import type { DestinationStream } from 'pino';
+import { buildApi, type ApiOptions } from '../../src/api/app.js';
 import { bootstrap, type AppContext } from '../../src/bootstrap.js';
 import type { Dialect } from '../../src/config.js';
-import { startWorkers, type WorkerPool } from '../../src/workers/worker.js';
+import { startWorkers, type WorkerOptions, type WorkerPool } from '../../src/workers/worker.js';
 import { createTestDatabase, type TestDatabase } from './db.js';
+import type { EmqxDouble } from './emqx-double.js';
+import { SHARED_MQTT_URL } from './mosquitto.js';
 import { deletePrefix } from './redis.js';
 
 export const basic = (user: string, password: string) => ({ authorization: 'Basic ' + Buffer.from(`${user}:${password}`).toString('base64') });
+
+/** A log destination that hands every chunk written to it to `append` (log capture in memory). */
+export const memorySink = (append: (text: string) => void): Writable =>
+  new Writable({
+    write(chunk, _enc, done) {
+      append(String(chunk));
+      done();
+    },
+  });
+
+/** The settings for MQTT on the shared Mosquitto and EMQX's API on the contract double. */
+export const mqttEnv = (emqx: EmqxDouble, enabled = true): Record<string, string> => ({
+  MQTT_ENABLED: String(enabled),
+  MQTT_URL: SHARED_MQTT_URL,
+  EMQX_API_URL: emqx.url,
+  EMQX_API_KEY: emqx.apiKey,
+  EMQX_API_SECRET: emqx.apiSecret,
+});
+
+export interface StackOptions {
+  adminPassword: string;
+  /** In-process workers (default true). */
+  workers?: boolean;
+  /** More environment for the config, over the test database's. */
+  env?: Record<string, string>;
+  /** Changes the bootstrapped context before the workers and the API see it. */
+  app?: (app: AppContext) => AppContext;
+  /** Where the application's log lines go (bootstrap's logDestination). */
+  logDestination?: DestinationStream;
+  workerOptions?: WorkerOptions;
+  apiOptions?: ApiOptions;
+}
 
 export interface JobView {
   id: string;
@@ -40,17 +76,17 @@ export interface Stack {
 export async function startStack(
   dialect: Dialect,
   label: string,
-  opts: { adminPassword: string; workers?: boolean; env?: Record<string, string>; app?: (app: AppContext) => AppContext },
+  opts: StackOptions,
 ): Promise<Stack> {
   const db = await createTestDatabase(dialect, label);
   let app: AppContext | undefined;
   let pool: WorkerPool | undefined;
   let api: FastifyInstance | undefined;
   try {
-    app = await bootstrap('test', db.config({ ADMIN_PASSWORD: opts.adminPassword, ...opts.env }));
+    app = await bootstrap('test', db.config({ ADMIN_PASSWORD: opts.adminPassword, ...opts.env }), { logDestination: opts.logDestination });
     if (opts.app) app = opts.app(app);
-    if (opts.workers !== false) pool = await startWorkers(app, { stalledIntervalMs: 30_000, lockDurationMs: 30_000 });
-    api = await buildApi(app, {});
+    if (opts.workers !== false) pool = await startWorkers(app, opts.workerOptions);
+    api = await buildApi(app, opts.apiOptions);
   } catch (err) {
     await pool?.close();
     await app?.close();
