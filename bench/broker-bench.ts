@@ -4,17 +4,15 @@
  * and HTTP requests of each, on SQLite and PostgreSQL. The request count is the figure
  * that travels: it must grow with chunks (n / 1000), not with users.
  */
-import { randomUUID } from 'node:crypto';
 import { pino } from 'pino';
 import type { Dialect } from '../src/config.js';
 import { connectOrm } from '../src/db/orm.js';
 import { migrateUnderLock } from '../src/db/migrate.js';
 import { UnitOfWork } from '../src/db/unit-of-work.js';
-import type { JobType } from '../src/workers/jobs.js';
-import { runJob } from '../src/workers/runner.js';
+import { parseServerKey } from '../src/snapshots/crypto.js';
 import { seedDynamicNodes } from '../test/support/broker-data.js';
 import { startEmqxDouble } from '../test/support/emqx-double.js';
-import { benchDatabase, record, seconds } from './support.js';
+import { benchDatabase, directRunner, record, seconds } from './support.js';
 
 const USERS = Number(process.env.BENCH_BROKER_USERS ?? 10_000);
 
@@ -30,17 +28,10 @@ async function benchDialect(dialect: Dialect): Promise<void> {
   try {
     await migrateUnderLock(orm, db.config);
     const uow = new UnitOfWork(orm, db.config.dialect);
-    const deps = {
-      uow,
-      config: db.config,
-      log: pino({ level: 'silent' }),
-      serverKey: Buffer.from(db.config.secretKey, 'hex'),
-      enqueue: async () => undefined,
-    };
     // Through the real runner: the transaction, ledger and bookkeeping are part of the cost.
-    const run = (type: JobType, payload: unknown) => runJob(deps, { jobId: randomUUID(), type, envelope: { actor: 'bench', payload } });
+    const run = directRunner({ uow, config: db.config, log: pino({ level: 'silent' }), serverKey: parseServerKey(db.config.secretKey) });
 
-    const { id: configId } = (await run('config.create', { name: 'bench', subnet: '10.64.0.0/16' })) as { id: string };
+    const { id: configId } = await run('config.create', { name: 'bench', subnet: '10.64.0.0/16' });
     await seedDynamicNodes(uow, configId, USERS);
 
     const measure = async (label: string, target: { requests: string; writes: string }) => {

@@ -17,9 +17,7 @@ import { bootstrap, type AppContext } from '../src/bootstrap.js';
 import { startWorkers } from '../src/workers/worker.js';
 import { redisConnection } from '../src/workers/queue-client.js';
 import { QUEUES } from '../src/workers/queues.js';
-import { runJob } from '../src/workers/runner.js';
-import type { JobType } from '../src/workers/jobs.js';
-import { benchDatabase, dropRedisPrefix, record, REDIS_URL, seconds } from './support.js';
+import { benchDatabase, directRunner, dropRedisPrefix, record, REDIS_URL, seconds } from './support.js';
 
 const N = Number(process.env.BENCH_JOBS ?? 5_000);
 const CONCURRENCY = Number(process.env.BENCH_CONCURRENCY ?? 8);
@@ -58,9 +56,7 @@ async function fillQueue(queue: Queue, name: string, n: number, makeData: (i: nu
 
 /** A config with NODES nodes, created through the real runner. */
 async function seed(app: AppContext): Promise<string[]> {
-  const deps = { uow: app.uow, config: app.config, log: app.log, serverKey: app.serverKey, enqueue: async () => undefined };
-  const run = (type: JobType, payload: unknown) =>
-    runJob(deps, { jobId: randomUUID(), type, envelope: { actor: 'bench', payload } }) as Promise<{ id: string }>;
+  const run = directRunner(app);
   const { id: configId } = await run('config.create', { name: `bench-${randomUUID().slice(0, 8)}`, subnet: '10.80.0.0/16' });
   const ids: string[] = [];
   for (let i = 0; i < NODES; i++) ids.push((await run('node.create', { configId, name: `n${i}`, kind: 'static' })).id);

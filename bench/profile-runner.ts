@@ -1,16 +1,12 @@
 // Profiling aid: node.update through the runner without BullMQ (`tsx --cpu-prof bench/profile-runner.ts sqlite`).
-import { randomUUID } from 'node:crypto';
 import { bootstrap } from '../src/bootstrap.js';
-import { runJob } from '../src/workers/runner.js';
-import type { JobType } from '../src/workers/jobs.js';
-import { benchDatabase } from './support.js';
+import { benchDatabase, directRunner } from './support.js';
 
 const dialect = (process.argv[2] ?? 'sqlite') as 'sqlite' | 'postgresql';
 const N = Number(process.argv[3] ?? 3000);
 const db = await benchDatabase(dialect);
 const app = await bootstrap('profile', db.config);
-const deps = { uow: app.uow, config: app.config, log: app.log, serverKey: app.serverKey, enqueue: async () => undefined };
-const run = (type: JobType, payload: unknown) => runJob(deps, { jobId: randomUUID(), type, envelope: { actor: 'p', payload } }) as Promise<{ id: string }>;
+const run = directRunner(app, 'p');
 const { id: configId } = await run('config.create', { name: 'p', subnet: '10.1.0.0/16' });
 const ids: string[] = [];
 for (let i = 0; i < 20; i++) ids.push((await run('node.create', { configId, name: `n${i}`, kind: 'static' })).id);

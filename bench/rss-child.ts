@@ -6,17 +6,14 @@
 import { randomUUID } from 'node:crypto';
 import { bootstrap } from '../src/bootstrap.js';
 import { startWorkers } from '../src/workers/worker.js';
-import { runJob } from '../src/workers/runner.js';
 import { QUEUES } from '../src/workers/queues.js';
-import type { JobType } from '../src/workers/jobs.js';
-import { benchDatabase, dropRedisPrefix } from './support.js';
+import { benchDatabase, directRunner, dropRedisPrefix } from './support.js';
 
 const TOTAL = Number(process.env.BENCH_RSS_JOBS ?? 100_000);
 const FIRST = TOTAL / 10;
 const db = await benchDatabase('sqlite', { WORKER_CONCURRENCY: '8' });
 const app = await bootstrap('bench-rss', db.config);
-const deps = { uow: app.uow, config: app.config, log: app.log, serverKey: app.serverKey, enqueue: async () => undefined };
-const run = (type: JobType, payload: unknown) => runJob(deps, { jobId: randomUUID(), type, envelope: { actor: 'bench', payload } }) as Promise<{ id: string }>;
+const run = directRunner(app);
 const { id: configId } = await run('config.create', { name: 'rss', subnet: '10.90.0.0/16' });
 const ids: string[] = [];
 for (let i = 0; i < 20; i++) ids.push((await run('node.create', { configId, name: `n${i}`, kind: 'static' })).id);

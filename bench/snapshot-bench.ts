@@ -24,7 +24,7 @@ import type { Config } from '../src/config.js';
 import { connectOrm } from '../src/db/orm.js';
 import { migrateUnderLock } from '../src/db/migrate.js';
 import { createRepositories } from '../src/domain/repositories.js';
-import { openUpload } from '../src/snapshots/restore.js';
+import { openUpload, stageUpload } from '../src/snapshots/restore.js';
 import { encodeTestSnapshot, generateBusinessTables, rowCount } from '../test/support/snapshot-data.js';
 import { benchDatabase, dropRedisPrefix, record, seconds } from './support.js';
 
@@ -85,15 +85,7 @@ async function restore(app: AppContext, file: Buffer): Promise<{ checkS: number;
   const t0 = process.hrtime.bigint();
   const prepared = await openUpload(file, FILE_PASSWORD, repos.snapshots.tableSpecs(), app.serverKey);
   const checkS = seconds(t0);
-  const staged = await app.uow.write((em) =>
-    createRepositories(em, { serverKey: app.serverKey }).snapshots.storeArchive({
-      kind: 'staged',
-      data: file,
-      schemaVersion: prepared.meta.schemaVersion,
-      counts: prepared.meta.counts,
-      sealedKey: prepared.sealedKey,
-    }),
-  );
+  const staged = await stageUpload(app, file, prepared);
   const { s } = await jobSeconds(app, 'snapshot.restore', { stagedId: staged.id });
   return { checkS, restoreS: s };
 }

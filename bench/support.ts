@@ -2,15 +2,28 @@
  * Benchmark plumbing: fresh databases and queue prefixes per run, timing, and the table
  * that prints every figure next to the baseline measured in the same run.
  */
-import { randomBytes } from 'node:crypto';
+import { randomBytes, randomUUID } from 'node:crypto';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import pg from 'pg';
+import type { AppContext } from '../src/bootstrap.js';
 import { loadConfig, type Config, type Dialect } from '../src/config.js';
+import type { JobType } from '../src/workers/jobs.js';
+import { runJob } from '../src/workers/runner.js';
 
 export const PG_ADMIN_URL = process.env.BENCH_PG_ADMIN_URL ?? 'postgres://postgres@127.0.0.1:5432/postgres';
 export const REDIS_URL = process.env.BENCH_REDIS_URL ?? 'redis://127.0.0.1:6379';
+
+/**
+ * Runs jobs through the real runner (validation, transaction, audit, ledger) without
+ * BullMQ: for seeding data, and for measuring the runner on its own.
+ */
+export function directRunner(app: Pick<AppContext, 'uow' | 'config' | 'log' | 'serverKey'>, actor = 'bench') {
+  const deps = { uow: app.uow, config: app.config, log: app.log, serverKey: app.serverKey, enqueue: async () => undefined };
+  return <R = { id: string }>(type: JobType, payload: unknown) =>
+    runJob(deps, { jobId: randomUUID(), type, envelope: { actor, payload } }) as Promise<R>;
+}
 
 export interface BenchDb {
   config: Config;

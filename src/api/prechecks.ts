@@ -12,12 +12,6 @@ import type { JobPayload, JobType } from '../workers/jobs.js';
 
 type Checks = { [T in JobType]?: (data: JobPayload<T>, repos: Repositories) => Promise<void> };
 
-async function configExists(repos: Repositories, id: string): Promise<{ id: string; name: string }> {
-  const config = await repos.configs.get(id);
-  if (!config) throw new NotFoundError('config', id);
-  return config;
-}
-
 async function configNameFree(repos: Repositories, name: string, exceptId?: string): Promise<void> {
   const existing = await repos.configs.findByName(name);
   if (existing && existing.id !== exceptId) {
@@ -28,16 +22,16 @@ async function configNameFree(repos: Repositories, name: string, exceptId?: stri
 const CHECKS: Checks = {
   'config.create': async (d, repos) => configNameFree(repos, d.name),
   'config.update': async (d, repos) => {
-    await configExists(repos, d.id);
+    await repos.configs.require(d.id);
     if (d.name !== undefined) await configNameFree(repos, d.name, d.id);
   },
-  'config.delete': async (d, repos) => void (await configExists(repos, d.id)),
-  'node.create': async (d, repos) => void (await configExists(repos, d.configId)),
+  'config.delete': async (d, repos) => void (await repos.configs.require(d.id)),
+  'node.create': async (d, repos) => void (await repos.configs.require(d.configId)),
   'node.update': async (d, repos) => void (await repos.nodes.require(d.id)),
   'node.delete': async (d, repos) => void (await repos.nodes.require(d.id)),
-  'mesh.generate': async (d, repos) => void (await configExists(repos, d.configId)),
+  'mesh.generate': async (d, repos) => void (await repos.configs.require(d.configId)),
   'port-forward.create': async (d, repos) => {
-    const config = await configExists(repos, d.configId);
+    const config = await repos.configs.require(d.configId);
     await repos.nodes.requireInConfig(config, d.fromNodeId);
     await repos.nodes.requireInConfig(config, d.toNodeId);
   },

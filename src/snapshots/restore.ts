@@ -5,7 +5,10 @@
  * meshq may have been upgraded in between and the job must never trust what it did not
  * check itself.
  */
+import type { UnitOfWork } from '../db/unit-of-work.js';
 import { DomainError } from '../domain/errors.js';
+import { createRepositories } from '../domain/repositories.js';
+import type { SnapshotView } from '../domain/system/snapshot-repository.js';
 import { decryptSecret } from '../domain/secrets.js';
 import { seal, unseal } from './crypto.js';
 import { SnapshotInvalidError } from './errors.js';
@@ -80,6 +83,26 @@ export async function openUpload(
   } finally {
     key.fill(0);
   }
+}
+
+/**
+ * Keeps a checked upload for the restore job: the encrypted bytes as uploaded, and the
+ * file's data key sealed under the server key. The job gets only the staged id.
+ */
+export async function stageUpload(
+  deps: { uow: UnitOfWork; serverKey: Buffer },
+  file: Buffer,
+  prepared: PreparedSnapshot & { sealedKey: string },
+): Promise<SnapshotView> {
+  return deps.uow.write((em) =>
+    createRepositories(em, { serverKey: deps.serverKey }).snapshots.storeArchive({
+      kind: 'staged',
+      data: file,
+      schemaVersion: prepared.meta.schemaVersion,
+      counts: prepared.meta.counts,
+      sealedKey: prepared.sealedKey,
+    }),
+  );
 }
 
 /** A staged upload, in the restore job. */

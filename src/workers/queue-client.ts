@@ -103,10 +103,19 @@ export class JobQueues {
   /** Validates, then enqueues. An invalid payload throws InvalidError and nothing is enqueued. */
   async submit(type: string, payload: unknown, opts: SubmitOptions): Promise<Job> {
     if (!isJobType(type)) throw new InvalidError(`unknown job type "${type}"`, { type });
-    const def = jobDefinition(type);
-    const parsed = def.schema.safeParse(payload ?? {});
+    const parsed = jobDefinition(type).schema.safeParse(payload ?? {});
     if (!parsed.success) throw new InvalidError(describeZodError(parsed.error, type), parsed.error.issues);
-    const envelope: JobEnvelope = { actor: opts.actor, payload: parsed.data };
+    return this.enqueueValidated(type, parsed.data, opts);
+  }
+
+  /**
+   * Enqueues a payload the caller already parsed with its job schema (the API does, to
+   * run its semantic checks on the parsed form): parsing it again here would double the
+   * validation work on the submission hot path.
+   */
+  async enqueueValidated(type: JobType, payload: unknown, opts: SubmitOptions): Promise<Job> {
+    const def = jobDefinition(type);
+    const envelope: JobEnvelope = { actor: opts.actor, payload };
     const jobId = opts.jobId ?? (opts.idempotencyKey ? idempotentJobId(opts.actor, opts.idempotencyKey) : uuidv7());
     const queue = this.queue(def.queue);
     const added = await queue.add(type, envelope, { jobId, delay: opts.delayMs });

@@ -112,7 +112,7 @@ export async function jobRoutes(api: FastifyInstance, opts: { app: AppContext })
       }
 
       await precheck(type, parsed.data as JobPayload<typeof type>, createRepositories(app.uow.fork(), { serverKey: app.serverKey }));
-      const job = await queues.submit(type, parsed.data, { actor: request.actor, idempotencyKey: key });
+      const job = await queues.enqueueValidated(type, parsed.data, { actor: request.actor, idempotencyKey: key });
       request.log.info({ jobId: job.id, type }, 'job submitted');
       return replyWithJob(reply, queues, job, wait);
     },

@@ -15,7 +15,7 @@ import type { AppContext } from '../../bootstrap.js';
 import { ADMIN_NAME } from '../../domain/access/admin.js';
 import { ConflictError, InvalidError, NotFoundError } from '../../domain/errors.js';
 import { createRepositories, type Repositories } from '../../domain/repositories.js';
-import { openUpload } from '../../snapshots/restore.js';
+import { openUpload, stageUpload } from '../../snapshots/restore.js';
 import { pageQuery } from '../validation.js';
 import { replyWithJob, waitQuery } from './jobs.js';
 
@@ -108,15 +108,7 @@ export async function snapshotRoutes(api: FastifyInstance, opts: { app: AppConte
       const { file, password } = await readUpload(request);
       const r = repos();
       const prepared = await openUpload(file, password, r.snapshots.tableSpecs(), app.serverKey);
-      const staged = await app.uow.write((em) =>
-        createRepositories(em, { serverKey: app.serverKey }).snapshots.storeArchive({
-          kind: 'staged',
-          data: file,
-          schemaVersion: prepared.meta.schemaVersion,
-          counts: prepared.meta.counts,
-          sealedKey: prepared.sealedKey,
-        }),
-      );
+      const staged = await stageUpload(app, file, prepared);
       const job = await app.queues.submit('snapshot.restore', { stagedId: staged.id }, { actor: request.actor });
       request.log.info(
         { jobId: job.id, stagedId: staged.id, size: staged.size, schemaVersion: prepared.meta.schemaVersion, upgradedThrough: prepared.upgradedThrough },
