@@ -134,6 +134,11 @@ export class JobQueues {
 
   async view(job: Job): Promise<JobView> {
     const raw = await job.getState();
+    // `job` was read before its state: a job that finished in between would show as
+    // completed with no result. Read it again so that state and result agree.
+    if ((raw === 'completed' || raw === 'failed') && !job.finishedOn) {
+      job = (await this.queue(job.queueName as QueueName).getJob(job.id!)) ?? job;
+    }
     const state: JobState =
       raw === 'completed' || raw === 'failed' || raw === 'active' || raw === 'delayed' ? raw : 'waiting';
     return {
