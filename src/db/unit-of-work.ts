@@ -16,13 +16,16 @@
 import { Mutex } from 'async-mutex';
 import type { Dialect } from '../config.js';
 import type { Em, Orm } from './orm.js';
+import { BoundSql } from './sql.js';
 import { JobLedgerRepository } from '../domain/system/repository.js';
 
-/** Any table that exists once migrated; SQLite writers touch it (no row) to take the write lock. */
-const SQLITE_LOCK_TABLE = '`system_state`';
+/** Touches (no row of) a table that exists once migrated: takes SQLite's write lock. */
+const SQLITE_WRITE_LOCK = 'update system_state set key = key where 0';
 
 /** Fixed advisory-lock key shared by every meshq process: "business data". */
 const PG_DATA_LOCK_KEY = '7364201554';
+const PG_SHARED_LOCK = `select pg_advisory_xact_lock_shared(${PG_DATA_LOCK_KEY})`;
+const PG_EXCLUSIVE_LOCK = `select pg_advisory_xact_lock(${PG_DATA_LOCK_KEY})`;
 
 export interface WriteOptions {
   /** Take the data lock exclusively (restore); operations take it shared. */
@@ -48,14 +51,13 @@ export class UnitOfWork {
           // first read would pin a snapshot from BEFORE that writer's commit: an operation
           // submitted during a restore in another worker process would then see the old
           // data and fail NOT_FOUND for good, or hit SQLITE_BUSY_SNAPSHOT at its first write.
-          await (tx as Em).execute(`update ${SQLITE_LOCK_TABLE} set key = key where 0`, [], 'run');
+          await new BoundSql(tx as Em, 'sqlite').query(SQLITE_WRITE_LOCK);
           return fn(tx as Em);
         }),
       );
     }
     return em.transactional(async (tx) => {
-      const lock = opts.exclusive ? 'pg_advisory_xact_lock' : 'pg_advisory_xact_lock_shared';
-      await (tx as Em).getConnection().execute(`select ${lock}(${PG_DATA_LOCK_KEY})`, [], 'all', tx.getTransactionContext());
+      await new BoundSql(tx as Em, 'postgresql').query(opts.exclusive ? PG_EXCLUSIVE_LOCK : PG_SHARED_LOCK);
       return fn(tx as Em);
     });
   }

@@ -89,7 +89,7 @@ export async function runJob(deps: RunnerDeps, input: RunInput): Promise<unknown
         const value = await def.processor(parsed.data, ctx);
         // The ledger row's primary key is the job id: if this job already committed
         // once, this insert fails and the whole transaction rolls back (below).
-        repos.ledger.record(input.jobId, input.type, value);
+        await repos.ledger.record(input.jobId, input.type, value, repos.audit.takePending());
         return value;
       },
       { exclusive: input.exclusive },

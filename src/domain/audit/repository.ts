@@ -36,14 +36,31 @@ export const auditView = (r: AuditRecord): AuditView => ({
   detail: r.detail,
 });
 
+/** An audit row waiting for the job's closing write. */
+export interface PendingAuditRow extends AuditEntry {
+  id: string;
+  at: Date;
+}
+
 export class AuditRepository {
+  readonly #pending: PendingAuditRow[] = [];
+
   constructor(private readonly em: Em) {}
 
-  /** Persisted with the job's other writes: the record commits if and only if the change does. */
+  /**
+   * Kept until the job's closing write (the runner hands `takePending()` to
+   * `JobLedgerRepository.record`), which inserts it with the ledger row in the job's
+   * transaction: the record commits if and only if the change does.
+   */
   record(entry: AuditEntry): string {
     const id = newId();
-    this.em.create(AuditRecord, { id, at: new Date(), ...entry });
+    this.#pending.push({ id, at: new Date(), ...entry });
     return id;
+  }
+
+  /** The rows recorded so far in this unit of work; they are the caller's to write now. */
+  takePending(): PendingAuditRow[] {
+    return this.#pending.splice(0);
   }
 
   /** Newest first: an audit log is read from the top. */

@@ -73,18 +73,22 @@ export async function createNode(data: NodeCreate, ctx: JobContext): Promise<{ i
 
 export async function updateNode(data: NodeUpdate, ctx: JobContext): Promise<{ id: string }> {
   const { id, ...patch } = data;
-  const node = await ctx.repos.nodes.require(id);
-  if (patch.name !== undefined && patch.name !== node.name) {
-    const config = await ctx.repos.configs.requireForUpdate(node.configId);
-    await assertNameFree(ctx, config, patch.name, id);
+  if (patch.name !== undefined) {
+    // A rename checks the name under the config's lock; other changes need no read.
+    const node = await ctx.repos.nodes.require(id);
+    if (patch.name !== node.name) {
+      const config = await ctx.repos.configs.requireForUpdate(node.configId);
+      await assertNameFree(ctx, config, patch.name, id);
+    }
   }
-  await ctx.repos.nodes.update(id, patch);
+  const updated = await ctx.repos.nodes.update(id, patch);
+  if (!updated) throw new NotFoundError('node', id);
   ctx.repos.audit.record({
     actor: ctx.actor,
     action: 'node.update',
     entityType: 'node',
     entityId: id,
-    detail: { configId: node.configId, name: patch.name ?? node.name, changes: patch },
+    detail: { configId: updated.configId, name: updated.name, changes: patch },
   });
   return { id };
 }
