@@ -55,7 +55,7 @@ async function fillQueue(queue: Queue, name: string, n: number, makeData: (i: nu
 }
 
 /** A config with NODES nodes, created through the real runner. */
-async function seed(app: AppContext): Promise<string[]> {
+export async function seed(app: AppContext): Promise<string[]> {
   const run = directRunner(app);
   const { id: configId } = await run('config.create', { name: `bench-${randomUUID().slice(0, 8)}`, subnet: '10.80.0.0/16' });
   const ids: string[] = [];
@@ -125,7 +125,7 @@ async function bullmqAddRate(prefix: string, connections: number, durationS: num
   return count / durationS;
 }
 
-async function httpSubmitRate(app: AppContext, ids: string[], connections: number, durationS: number): Promise<number> {
+export async function httpSubmitRate(app: AppContext, ids: string[], connections: number, durationS: number): Promise<number> {
   const { buildApi } = await import('../src/api/app.js');
   const api = await buildApi(app);
   await api.listen({ host: '127.0.0.1', port: 0 });
@@ -148,7 +148,7 @@ async function httpSubmitRate(app: AppContext, ids: string[], connections: numbe
   return result.ok / durationS;
 }
 
-const BENCH_ADMIN_PASSWORD = 'bench-admin-password';
+export const BENCH_ADMIN_PASSWORD = 'bench-admin-password';
 
 async function rssChild(): Promise<{ rss10k: number; rss100k: number }> {
   const script = fileURLToPath(new URL('./rss-child.ts', import.meta.url));

@@ -12,6 +12,10 @@ import type { JobPayload, JobType } from '../workers/jobs.js';
 
 type Checks = { [T in JobType]?: (data: JobPayload<T>, repos: Repositories) => Promise<void> };
 
+async function nodeExists(repos: Repositories, id: string): Promise<void> {
+  if (!(await repos.nodes.exists(id))) throw new NotFoundError('node', id);
+}
+
 async function configNameFree(repos: Repositories, name: string, exceptId?: string): Promise<void> {
   const existing = await repos.configs.findByName(name);
   if (existing && existing.id !== exceptId) {
@@ -27,8 +31,8 @@ const CHECKS: Checks = {
   },
   'config.delete': async (d, repos) => void (await repos.configs.require(d.id)),
   'node.create': async (d, repos) => void (await repos.configs.require(d.configId)),
-  'node.update': async (d, repos) => void (await repos.nodes.require(d.id)),
-  'node.delete': async (d, repos) => void (await repos.nodes.require(d.id)),
+  'node.update': async (d, repos) => nodeExists(repos, d.id),
+  'node.delete': async (d, repos) => nodeExists(repos, d.id),
   'mesh.generate': async (d, repos) => void (await repos.configs.require(d.configId)),
   'port-forward.create': async (d, repos) => {
     const config = await repos.configs.require(d.configId);

@@ -76,6 +76,8 @@ export class JobQueues {
   readonly connection: Redis;
   private readonly queues = new Map<QueueName, Queue>();
   private readonly events = new Map<QueueName, { events: QueueEvents; connection: Redis }>();
+  /** Jobs returned by `add` in this process whose state is known without asking Redis (see view). */
+  readonly #justAdded = new WeakSet<Job>();
 
   constructor(
     private readonly config: Pick<Config, 'redisUrl' | 'queuePrefix'>,
@@ -119,7 +121,10 @@ export class JobQueues {
     const jobId = opts.jobId ?? (opts.idempotencyKey ? idempotentJobId(opts.actor, opts.idempotencyKey) : uuidv7());
     const queue = this.queue(def.queue);
     const added = await queue.add(type, envelope, { jobId, delay: opts.delayMs });
-    if (!opts.idempotencyKey && !opts.jobId) return added;
+    if (!opts.idempotencyKey && !opts.jobId) {
+      this.#justAdded.add(added);
+      return added;
+    }
     // With an existing id BullMQ adds nothing and hands back a local object: read the real one.
     return (await queue.getJob(added.id!)) ?? added;
   }
@@ -133,7 +138,10 @@ export class JobQueues {
   }
 
   async view(job: Job): Promise<JobView> {
-    const raw = await job.getState();
+    // A job this process has just added is waiting (or delayed) as of its submission:
+    // answering that spares the submission hot path a Redis round trip. Callers that
+    // want a later state read the job again (waitFor, GET /jobs/:id).
+    const raw = this.#justAdded.has(job) ? (job.opts.delay ? 'delayed' : 'waiting') : await job.getState();
     // `job` was read before its state: a job that finished in between would show as
     // completed with no result. Read it again so that state and result agree.
     if ((raw === 'completed' || raw === 'failed') && !job.finishedOn) {

@@ -194,6 +194,12 @@ export class NodeRepository {
     return row ? nodeView(row) : undefined;
   }
 
+  /** One bound primary-key probe: the API's check of a submitted node id (its hot path). */
+  async exists(id: string): Promise<boolean> {
+    const { rows } = await boundSql(this.em).query('select 1 as found from node where id = ?', [id]);
+    return rows.length > 0;
+  }
+
   /**
    * Views are plain objects, so the row need not be managed: outside the identity map it
    * costs the flush nothing (node.update, the hottest job, reads the node through here).
