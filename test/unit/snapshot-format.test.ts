@@ -1,6 +1,6 @@
 import { beforeAll, describe, expect, it } from 'vitest';
 import { randomBytes } from 'node:crypto';
-import { gzipSync } from 'node:zlib';
+import { gunzipSync, gzipSync } from 'node:zlib';
 import {
   DEFAULT_KDF_PARAMS,
   deriveKey,
@@ -15,6 +15,7 @@ import {
   decodeSnapshot,
   decryptSnapshotBody,
   encodeSnapshot,
+  encodeSnapshotAsync,
   encryptSnapshotBody,
   openSnapshot,
   readHeader,
@@ -286,6 +287,20 @@ describe('snapshot file format', () => {
       expect(refusal(() => decodeSnapshot(big, key, { maxDecompressedBytes: 1024 * 1024 })).reason).toBe('too_large');
       expect(decodeSnapshot(big, key).counts).toEqual({ blob: 1 });
     });
+  });
+
+  it('writes exports as parallel gzip members: the same JSON text, read back like any file', async () => {
+    const rows = Array.from({ length: 30_000 }, (_, i) => ({ id: i, text: randomBytes(100).toString('hex'), at: new Date(i * 1000) }));
+    const big = payload({ tables: { big: rows, empty_table: [] } as unknown as SnapshotPayload['tables'], counts: { big: rows.length, empty_table: 0 } });
+    const written = await encodeSnapshotAsync(big, key, kdf);
+    const body = decryptSnapshotBody(written, key);
+    // Several members (~7 MiB of text in 4 MiB pieces), decompressing to exactly the text of one JSON.stringify.
+    expect(body.indexOf(Buffer.from([0x1f, 0x8b, 0x08]), 10)).toBeGreaterThan(0);
+    expect(gunzipSync(body).toString('utf8')).toBe(JSON.stringify(big));
+    expect(decodeSnapshot(written, key)).toEqual(JSON.parse(JSON.stringify(big)));
+    // Small files too, and through the password like any upload.
+    expect(await openSnapshot(await encodeSnapshotAsync(payload(), key, kdf), PASSWORD)).toEqual(decodeSnapshot(file, key));
+    await expect(encodeSnapshotAsync(payload({ counts: { network: 5 } }), key, kdf)).rejects.toThrow(/count/);
   });
 
   it('refuses to write a payload it would refuse to read', () => {

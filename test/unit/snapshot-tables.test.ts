@@ -13,7 +13,7 @@ import { ormOptions } from '../../src/db/orm.js';
 import { LATEST_SCHEMA_VERSION } from '../../src/migrations/index.js';
 import { SnapshotInvalidError } from '../../src/snapshots/errors.js';
 import { prepareSnapshot } from '../../src/snapshots/restore.js';
-import { snapshotTableSpecs, toIsoString, validateSnapshotTables, type SnapshotTables, type TableSpec } from '../../src/snapshots/tables.js';
+import { rowCheck, rowSchema, snapshotTableSpecs, toIsoString, validateSnapshotTables, type SnapshotTables, type TableSpec } from '../../src/snapshots/tables.js';
 import { upgradeSnapshotTables } from '../../src/snapshots/upgrades.js';
 import { TEST_SECRET_KEY } from '../support/db.js';
 import { generateBusinessTables, snapshotPayload } from '../support/snapshot-data.js';
@@ -95,6 +95,33 @@ describe('snapshot rows against the current schema', () => {
     const err = refusal(() => validateSnapshotTables(t, specs));
     expect(err.message).toMatch(/table node row 6 .*unique node_config_name_unique \(config_id, name\) .* repeats row 5/);
     expect(err.message).toMatch(/table audit_record row 4 .*primary key \(id\) .* repeats row 2/);
+  });
+
+  it('takes the quick path only for rows the full schema accepts', () => {
+    const edges: unknown[] = [
+      null, undefined, '', 'x', 'x'.repeat(65), 'x'.repeat(300), 'a\u0000b', '\\u0000 as text', 0, -0, 1.5, 2 ** 31, -(2 ** 31), NaN, true, 'true',
+      '0190A000-0000-7000-8000-000000000001', '01900000-0000-7000-8000-000000000001', '2026-02-30T00:00:00.000Z', '2026-01-02T03:04:05.678Z',
+      '2026-01-02T03:04:05.678+01:00', '2026-01-02 03:04:05', '2028-02-29T00:00:00.000Z', '2027-02-29T00:00:00.000Z',
+      [], ['a'], { a: 1 }, { a: 'b\u0000' }, { 'k\u0000': 1 }, [{ deep: ['\u0000'] }], new Date(0), Object.create(null),
+    ];
+    let quick = 0;
+    for (const spec of specs) {
+      const base = good[spec.table]![0]!;
+      expect(rowCheck(spec)(base)).toBe(true);
+      for (const col of spec.columns) {
+        for (const value of edges) {
+          const row = { ...base, [col.name]: value };
+          if (rowCheck(spec)(row)) {
+            quick++;
+            expect(rowSchema(spec).safeParse(row).success, `${spec.table}.${col.name} = ${typeof value === "object" && value !== null ? JSON.stringify(value) : String(value)}`).toBe(true);
+          }
+        }
+      }
+      const { [spec.columns[0]!.name]: _dropped, ...missing } = base;
+      expect(rowCheck(spec)(missing)).toBe(false);
+      expect(rowCheck(spec)({ ...base, extra: 1 })).toBe(false);
+    }
+    expect(quick).toBeGreaterThan(50);
   });
 
   it('refuses tables this meshq does not have and missing ones', () => {

@@ -9,7 +9,7 @@ import { DomainError } from '../../domain/errors.js';
 import { MIGRATIONS } from '../../migrations/index.js';
 import { parseServerKey } from '../../snapshots/crypto.js';
 import { buildSnapshotPayload, exportSchemaVersion, unsealExportKey } from '../../snapshots/export.js';
-import { encodeSnapshot } from '../../snapshots/format.js';
+import { encodeSnapshotAsync } from '../../snapshots/format.js';
 import { openStaged } from '../../snapshots/restore.js';
 import type { JobContext } from '../context.js';
 import type { SnapshotExport, SnapshotRestore } from '../payloads.js';
@@ -35,7 +35,7 @@ export async function exportSnapshot(_data: SnapshotExport, ctx: JobContext): Pr
     const createdAt = new Date();
     const tables = await ctx.repos.snapshots.readBusinessTables();
     const payload = buildSnapshotPayload(schemaVersion, tables, createdAt);
-    const file = encodeSnapshot(payload, key, kdf);
+    const file = await encodeSnapshotAsync(payload, key, kdf);
     const stored = await ctx.repos.snapshots.storeArchive({ kind: 'export', data: file, schemaVersion, counts: payload.counts, createdAt });
     const pruned = await ctx.repos.snapshots.pruneExports(ctx.config.snapshotKeep);
     ctx.log.info({ snapshotId: stored.id, size: stored.size, counts: payload.counts, pruned }, 'snapshot exported');
