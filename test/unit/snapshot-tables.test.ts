@@ -12,11 +12,13 @@ import { loadConfig } from '../../src/config.js';
 import { ormOptions } from '../../src/db/orm.js';
 import { LATEST_SCHEMA_VERSION } from '../../src/migrations/index.js';
 import { SnapshotInvalidError } from '../../src/snapshots/errors.js';
-import { prepareSnapshot } from '../../src/snapshots/restore.js';
+import { openStaged, openUpload, prepareSnapshot } from '../../src/snapshots/restore.js';
+import { deriveKey, newKdfParams, seal } from '../../src/snapshots/crypto.js';
+import { encodeSnapshot } from '../../src/snapshots/format.js';
 import { rowCheck, rowSchema, snapshotTableSpecs, toIsoString, validateSnapshotTables, type SnapshotTables, type TableSpec } from '../../src/snapshots/tables.js';
 import { upgradeSnapshotTables } from '../../src/snapshots/upgrades.js';
 import { TEST_SECRET_KEY } from '../support/db.js';
-import { generateBusinessTables, snapshotPayload } from '../support/snapshot-data.js';
+import { generateBusinessTables, snapshotPayload, TEST_KDF } from '../support/snapshot-data.js';
 
 function refusal(fn: () => unknown): SnapshotInvalidError {
   try {
@@ -140,6 +142,27 @@ describe('snapshot rows against the current schema', () => {
     const err = refusal(() => validateSnapshotTables(t, specs));
     expect(err.message.match(/table audit_record row/g)).toHaveLength(5);
     expect(err.message).toMatch(/first 5 problems shown/);
+  });
+
+  describe('the restore job and the API check', () => {
+    it('skips the row checks only for the very bytes the API checked, under this schema and version', async () => {
+      const kdf = newKdfParams(TEST_KDF);
+      const key = await deriveKey('pw', kdf);
+      const checked = encodeSnapshot(snapshotPayload(good), key, kdf);
+      const bad = clone(good);
+      bad.peer_link![0]!.to_node_id = '01900000-0000-7000-8000-00000000dead';
+      const other = encodeSnapshot(snapshotPayload(bad), key, kdf);
+      const upload = await openUpload(checked, 'pw', specs, SERVER_KEY);
+      // Checked bytes: no row check runs (even against specs it would refuse).
+      const noTables = specs.slice(1);
+      expect(openStaged(checked, upload.sealedKey, SERVER_KEY, noTables).tables.node).toHaveLength(good.node!.length);
+      // Other bytes under the same seal (same file key): every check runs again.
+      expect(refusal(() => openStaged(other, upload.sealedKey, SERVER_KEY, specs)).reason).toBe('constraint_violation');
+      // A seal holding only the key (staged before this check existed): every check runs.
+      const keyOnly = seal(key, SERVER_KEY).toString('base64');
+      expect(refusal(() => openStaged(checked, keyOnly, SERVER_KEY, noTables)).reason).toBe('bad_payload');
+      expect(openStaged(checked, keyOnly, SERVER_KEY, specs).tables.node).toHaveLength(good.node!.length);
+    });
   });
 
   describe('upgrades', () => {
