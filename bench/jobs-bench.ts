@@ -23,22 +23,43 @@ const N = Number(process.env.BENCH_JOBS ?? 5_000);
 const CONCURRENCY = Number(process.env.BENCH_CONCURRENCY ?? 8);
 const NODES = 50;
 
-/** Enqueues n jobs, then starts one worker and times how long it takes to finish them. */
-async function drainRate(prefix: string, processor: Processor, n: number, makeData: (i: number) => unknown): Promise<number> {
-  const queue = new Queue('bench', { connection: redisConnection(REDIS_URL), prefix });
-  await fillQueue(queue, 'noop', n, makeData);
-  const start = process.hrtime.bigint();
+/**
+ * Times how long a worker takes to finish the n jobs waiting in `queue`. The queue is
+ * paused while the worker starts, so start-up (BullMQ connections, meshq's four queue
+ * workers) is timed for neither meshq nor the baselines.
+ */
+async function timedDrain(queue: Queue, n: number, start: () => Promise<{ worker: Worker; close(): Promise<void> }>): Promise<number> {
+  await queue.pause();
+  const { worker, close } = await start();
   let done = 0;
   const finished = new Promise<void>((resolve) => {
-    const worker = new Worker('bench', processor, { connection: redisConnection(REDIS_URL), prefix, concurrency: CONCURRENCY });
     worker.on('completed', () => {
-      if (++done === n) void worker.close().then(() => resolve());
+      if (++done === n) resolve();
     });
     worker.on('failed', (_j, err) => console.error('bench job failed', err.message));
   });
+  const t0 = process.hrtime.bigint();
+  await queue.resume();
   await finished;
-  const rate = n / seconds(start);
+  const rate = n / seconds(t0);
+  await close();
+  return rate;
+}
+
+/** Enqueues n jobs, then times one plain BullMQ worker running `processor` on them. */
+async function drainRate(prefix: string, processor: Processor, n: number, makeData: (i: number) => unknown): Promise<number> {
+  const queueConnection = redisConnection(REDIS_URL);
+  const queue = new Queue('bench', { connection: queueConnection, prefix });
+  await fillQueue(queue, 'noop', n, makeData);
+  const connection = redisConnection(REDIS_URL);
+  const rate = await timedDrain(queue, n, async () => {
+    const worker = new Worker('bench', processor, { connection, prefix, concurrency: CONCURRENCY });
+    await worker.waitUntilReady();
+    return { worker, close: () => worker.close() };
+  });
+  await connection.quit();
   await queue.close();
+  await queueConnection.quit();
   await dropRedisPrefix(prefix);
   return rate;
 }
@@ -65,24 +86,16 @@ export async function seed(app: AppContext): Promise<string[]> {
 
 const nodeUpdate = (ids: string[]) => (i: number) => ({ actor: 'bench', payload: { id: ids[i % ids.length], listenPort: 1024 + (i % 60_000) } });
 
-async function meshqNodeUpdateRate(app: AppContext, ids: string[], n: number): Promise<number> {
-  await fillQueue(app.queues.queue(QUEUES.operations), 'node.update', n, nodeUpdate(ids));
-  const start = process.hrtime.bigint();
-  const pool = await startWorkers(app);
-  const ops = pool.workers.find((w) => w.name === QUEUES.operations)!;
-  let done = 0;
-  await new Promise<void>((resolve) => {
-    ops.on('completed', () => {
-      if (++done === n) resolve();
-    });
-    ops.on('failed', (_j, err) => console.error('meshq bench job failed', err.message));
+export async function meshqNodeUpdateRate(app: AppContext, ids: string[], n: number): Promise<number> {
+  const queue = app.queues.queue(QUEUES.operations);
+  await fillQueue(queue, 'node.update', n, nodeUpdate(ids));
+  return timedDrain(queue, n, async () => {
+    const pool = await startWorkers(app);
+    return { worker: pool.workers.find((w) => w.name === QUEUES.operations)!, close: () => pool.close() };
   });
-  const rate = n / seconds(start);
-  await pool.close();
-  return rate;
 }
 
-async function pgBaselineRate(url: string, ids: string[], n: number): Promise<number> {
+export async function pgBaselineRate(url: string, ids: string[], n: number): Promise<number> {
   const pool = new pg.Pool({ connectionString: url, max: 10 });
   const rate = await drainRate(`bench-pg-${randomUUID().slice(0, 8)}`, async (job) => {
     const { id, listenPort } = (job.data as { payload: { id: string; listenPort: number } }).payload;
@@ -109,7 +122,8 @@ async function pgBaselineRate(url: string, ids: string[], n: number): Promise<nu
 
 /** BullMQ's own `add` rate with the same number of requests in flight as the HTTP load. */
 async function bullmqAddRate(prefix: string, connections: number, durationS: number): Promise<number> {
-  const queue = new Queue('bench-add', { connection: redisConnection(REDIS_URL), prefix });
+  const connection = redisConnection(REDIS_URL);
+  const queue = new Queue('bench-add', { connection, prefix });
   let count = 0;
   const deadline = Date.now() + durationS * 1000;
   await Promise.all(
@@ -121,6 +135,7 @@ async function bullmqAddRate(prefix: string, connections: number, durationS: num
     }),
   );
   await queue.close();
+  await connection.quit();
   await dropRedisPrefix(prefix);
   return count / durationS;
 }

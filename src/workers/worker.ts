@@ -4,6 +4,7 @@
  */
 import { hostname } from 'node:os';
 import { Worker, type Job } from 'bullmq';
+import type { Redis } from 'ioredis';
 import type { Logger } from 'pino';
 import type { Config } from '../config.js';
 import type { UnitOfWork } from '../db/unit-of-work.js';
@@ -65,7 +66,11 @@ export async function startWorkers(
   const served = new Set(JOB_TYPES.map((t) => JOBS[t].queue));
   for (const q of GLOBALLY_SERIAL) if (served.has(q)) await queues.queue(q).setGlobalConcurrency(1);
 
+  // BullMQ never closes a connection it was given: these are quit in close(), below.
+  const connections: Redis[] = [];
   const workers = [...served].map((queueName) => {
+    const connection = redisConnection(config.redisUrl);
+    connections.push(connection);
     const worker = new Worker(
       queueName,
       async (job: Job) => {
@@ -81,7 +86,7 @@ export async function startWorkers(
         });
       },
       {
-        connection: redisConnection(config.redisUrl),
+        connection,
         prefix: config.queuePrefix,
         // Recorded on each job as processedBy: which process ran it (scaling, debugging).
         name: `${hostname()}:${process.pid}`,
@@ -118,6 +123,7 @@ export async function startWorkers(
         log.warn({ timeoutMs: timeout }, 'active jobs did not finish in time; forcing close');
         await Promise.all(workers.map((w) => w.close(true)));
       }
+      await Promise.all(connections.map((c) => c.quit().catch(() => c.disconnect())));
       // After the workers: active jobs may still have been publishing.
       await mqtt?.close();
     },
