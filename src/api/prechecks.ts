@@ -6,14 +6,22 @@
  * still win), and subtler conflicts (a node name or address taken, address allocation)
  * are left to the job, whose failure carries the same code.
  */
+import DataLoader from 'dataloader';
+import type { AppContext } from '../bootstrap.js';
 import { ConflictError, NotFoundError } from '../domain/errors.js';
-import type { Repositories } from '../domain/repositories.js';
+import { createRepositories, type Repositories } from '../domain/repositories.js';
 import type { JobPayload, JobType } from '../workers/jobs.js';
 
-type Checks = { [T in JobType]?: (data: JobPayload<T>, repos: Repositories) => Promise<void> };
+/** What a check may use: fresh repositories, and the batched node-id probe. */
+interface CheckContext {
+  repos(): Repositories;
+  nodeExists(id: string): Promise<boolean>;
+}
 
-async function nodeExists(repos: Repositories, id: string): Promise<void> {
-  if (!(await repos.nodes.exists(id))) throw new NotFoundError('node', id);
+type Checks = { [T in JobType]?: (data: JobPayload<T>, ctx: CheckContext) => Promise<void> };
+
+async function nodeExists(ctx: CheckContext, id: string): Promise<void> {
+  if (!(await ctx.nodeExists(id))) throw new NotFoundError('node', id);
 }
 
 async function configNameFree(repos: Repositories, name: string, exceptId?: string): Promise<void> {
@@ -24,28 +32,61 @@ async function configNameFree(repos: Repositories, name: string, exceptId?: stri
 }
 
 const CHECKS: Checks = {
-  'config.create': async (d, repos) => configNameFree(repos, d.name),
-  'config.update': async (d, repos) => {
+  'config.create': async (d, ctx) => configNameFree(ctx.repos(), d.name),
+  'config.update': async (d, ctx) => {
+    const repos = ctx.repos();
     await repos.configs.require(d.id);
     if (d.name !== undefined) await configNameFree(repos, d.name, d.id);
   },
-  'config.delete': async (d, repos) => void (await repos.configs.require(d.id)),
-  'node.create': async (d, repos) => void (await repos.configs.require(d.configId)),
-  'node.update': async (d, repos) => nodeExists(repos, d.id),
-  'node.delete': async (d, repos) => nodeExists(repos, d.id),
-  'mesh.generate': async (d, repos) => void (await repos.configs.require(d.configId)),
-  'port-forward.create': async (d, repos) => {
+  'config.delete': async (d, ctx) => void (await ctx.repos().configs.require(d.id)),
+  'node.create': async (d, ctx) => void (await ctx.repos().configs.require(d.configId)),
+  'node.update': async (d, ctx) => nodeExists(ctx, d.id),
+  'node.delete': async (d, ctx) => nodeExists(ctx, d.id),
+  'mesh.generate': async (d, ctx) => void (await ctx.repos().configs.require(d.configId)),
+  'port-forward.create': async (d, ctx) => {
+    const repos = ctx.repos();
     const config = await repos.configs.require(d.configId);
     await repos.nodes.requireInConfig(config, d.fromNodeId);
     await repos.nodes.requireInConfig(config, d.toNodeId);
   },
-  'port-forward.delete': async (d, repos) => void (await repos.forwards.require(d.id)),
-  'token.revoke': async (d, repos) => {
-    if (!(await repos.tokens.exists(d.id))) throw new NotFoundError('API token', d.id);
+  'port-forward.delete': async (d, ctx) => void (await ctx.repos().forwards.require(d.id)),
+  'token.revoke': async (d, ctx) => {
+    if (!(await ctx.repos().tokens.exists(d.id))) throw new NotFoundError('API token', d.id);
   },
 };
 
-export async function precheck<T extends JobType>(type: T, data: JobPayload<T>, repos: Repositories): Promise<void> {
-  const check = CHECKS[type] as ((d: JobPayload<T>, r: Repositories) => Promise<void>) | undefined;
-  await check?.(data, repos);
+/** Ids per batched probe: far below every driver's bound-parameter limit. */
+const MAX_PROBE_BATCH = 200;
+
+/**
+ * The checks of one API process. Node-id probes, the check of the most frequent
+ * submissions (node.update, node.delete), are batched: every probe asked for while the
+ * event loop handles one round of ready sockets goes to the database as one query, in the
+ * same loop iteration (DataLoader, scheduled with setImmediate). Each request still sees
+ * the database as it is when its probe runs; nothing is cached between batches. Under
+ * load this takes most of the submission path's database round trips away: alone, a
+ * probe per request took about half the API's throughput.
+ */
+export class Prechecks {
+  private readonly nodeProbe: DataLoader<string, boolean>;
+
+  constructor(private readonly app: Pick<AppContext, 'uow' | 'serverKey'>) {
+    this.nodeProbe = new DataLoader(
+      async (ids) => {
+        // PostgreSQL answers uuids in lower case, whatever case was asked for.
+        const found = await this.repos().nodes.existing(ids);
+        return ids.map((id) => found.has(id.toLowerCase()));
+      },
+      { cache: false, maxBatchSize: MAX_PROBE_BATCH, batchScheduleFn: (run) => setImmediate(run) },
+    );
+  }
+
+  async check<T extends JobType>(type: T, data: JobPayload<T>): Promise<void> {
+    const check = CHECKS[type] as ((d: JobPayload<T>, ctx: CheckContext) => Promise<void>) | undefined;
+    await check?.(data, { repos: () => this.repos(), nodeExists: (id) => this.nodeProbe.load(id) });
+  }
+
+  private repos(): Repositories {
+    return createRepositories(this.app.uow.fork(), { serverKey: this.app.serverKey });
+  }
 }

@@ -138,6 +138,26 @@ describe.each(DIALECTS)('bad input on %s', (dialect) => {
     expect(await s.app.queues.counts()).toEqual(before);
   });
 
+  it('a burst of submissions for known and unknown nodes: each gets its own answer, only the known are enqueued', async () => {
+    // Concurrent requests share the API's batched node-id probes (src/api/prechecks.ts).
+    const unknown = Array.from({ length: 12 }, (_, i) => `01890a5d-ac96-774b-bcce-${String(i).padStart(12, '0')}`);
+    const burst = [...unknown.map((id) => ({ id, known: false })), ...Array.from({ length: 12 }, () => ({ id: ids.staticNodeId, known: true }))].sort(
+      () => Math.random() - 0.5,
+    );
+    const before = await s.app.queues.counts();
+    const answers = await Promise.all(
+      burst.map(({ id }, i) => s.api.inject({ ...job('node.update', { id, listenPort: 40_000 + i }), headers: ADMIN })),
+    );
+    answers.forEach((res, i) => {
+      const { id, known } = burst[i]!;
+      expect(res.statusCode, res.body).toBe(known ? 202 : 404);
+      if (!known) expect(res.json<{ error: { message: string } }>().error.message).toBe(`node ${id} does not exist`);
+    });
+    const after = await s.app.queues.counts();
+    const enqueued = (c: typeof before) => Object.values(c).reduce((n, q) => n + q.waiting! + q.active! + q.completed! + q.failed! + q.delayed!, 0);
+    expect(enqueued(after) - enqueued(before)).toBe(12);
+  });
+
   it('says nothing about the inside when something unexpected fails', async () => {
     // A job lookup that throws a non-domain error carrying internals in its message.
     const queues = Object.create(s.app.queues, {

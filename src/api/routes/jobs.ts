@@ -8,12 +8,11 @@ import type { Job } from 'bullmq';
 import { z } from 'zod';
 import type { AppContext } from '../../bootstrap.js';
 import { ConflictError, InvalidError, NotFoundError } from '../../domain/errors.js';
-import { createRepositories } from '../../domain/repositories.js';
 import { JOB_TYPES, PUBLIC_JOB_TYPES, isJobType, jobDefinition, type JobPayload, type JobType } from '../../workers/jobs.js';
 import { describeZodError } from '../../workers/payload-errors.js';
 import { idempotentJobId, type JobQueues, type JobView } from '../../workers/queue-client.js';
 import { compactIssues } from '../errors.js';
-import { precheck } from '../prechecks.js';
+import { Prechecks } from '../prechecks.js';
 import { toJsonSchema } from '../validation.js';
 
 export const MAX_WAIT_MS = 30_000;
@@ -77,6 +76,7 @@ function canonical(value: unknown): string {
 export async function jobRoutes(api: FastifyInstance, opts: { app: AppContext }): Promise<void> {
   const { app } = opts;
   const { queues } = app;
+  const prechecks = new Prechecks(app);
 
   api.post(
     '/jobs',
@@ -111,7 +111,7 @@ export async function jobRoutes(api: FastifyInstance, opts: { app: AppContext })
         }
       }
 
-      await precheck(type, parsed.data as JobPayload<typeof type>, createRepositories(app.uow.fork(), { serverKey: app.serverKey }));
+      await prechecks.check(type, parsed.data as JobPayload<typeof type>);
       const job = await queues.enqueueValidated(type, parsed.data, { actor: request.actor, idempotencyKey: key });
       request.log.info({ jobId: job.id, type }, 'job submitted');
       return replyWithJob(reply, queues, job, wait);

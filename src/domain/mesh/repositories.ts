@@ -194,10 +194,10 @@ export class NodeRepository {
     return row ? nodeView(row) : undefined;
   }
 
-  /** One bound primary-key probe: the API's check of a submitted node id (its hot path). */
-  async exists(id: string): Promise<boolean> {
-    const { rows } = await boundSql(this.em).query('select 1 as found from node where id = ?', [id]);
-    return rows.length > 0;
+  /** Which of these node ids exist: one bound query (the API's batched probe of submitted ids). */
+  async existing(ids: readonly string[]): Promise<Set<string>> {
+    const { rows } = await boundSql(this.em).query<{ id: string }>(`select id from node where id in (${ids.map(() => '?').join(', ')})`, ids);
+    return new Set(rows.map((r) => r.id));
   }
 
   /**
