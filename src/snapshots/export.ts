@@ -7,7 +7,7 @@
 import { readFileSync } from 'node:fs';
 import { DomainError } from '../domain/errors.js';
 import { unseal, type KdfParamsWithSalt } from './crypto.js';
-import { SNAPSHOT_FORMAT_VERSION, type SnapshotPayload } from './format.js';
+import { SNAPSHOT_FORMAT_VERSION, type SnapshotEnvelope, type SnapshotPayload } from './format.js';
 import type { SnapshotTables } from './tables.js';
 
 export const APP_VERSION = (JSON.parse(readFileSync(new URL('../../package.json', import.meta.url), 'utf8')) as { version: string }).version;
@@ -31,13 +31,18 @@ export function unsealExportKey(admin: SealedExportKey, serverKey: Buffer): { ke
 }
 
 export function buildSnapshotPayload(schemaVersion: string, tables: SnapshotTables, createdAt = new Date()): SnapshotPayload {
+  const counts = Object.fromEntries(Object.entries(tables).map(([table, rows]) => [table, rows.length]));
+  return { ...snapshotEnvelope(schemaVersion, counts, createdAt), tables };
+}
+
+/** What a file says before its rows. */
+export function snapshotEnvelope(schemaVersion: string, counts: Record<string, number>, createdAt = new Date()): SnapshotEnvelope {
   return {
     formatVersion: SNAPSHOT_FORMAT_VERSION,
     schemaVersion,
     appVersion: APP_VERSION,
     createdAt: createdAt.toISOString(),
-    counts: Object.fromEntries(Object.entries(tables).map(([table, rows]) => [table, rows.length])),
-    tables,
+    counts,
   };
 }
 

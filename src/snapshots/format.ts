@@ -84,16 +84,18 @@ export interface DecodeOptions {
  * they are. zod copies every array and row it checks: on 250,000 rows that was half a
  * second, twice per restore, spent to learn that the rows are objects.
  */
+const envelopeShape = {
+  formatVersion: z.number().int().positive(),
+  schemaVersion: z.string().min(1),
+  appVersion: z.string().min(1),
+  createdAt: z.iso.datetime({ offset: true }),
+  counts: z.record(z.string(), z.number().int().nonnegative()),
+};
+const envelopeSchema = z.object(envelopeShape);
+
 const payloadSchema = (tables: z.ZodType<Record<string, Record<string, unknown>[]>>) =>
   z
-    .object({
-      formatVersion: z.number().int().positive(),
-      schemaVersion: z.string().min(1),
-      appVersion: z.string().min(1),
-      createdAt: z.iso.datetime({ offset: true }),
-      counts: z.record(z.string(), z.number().int().nonnegative()),
-      tables,
-    })
+    .object({ ...envelopeShape, tables })
     .superRefine((p, ctx) => {
       // Counts are what an operator reads before restoring; a file whose counts lie about its
       // rows was not written by a correct meshq.
@@ -301,52 +303,135 @@ function checkWritable(payload: SnapshotPayload): void {
   if (!checked.success) throw new Error(describeIssues(checked.error));
 }
 
+/** A payload without its rows: what a file says before its tables. */
+export type SnapshotEnvelope = Omit<SnapshotPayload, 'tables'>;
+
+/** gzip members compressing at once; past this, the writer waits (bounds the text held in memory). */
+const MAX_MEMBERS_IN_FLIGHT = 4;
+
 /**
- * The file for a payload, off the main thread where it counts: the export's way.
+ * Writes a file from JSON text handed over table by table: the export's way, where the
+ * database writes each row's JSON itself (src/domain/system/snapshot-repository.ts) and
+ * the rows never become JS objects.
  *
- * The JSON text is produced in pieces of about GZIP_PIECE_BYTES and each piece is
+ * The text is gathered into pieces of about GZIP_PIECE_BYTES, and each piece is
  * compressed on libuv's thread pool as its own gzip member while the next piece is being
- * stringified. A gzip file is by definition a series of members whose contents
- * concatenate (RFC 1952, 2.2), so this is the same gzip(JSON) any gunzip reads, format
- * version 1 unchanged; the members cost ~20 bytes each. Level GZIP_LEVEL: deflate's fast
- * levels (1-3) take half the time of the default 6 for ~6% larger files (mostly random
- * keys and hashes, which no level compresses). Nothing ever holds the whole JSON text.
+ * produced. A gzip file is by definition a series of members whose contents concatenate
+ * (RFC 1952, 2.2), so this is the same gzip(JSON) any gunzip reads, format version 1
+ * unchanged; the members cost ~20 bytes each. Level GZIP_LEVEL: deflate's fast levels
+ * (1-3) take half the time of the default 6 for ~6% larger files (mostly random keys and
+ * hashes, which no level compresses). Nothing ever holds the whole JSON text.
+ *
+ * The writer checks the envelope and that every table of `counts` is written with exactly
+ * that many rows, in any case; the rows themselves are trusted to be JSON objects in the
+ * snapshot's form (the callers: JSON.stringify of checked rows, and the repository's
+ * SQL, which the snapshot-export tests hold to the same output).
  */
+export class SnapshotWriter {
+  private readonly members: Promise<Buffer>[] = [];
+  /** Leading members already awaited by drain(). */
+  private settled = 0;
+  private pending: string[] = [];
+  private pendingLength = 0;
+  private readonly written = new Map<string, number>();
+  private current: string | undefined;
+  private finished = false;
+
+  constructor(
+    readonly envelope: SnapshotEnvelope,
+    private readonly key: Buffer,
+    private readonly kdf: KdfParamsWithSalt,
+  ) {
+    assertDataKey(key);
+    if (envelope.formatVersion !== SNAPSHOT_FORMAT_VERSION) {
+      throw new Error(`payload formatVersion ${envelope.formatVersion} is not ${SNAPSHOT_FORMAT_VERSION}`);
+    }
+    const checked = envelopeSchema.safeParse(envelope);
+    if (!checked.success) throw new Error(describeIssues(checked.error));
+    // Same text as JSON.stringify(payload): the envelope's fields, then "tables" last.
+    const { formatVersion, schemaVersion, appVersion, createdAt, counts } = envelope;
+    const head = JSON.stringify({ formatVersion, schemaVersion, appVersion, createdAt, counts, tables: {} });
+    this.push(head.slice(0, -2));
+  }
+
+  /** Starts the next table; its rows follow through rows(). */
+  table(name: string): void {
+    if (this.finished) throw new Error('snapshot writer: already finished');
+    if (this.written.has(name)) throw new Error(`snapshot writer: table ${name} written twice`);
+    if (!Object.hasOwn(this.envelope.counts, name)) throw new Error(`snapshot writer: table ${name} is not in counts`);
+    this.push(`${this.current === undefined ? '' : '],'}${JSON.stringify(name)}:[`);
+    this.current = name;
+    this.written.set(name, 0);
+  }
+
+  /**
+   * `count` rows of the current table as JSON objects joined by commas (no brackets).
+   * Resolves once there is room for more: await it to keep memory bounded.
+   */
+  rows(text: string, count: number): Promise<void> | undefined {
+    const table = this.current;
+    if (table === undefined || this.finished) throw new Error('snapshot writer: rows outside a table');
+    if (count === 0) return undefined;
+    const before = this.written.get(table)!;
+    this.push(before === 0 ? text : `,${text}`);
+    this.written.set(table, before + count);
+    const waiting = this.members.length - this.settled;
+    return waiting > MAX_MEMBERS_IN_FLIGHT ? this.drain() : undefined;
+  }
+
+  private async drain(): Promise<void> {
+    while (this.members.length - this.settled > MAX_MEMBERS_IN_FLIGHT) {
+      await this.members[this.settled];
+      this.settled++;
+    }
+  }
+
+  /** The file: checks that every table was written whole, compresses the rest, encrypts. */
+  async finish(): Promise<Buffer> {
+    if (this.finished) throw new Error('snapshot writer: already finished');
+    this.finished = true;
+    const counts = this.envelope.counts;
+    const wrong = Object.keys(counts)
+      .filter((t) => this.written.get(t) !== counts[t])
+      .map((t) => `${t}: count ${counts[t]}, written ${this.written.get(t) ?? 'no'} rows`);
+    if (wrong.length > 0) throw new Error(`snapshot writer: rows do not match the counts (${wrong.join('; ')})`);
+    this.push(`${this.current === undefined ? '' : ']'}}}`, true);
+    const body = Buffer.concat(await Promise.all(this.members));
+    return encryptSnapshotBody(body, this.key, this.kdf);
+  }
+
+  private push(text: string, force = false): void {
+    if (text.length > 0) {
+      this.pending.push(text);
+      this.pendingLength += text.length;
+    }
+    if (this.pendingLength >= GZIP_PIECE_BYTES || (force && this.pendingLength > 0)) {
+      const piece = Buffer.from(this.pending.length === 1 ? this.pending[0]! : this.pending.join(''), 'utf8');
+      const member = gzipAsync(piece, { level: GZIP_LEVEL });
+      // Awaited by drain() or finish(); a writer abandoned half-way must not leave an
+      // unhandled rejection behind.
+      member.catch(() => undefined);
+      this.members.push(member);
+      this.pending = [];
+      this.pendingLength = 0;
+    }
+  }
+}
+
+/** The file for a payload whose rows are JS objects (SnapshotWriter does the work). */
 export async function encodeSnapshotAsync(payload: SnapshotPayload, key: Buffer, kdf: KdfParamsWithSalt): Promise<Buffer> {
   assertDataKey(key);
   checkWritable(payload);
-  const members: Promise<Buffer>[] = [];
-  let pending: string[] = [];
-  let pendingLength = 0;
-  const push = (text: string, force = false) => {
-    if (text.length > 0) {
-      pending.push(text);
-      pendingLength += text.length;
-    }
-    if (pendingLength >= GZIP_PIECE_BYTES || (force && pendingLength > 0)) {
-      const piece = Buffer.from(pending.join(''), 'utf8');
-      members.push(gzipAsync(piece, { level: GZIP_LEVEL }));
-      pending = [];
-      pendingLength = 0;
-    }
-  };
-  const { tables, ...meta } = payload;
-  // Same text as JSON.stringify(payload): the envelope's fields, then "tables" last.
-  const head = JSON.stringify({ ...meta, tables: {} });
-  push(head.slice(0, -2));
-  let first = true;
+  const { tables, ...envelope } = payload;
+  const writer = new SnapshotWriter(envelope, key, kdf);
   for (const [name, rows] of Object.entries(tables)) {
-    push(`${first ? '' : ','}${JSON.stringify(name)}:[`);
-    first = false;
+    writer.table(name);
     for (let at = 0; at < rows.length; at += STRINGIFY_ROWS) {
-      const text = JSON.stringify(at === 0 && rows.length <= STRINGIFY_ROWS ? rows : rows.slice(at, at + STRINGIFY_ROWS));
-      push(`${at === 0 ? '' : ','}${text.slice(1, -1)}`);
+      const slice = at === 0 && rows.length <= STRINGIFY_ROWS ? rows : rows.slice(at, at + STRINGIFY_ROWS);
+      await writer.rows(JSON.stringify(slice).slice(1, -1), slice.length);
     }
-    push(']');
   }
-  push('}}', true);
-  const body = Buffer.concat(await Promise.all(members));
-  return encryptSnapshotBody(body, key, kdf);
+  return writer.finish();
 }
 
 /** The file for a payload. `key` is the 32-byte key derived with `kdf` (see crypto.ts). */

@@ -8,8 +8,8 @@ import { ADMIN_NAME } from '../../domain/access/admin.js';
 import { DomainError } from '../../domain/errors.js';
 import { MIGRATIONS } from '../../migrations/index.js';
 import { parseServerKey } from '../../snapshots/crypto.js';
-import { buildSnapshotPayload, exportSchemaVersion, unsealExportKey } from '../../snapshots/export.js';
-import { encodeSnapshotAsync } from '../../snapshots/format.js';
+import { exportSchemaVersion, snapshotEnvelope, unsealExportKey } from '../../snapshots/export.js';
+import { SnapshotWriter } from '../../snapshots/format.js';
 import { openStaged } from '../../snapshots/restore.js';
 import type { JobContext } from '../context.js';
 import type { SnapshotExport, SnapshotRestore } from '../payloads.js';
@@ -33,12 +33,14 @@ export async function exportSnapshot(_data: SnapshotExport, ctx: JobContext): Pr
   try {
     const schemaVersion = exportSchemaVersion(await ctx.repos.snapshots.appliedMigrations(), MIGRATIONS.map((m) => m.name));
     const createdAt = new Date();
-    const tables = await ctx.repos.snapshots.readBusinessTables();
-    const payload = buildSnapshotPayload(schemaVersion, tables, createdAt);
-    const file = await encodeSnapshotAsync(payload, key, kdf);
-    const stored = await ctx.repos.snapshots.storeArchive({ kind: 'export', data: file, schemaVersion, counts: payload.counts, createdAt });
+    // The database writes the rows' JSON and the writer compresses it as it comes: the rows
+    // never become JS objects (SnapshotRepository.writeBusinessTablesJson).
+    const writer = await ctx.repos.snapshots.writeBusinessTablesJson((counts) => new SnapshotWriter(snapshotEnvelope(schemaVersion, counts, createdAt), key, kdf));
+    const file = await writer.finish();
+    const { counts } = writer.envelope;
+    const stored = await ctx.repos.snapshots.storeArchive({ kind: 'export', data: file, schemaVersion, counts, createdAt });
     const pruned = await ctx.repos.snapshots.pruneExports(ctx.config.snapshotKeep);
-    ctx.log.info({ snapshotId: stored.id, size: stored.size, counts: payload.counts, pruned }, 'snapshot exported');
+    ctx.log.info({ snapshotId: stored.id, size: stored.size, counts, pruned }, 'snapshot exported');
     return { snapshotId: stored.id, size: stored.size, sha256: stored.sha256 };
   } finally {
     key.fill(0);
