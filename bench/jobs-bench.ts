@@ -174,28 +174,48 @@ async function rssChild(): Promise<{ rss10k: number; rss100k: number }> {
   });
 }
 
+const REPEATS = Number(process.env.BENCH_REPEATS ?? 3);
+
+/**
+ * Runs every measurement REPEATS times, in turns (a b c, a b c, …), and keeps each one's
+ * median. This machine's speed drifts from second to second; taking turns gives a
+ * figure and its baseline the same conditions, and the median drops the odd stall.
+ */
+async function interleavedMedians<const M extends readonly (() => Promise<number>)[]>(measures: M): Promise<{ -readonly [K in keyof M]: number }> {
+  const runs: number[][] = measures.map(() => []);
+  for (let r = 0; r < REPEATS; r++) {
+    for (const [i, measure] of measures.entries()) runs[i]!.push(await measure());
+  }
+  console.error(`  (runs: ${runs.map((values) => values.map((v) => Math.round(v)).join(' ')).join(' | ')})`);
+  return runs.map((values) => values.sort((a, b) => a - b)[Math.floor(values.length / 2)]!) as { -readonly [K in keyof M]: number };
+}
+
 export async function benchJobs(): Promise<void> {
-  console.error(`job system: ${N} jobs per run, worker concurrency ${CONCURRENCY}`);
+  console.error(`job system: ${N} jobs per run, worker concurrency ${CONCURRENCY}, medians of ${REPEATS} interleaved runs`);
   const noop = await drainRate(`bench-noop-${randomUUID().slice(0, 8)}`, async () => ({ ok: true }), N, (i) => ({ i }));
   record({ name: 'BullMQ, no-op processor', value: noop, unit: 'jobs/s' });
 
   const pgDb = await benchDatabase('postgresql', { ADMIN_PASSWORD: BENCH_ADMIN_PASSWORD, WORKER_CONCURRENCY: String(CONCURRENCY) });
   const pgApp = await bootstrap('bench', pgDb.config);
   const pgIds = await seed(pgApp);
-  const baseline = await pgBaselineRate(pgDb.config.databaseUrl, pgIds, N);
+  const [baseline, meshqPg] = await interleavedMedians([
+    () => pgBaselineRate(pgDb.config.databaseUrl, pgIds, N),
+    () => meshqNodeUpdateRate(pgApp, pgIds, N),
+  ]);
   record({ name: 'BullMQ + hand-written pg transaction', value: baseline, unit: 'jobs/s', baseline: 'no-op', ratio: baseline / noop });
-  const meshqPg = await meshqNodeUpdateRate(pgApp, pgIds, N);
   record({ name: 'meshq node.update, PostgreSQL', value: meshqPg, unit: 'jobs/s', baseline: 'hand-written pg', ratio: meshqPg / baseline, target: '>= 0.8' });
 
   const connections = 16;
   const durationS = Number(process.env.BENCH_HTTP_SECONDS ?? 5);
   // "BullMQ's single add rate": one `add` call at a time (not addBulk). The rate with as
   // many calls in flight as the HTTP load has connections is printed too, for context.
-  const singleAdd = await bullmqAddRate(`bench-add-${randomUUID().slice(0, 8)}`, 1, durationS);
+  const [singleAdd, parallelAdd, submit] = await interleavedMedians([
+    () => bullmqAddRate(`bench-add-${randomUUID().slice(0, 8)}`, 1, durationS),
+    () => bullmqAddRate(`bench-add-${randomUUID().slice(0, 8)}`, connections, durationS),
+    () => httpSubmitRate(pgApp, pgIds, connections, durationS),
+  ]);
   record({ name: 'BullMQ queue.add, one at a time', value: singleAdd, unit: 'adds/s' });
-  const parallelAdd = await bullmqAddRate(`bench-add-${randomUUID().slice(0, 8)}`, connections, durationS);
   record({ name: `BullMQ queue.add, ${connections} in flight`, value: parallelAdd, unit: 'adds/s' });
-  const submit = await httpSubmitRate(pgApp, pgIds, connections, durationS);
   record({ name: `POST /api/v1/jobs, ${connections} connections`, value: submit, unit: 'req/s', baseline: 'single add', ratio: submit / singleAdd, target: '>= 0.5' });
   record({ name: `POST /api/v1/jobs vs ${connections} adds in flight`, value: submit, unit: 'req/s', baseline: `${connections} adds in flight`, ratio: submit / parallelAdd });
   await dropRedisPrefix(pgApp.config.queuePrefix);

@@ -18,8 +18,11 @@
  * carry its lock (PostgreSQL: `begin` and the advisory lock in one round trip; SQLite:
  * BEGIN IMMEDIATE, which the ORM cannot issue), and the ORM's transaction machinery
  * (forks, event broadcasting, savepoint bookkeeping) was a sixth of a job's CPU time.
- * The entity manager joins the transaction as its context, so its queries and its
- * flush run on the transaction's connection, exactly as inside `em.transactional`.
+ * The transaction holds one pooled connection (the ORM's Kysely instance bound to a
+ * single connection), and the entity manager takes it as its transaction context, so
+ * the ORM's queries, its flush, `em.getKysely()` and src/db/sql.ts all run on the
+ * transaction's connection, as inside `em.transactional`. A nested `em.transactional`
+ * inside a write transaction is not supported (savepoints; nothing uses them).
  */
 import { Mutex } from 'async-mutex';
 import { CompiledQuery, type Kysely } from 'kysely';
@@ -40,10 +43,10 @@ const PG_DATA_LOCK_KEY = '7364201554';
  * query (no parameters), so one round trip.
  */
 const BEGIN = {
-  sqlite: { shared: 'begin immediate', exclusive: 'begin immediate' },
+  sqlite: { shared: CompiledQuery.raw('begin immediate'), exclusive: CompiledQuery.raw('begin immediate') },
   postgresql: {
-    shared: `begin; select pg_advisory_xact_lock_shared(${PG_DATA_LOCK_KEY})`,
-    exclusive: `begin; select pg_advisory_xact_lock(${PG_DATA_LOCK_KEY})`,
+    shared: CompiledQuery.raw(`begin; select pg_advisory_xact_lock_shared(${PG_DATA_LOCK_KEY})`),
+    exclusive: CompiledQuery.raw(`begin; select pg_advisory_xact_lock(${PG_DATA_LOCK_KEY})`),
   },
 } as const;
 
@@ -64,7 +67,7 @@ export class UnitOfWork {
   ) {}
 
   async write<T>(fn: (em: Em) => Promise<T>, opts: WriteOptions = {}): Promise<T> {
-    const begin = CompiledQuery.raw(BEGIN[this.dialect][opts.exclusive ? 'exclusive' : 'shared']);
+    const begin = BEGIN[this.dialect][opts.exclusive ? 'exclusive' : 'shared'];
     const run = () => this.kysely().connection().execute((conn) => this.inTransaction(conn, begin, fn));
     return this.dialect === 'sqlite' ? this.sqliteWriter.runExclusive(run) : run();
   }

@@ -61,7 +61,9 @@ export async function runJob(deps: RunnerDeps, input: RunInput): Promise<unknown
   if (!parsed.success) {
     throw permanentFailure(new InvalidError(describeZodError(parsed.error, input.type), parsed.error.issues));
   }
-  const log = deps.log.child({ jobId: input.jobId, type: input.type });
+  // Made on first use: most jobs log nothing, and a child logger per job showed in profiles.
+  let childLog: Logger | undefined;
+  const jobLog = () => (childLog ??= deps.log.child({ jobId: input.jobId, type: input.type }));
   const afterCommit: (() => Promise<unknown>)[] = [];
 
   let result: unknown;
@@ -74,7 +76,9 @@ export async function runJob(deps: RunnerDeps, input: RunInput): Promise<unknown
         const ctx: JobContext = {
           em,
           repos,
-          log,
+          get log() {
+            return jobLog();
+          },
           config: deps.config,
           actor: input.envelope.actor,
           jobId: input.jobId,
@@ -100,7 +104,7 @@ export async function runJob(deps: RunnerDeps, input: RunInput): Promise<unknown
     // trips over its own earlier effect, e.g. "name taken") and is answered here.
     const recorded = await deps.uow.readLedger(input.jobId).catch(() => undefined);
     if (recorded) {
-      log.info('job already applied; returning the recorded result');
+      jobLog().info('job already applied; returning the recorded result');
       return recorded.result;
     }
     // The job's own writes rolled back; a job that must leave a trace of its failure
@@ -109,14 +113,14 @@ export async function runJob(deps: RunnerDeps, input: RunInput): Promise<unknown
       const onFailure = def.onFailure;
       await deps.uow
         .write((em) => onFailure(err, createRepositories(em, { serverKey: deps.serverKey })))
-        .catch((e: unknown) => log.error({ err: e }, 'recording the failure failed'));
+        .catch((e: unknown) => jobLog().error({ err: e }, 'recording the failure failed'));
     }
     const domain = toDomainError(err);
     if (domain) {
-      log.info({ code: domain.code, err: domain.message }, 'job failed permanently');
+      jobLog().info({ code: domain.code, err: domain.message }, 'job failed permanently');
       throw permanentFailure(domain);
     }
-    log.warn({ err }, 'job failed; will retry');
+    jobLog().warn({ err }, 'job failed; will retry');
     throw err;
   }
 
@@ -124,14 +128,14 @@ export async function runJob(deps: RunnerDeps, input: RunInput): Promise<unknown
   for (const fn of afterCommit) {
     // The commit stands whatever happens here; a lost follow-up is picked up by the
     // scheduled reconcile (broker sync), so a failure is logged, not thrown.
-    await fn().catch((err: unknown) => log.error({ err }, 'after-commit step failed'));
+    await fn().catch((err: unknown) => jobLog().error({ err }, 'after-commit step failed'));
   }
   // Generic, so no processor needs the queues: a unit of work that marked the broker sync
   // pending gets a coalesced sync requested now. With MQTT disabled the mark stays
   // recorded and nothing is enqueued.
   const syncReason = repos?.system.brokerSyncRequest;
   if (syncReason && deps.config.mqtt.enabled && deps.requestBrokerSync) {
-    await deps.requestBrokerSync(syncReason).catch((err: unknown) => log.error({ err }, 'requesting a broker sync failed'));
+    await deps.requestBrokerSync(syncReason).catch((err: unknown) => jobLog().error({ err }, 'requesting a broker sync failed'));
   }
   return result;
 }
