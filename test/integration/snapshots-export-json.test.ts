@@ -15,6 +15,7 @@ import { snapshotEnvelope } from '../../src/snapshots/export.js';
 import { decodeSnapshot, SnapshotWriter } from '../../src/snapshots/format.js';
 import type { SnapshotTables } from '../../src/snapshots/tables.js';
 import { createTestDatabase, DIALECTS, type TestDatabase } from '../support/db.js';
+import { deletePrefix } from '../support/redis.js';
 import { businessRows, generateBusinessTables, sortedByKey, TEST_KDF } from '../support/snapshot-data.js';
 
 const AWKWARD = ['quote " and \\ backslash', 'tab\tnew\nline\r\u0001\u001f', 'Zürich ↔ 東京 🛰️', '\uE000 private', '😀 astral', "it's", '</script>', ''];
@@ -55,6 +56,7 @@ describe.each(DIALECTS)('export writes the database rows as JSON on %s', (dialec
   });
   afterAll(async () => {
     await app?.close();
+    if (app) await deletePrefix(app.config.queuePrefix);
     await db?.drop();
   });
 
