@@ -128,9 +128,9 @@ const STATEMENT_CACHE_SIZE = 256;
 
 /**
  * Kysely's SQLite driver prepares every query anew, and preparing was a tenth of a
- * job's CPU time in profiles. MikroORM inlines parameter values into the SQL text, so
- * only constant statements hit (transaction control and the write-lock statement of
- * every job), but those alone gave about 12% more node.update jobs per second.
+ * job's CPU time in profiles. MikroORM inlines parameter values into the SQL text, so its
+ * queries rarely hit; what does is constant text: transaction control and the
+ * bound-parameter statements of src/db/sql.ts (the hot path of every job).
  * better-sqlite3 statements are reusable once a call has returned (kysely runs them
  * synchronously to completion). Bounded: least recently used statements are dropped.
  */
