@@ -38,11 +38,13 @@ function pgText(text: string): string {
  * Values as the ORM stores them: SQLite keeps datetimes as epoch milliseconds, booleans
  * as 0/1 and JSON as text. PostgreSQL takes booleans natively, datetimes as ISO 8601 text
  * (cheaper than node-postgres's own local-time formatting) and JSON as text
- * (node-postgres would turn a JS array into a PostgreSQL array, not JSON).
+ * (node-postgres would turn a JS array into a PostgreSQL array, not JSON). Bytes
+ * (Buffers, for blob / bytea columns) go as they are, binary, on both.
  */
 function toParam(dialect: Dialect, v: SqlValue): unknown {
   if (v instanceof Date) return dialect === 'sqlite' ? v.getTime() : v.toISOString();
   if (typeof v === 'boolean') return dialect === 'sqlite' ? (v ? 1 : 0) : v;
+  if (v instanceof Uint8Array) return v; // bytea / blob: both drivers send bytes as they are
   if (v !== null && typeof v === 'object') return JSON.stringify(v);
   return v;
 }

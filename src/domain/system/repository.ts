@@ -29,11 +29,13 @@ export class JobLedgerRepository {
   async record(jobId: string, type: string, result: unknown, audit: readonly PendingAuditRow[] = []): Promise<void> {
     const sql = boundSql(this.em);
     const ledger: SqlValue[] = [jobId, type, JSON.stringify(result ?? null), new Date()];
-    const auditValues = audit.flatMap((r) => [r.id, r.at, r.actor, r.action, r.entityType, r.entityId, r.detail]);
-    const auditInsert = `insert into audit_record (id, at, actor, action, entity_type, entity_id, detail) values ${audit.map(() => AUDIT_ROW).join(', ')}`;
     if (audit.length === 0) {
       await sql.query(LEDGER_INSERT, ledger);
-    } else if (sql.dialect === 'postgresql') {
+      return;
+    }
+    const auditValues = audit.flatMap((r) => [r.id, r.at, r.actor, r.action, r.entityType, r.entityId, r.detail]);
+    const auditInsert = `insert into audit_record (id, at, actor, action, entity_type, entity_id, detail) values ${audit.map(() => AUDIT_ROW).join(', ')}`;
+    if (sql.dialect === 'postgresql') {
       await sql.query(`with audit as (${auditInsert}) ${LEDGER_INSERT}`, [...auditValues, ...ledger]);
     } else {
       await sql.query(auditInsert, auditValues);

@@ -9,7 +9,6 @@
  * and the memory.
  */
 import { createHash } from 'node:crypto';
-import { CompiledQuery } from 'kysely';
 import type { Em } from '../../db/orm.js';
 import { boundSql } from '../../db/sql.js';
 import { isPostgres } from '../../migrations/dialect.js';
@@ -501,29 +500,10 @@ export class SnapshotRepository {
     // One INSERT with the file as a bound parameter (bytea / blob, sent as binary): the
     // ORM would write the bytes into the SQL text as hex, twice their size to build, send
     // and parse again; on an 8 MiB export that was a quarter of a second.
-    const postgres = isPostgres(this.em.getDriver());
-    const text =
-      'insert into snapshot_archive (id, kind, created_at, size, sha256, schema_version, counts, sealed_key, data) values ' +
-      (postgres ? '($1, $2, $3, $4, $5, $6, $7, $8, $9)' : '(?, ?, ?, ?, ?, ?, ?, ?, ?)');
-    const params = [
-      row.id,
-      row.kind,
-      postgres ? row.createdAt : row.createdAt.getTime(),
-      row.size,
-      row.sha256,
-      row.schemaVersion,
-      JSON.stringify(row.counts),
-      row.sealedKey,
-      file.data,
-    ];
-    const executor = (this.em.getTransactionContext() ?? this.em.getConnection().getClient()) as unknown as {
-      executeQuery(query: CompiledQuery): Promise<unknown>;
-    };
-    try {
-      await executor.executeQuery(CompiledQuery.raw(text, params));
-    } catch (err) {
-      throw this.em.getDriver().convertException(err as Error);
-    }
+    await boundSql(this.em).query(
+      'insert into snapshot_archive (id, kind, created_at, size, sha256, schema_version, counts, sealed_key, data) values (?, ?, ?, ?, ?, ?, ?, ?, ?)',
+      [row.id, row.kind, row.createdAt, row.size, row.sha256, row.schemaVersion, row.counts, row.sealedKey, file.data],
+    );
     return { ...row, createdAt: row.createdAt.toISOString() } as SnapshotView;
   }
 
