@@ -12,6 +12,7 @@
  * written unquoted and lower case, so one text serves both dialects; placeholders are `?`.
  */
 import { CompiledQuery } from 'kysely';
+import { escapeLiteral } from 'pg';
 import type { Dialect } from '../config.js';
 import { isPostgres } from '../migrations/dialect.js';
 import type { Em } from './orm.js';
@@ -49,6 +50,35 @@ function toParam(dialect: Dialect, v: SqlValue): unknown {
   return v;
 }
 
+/** A statement and its values, to be run later (a write transaction's closing statement). */
+export interface SqlStatement {
+  text: string;
+  params: readonly SqlValue[];
+}
+
+/**
+ * A statement with its values written into the text as PostgreSQL literals, for a
+ * multi-statement simple query (which cannot carry bound parameters). Strings are quoted
+ * by node-postgres's escapeLiteral; only values a closing write uses are accepted.
+ */
+export function inlinePostgres({ text, params }: SqlStatement): string {
+  let i = 0;
+  const out = text.replace(/\?/g, () => {
+    if (i >= params.length) throw new Error(`inlinePostgres: more placeholders than the ${params.length} values in: ${text}`);
+    return pgLiteral(toParam('postgresql', params[i++]!));
+  });
+  if (i !== params.length) throw new Error(`inlinePostgres: ${params.length} values for ${i} placeholders in: ${text}`);
+  return out;
+}
+
+function pgLiteral(v: unknown): string {
+  if (v === null || v === undefined) return 'null';
+  if (typeof v === 'string') return escapeLiteral(v);
+  if (typeof v === 'boolean') return v ? 'true' : 'false';
+  if (typeof v === 'number' && Number.isFinite(v)) return String(v);
+  throw new TypeError(`inlinePostgres: cannot write ${typeof v === 'number' ? v : typeof v} as a literal`);
+}
+
 export interface SqlResult<R> {
   rows: R[];
   /** Rows changed by an INSERT, UPDATE or DELETE. */
@@ -78,4 +108,6 @@ export class BoundSql {
   }
 }
 
-export const boundSql = (em: Em): BoundSql => new BoundSql(em, isPostgres(em.getDriver()) ? 'postgresql' : 'sqlite');
+export const dialectOf = (em: Em): Dialect => (isPostgres(em.getDriver()) ? 'postgresql' : 'sqlite');
+
+export const boundSql = (em: Em): BoundSql => new BoundSql(em, dialectOf(em));

@@ -23,12 +23,19 @@
  * the ORM's queries, its flush, `em.getKysely()` and src/db/sql.ts all run on the
  * transaction's connection, as inside `em.transactional`. A nested `em.transactional`
  * inside a write transaction is not supported (savepoints; nothing uses them).
+ *
+ * The end carries work too: a transaction may be given closing statements (a job's
+ * ledger and audit rows), run after the flush. On PostgreSQL they are sent with COMMIT
+ * as one simple query, their values written in as literals, so a job pays one round trip
+ * for its closing write and its commit; if one fails, PostgreSQL skips the rest of the
+ * query (COMMIT included) and the transaction rolls back as for any other failure.
  */
 import { Mutex } from 'async-mutex';
 import { CompiledQuery, type Kysely } from 'kysely';
 import type { Dialect } from '../config.js';
 import type { Em, Orm } from './orm.js';
 import { JobLedgerRepository } from '../domain/system/repository.js';
+import { boundSql, inlinePostgres, type SqlStatement } from './sql.js';
 
 /** Fixed advisory-lock key shared by every meshq process: "business data". */
 const PG_DATA_LOCK_KEY = '7364201554';
@@ -58,6 +65,12 @@ export interface WriteOptions {
   exclusive?: boolean;
 }
 
+/** What a write transaction's function can ask of the transaction itself. */
+export interface WriteTransaction {
+  /** Runs these statements, in order, at the end of the transaction: after the flush, just before COMMIT. */
+  closeWith(...statements: SqlStatement[]): void;
+}
+
 export class UnitOfWork {
   private readonly sqliteWriter = new Mutex();
 
@@ -66,23 +79,30 @@ export class UnitOfWork {
     readonly dialect: Dialect,
   ) {}
 
-  async write<T>(fn: (em: Em) => Promise<T>, opts: WriteOptions = {}): Promise<T> {
+  async write<T>(fn: (em: Em, tx: WriteTransaction) => Promise<T>, opts: WriteOptions = {}): Promise<T> {
     const begin = BEGIN[this.dialect][opts.exclusive ? 'exclusive' : 'shared'];
     const run = () => this.kysely().connection().execute((conn) => this.inTransaction(conn, begin, fn));
     return this.dialect === 'sqlite' ? this.sqliteWriter.runExclusive(run) : run();
   }
 
-  private async inTransaction<T>(conn: Kysely<unknown>, begin: CompiledQuery, fn: (em: Em) => Promise<T>): Promise<T> {
+  private async inTransaction<T>(conn: Kysely<unknown>, begin: CompiledQuery, fn: (em: Em, tx: WriteTransaction) => Promise<T>): Promise<T> {
     // Driver errors of begin and commit become the ORM's exceptions, like those of every
     // query the ORM runs (a processor's own errors pass through untouched).
     const control = (query: CompiledQuery) => conn.executeQuery(query).catch((err: Error) => Promise.reject(this.orm.em.getDriver().convertException(err)));
     const em = this.orm.em.fork() as Em;
+    const closing: SqlStatement[] = [];
     try {
       await control(begin);
       em.setTransactionContext(conn as never);
-      const result = await fn(em);
+      const result = await fn(em, { closeWith: (...statements) => closing.push(...statements) });
       await em.flush();
-      await control(COMMIT);
+      if (this.dialect === 'postgresql') {
+        await control(closing.length === 0 ? COMMIT : CompiledQuery.raw([...closing.map(inlinePostgres), 'commit'].join('; ')));
+      } else {
+        const sql = boundSql(em);
+        for (const statement of closing) await sql.query(statement.text, statement.params);
+        await control(COMMIT);
+      }
       return result;
     } catch (err) {
       // Whatever failed (a half-done begin included), the connection goes back to the pool

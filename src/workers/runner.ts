@@ -1,7 +1,7 @@
 /**
  * The unit-of-work runner: the one place where a job becomes a transaction.
  *
- *   validate payload -> [transaction: ledger check -> processor -> ledger record] -> commit
+ *   validate payload -> [transaction: processor -> flush -> ledger and audit rows, commit]
  *   -> after-commit work (follow-up jobs)
  *
  * Recording the ledger row in the same transaction as the effects is what makes a re-run
@@ -70,7 +70,7 @@ export async function runJob(deps: RunnerDeps, input: RunInput): Promise<unknown
   let repos: Repositories | undefined;
   try {
     result = await deps.uow.write(
-      async (em) => {
+      async (em, tx) => {
         afterCommit.length = 0; // a retried transaction starts over
         repos = createRepositories(em, { serverKey: deps.serverKey });
         const ctx: JobContext = {
@@ -93,7 +93,7 @@ export async function runJob(deps: RunnerDeps, input: RunInput): Promise<unknown
         const value = await def.processor(parsed.data, ctx);
         // The ledger row's primary key is the job id: if this job already committed
         // once, this insert fails and the whole transaction rolls back (below).
-        await repos.ledger.record(input.jobId, input.type, value, repos.audit.takePending());
+        tx.closeWith(...repos.ledger.closingWrite(input.jobId, input.type, value, repos.audit.takePending()));
         return value;
       },
       { exclusive: input.exclusive },

@@ -1,6 +1,6 @@
 import { LockMode } from '@mikro-orm/core';
 import type { Em } from '../../db/orm.js';
-import { boundSql, type SqlValue } from '../../db/sql.js';
+import { dialectOf, type SqlStatement, type SqlValue } from '../../db/sql.js';
 import type { PendingAuditRow } from '../audit/repository.js';
 import { JobRecord, SystemState } from './entities.js';
 
@@ -21,26 +21,24 @@ export class JobLedgerRepository {
   }
 
   /**
-   * The job's closing write: its ledger row and the audit rows its processor recorded.
-   * On PostgreSQL it is one statement (a CTE), so the hottest jobs pay one round trip for
-   * it, not two. If the job committed before, the ledger insert collides and the whole
-   * transaction rolls back (the runner then answers with the recorded result).
+   * The job's closing write: its ledger row and the audit rows its processor recorded, as
+   * one statement for the transaction to run just before COMMIT (src/db/unit-of-work.ts;
+   * on PostgreSQL a CTE, sent with COMMIT in one round trip). If the job committed
+   * before, the ledger insert collides and the whole transaction rolls back (the runner
+   * then answers with the recorded result).
    */
-  async record(jobId: string, type: string, result: unknown, audit: readonly PendingAuditRow[] = []): Promise<void> {
-    const sql = boundSql(this.em);
+  closingWrite(jobId: string, type: string, result: unknown, audit: readonly PendingAuditRow[] = []): SqlStatement[] {
     const ledger: SqlValue[] = [jobId, type, JSON.stringify(result ?? null), new Date()];
-    if (audit.length === 0) {
-      await sql.query(LEDGER_INSERT, ledger);
-      return;
-    }
+    if (audit.length === 0) return [{ text: LEDGER_INSERT, params: ledger }];
     const auditValues = audit.flatMap((r) => [r.id, r.at, r.actor, r.action, r.entityType, r.entityId, r.detail]);
     const auditInsert = `insert into audit_record (id, at, actor, action, entity_type, entity_id, detail) values ${audit.map(() => AUDIT_ROW).join(', ')}`;
-    if (sql.dialect === 'postgresql') {
-      await sql.query(`with audit as (${auditInsert}) ${LEDGER_INSERT}`, [...auditValues, ...ledger]);
-    } else {
-      await sql.query(auditInsert, auditValues);
-      await sql.query(LEDGER_INSERT, ledger);
+    if (dialectOf(this.em) === 'postgresql') {
+      return [{ text: `with audit as (${auditInsert}) ${LEDGER_INSERT}`, params: [...auditValues, ...ledger] }];
     }
+    return [
+      { text: auditInsert, params: auditValues },
+      { text: LEDGER_INSERT, params: ledger },
+    ];
   }
 
   /** Ledger rows only need to outlive BullMQ's retention of the same jobs. */
