@@ -12,7 +12,6 @@
  * written unquoted and lower case, so one text serves both dialects; placeholders are `?`.
  */
 import { CompiledQuery } from 'kysely';
-import { escapeLiteral } from 'pg';
 import type { Dialect } from '../config.js';
 import { isPostgres } from '../migrations/dialect.js';
 import type { Em } from './orm.js';
@@ -58,8 +57,8 @@ export interface SqlStatement {
 
 /**
  * A statement with its values written into the text as PostgreSQL literals, for a
- * multi-statement simple query (which cannot carry bound parameters). Strings are quoted
- * by node-postgres's escapeLiteral; only values a closing write uses are accepted.
+ * multi-statement simple query (which cannot carry bound parameters). Only values a
+ * closing write uses are accepted.
  */
 export function inlinePostgres({ text, params }: SqlStatement): string {
   let i = 0;
@@ -73,10 +72,21 @@ export function inlinePostgres({ text, params }: SqlStatement): string {
 
 function pgLiteral(v: unknown): string {
   if (v === null || v === undefined) return 'null';
-  if (typeof v === 'string') return escapeLiteral(v);
+  if (typeof v === 'string') return quoteLiteral(v);
   if (typeof v === 'boolean') return v ? 'true' : 'false';
   if (typeof v === 'number' && Number.isFinite(v)) return String(v);
   throw new TypeError(`inlinePostgres: cannot write ${typeof v === 'number' ? v : typeof v} as a literal`);
+}
+
+/**
+ * node-postgres's escapeLiteral, output for output (a test compares them): quotes doubled,
+ * and with any backslash, backslashes doubled in an E'' string, which reads the same
+ * whatever standard_conforming_strings says. Its character-by-character loop profiled at
+ * 15 µs of every job (the JSON of the audit and ledger rows); two native replaces do not.
+ */
+export function quoteLiteral(s: string): string {
+  const body = s.replaceAll("'", "''");
+  return s.includes('\\') ? ` E'${body.replaceAll('\\', '\\\\')}'` : `'${body}'`;
 }
 
 export interface SqlResult<R> {

@@ -65,6 +65,17 @@ export interface WriteOptions {
   exclusive?: boolean;
 }
 
+/**
+ * Whether a flush has anything to write. A flush walks the identity map and the persist
+ * and remove stacks for changes; with all three empty (a job that wrote only through
+ * src/db/sql.ts, like node.update) it finds none, and skipping it saves its event and
+ * change-set machinery on every such job.
+ */
+function hasPendingChanges(em: Em): boolean {
+  const uow = em.getUnitOfWork();
+  return uow.getIdentityMap().values().length > 0 || uow.getPersistStack().size > 0 || uow.getRemoveStack().size > 0;
+}
+
 /** What a write transaction's function can ask of the transaction itself. */
 export interface WriteTransaction {
   /** Runs these statements, in order, at the end of the transaction: after the flush, just before COMMIT. */
@@ -95,7 +106,7 @@ export class UnitOfWork {
       await control(begin);
       em.setTransactionContext(conn as never);
       const result = await fn(em, { closeWith: (...statements) => closing.push(...statements) });
-      await em.flush();
+      if (hasPendingChanges(em)) await em.flush();
       if (this.dialect === 'postgresql') {
         await control(closing.length === 0 ? COMMIT : CompiledQuery.raw([...closing.map(inlinePostgres), 'commit'].join('; ')));
       } else {

@@ -7,7 +7,8 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { randomUUID } from 'node:crypto';
 import { bootstrap, type AppContext } from '../../src/bootstrap.js';
-import { inlinePostgres } from '../../src/db/sql.js';
+import { escapeLiteral } from 'pg';
+import { inlinePostgres, quoteLiteral } from '../../src/db/sql.js';
 import { AuditRecord } from '../../src/domain/audit/entities.js';
 import { createRepositories } from '../../src/domain/repositories.js';
 import { JobRecord } from '../../src/domain/system/entities.js';
@@ -83,6 +84,16 @@ describe.each(DIALECTS)('unit of work closing statements on %s', (dialect) => {
       tx.closeWith(...createRepositories(em2, { serverKey: app.serverKey }).ledger.closingWrite(next, 'test.next', 1));
     });
     expect((await app.uow.fork().findOneOrFail(JobRecord, { jobId: next })).result).toBe(1);
+  });
+});
+
+describe('quoteLiteral', () => {
+  it("writes what node-postgres's escapeLiteral writes", () => {
+    const samples = [...AWKWARD, "''", '\\', "\\'", JSON.stringify({ a: "b'c\\d", e: 'f\ng' })];
+    for (let i = 0; i < 500; i++) {
+      samples.push(Array.from({ length: i % 40 }, () => "ab'\\\n€🛰 ?$"[Math.floor(Math.random() * 12)]).join(''));
+    }
+    for (const s of samples) expect(quoteLiteral(s), s).toBe(escapeLiteral(s));
   });
 });
 
