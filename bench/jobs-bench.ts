@@ -9,6 +9,7 @@
  *   - worker RSS after 100,000 jobs against its RSS after 10,000 (bench/rss-child.ts).
  */
 import { fork } from 'node:child_process';
+import { readFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { randomUUID } from 'node:crypto';
 import { Queue, Worker, type Processor } from 'bullmq';
@@ -170,10 +171,18 @@ interface IdleMemory {
   heapUsed: number;
 }
 
+/** The Node flags package.json's `worker` script starts a worker with (its young generation size). */
+function workerNodeFlags(): string[] {
+  const pkg = JSON.parse(readFileSync(new URL('../package.json', import.meta.url), 'utf8')) as { scripts: { worker: string } };
+  return pkg.scripts.worker.split(/\s+/).filter((arg) => arg.startsWith('--'));
+}
+
 async function rssChild(): Promise<{ at10k: IdleMemory; at100k: IdleMemory }> {
   const script = fileURLToPath(new URL('./rss-child.ts', import.meta.url));
+  const execArgv = ['--import', 'tsx', '--expose-gc', ...workerNodeFlags()];
+  console.error(`  worker RSS child: node ${execArgv.join(' ')}`);
   return new Promise((resolve, reject) => {
-    const child = fork(script, [], { execArgv: ['--import', 'tsx', '--expose-gc'], stdio: ['ignore', 'inherit', 'inherit', 'ipc'] });
+    const child = fork(script, [], { execArgv, stdio: ['ignore', 'inherit', 'inherit', 'ipc'] });
     child.on('message', (m) => resolve(m as { at10k: IdleMemory; at100k: IdleMemory }));
     child.on('exit', (code) => (code === 0 ? undefined : reject(new Error(`rss child exited ${code}`))));
   });
