@@ -1,5 +1,6 @@
 /**
- * A worker process on SQLite running 100,000 node.update jobs; reports its RSS once
+ * A worker process on SQLite running 100,000 node.update jobs, which a producer process
+ * of its own (bench/rss-producer.ts, as the API would) keeps enqueuing; reports its RSS once
  * 10,000 and once 100,000 jobs are done. Both are taken the same way, with the worker
  * idle: paused (active jobs finish first), a forced GC (jobs-bench.ts runs this with
  * --expose-gc), then a second's wait for V8 to hand the freed pages back to the system,
@@ -16,7 +17,9 @@
  * What still grows, and is bounded: SQLite's page cache fills up as the database grows
  * (better-sqlite3 sets cache_size to 16 MB). Heap used is reported too.
  */
-import { randomUUID } from 'node:crypto';
+import { fork } from 'node:child_process';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { fileURLToPath } from 'node:url';
 import { bootstrap } from '../src/bootstrap.js';
 import { startWorkers } from '../src/workers/worker.js';
 import { QUEUES } from '../src/workers/queues.js';
@@ -31,22 +34,10 @@ const { id: configId } = await run('config.create', { name: 'rss', subnet: '10.9
 const ids: string[] = [];
 for (let i = 0; i < 20; i++) ids.push((await run('node.create', { configId, name: `n${i}`, kind: 'static' })).id);
 
-const queue = app.queues.queue(QUEUES.operations);
-let enqueued = 0;
-/** Keeps the queue topped up in chunks rather than holding 100k jobs in Redis at once. */
-async function topUp(): Promise<void> {
-  while (enqueued < TOTAL && (await queue.getWaitingCount()) < 5_000) {
-    const chunk = Array.from({ length: Math.min(1_000, TOTAL - enqueued) }, (_, k) => ({
-      name: 'node.update',
-      data: { actor: 'bench', payload: { id: ids[(enqueued + k) % ids.length], listenPort: 1024 + ((enqueued + k) % 60_000) } },
-      opts: { jobId: randomUUID() },
-    }));
-    await queue.addBulk(chunk);
-    enqueued += chunk.length;
-  }
-}
+const producerScript = fileURLToPath(new URL('./rss-producer.ts', import.meta.url));
+const producer = fork(producerScript, [app.config.queuePrefix, QUEUES.operations, String(TOTAL), JSON.stringify(ids)], { execArgv: ['--import', 'tsx'] });
+const producerDone = new Promise<void>((resolve, reject) => producer.on('exit', (code) => (code === 0 ? resolve() : reject(new Error(`rss producer exited ${code}`)))));
 const gc = (globalThis as { gc?: () => void }).gc ?? (() => undefined);
-const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
 async function idleMemory(): Promise<{ rss: number; heapUsed: number }> {
   await ops.pause(); // waits for the active jobs
   gc();
@@ -57,12 +48,10 @@ async function idleMemory(): Promise<{ rss: number; heapUsed: number }> {
   return { rss, heapUsed };
 }
 
-await topUp();
 const pool = await startWorkers(app);
 const ops = pool.workers.find((w) => w.name === QUEUES.operations)!;
 let done = 0;
 let first: Promise<{ rss: number; heapUsed: number }> | undefined;
-const timer = setInterval(() => void topUp(), 200);
 await new Promise<void>((resolve) => {
   ops.on('completed', () => {
     done++;
@@ -70,7 +59,7 @@ await new Promise<void>((resolve) => {
     if (done === TOTAL) resolve();
   });
 });
-clearInterval(timer);
+await producerDone;
 const at10k = await first!;
 const at100k = await idleMemory();
 await pool.close();
