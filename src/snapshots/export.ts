@@ -7,7 +7,7 @@
 import { readFileSync } from 'node:fs';
 import { DomainError } from '../domain/errors.js';
 import { unseal, type KdfParamsWithSalt } from './crypto.js';
-import { SNAPSHOT_FORMAT_VERSION, type SnapshotEnvelope, type SnapshotPayload } from './format.js';
+import { SNAPSHOT_FORMAT_VERSION, type SnapshotEnvelope, type SnapshotPayload, type SnapshotWriterEnvelope } from './format.js';
 import type { SnapshotTables } from './tables.js';
 
 export const APP_VERSION = (JSON.parse(readFileSync(new URL('../../package.json', import.meta.url), 'utf8')) as { version: string }).version;
@@ -37,12 +37,16 @@ export function buildSnapshotPayload(schemaVersion: string, tables: SnapshotTabl
 
 /** What a file says before its rows. */
 export function snapshotEnvelope(schemaVersion: string, counts: Record<string, number>, createdAt = new Date()): SnapshotEnvelope {
+  return { ...exportEnvelope(schemaVersion, createdAt), counts };
+}
+
+/** The same for a SnapshotWriter that states the rows it wrote. */
+export function exportEnvelope(schemaVersion: string, createdAt = new Date()): SnapshotWriterEnvelope {
   return {
     formatVersion: SNAPSHOT_FORMAT_VERSION,
     schemaVersion,
     appVersion: APP_VERSION,
     createdAt: createdAt.toISOString(),
-    counts,
   };
 }
 

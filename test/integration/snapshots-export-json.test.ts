@@ -11,7 +11,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { bootstrap, type AppContext } from '../../src/bootstrap.js';
 import { createRepositories } from '../../src/domain/repositories.js';
 import { deriveKey, newKdfParams } from '../../src/snapshots/crypto.js';
-import { snapshotEnvelope } from '../../src/snapshots/export.js';
+import { exportEnvelope } from '../../src/snapshots/export.js';
 import { decodeSnapshot, SnapshotWriter } from '../../src/snapshots/format.js';
 import type { SnapshotTables } from '../../src/snapshots/tables.js';
 import { createTestDatabase, DIALECTS, type TestDatabase } from '../support/db.js';
@@ -62,7 +62,7 @@ describe.each(DIALECTS)('export writes the database rows as JSON on %s', (dialec
 
   async function exportFile(key: Buffer, kdf: ReturnType<typeof newKdfParams>): Promise<Buffer> {
     const writer = await app.uow.read((em) =>
-      createRepositories(em, { serverKey: app.serverKey }).snapshots.writeBusinessTablesJson((counts) => new SnapshotWriter(snapshotEnvelope('test-schema', counts), key, kdf)),
+      createRepositories(em, { serverKey: app.serverKey }).snapshots.writeBusinessTablesJson(new SnapshotWriter(exportEnvelope('test-schema'), key, kdf)),
     );
     return writer.finish();
   }

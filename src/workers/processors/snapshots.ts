@@ -8,7 +8,7 @@ import { ADMIN_NAME } from '../../domain/access/admin.js';
 import { DomainError } from '../../domain/errors.js';
 import { MIGRATIONS } from '../../migrations/index.js';
 import { parseServerKey } from '../../snapshots/crypto.js';
-import { exportSchemaVersion, snapshotEnvelope, unsealExportKey } from '../../snapshots/export.js';
+import { exportEnvelope, exportSchemaVersion, unsealExportKey } from '../../snapshots/export.js';
 import { SnapshotWriter } from '../../snapshots/format.js';
 import { openStaged } from '../../snapshots/restore.js';
 import type { JobContext } from '../context.js';
@@ -33,11 +33,11 @@ export async function exportSnapshot(_data: SnapshotExport, ctx: JobContext): Pr
   try {
     const schemaVersion = exportSchemaVersion(await ctx.repos.snapshots.appliedMigrations(), MIGRATIONS.map((m) => m.name));
     const createdAt = new Date();
-    // The database writes the rows' JSON and the writer compresses it as it comes: the rows
-    // never become JS objects (SnapshotRepository.writeBusinessTablesJson).
-    const writer = await ctx.repos.snapshots.writeBusinessTablesJson((counts) => new SnapshotWriter(snapshotEnvelope(schemaVersion, counts, createdAt), key, kdf));
+    // The rows' JSON is written from the database's output and the writer compresses it as
+    // it comes: the rows never become JS objects (SnapshotRepository.writeBusinessTablesJson).
+    const writer = await ctx.repos.snapshots.writeBusinessTablesJson(new SnapshotWriter(exportEnvelope(schemaVersion, createdAt), key, kdf));
     const file = await writer.finish();
-    const { counts } = writer.envelope;
+    const { counts } = writer;
     const stored = await ctx.repos.snapshots.storeArchive({ kind: 'export', data: file, schemaVersion, counts, createdAt });
     const pruned = await ctx.repos.snapshots.pruneExports(ctx.config.snapshotKeep);
     ctx.log.info({ snapshotId: stored.id, size: stored.size, counts, pruned }, 'snapshot exported');

@@ -1,0 +1,95 @@
+/**
+ * PostgreSQL's COPY, for the snapshot export and restore: bulk rows in and out as text
+ * streams on a raw node-postgres client (pg-copy-streams), instead of rows as JS objects
+ * through the ORM and Kysely, which cannot carry COPY.
+ *
+ * Two ways to a client:
+ *  - withPgReadSnapshot: a pooled client of its own, in a REPEATABLE READ, READ ONLY
+ *    transaction (the export's one consistent read, on a second connection next to the
+ *    job's transaction);
+ *  - copyClientOf(em): the client of the entity manager's write transaction, when the
+ *    unit of work runs it on a client it holds itself (exclusive transactions on
+ *    PostgreSQL: restore; src/db/unit-of-work.ts), so that the rows go in by COPY inside
+ *    the same transaction as the restore's deletes and the job's other writes.
+ */
+import { Readable } from 'node:stream';
+import { pipeline } from 'node:stream/promises';
+import type { PostgreSqlConnection } from '@mikro-orm/postgresql';
+import { Kysely, PostgresDialect } from 'kysely';
+import pg, { type Pool, type PoolClient } from 'pg';
+import { from as copyFrom, to as copyTo } from 'pg-copy-streams';
+import type { Em } from './orm.js';
+
+/** The pg Pool behind the ORM (MikroORM's public accessor). */
+export const pgPool = (em: Em): Promise<Pool> => (em.getConnection() as unknown as PostgreSqlConnection).getNativeClient();
+
+/** Transaction contexts (the Kysely handed to the entity manager) -> the client under them. */
+const copyClients = new WeakMap<object, PoolClient>();
+
+/**
+ * A Kysely instance whose one connection is `client`, for an entity manager's transaction
+ * context: the ORM, `em.getKysely()` and src/db/sql.ts run on it as on the ORM's own
+ * connections (same pool, same type parsers). Releasing is left to the caller, who
+ * acquired the client; `register` must be given the transaction context made from it.
+ */
+export function kyselyOnClient(client: PoolClient, pool: Pool): { kysely: Kysely<unknown>; register(ctx: object): void } {
+  const held = { query: client.query.bind(client), release: () => undefined };
+  const kysely = new Kysely<unknown>({
+    dialect: new PostgresDialect({
+      pool: { connect: async () => held as never, end: async () => undefined, options: pool.options },
+    }),
+  });
+  return { kysely, register: (ctx) => copyClients.set(ctx, client) };
+}
+
+/** The raw client of the entity manager's transaction, where the unit of work holds one. */
+export function copyClientOf(em: Em): PoolClient | undefined {
+  const ctx = em.getTransactionContext() as object | undefined;
+  return ctx ? copyClients.get(ctx) : undefined;
+}
+
+/**
+ * Runs `fn` on a pooled client of its own, inside a REPEATABLE READ, READ ONLY
+ * transaction: every statement sees the same instant. The client goes back to the pool
+ * only after a clean commit; after any failure (a COPY cut off half-way included) it is
+ * discarded, never reused in an unknown state.
+ */
+export async function withPgReadSnapshot<T>(em: Em, fn: (client: PoolClient) => Promise<T>): Promise<T> {
+  const client = await (await pgPool(em)).connect();
+  let failed = true;
+  try {
+    // COPY text is read as UTF-8 bytes, whatever the server's default client encoding.
+    await client.query("begin isolation level repeatable read read only; set local client_encoding to 'UTF8'");
+    const result = await fn(client);
+    await client.query('commit');
+    failed = false;
+    return result;
+  } catch (err) {
+    throw dbError(em, err);
+  } finally {
+    client.release(failed);
+  }
+}
+
+/**
+ * A server's error as the ORM's exception (UniqueConstraintViolationException, …), as for
+ * every query the ORM runs, so that jobs classify it the same way (src/workers/errors.ts);
+ * anything else passes through untouched.
+ */
+export const dbError = (em: Em, err: unknown): unknown => (err instanceof pg.DatabaseError ? em.getDriver().convertException(err) : err);
+
+/** `COPY … TO STDOUT` as a stream of byte chunks (cut anywhere, not at lines). */
+export function copyOut(client: PoolClient, sql: string): AsyncIterable<Buffer> {
+  return client.query(copyTo(sql));
+}
+
+/**
+ * `COPY … FROM STDIN` fed from `source` (text chunks, each ending at a line end); resolves
+ * with the rows the server took once it confirmed them. A failure on either side (the
+ * source throwing, the server refusing a row) rejects, and the server's COPY is aborted.
+ */
+export async function copyIn(client: PoolClient, sql: string, source: Iterable<string> | AsyncIterable<string>): Promise<number> {
+  const sink = client.query(copyFrom(sql));
+  await pipeline(Readable.from(source, { objectMode: false }), sink);
+  return sink.rowCount;
+}
