@@ -36,6 +36,7 @@ import type { Dialect } from '../config.js';
 import type { Em, Orm } from './orm.js';
 import { JobLedgerRepository } from '../domain/system/repository.js';
 import { boundSql, inlinePostgres, type SqlStatement } from './sql.js';
+import { kyselyOnClient, pgPool } from './pg-copy.js';
 
 /** Fixed advisory-lock key shared by every meshq process: "business data". */
 const PG_DATA_LOCK_KEY = '7364201554';
@@ -92,6 +93,7 @@ export class UnitOfWork {
 
   async write<T>(fn: (em: Em, tx: WriteTransaction) => Promise<T>, opts: WriteOptions = {}): Promise<T> {
     const begin = BEGIN[this.dialect][opts.exclusive ? 'exclusive' : 'shared'];
+    if (this.dialect === 'postgresql' && opts.exclusive) return this.writeOnHeldClient(begin, fn);
     const run = () => this.kysely().connection().execute((conn) => this.inTransaction(conn, begin, fn));
     return this.dialect === 'sqlite' ? this.sqliteWriter.runExclusive(run) : run();
   }
@@ -122,6 +124,32 @@ export class UnitOfWork {
       throw err;
     } finally {
       em.resetTransactionContext();
+    }
+  }
+
+  /**
+   * PostgreSQL, exclusive (a restore): the same transaction as every write, on a pooled
+   * client held here instead of by Kysely, so that the restore can load its rows with COPY
+   * (which Kysely cannot carry) inside the transaction that holds the lock and makes the
+   * job's other writes (src/db/pg-copy.ts: copyClientOf). The entity manager's context is
+   * a Kysely on that one client: the ORM, `em.getKysely()` and src/db/sql.ts run on it as
+   * on any other. After a failure the client is discarded, not pooled: a COPY cut off
+   * half-way must not leave a connection in an unknown state for the next job.
+   */
+  private async writeOnHeldClient<T>(begin: CompiledQuery, fn: (em: Em, tx: WriteTransaction) => Promise<T>): Promise<T> {
+    const pool = await pgPool(this.orm.em as Em);
+    const client = await pool.connect();
+    let failed = true;
+    try {
+      const held = kyselyOnClient(client, pool);
+      const result = await held.kysely.connection().execute((conn) => {
+        held.register(conn);
+        return this.inTransaction(conn, begin, fn);
+      });
+      failed = false;
+      return result;
+    } finally {
+      client.release(failed);
     }
   }
 

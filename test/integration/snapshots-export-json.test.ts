@@ -8,8 +8,10 @@
  * row back.
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { UniqueConstraintViolationException } from '@mikro-orm/core';
 import { bootstrap, type AppContext } from '../../src/bootstrap.js';
 import { createRepositories } from '../../src/domain/repositories.js';
+import type { SnapshotRepository } from '../../src/domain/system/snapshot-repository.js';
 import { deriveKey, newKdfParams } from '../../src/snapshots/crypto.js';
 import { exportEnvelope } from '../../src/snapshots/export.js';
 import { decodeSnapshot, SnapshotWriter } from '../../src/snapshots/format.js';
@@ -88,6 +90,35 @@ describe.each(DIALECTS)('export writes the database rows as JSON on %s', (dialec
 
     await app.uow.write((em) => createRepositories(em, { serverKey: app.serverKey }).snapshots.replaceBusinessData(payload.tables), { exclusive: true });
     expect(await businessRows(app)).toEqual(viaJs);
+  });
+
+  it('leaves every row as it was when a restore fails half-way, in the database or while decoding; later transactions run normally', async () => {
+    const before = await businessRows(app);
+    const replace = (rows: Parameters<SnapshotRepository['replaceBusinessData']>[0]) =>
+      app.uow.write((em) => createRepositories(em, { serverKey: app.serverKey }).snapshots.replaceBusinessData(rows), { exclusive: true });
+    // A repeated primary key the database refuses after earlier tables went in (restore
+    // trusts rows the API checked; the database is the last line).
+    const broken = structuredClone(before);
+    broken.peer_link = [...broken.peer_link!, broken.peer_link![0]!];
+    const refused = await replace(broken).then(
+      () => undefined,
+      (err: unknown) => err,
+    );
+    // PostgreSQL's COPY errors become the ORM's exceptions, as the jobs classify them.
+    if (dialect === 'postgresql') expect(refused).toBeInstanceOf(UniqueConstraintViolationException);
+    else expect(String(refused)).toMatch(/UNIQUE/);
+    expect(await businessRows(app)).toEqual(before);
+    // The file cannot be decoded after the deletes were sent.
+    await expect(
+      replace(() => {
+        throw new Error('not a snapshot');
+      }),
+    ).rejects.toThrow('not a snapshot');
+    expect(await businessRows(app)).toEqual(before);
+    // Later transactions, exclusive or not, run normally.
+    await replace(before);
+    await app.uow.write((em) => createRepositories(em, { serverKey: app.serverKey }).snapshots.appliedMigrations());
+    expect(await businessRows(app)).toEqual(before);
   });
 
   it('writes empty tables', async () => {

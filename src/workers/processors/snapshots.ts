@@ -10,7 +10,7 @@ import { MIGRATIONS } from '../../migrations/index.js';
 import { parseServerKey } from '../../snapshots/crypto.js';
 import { exportEnvelope, exportSchemaVersion, unsealExportKey } from '../../snapshots/export.js';
 import { SnapshotWriter } from '../../snapshots/format.js';
-import { openStaged } from '../../snapshots/restore.js';
+import { openStaged, type PreparedSnapshot } from '../../snapshots/restore.js';
 import type { JobContext } from '../context.js';
 import type { SnapshotExport, SnapshotRestore } from '../payloads.js';
 
@@ -71,10 +71,13 @@ export async function restoreSnapshot(data: SnapshotRestore, ctx: JobContext): P
     );
   }
   // Again, not trusting the API's check: meshq may have been upgraded since the upload.
-  const prepared = openStaged(staged.data, staged.sealedKey, parseServerKey(ctx.config.secretKey), ctx.repos.snapshots.tableSpecs());
+  // Decoded once the old rows' deletion is on its way, so that the database deletes while
+  // this process decrypts, parses and checks.
+  let prepared: PreparedSnapshot | undefined;
+  const decode = () => (prepared = openStaged(staged.data, staged.sealedKey, parseServerKey(ctx.config.secretKey), ctx.repos.snapshots.tableSpecs())).tables;
 
   let reported = -1;
-  const rows = await ctx.repos.snapshots.replaceBusinessData(prepared.tables, async (done, total) => {
+  const rows = await ctx.repos.snapshots.replaceBusinessData(decode, async (done, total) => {
     // 1..99 while rows go in; 100 only once committed. Whole percents: every update is a
     // Redis round trip.
     const percent = 1 + Math.floor((98 * done) / Math.max(total, 1));
@@ -83,6 +86,7 @@ export async function restoreSnapshot(data: SnapshotRestore, ctx: JobContext): P
       await ctx.progress(percent);
     }
   });
+  const { meta, upgradedThrough } = prepared!;
   const epoch = await ctx.repos.system.bumpDataEpoch();
   // EMQX must follow the restored credentials; the runner requests the sync after commit
   // when MQTT is enabled, and the mark keeps it pending (for the scheduled reconcile) if not.
@@ -96,9 +100,9 @@ export async function restoreSnapshot(data: SnapshotRestore, ctx: JobContext): P
     actor: ctx.actor,
     epoch,
     sha256: staged.sha256,
-    schemaVersion: prepared.meta.schemaVersion,
-    exportedAt: prepared.meta.createdAt,
-    upgradedThrough: prepared.upgradedThrough,
+    schemaVersion: meta.schemaVersion,
+    exportedAt: meta.createdAt,
+    upgradedThrough,
     rows,
     at: new Date().toISOString(),
   });
