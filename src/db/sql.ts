@@ -61,13 +61,24 @@ export interface SqlStatement {
  * closing write uses are accepted.
  */
 export function inlinePostgres({ text, params }: SqlStatement): string {
-  let i = 0;
-  const out = text.replace(/\?/g, () => {
-    if (i >= params.length) throw new Error(`inlinePostgres: more placeholders than the ${params.length} values in: ${text}`);
-    return pgLiteral(toParam('postgresql', params[i++]!));
-  });
-  if (i !== params.length) throw new Error(`inlinePostgres: ${params.length} values for ${i} placeholders in: ${text}`);
+  const parts = textParts(text);
+  const placeholders = parts.length - 1;
+  if (placeholders > params.length) throw new Error(`inlinePostgres: more placeholders than the ${params.length} values in: ${text}`);
+  if (placeholders < params.length) throw new Error(`inlinePostgres: ${params.length} values for ${placeholders} placeholders in: ${text}`);
+  let out = parts[0]!;
+  for (let i = 0; i < placeholders; i++) out += pgLiteral(toParam('postgresql', params[i]!)) + parts[i + 1]!;
   return out;
+}
+
+/** A text cut at its placeholders; memoized like pgText (the texts are constants). */
+const textPartsMemo = new Map<string, string[]>();
+function textParts(text: string): string[] {
+  let parts = textPartsMemo.get(text);
+  if (parts === undefined) {
+    parts = text.split('?');
+    textPartsMemo.set(text, parts);
+  }
+  return parts;
 }
 
 function pgLiteral(v: unknown): string {

@@ -12,6 +12,21 @@ import { JobRecord, SystemState } from './entities.js';
 const LEDGER_INSERT = 'insert into job_record (job_id, type, result, completed_at) values (?, ?, ?, ?)';
 const AUDIT_ROW = '(?, ?, ?, ?, ?, ?, ?)';
 
+/**
+ * The closing write's texts by number of audit rows, made once: the same string each time
+ * lets src/db/sql.ts find its memoized forms of it by a hash V8 keeps on the string.
+ */
+const auditTexts = new Map<number, { audit: string; withLedger: string }>();
+function closingTexts(rows: number): { audit: string; withLedger: string } {
+  let texts = auditTexts.get(rows);
+  if (!texts) {
+    const audit = `insert into audit_record (id, at, actor, action, entity_type, entity_id, detail) values ${Array.from({ length: rows }, () => AUDIT_ROW).join(', ')}`;
+    texts = { audit, withLedger: `with audit as (${audit}) ${LEDGER_INSERT}` };
+    auditTexts.set(rows, texts);
+  }
+  return texts;
+}
+
 export class JobLedgerRepository {
   constructor(private readonly em: Em) {}
 
@@ -31,12 +46,12 @@ export class JobLedgerRepository {
     const ledger: SqlValue[] = [jobId, type, JSON.stringify(result ?? null), new Date()];
     if (audit.length === 0) return [{ text: LEDGER_INSERT, params: ledger }];
     const auditValues = audit.flatMap((r) => [r.id, r.at, r.actor, r.action, r.entityType, r.entityId, r.detail]);
-    const auditInsert = `insert into audit_record (id, at, actor, action, entity_type, entity_id, detail) values ${audit.map(() => AUDIT_ROW).join(', ')}`;
+    const texts = closingTexts(audit.length);
     if (dialectOf(this.em) === 'postgresql') {
-      return [{ text: `with audit as (${auditInsert}) ${LEDGER_INSERT}`, params: [...auditValues, ...ledger] }];
+      return [{ text: texts.withLedger, params: [...auditValues, ...ledger] }];
     }
     return [
-      { text: auditInsert, params: auditValues },
+      { text: texts.audit, params: auditValues },
       { text: LEDGER_INSERT, params: ledger },
     ];
   }
