@@ -173,7 +173,7 @@ const sqliteRowJson = (spec: TableSpec, q: (id: string) => string): string =>
 /**
  * Tables whose key orders the same in SQLite as in JS (files list rows in code-unit order
  * of the key, see readTable): a single uuid (lowercase hex) or integer column. Their rows
- * are read in key ranges, each range's JSON joined by the database. Text keys order by
+ * are read in key ranges, in key order, each row's JSON written by the database. Text keys order by
  * UTF-8 bytes in SQLite, which differs from UTF-16 code units past U+FFFF: those (small)
  * tables are sorted here.
  */
@@ -323,17 +323,17 @@ export class SnapshotRepository {
       const key = rangeKey(spec);
       if (key) {
         const k = q(key.name);
-        const text = (where: string) =>
-          `select group_concat(j, ',' order by k) as text, count(*) as n, max(k) as last from ` +
-          `(select ${k} as k, ${row} as j from ${q(spec.table)}${where} order by ${k} limit ${JSON_CHUNK_ROWS})`;
+        // Rows joined here rather than by group_concat: only `group_concat(… order by k)`
+        // is documented to keep the order, and its sort took a sixth of the export.
+        const text = (where: string) => `select ${k} as k, ${row} as j from ${q(spec.table)}${where} order by ${k} limit ${JSON_CHUNK_ROWS}`;
         const first = text('');
         const next = text(` where ${k} > ?`);
         let after: string | number | undefined;
         for (;;) {
-          const res = (await sql.query<{ text: string | null; n: number; last: string | number }>(after === undefined ? first : next, after === undefined ? [] : [after])).rows[0]!;
-          if (res.n > 0) await sink.rows(res.text!, res.n);
-          if (res.n < JSON_CHUNK_ROWS) break;
-          after = res.last;
+          const { rows } = await sql.query<{ k: string | number; j: string }>(after === undefined ? first : next, after === undefined ? [] : [after]);
+          if (rows.length > 0) await sink.rows(rows.map((r) => r.j).join(','), rows.length);
+          if (rows.length < JSON_CHUNK_ROWS) break;
+          after = rows.at(-1)!.k;
         }
       } else {
         const keys = spec.primaryKey.map(q).join(', ');
