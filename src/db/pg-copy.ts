@@ -7,46 +7,17 @@
  *  - withPgReadSnapshot: a pooled client of its own, in a REPEATABLE READ, READ ONLY
  *    transaction (the export's one consistent read, on a second connection next to the
  *    job's transaction);
- *  - copyClientOf(em): the client of the entity manager's write transaction, when the
- *    unit of work runs it on a client it holds itself (exclusive transactions on
- *    PostgreSQL: restore; src/db/unit-of-work.ts), so that the rows go in by COPY inside
- *    the same transaction as the restore's deletes and the job's other writes.
+ *  - heldClientOf(em) (src/db/pg-client.ts): the client of the entity manager's write
+ *    transaction, which the unit of work holds itself on PostgreSQL, so that a restore's
+ *    rows go in by COPY inside the same transaction as its deletes and the job's other
+ *    writes.
  */
 import { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
-import type { PostgreSqlConnection } from '@mikro-orm/postgresql';
-import { Kysely, PostgresDialect } from 'kysely';
-import pg, { type Pool, type PoolClient } from 'pg';
+import pg, { type PoolClient } from 'pg';
 import { from as copyFrom, to as copyTo } from 'pg-copy-streams';
 import type { Em } from './orm.js';
-
-/** The pg Pool behind the ORM (MikroORM's public accessor). */
-export const pgPool = (em: Em): Promise<Pool> => (em.getConnection() as unknown as PostgreSqlConnection).getNativeClient();
-
-/** Transaction contexts (the Kysely handed to the entity manager) -> the client under them. */
-const copyClients = new WeakMap<object, PoolClient>();
-
-/**
- * A Kysely instance whose one connection is `client`, for an entity manager's transaction
- * context: the ORM, `em.getKysely()` and src/db/sql.ts run on it as on the ORM's own
- * connections (same pool, same type parsers). Releasing is left to the caller, who
- * acquired the client; `register` must be given the transaction context made from it.
- */
-export function kyselyOnClient(client: PoolClient, pool: Pool): { kysely: Kysely<unknown>; register(ctx: object): void } {
-  const held = { query: client.query.bind(client), release: () => undefined };
-  const kysely = new Kysely<unknown>({
-    dialect: new PostgresDialect({
-      pool: { connect: async () => held as never, end: async () => undefined, options: pool.options },
-    }),
-  });
-  return { kysely, register: (ctx) => copyClients.set(ctx, client) };
-}
-
-/** The raw client of the entity manager's transaction, where the unit of work holds one. */
-export function copyClientOf(em: Em): PoolClient | undefined {
-  const ctx = em.getTransactionContext() as object | undefined;
-  return ctx ? copyClients.get(ctx) : undefined;
-}
+import { pgPool } from './pg-client.js';
 
 /**
  * Runs `fn` on a pooled client of its own, inside a REPEATABLE READ, READ ONLY

@@ -12,9 +12,11 @@
  * written unquoted and lower case, so one text serves both dialects; placeholders are `?`.
  */
 import { CompiledQuery } from 'kysely';
+import type { QueryResultRow } from 'pg';
 import type { Dialect } from '../config.js';
 import { isPostgres } from '../migrations/dialect.js';
 import type { Em } from './orm.js';
+import { heldClientOf } from './pg-client.js';
 
 export type SqlValue = string | number | boolean | Date | null | object;
 
@@ -100,6 +102,9 @@ export function quoteLiteral(s: string): string {
   return s.includes('\\') ? ` E'${body.replaceAll('\\', '\\\\')}'` : `'${body}'`;
 }
 
+/** The commands whose row count is rows changed (as Kysely's numAffectedRows). */
+const CHANGES = new Set(['INSERT', 'UPDATE', 'DELETE', 'MERGE']);
+
 export interface SqlResult<R> {
   rows: R[];
   /** Rows changed by an INSERT, UPDATE or DELETE. */
@@ -118,10 +123,18 @@ export class BoundSql {
    * so they are classified like the ORM's own (src/workers/errors.ts).
    */
   async query<R = Record<string, unknown>>(text: string, params: readonly SqlValue[] = []): Promise<SqlResult<R>> {
-    const sql = this.dialect === 'postgresql' ? pgText(text) : text;
-    const executor = (this.em.getTransactionContext() ?? this.em.getConnection().getClient()) as Executor;
+    const values = params.map((p) => toParam(this.dialect, p));
     try {
-      const res = await executor.executeQuery<R>(CompiledQuery.raw(sql, params.map((p) => toParam(this.dialect, p))));
+      if (this.dialect === 'postgresql') {
+        // In a write transaction, straight to the pg client the unit of work holds.
+        const client = heldClientOf(this.em);
+        if (client) {
+          const res = await client.query<R & QueryResultRow>(pgText(text), values);
+          return { rows: res.rows, affected: CHANGES.has(res.command) ? (res.rowCount ?? 0) : 0 };
+        }
+      }
+      const executor = (this.em.getTransactionContext() ?? this.em.getConnection().getClient()) as Executor;
+      const res = await executor.executeQuery<R>(CompiledQuery.raw(this.dialect === 'postgresql' ? pgText(text) : text, values));
       return { rows: res.rows, affected: Number(res.numAffectedRows ?? 0) };
     } catch (err) {
       throw this.em.getDriver().convertException(err as Error);

@@ -18,11 +18,15 @@
  * carry its lock (PostgreSQL: `begin` and the advisory lock in one round trip; SQLite:
  * BEGIN IMMEDIATE, which the ORM cannot issue), and the ORM's transaction machinery
  * (forks, event broadcasting, savepoint bookkeeping) was a sixth of a job's CPU time.
- * The transaction holds one pooled connection (the ORM's Kysely instance bound to a
- * single connection), and the entity manager takes it as its transaction context, so
- * the ORM's queries, its flush, `em.getKysely()` and src/db/sql.ts all run on the
- * transaction's connection, as inside `em.transactional`. A nested `em.transactional`
- * inside a write transaction is not supported (savepoints; nothing uses them).
+ * The entity manager takes the transaction's connection as its transaction context, so
+ * the ORM's queries, its flush, `em.getKysely()` and src/db/sql.ts all run on it, as
+ * inside `em.transactional`. On SQLite that is the ORM's Kysely bound to its one
+ * connection. On PostgreSQL the transaction holds a pooled `pg` client itself and the
+ * context is a Kysely on that client (src/db/pg-client.ts): a restore loads its rows with
+ * COPY on it, which Kysely cannot carry, and begin, commit and src/db/sql.ts's statements
+ * go to the client directly, without Kysely's per-query layers. A nested
+ * `em.transactional` inside a write transaction is not supported (savepoints; nothing
+ * uses them).
  *
  * The end carries work too: a transaction may be given closing statements (a job's
  * ledger and audit rows), run after the flush. On PostgreSQL they are sent with COMMIT
@@ -36,7 +40,8 @@ import type { Dialect } from '../config.js';
 import type { Em, Orm } from './orm.js';
 import { JobLedgerRepository } from '../domain/system/repository.js';
 import { boundSql, inlinePostgres, type SqlStatement } from './sql.js';
-import { kyselyOnClient, pgPool } from './pg-copy.js';
+import { contextOnClient, pgPool } from './pg-client.js';
+import type { Pool } from 'pg';
 
 /** Fixed advisory-lock key shared by every meshq process: "business data". */
 const PG_DATA_LOCK_KEY = '7364201554';
@@ -51,15 +56,12 @@ const PG_DATA_LOCK_KEY = '7364201554';
  * query (no parameters), so one round trip.
  */
 const BEGIN = {
-  sqlite: { shared: CompiledQuery.raw('begin immediate'), exclusive: CompiledQuery.raw('begin immediate') },
+  sqlite: { shared: 'begin immediate', exclusive: 'begin immediate' },
   postgresql: {
-    shared: CompiledQuery.raw(`begin; select pg_advisory_xact_lock_shared(${PG_DATA_LOCK_KEY})`),
-    exclusive: CompiledQuery.raw(`begin; select pg_advisory_xact_lock(${PG_DATA_LOCK_KEY})`),
+    shared: `begin; select pg_advisory_xact_lock_shared(${PG_DATA_LOCK_KEY})`,
+    exclusive: `begin; select pg_advisory_xact_lock(${PG_DATA_LOCK_KEY})`,
   },
 } as const;
-
-const COMMIT = CompiledQuery.raw('commit');
-const ROLLBACK = CompiledQuery.raw('rollback');
 
 export interface WriteOptions {
   /** Take the data lock exclusively (restore); operations take it shared. */
@@ -85,6 +87,8 @@ export interface WriteTransaction {
 
 export class UnitOfWork {
   private readonly sqliteWriter = new Mutex();
+  /** The ORM's pg pool (PostgreSQL), looked up once. */
+  private pgPool: Promise<Pool> | undefined;
 
   constructor(
     private readonly orm: Orm,
@@ -93,34 +97,46 @@ export class UnitOfWork {
 
   async write<T>(fn: (em: Em, tx: WriteTransaction) => Promise<T>, opts: WriteOptions = {}): Promise<T> {
     const begin = BEGIN[this.dialect][opts.exclusive ? 'exclusive' : 'shared'];
-    if (this.dialect === 'postgresql' && opts.exclusive) return this.writeOnHeldClient(begin, fn);
-    const run = () => this.kysely().connection().execute((conn) => this.inTransaction(conn, begin, fn));
-    return this.dialect === 'sqlite' ? this.sqliteWriter.runExclusive(run) : run();
+    if (this.dialect === 'postgresql') return this.writeOnHeldClient(begin, fn, opts.exclusive === true);
+    return this.sqliteWriter.runExclusive(() =>
+      this.kysely()
+        .connection()
+        .execute((conn) => this.inTransaction(conn, (sql) => conn.executeQuery(CompiledQuery.raw(sql)), begin, fn)),
+    );
   }
 
-  private async inTransaction<T>(conn: Kysely<unknown>, begin: CompiledQuery, fn: (em: Em, tx: WriteTransaction) => Promise<T>): Promise<T> {
+  /**
+   * `ctx` becomes the entity manager's transaction context; `run` sends the transaction's
+   * own statements (begin, the closing statements with commit, rollback).
+   */
+  private async inTransaction<T>(
+    ctx: Kysely<unknown>,
+    run: (sql: string) => Promise<unknown>,
+    begin: string,
+    fn: (em: Em, tx: WriteTransaction) => Promise<T>,
+  ): Promise<T> {
     // Driver errors of begin and commit become the ORM's exceptions, like those of every
     // query the ORM runs (a processor's own errors pass through untouched).
-    const control = (query: CompiledQuery) => conn.executeQuery(query).catch((err: Error) => Promise.reject(this.orm.em.getDriver().convertException(err)));
+    const control = (sql: string) => run(sql).catch((err: Error) => Promise.reject(this.orm.em.getDriver().convertException(err)));
     const em = this.orm.em.fork() as Em;
     const closing: SqlStatement[] = [];
     try {
       await control(begin);
-      em.setTransactionContext(conn as never);
+      em.setTransactionContext(ctx as never);
       const result = await fn(em, { closeWith: (...statements) => closing.push(...statements) });
       if (hasPendingChanges(em)) await em.flush();
       if (this.dialect === 'postgresql') {
-        await control(closing.length === 0 ? COMMIT : CompiledQuery.raw([...closing.map(inlinePostgres), 'commit'].join('; ')));
+        await control([...closing.map(inlinePostgres), 'commit'].join('; '));
       } else {
         const sql = boundSql(em);
         for (const statement of closing) await sql.query(statement.text, statement.params);
-        await control(COMMIT);
+        await control('commit');
       }
       return result;
     } catch (err) {
       // Whatever failed (a half-done begin included), the connection goes back to the pool
       // with no transaction open. Where none is left, the rollback fails harmlessly.
-      await conn.executeQuery(ROLLBACK).catch(() => undefined);
+      await run('rollback').catch(() => undefined);
       throw err;
     } finally {
       em.resetTransactionContext();
@@ -128,28 +144,22 @@ export class UnitOfWork {
   }
 
   /**
-   * PostgreSQL, exclusive (a restore): the same transaction as every write, on a pooled
-   * client held here instead of by Kysely, so that the restore can load its rows with COPY
-   * (which Kysely cannot carry) inside the transaction that holds the lock and makes the
-   * job's other writes (src/db/pg-copy.ts: copyClientOf). The entity manager's context is
-   * a Kysely on that one client: the ORM, `em.getKysely()` and src/db/sql.ts run on it as
-   * on any other. After a failure the client is discarded, not pooled: a COPY cut off
-   * half-way must not leave a connection in an unknown state for the next job.
+   * PostgreSQL: the transaction on a pooled client held here (see the file comment). After
+   * a failed exclusive transaction (a restore) the client is discarded, not pooled: a COPY
+   * cut off half-way must not leave a connection in an unknown state for the next job.
+   * Other failures end in a rollback and leave the client as clean as Kysely would.
    */
-  private async writeOnHeldClient<T>(begin: CompiledQuery, fn: (em: Em, tx: WriteTransaction) => Promise<T>): Promise<T> {
-    const pool = await pgPool(this.orm.em as Em);
+  private async writeOnHeldClient<T>(begin: string, fn: (em: Em, tx: WriteTransaction) => Promise<T>, exclusive: boolean): Promise<T> {
+    const pool = await (this.pgPool ??= pgPool(this.orm.em as Em));
     const client = await pool.connect();
-    let failed = true;
+    let discard = false;
     try {
-      const held = kyselyOnClient(client, pool);
-      const result = await held.kysely.connection().execute((conn) => {
-        held.register(conn);
-        return this.inTransaction(conn, begin, fn);
-      });
-      failed = false;
-      return result;
+      return await this.inTransaction(contextOnClient(client, pool), (sql) => client.query(sql), begin, fn);
+    } catch (err) {
+      discard = exclusive;
+      throw err;
     } finally {
-      client.release(failed);
+      client.release(discard);
     }
   }
 

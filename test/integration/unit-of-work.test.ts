@@ -8,7 +8,8 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { randomUUID } from 'node:crypto';
 import { bootstrap, type AppContext } from '../../src/bootstrap.js';
 import { escapeLiteral } from 'pg';
-import { inlinePostgres, quoteLiteral } from '../../src/db/sql.js';
+import type { Em } from '../../src/db/orm.js';
+import { boundSql, inlinePostgres, quoteLiteral } from '../../src/db/sql.js';
 import { AuditRecord } from '../../src/domain/audit/entities.js';
 import { createRepositories } from '../../src/domain/repositories.js';
 import { JobRecord } from '../../src/domain/system/entities.js';
@@ -84,6 +85,50 @@ describe.each(DIALECTS)('unit of work closing statements on %s', (dialect) => {
       tx.closeWith(...createRepositories(em2, { serverKey: app.serverKey }).ledger.closingWrite(next, 'test.next', 1));
     });
     expect((await app.uow.fork().findOneOrFail(JobRecord, { jobId: next })).result).toBe(1);
+  });
+});
+
+describe.each(DIALECTS)('unit of work connection on %s', (dialect) => {
+  let db: TestDatabase;
+  let app: AppContext;
+
+  beforeAll(async () => {
+    db = await createTestDatabase(dialect, 'uow_conn');
+    app = await bootstrap('test', db.config());
+  });
+
+  afterAll(async () => {
+    if (app) {
+      await deletePrefix(app.config.queuePrefix);
+      await app.close();
+    }
+    await db?.drop();
+  });
+
+  // Bound statements, the ORM and the closing write must all be on the transaction's one
+  // connection (on PostgreSQL, src/db/sql.ts goes to the held pg client directly).
+  it('runs bound statements and ORM queries in one transaction, committed or rolled back together', async () => {
+    const ledgerRow = (em: Em, jobId: string) =>
+      boundSql(em).query('insert into job_record (job_id, type, result, completed_at) values (?, ?, ?, ?)', [jobId, 'test.conn', { ok: true }, new Date()]);
+
+    const kept = randomUUID();
+    const seen = await app.uow.write(async (em) => {
+      const res = await ledgerRow(em, kept);
+      expect(res.affected).toBe(1);
+      return em.count(JobRecord, { jobId: kept }); // the ORM sees the uncommitted row
+    });
+    expect(seen).toBe(1);
+    expect(await app.uow.fork().count(JobRecord, { jobId: kept })).toBe(1);
+
+    const dropped = randomUUID();
+    await expect(
+      app.uow.write(async (em) => {
+        await ledgerRow(em, dropped);
+        expect(await em.count(JobRecord, { jobId: dropped })).toBe(1);
+        throw new Error('abandon');
+      }),
+    ).rejects.toThrow('abandon');
+    expect(await app.uow.fork().count(JobRecord, { jobId: dropped })).toBe(0);
   });
 });
 

@@ -12,7 +12,8 @@
 import { createHash } from 'node:crypto';
 import type { Em } from '../../db/orm.js';
 import type { PoolClient } from 'pg';
-import { copyClientOf, copyIn, copyOut, dbError, withPgReadSnapshot } from '../../db/pg-copy.js';
+import { heldClientOf } from '../../db/pg-client.js';
+import { copyIn, copyOut, dbError, withPgReadSnapshot } from '../../db/pg-copy.js';
 import { boundSql } from '../../db/sql.js';
 import { isPostgres } from '../../migrations/dialect.js';
 import { CopyTextToJson, PG_COPY_TEXT_SESSION, rowsToCopyText } from '../../snapshots/pg-copy-text.js';
@@ -373,8 +374,8 @@ export class SnapshotRepository {
     const total = (t: SnapshotTables) => specs.reduce((n, s) => n + (t[s.table]?.length ?? 0), 0);
 
     if (isPostgres(this.em.getDriver())) {
-      const client = copyClientOf(this.em);
-      if (!client) throw new Error('SnapshotRepository.replaceBusinessData on PostgreSQL must run in an exclusive write transaction (uow.write(fn, { exclusive: true }))');
+      const client = heldClientOf(this.em);
+      if (!client) throw new Error('SnapshotRepository.replaceBusinessData on PostgreSQL must run in a write transaction (uow.write(fn, { exclusive: true }))');
       // One simple query, sent before the rows are made (client.query writes it at once).
       const deleting = client.query(deletes.join('; '));
       let rows: SnapshotTables;
