@@ -43,7 +43,9 @@ async function idleMemory(): Promise<{ rss: number; heapUsed: number }> {
   gc();
   await sleep(1_000);
   gc();
-  const { rss, heapUsed } = process.memoryUsage();
+  const { rss, heapUsed, heapTotal, external } = process.memoryUsage();
+  const mib = (n: number) => `${(n / 2 ** 20).toFixed(0)} MiB`;
+  console.error(`  worker after ${done} jobs: rss ${mib(rss)}, heap total ${mib(heapTotal)}, used ${mib(heapUsed)}, external ${mib(external)}`);
   ops.resume();
   return { rss, heapUsed };
 }
