@@ -22,6 +22,9 @@ import { businessRows, generateBusinessTables, sortedByKey, TEST_KDF } from '../
 
 const AWKWARD = ['quote " and \\ backslash', 'tab\tnew\nline\r\u0001\u001f', 'Zürich ↔ 東京 🛰️', '\uE000 private', '😀 astral', "it's", '</script>', ''];
 
+/** Date-times around the epoch and before it (SQLite writes those by another path). */
+const EDGE_DATES = ['1969-12-31T23:59:59.999Z', '1970-01-01T00:00:00.000Z', '1970-01-01T00:00:00.001Z', '1901-02-03T04:05:06.007Z', undefined];
+
 /** Generated rows with awkward values in every kind of column. */
 function awkwardTables(): SnapshotTables {
   const t = generateBusinessTables({ configs: 2, nodesPerConfig: 12, neighbours: 2, audit: 30, settings: 0, tokens: 3, label: 'awk' });
@@ -41,7 +44,7 @@ function awkwardTables(): SnapshotTables {
   // Keys whose UTF-8 and UTF-16 orders differ ("\uE000" sorts after "😀" in UTF-8 only).
   const keys = ['a', 'b\uE000', 'b😀', 'z"q\\', 'ü', 'A', 'b', 'setting.10', 'setting.9', 'x\u0001', '东京'];
   t.setting = keys.map((key, i) => ({ key, value: values[i % values.length], updated_at: new Date(Date.UTC(2026, 0, 1) + i * 1_001 + (i % 2 === 0 ? 999 : 1)).toISOString() }));
-  t.node = t.node!.map((n, i) => ({ ...n, name: `${AWKWARD[i % AWKWARD.length]}-${i}`.slice(0, 64), endpoint: i % 3 === 0 ? null : `"host\\${i}".example:1`, last_seen_at: i % 2 ? null : new Date(Date.UTC(1999, 11, 31, 23, 59, 59, i)).toISOString() }));
+  t.node = t.node!.map((n, i) => ({ ...n, name: `${AWKWARD[i % AWKWARD.length]}-${i}`.slice(0, 64), endpoint: i % 3 === 0 ? null : `"host\\${i}".example:1`, last_seen_at: i % 2 ? null : EDGE_DATES[(i / 2) % EDGE_DATES.length] ?? new Date(Date.UTC(1999, 11, 31, 23, 59, 59, i)).toISOString() }));
   t.audit_record = t.audit_record!.map((a, i) => ({ ...a, actor: AWKWARD[i % AWKWARD.length]!, detail: { i, v: values[i % values.length], list: AWKWARD } }));
   t.mesh_config = t.mesh_config!.map((c, i) => ({ ...c, listen_port: i === 0 ? 2147483647 : 1, dns: i === 0 ? [] : AWKWARD, awg: i === 0 ? null : { deep: [[[]]], f: -1.25 } }));
   return t;
