@@ -237,8 +237,8 @@ export async function benchJobs(): Promise<void> {
   record({ name: `BullMQ queue.add, ${connections} in flight`, value: parallelAdd, unit: 'adds/s' });
   record({ name: `POST /api/v1/jobs, ${connections} connections`, value: submit, unit: 'req/s', baseline: 'single add', ratio: submit / singleAdd, target: '>= 0.5' });
   record({ name: `POST /api/v1/jobs vs ${connections} adds in flight`, value: submit, unit: 'req/s', baseline: `${connections} adds in flight`, ratio: submit / parallelAdd });
-  await dropRedisPrefix(pgApp.config.queuePrefix);
   await pgApp.close();
+  await dropRedisPrefix(pgApp.config.queuePrefix);
   await pgDb.drop();
 
   const sqDb = await benchDatabase('sqlite', { WORKER_CONCURRENCY: String(CONCURRENCY) });
@@ -247,8 +247,8 @@ export async function benchJobs(): Promise<void> {
   await meshqNodeUpdateRate(sqApp, sqIds, WARM_UP_JOBS);
   const meshqSqlite = await meshqNodeUpdateRate(sqApp, sqIds, N);
   record({ name: 'meshq node.update, SQLite', value: meshqSqlite, unit: 'jobs/s', baseline: 'no-op', ratio: meshqSqlite / noop, target: '>= 2,000 jobs/s' });
-  await dropRedisPrefix(sqApp.config.queuePrefix);
   await sqApp.close();
+  await dropRedisPrefix(sqApp.config.queuePrefix);
   await sqDb.drop();
 
   if (process.env.BENCH_SKIP_RSS !== '1') {

@@ -12,6 +12,6 @@ const app = await bootstrap('profile', db.config);
 const ids = await seed(app);
 const rate = await httpSubmitRate(app, ids, 16, seconds);
 console.log(`${dialect}: POST /api/v1/jobs ${rate.toFixed(0)} req/s (16 connections, ${seconds} s)`);
-await dropRedisPrefix(db.config.queuePrefix);
 await app.close();
+await dropRedisPrefix(db.config.queuePrefix);
 await db.drop();

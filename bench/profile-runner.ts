@@ -1,6 +1,6 @@
 // Profiling aid: node.update through the runner without BullMQ (`tsx --cpu-prof bench/profile-runner.ts sqlite`).
 import { bootstrap } from '../src/bootstrap.js';
-import { benchDatabase, directRunner } from './support.js';
+import { benchDatabase, directRunner, dropRedisPrefix } from './support.js';
 
 const dialect = (process.argv[2] ?? 'sqlite') as 'sqlite' | 'postgresql';
 const N = Number(process.argv[3] ?? 3000);
@@ -22,4 +22,5 @@ await Promise.all(Array.from({ length: inflight }, async () => {
 const ms = performance.now() - start;
 console.log(`${dialect}: ${N} node.update in ${ms.toFixed(0)} ms = ${(N / (ms / 1000)).toFixed(0)} jobs/s (no BullMQ)`);
 await app.close();
+await dropRedisPrefix(db.config.queuePrefix);
 await db.drop();

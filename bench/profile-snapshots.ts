@@ -38,6 +38,6 @@ for (let i = 0; i < runs; i++) {
   }
   if (what !== 'export') console.log(`restore (replacing): ${(await restore()).toFixed(2)} s`);
 }
-await dropRedisPrefix(db.config.queuePrefix);
 await app.close();
+await dropRedisPrefix(db.config.queuePrefix);
 await db.drop();

@@ -10,6 +10,6 @@ const app = await bootstrap('profile', db.config);
 const ids = await seed(app);
 const rate = await meshqNodeUpdateRate(app, ids, n);
 console.log(`${dialect}: ${n} node.update through BullMQ: ${rate.toFixed(0)} jobs/s`);
-await dropRedisPrefix(db.config.queuePrefix);
 await app.close();
+await dropRedisPrefix(db.config.queuePrefix);
 await db.drop();

@@ -154,8 +154,8 @@ async function measure(dialect: 'postgresql' | 'sqlite', file: Buffer, expected:
     };
   } finally {
     await worker.stop();
-    await dropRedisPrefix(db.config.queuePrefix);
     await app.close();
+    await dropRedisPrefix(db.config.queuePrefix);
     await db.drop();
   }
 }

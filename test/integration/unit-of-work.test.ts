@@ -37,10 +37,10 @@ describe.each(DIALECTS)('unit of work closing statements on %s', (dialect) => {
   });
 
   afterAll(async () => {
-    if (app) {
-      await deletePrefix(app.config.queuePrefix);
-      await app.close();
-    }
+    // Closing first: the queues write their meta keys as they connect, which can be after
+    // a deletion made while they were still open.
+    await app?.close();
+    if (app) await deletePrefix(app.config.queuePrefix);
     await db?.drop();
   });
 
@@ -98,10 +98,10 @@ describe.each(DIALECTS)('unit of work connection on %s', (dialect) => {
   });
 
   afterAll(async () => {
-    if (app) {
-      await deletePrefix(app.config.queuePrefix);
-      await app.close();
-    }
+    // Closing first: the queues write their meta keys as they connect, which can be after
+    // a deletion made while they were still open.
+    await app?.close();
+    if (app) await deletePrefix(app.config.queuePrefix);
     await db?.drop();
   });
 
