@@ -79,6 +79,12 @@ function hasPendingChanges(em: Em): boolean {
   return uow.getIdentityMap().values().length > 0 || uow.getPersistStack().size > 0 || uow.getRemoveStack().size > 0;
 }
 
+/** Entity managers of write transactions that hold the data lock exclusively (a restore). */
+const exclusiveWrites = new WeakSet<Em>();
+
+/** Whether `em` is that of a write transaction holding the data lock exclusively. */
+export const isExclusiveWrite = (em: Em): boolean => exclusiveWrites.has(em);
+
 /** What a write transaction's function can ask of the transaction itself. */
 export interface WriteTransaction {
   /** Runs these statements, in order, at the end of the transaction: after the flush, just before COMMIT. */
@@ -97,11 +103,12 @@ export class UnitOfWork {
 
   async write<T>(fn: (em: Em, tx: WriteTransaction) => Promise<T>, opts: WriteOptions = {}): Promise<T> {
     const begin = BEGIN[this.dialect][opts.exclusive ? 'exclusive' : 'shared'];
-    if (this.dialect === 'postgresql') return this.writeOnHeldClient(begin, fn, opts.exclusive === true);
+    const exclusive = opts.exclusive === true;
+    if (this.dialect === 'postgresql') return this.writeOnHeldClient(begin, fn, exclusive);
     return this.sqliteWriter.runExclusive(() =>
       this.kysely()
         .connection()
-        .execute((conn) => this.inTransaction(conn, (sql) => conn.executeQuery(CompiledQuery.raw(sql)), begin, fn)),
+        .execute((conn) => this.inTransaction(conn, (sql) => conn.executeQuery(CompiledQuery.raw(sql)), begin, fn, exclusive)),
     );
   }
 
@@ -114,11 +121,13 @@ export class UnitOfWork {
     run: (sql: string) => Promise<unknown>,
     begin: string,
     fn: (em: Em, tx: WriteTransaction) => Promise<T>,
+    exclusive: boolean,
   ): Promise<T> {
     // Driver errors of begin and commit become the ORM's exceptions, like those of every
     // query the ORM runs (a processor's own errors pass through untouched).
     const control = (sql: string) => run(sql).catch((err: Error) => Promise.reject(this.orm.em.getDriver().convertException(err)));
     const em = this.orm.em.fork() as Em;
+    if (exclusive) exclusiveWrites.add(em);
     const closing: SqlStatement[] = [];
     try {
       await control(begin);
@@ -154,7 +163,7 @@ export class UnitOfWork {
     const client = await pool.connect();
     let discard = false;
     try {
-      return await this.inTransaction(contextOnClient(client, pool), (sql) => client.query(sql), begin, fn);
+      return await this.inTransaction(contextOnClient(client, pool), (sql) => client.query(sql), begin, fn, exclusive);
     } catch (err) {
       discard = exclusive;
       throw err;

@@ -118,6 +118,13 @@ describe.each(DIALECTS)('export writes the database rows as JSON on %s', (dialec
       }),
     ).rejects.toThrow('not a snapshot');
     expect(await businessRows(app)).toEqual(before);
+    // On PostgreSQL only an exclusive write transaction may replace the data (operations
+    // take the lock shared and could interleave); SQLite has one writer at a time anyway.
+    const shared = app.uow.write((em) => createRepositories(em, { serverKey: app.serverKey }).snapshots.replaceBusinessData({}));
+    if (dialect === 'postgresql') await expect(shared).rejects.toThrow(/exclusive write transaction/);
+    else await shared;
+    if (dialect === 'sqlite') expect(Object.values(await businessRows(app)).every((rows) => rows.length === 0)).toBe(true);
+    else expect(await businessRows(app)).toEqual(before);
     // Later transactions, exclusive or not, run normally.
     await replace(before);
     await app.uow.write((em) => createRepositories(em, { serverKey: app.serverKey }).snapshots.appliedMigrations());

@@ -13,6 +13,7 @@ import { createHash } from 'node:crypto';
 import type { Em } from '../../db/orm.js';
 import type { PoolClient } from 'pg';
 import { heldClientOf } from '../../db/pg-client.js';
+import { isExclusiveWrite } from '../../db/unit-of-work.js';
 import { copyIn, copyOut, dbError, withPgReadSnapshot } from '../../db/pg-copy.js';
 import { boundSql } from '../../db/sql.js';
 import { isPostgres } from '../../migrations/dialect.js';
@@ -379,8 +380,9 @@ export class SnapshotRepository {
     const total = (t: SnapshotTables) => specs.reduce((n, s) => n + (t[s.table]?.length ?? 0), 0);
 
     if (isPostgres(this.em.getDriver())) {
-      const client = heldClientOf(this.em);
-      if (!client) throw new Error('SnapshotRepository.replaceBusinessData on PostgreSQL must run in a write transaction (uow.write(fn, { exclusive: true }))');
+      // Exclusive: no operation may interleave with a restore (DESIGN section 4).
+      const client = isExclusiveWrite(this.em) ? heldClientOf(this.em) : undefined;
+      if (!client) throw new Error('SnapshotRepository.replaceBusinessData on PostgreSQL must run in an exclusive write transaction (uow.write(fn, { exclusive: true }))');
       // One simple query, sent before the rows are made (client.query writes it at once).
       const deleting = client.query(deletes.join('; '));
       let rows: SnapshotTables;
