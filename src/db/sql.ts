@@ -29,11 +29,21 @@ const pgTexts = new Map<string, string>();
 function pgText(text: string): string {
   let out = pgTexts.get(text);
   if (out === undefined) {
-    let n = 0;
-    out = text.replace(/\?/g, () => `$${++n}`);
+    out = textParts(text).reduce((sql, part, i) => `${sql}$${i}${part}`);
     pgTexts.set(text, out);
   }
   return out;
+}
+
+/** A text cut at its `?` placeholders; memoized like pgText. */
+const textPartsMemo = new Map<string, string[]>();
+function textParts(text: string): string[] {
+  let parts = textPartsMemo.get(text);
+  if (parts === undefined) {
+    parts = text.split('?');
+    textPartsMemo.set(text, parts);
+  }
+  return parts;
 }
 
 /**
@@ -72,16 +82,6 @@ export function inlinePostgres({ text, params }: SqlStatement): string {
   return out;
 }
 
-/** A text cut at its placeholders; memoized like pgText (the texts are constants). */
-const textPartsMemo = new Map<string, string[]>();
-function textParts(text: string): string[] {
-  let parts = textPartsMemo.get(text);
-  if (parts === undefined) {
-    parts = text.split('?');
-    textPartsMemo.set(text, parts);
-  }
-  return parts;
-}
 
 function pgLiteral(v: unknown): string {
   if (v === null || v === undefined) return 'null';

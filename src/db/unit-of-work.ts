@@ -76,7 +76,7 @@ export interface WriteOptions {
  */
 function hasPendingChanges(em: Em): boolean {
   const uow = em.getUnitOfWork();
-  return uow.getIdentityMap().values().length > 0 || uow.getPersistStack().size > 0 || uow.getRemoveStack().size > 0;
+  return uow.getPersistStack().size > 0 || uow.getRemoveStack().size > 0 || !uow.getIdentityMap()[Symbol.iterator]().next().done;
 }
 
 /** Entity managers of write transactions that hold the data lock exclusively (a restore). */
@@ -102,8 +102,8 @@ export class UnitOfWork {
   ) {}
 
   async write<T>(fn: (em: Em, tx: WriteTransaction) => Promise<T>, opts: WriteOptions = {}): Promise<T> {
-    const begin = BEGIN[this.dialect][opts.exclusive ? 'exclusive' : 'shared'];
     const exclusive = opts.exclusive === true;
+    const begin = BEGIN[this.dialect][exclusive ? 'exclusive' : 'shared'];
     if (this.dialect === 'postgresql') return this.writeOnHeldClient(begin, fn, exclusive);
     return this.sqliteWriter.runExclusive(() =>
       this.kysely()

@@ -2,11 +2,11 @@
  * A write transaction's closing statements (a job's ledger and audit rows). On PostgreSQL
  * they travel with COMMIT as one simple query, their values written in as literals, so
  * these tests put values that quoting gets wrong through that path and read them back,
- * and check that a failing closing statement rolls back the whole transaction.
+ * and check that a failing closing statement rolls back the whole transaction, and that
+ * bound statements and the ORM share the transaction's one connection.
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { randomUUID } from 'node:crypto';
-import { bootstrap, type AppContext } from '../../src/bootstrap.js';
 import { escapeLiteral } from 'pg';
 import type { Em } from '../../src/db/orm.js';
 import { boundSql, inlinePostgres, quoteLiteral } from '../../src/db/sql.js';
@@ -14,8 +14,8 @@ import { AuditRecord } from '../../src/domain/audit/entities.js';
 import { createRepositories } from '../../src/domain/repositories.js';
 import { JobRecord } from '../../src/domain/system/entities.js';
 import { UniqueConstraintViolationException } from '@mikro-orm/core';
-import { createTestDatabase, DIALECTS, type TestDatabase } from '../support/db.js';
-import { deletePrefix } from '../support/redis.js';
+import { DIALECTS } from '../support/db.js';
+import { createHarness, type Harness } from '../support/harness.js';
 
 const AWKWARD = [
   "it's",
@@ -27,21 +27,15 @@ const AWKWARD = [
   '',
 ];
 
-describe.each(DIALECTS)('unit of work closing statements on %s', (dialect) => {
-  let db: TestDatabase;
-  let app: AppContext;
+describe.each(DIALECTS)('unit of work write transactions on %s', (dialect) => {
+  let app: Harness;
 
   beforeAll(async () => {
-    db = await createTestDatabase(dialect, 'uow');
-    app = await bootstrap('test', db.config());
+    app = await createHarness(dialect, 'uow');
   });
 
   afterAll(async () => {
-    // Closing first: the queues write their meta keys as they connect, which can be after
-    // a deletion made while they were still open.
     await app?.close();
-    if (app) await deletePrefix(app.config.queuePrefix);
-    await db?.drop();
   });
 
   it('writes awkward values exactly, after the flush, in the same transaction', async () => {
@@ -85,24 +79,6 @@ describe.each(DIALECTS)('unit of work closing statements on %s', (dialect) => {
       tx.closeWith(...createRepositories(em2, { serverKey: app.serverKey }).ledger.closingWrite(next, 'test.next', 1));
     });
     expect((await app.uow.fork().findOneOrFail(JobRecord, { jobId: next })).result).toBe(1);
-  });
-});
-
-describe.each(DIALECTS)('unit of work connection on %s', (dialect) => {
-  let db: TestDatabase;
-  let app: AppContext;
-
-  beforeAll(async () => {
-    db = await createTestDatabase(dialect, 'uow_conn');
-    app = await bootstrap('test', db.config());
-  });
-
-  afterAll(async () => {
-    // Closing first: the queues write their meta keys as they connect, which can be after
-    // a deletion made while they were still open.
-    await app?.close();
-    if (app) await deletePrefix(app.config.queuePrefix);
-    await db?.drop();
   });
 
   // Bound statements, the ORM and the closing write must all be on the transaction's one
