@@ -9,7 +9,7 @@ import type { Dialect } from '../src/config.js';
 import { connectOrm } from '../src/db/orm.js';
 import { migrateUnderLock } from '../src/db/migrate.js';
 import { UnitOfWork } from '../src/db/unit-of-work.js';
-import { parseServerKey } from '../src/snapshots/crypto.js';
+import { parseServerKey } from '../src/crypto.js';
 import { seedDynamicNodes } from '../test/support/broker-data.js';
 import { startEmqxDouble } from '../test/support/emqx-double.js';
 import { benchDatabase, directRunner, record, seconds } from './support.js';

@@ -14,10 +14,10 @@ import { fileURLToPath } from 'node:url';
 import { randomUUID } from 'node:crypto';
 import { Queue, Worker, type Processor } from 'bullmq';
 import pg from 'pg';
-import { bootstrap, type AppContext } from '../src/bootstrap.js';
-import { startWorkers } from '../src/workers/worker.js';
-import { redisConnection } from '../src/workers/queue-client.js';
-import { QUEUES } from '../src/workers/queues.js';
+import { bootstrap, type AppContext } from '../src/bin/bootstrap.js';
+import { startWorkers } from '../src/jobs/worker.js';
+import { redisConnection } from '../src/jobs/queue-client.js';
+import { QUEUES } from '../src/jobs/names.js';
 import { benchDatabase, directRunner, dropRedisPrefix, record, REDIS_URL, seconds } from './support.js';
 
 const N = Number(process.env.BENCH_JOBS ?? 5_000);

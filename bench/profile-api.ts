@@ -1,6 +1,6 @@
 // Profiling aid: POST /api/v1/jobs under load, API in this process, autocannon in a child
 // (`node --import tsx --cpu-prof bench/profile-api.ts postgresql 5`).
-import { bootstrap } from '../src/bootstrap.js';
+import { bootstrap } from '../src/bin/bootstrap.js';
 import { dropRedisPrefix } from './support.js';
 import { BENCH_ADMIN_PASSWORD, httpSubmitRate, seed } from './jobs-bench.js';
 import { benchDatabase } from './support.js';

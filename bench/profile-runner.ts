@@ -1,5 +1,5 @@
 // Profiling aid: node.update through the runner without BullMQ (`tsx --cpu-prof bench/profile-runner.ts sqlite`).
-import { bootstrap } from '../src/bootstrap.js';
+import { bootstrap } from '../src/bin/bootstrap.js';
 import { benchDatabase, directRunner, dropRedisPrefix } from './support.js';
 
 const dialect = (process.argv[2] ?? 'sqlite') as 'sqlite' | 'postgresql';

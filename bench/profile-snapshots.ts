@@ -1,11 +1,11 @@
 // Profiling aid: snapshot export and restore in this process, on the benchmark's rows
 // (`node --import tsx --cpu-prof bench/profile-snapshots.ts postgresql [export|restore|both] [runs]`).
 import { randomUUID } from 'node:crypto';
-import { bootstrap } from '../src/bootstrap.js';
-import { createRepositories } from '../src/domain/repositories.js';
+import { bootstrap } from '../src/bin/bootstrap.js';
+import { createRepositories } from '../src/repositories/index.js';
 import { openUpload, stageUpload } from '../src/snapshots/restore.js';
-import { runJob } from '../src/workers/runner.js';
-import type { JobType } from '../src/workers/jobs.js';
+import { runJob } from '../src/jobs/runner.js';
+import type { JobType } from '../src/jobs/table.js';
 import { encodeTestSnapshot, generateBusinessTables, rowCount } from '../test/support/snapshot-data.js';
 import { benchDatabase, dropRedisPrefix, seconds } from './support.js';
 

@@ -1,5 +1,5 @@
 // Profiling aid: node.update through BullMQ and the worker (`node --import tsx --cpu-prof bench/profile-worker.ts postgresql 8000`).
-import { bootstrap } from '../src/bootstrap.js';
+import { bootstrap } from '../src/bin/bootstrap.js';
 import { meshqNodeUpdateRate, seed } from './jobs-bench.js';
 import { benchDatabase, dropRedisPrefix } from './support.js';
 

@@ -20,9 +20,9 @@
 import { fork } from 'node:child_process';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { fileURLToPath } from 'node:url';
-import { bootstrap } from '../src/bootstrap.js';
-import { startWorkers } from '../src/workers/worker.js';
-import { QUEUES } from '../src/workers/queues.js';
+import { bootstrap } from '../src/bin/bootstrap.js';
+import { startWorkers } from '../src/jobs/worker.js';
+import { QUEUES } from '../src/jobs/names.js';
 import { benchDatabase, directRunner, dropRedisPrefix } from './support.js';
 
 const TOTAL = Number(process.env.BENCH_RSS_JOBS ?? 100_000);

@@ -7,7 +7,7 @@
 import { randomUUID } from 'node:crypto';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { Queue } from 'bullmq';
-import { redisConnection } from '../src/workers/queue-client.js';
+import { redisConnection } from '../src/jobs/queue-client.js';
 import { REDIS_URL } from './support.js';
 
 const [prefix, name, totalArg, idsJson] = process.argv.slice(2);

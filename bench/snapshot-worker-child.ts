@@ -4,8 +4,8 @@
  * its peak RSS on request. BENCH_QUEUE_PREFIX is the run's own queue prefix.
  */
 import { loadConfig } from '../src/config.js';
-import { bootstrap } from '../src/bootstrap.js';
-import { startWorkers } from '../src/workers/worker.js';
+import { bootstrap } from '../src/bin/bootstrap.js';
+import { startWorkers } from '../src/jobs/worker.js';
 
 const config = loadConfig(process.env, { queuePrefix: process.env.BENCH_QUEUE_PREFIX });
 const app = await bootstrap('bench-worker', config);

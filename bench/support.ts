@@ -7,10 +7,10 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import pg from 'pg';
-import type { AppContext } from '../src/bootstrap.js';
+import type { AppContext } from '../src/bin/bootstrap.js';
 import { loadConfig, type Config, type Dialect } from '../src/config.js';
-import type { JobType } from '../src/workers/jobs.js';
-import { runJob } from '../src/workers/runner.js';
+import type { JobType } from '../src/jobs/table.js';
+import { runJob } from '../src/jobs/runner.js';
 
 export const PG_ADMIN_URL = process.env.BENCH_PG_ADMIN_URL ?? 'postgres://postgres@127.0.0.1:5432/postgres';
 export const REDIS_URL = process.env.BENCH_REDIS_URL ?? 'redis://127.0.0.1:6379';

@@ -4,7 +4,7 @@
  */
 import { readFileSync } from 'node:fs';
 import Fastify, { type FastifyBaseLogger, type FastifyInstance } from 'fastify';
-import type { AppContext } from '../bootstrap.js';
+import type { AppContext } from './context.js';
 import { REDACTED_PATHS } from '../logger.js';
 import { registerAuth } from './auth.js';
 import { registerBullBoard } from './bull-board.js';

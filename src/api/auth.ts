@@ -6,9 +6,9 @@
  */
 import { createHash } from 'node:crypto';
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
-import type { AppContext } from '../bootstrap.js';
-import { ADMIN_NAME, verifyAdmin } from '../domain/access/admin.js';
-import { createRepositories } from '../domain/repositories.js';
+import type { AppContext } from './context.js';
+import { ADMIN_NAME, verifyAdmin } from '../repositories/admin-account.js';
+import { createRepositories } from '../repositories/index.js';
 import { hashToken } from '../domain/secrets.js';
 import { ApiError, errorBody } from './errors.js';
 

@@ -10,7 +10,7 @@ import { createBullBoard } from '@bull-board/api';
 import { BullMQAdapter } from '@bull-board/api/bullMQAdapter';
 import { FastifyAdapter } from '@bull-board/fastify';
 import type { FastifyInstance } from 'fastify';
-import type { JobQueues } from '../workers/queue-client.js';
+import type { JobQueues } from '../jobs/queue-client.js';
 
 export const BULL_BOARD_PATH = '/admin/queues';
 const SECRET_KEY = /password|token|secret|privateKey|hash|salt/i;

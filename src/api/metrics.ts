@@ -17,8 +17,8 @@ import type { Redis } from 'ioredis';
 import { Gauge, Histogram, Registry } from 'prom-client';
 import type { Logger } from 'pino';
 import type { Config } from '../config.js';
-import type { JobQueues } from '../workers/queue-client.js';
-import { QUEUE_NAMES, type QueueName } from '../workers/queues.js';
+import type { JobQueues } from '../jobs/queue-client.js';
+import { QUEUE_NAMES, type QueueName } from '../jobs/names.js';
 
 const DURATION_BUCKETS = [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300];
 

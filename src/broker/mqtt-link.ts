@@ -21,8 +21,8 @@ import { connect, Store, type IClientOptions, type MqttClient } from 'mqtt';
 import type { Logger } from 'pino';
 import { z } from 'zod';
 import { redactUrl, type Config } from '../config.js';
-import type { JobQueues } from '../workers/queue-client.js';
-import { requestBrokerSync } from './requests.js';
+import type { JobQueues } from '../jobs/queue-client.js';
+import { requestBrokerSync } from '../jobs/broker-requests.js';
 
 /** What processors see of the link: enough to publish, nothing to subscribe with. */
 export interface MqttPublisher {

@@ -16,10 +16,10 @@
  */
 import { createHash } from 'node:crypto';
 import type { Logger } from 'pino';
-import type { BrokerCredential } from '../domain/mesh/repositories.js';
-import type { Repositories } from '../domain/repositories.js';
-import type { AppliedCredential } from '../domain/system/broker-applied-repository.js';
-import type { BrokerSyncState } from '../domain/system/repository.js';
+import type { BrokerCredential } from '../repositories/mesh.js';
+import type { Repositories } from '../repositories/index.js';
+import type { AppliedCredential } from '../repositories/broker-applied.js';
+import type { BrokerSyncState } from '../repositories/system.js';
 import { EmqxError, type EmqxClient, type EmqxHashedUser, type EmqxRule, type EmqxRuleInput } from './emqx-client.js';
 
 /** Users and rule sets with this prefix are meshq's; nothing else in EMQX is. */

@@ -11,7 +11,7 @@ import { SqliteDriver } from '@mikro-orm/sqlite';
 import type { EntityManager } from '@mikro-orm/sql';
 import type { Logger } from 'pino';
 import { redactUrl, type Config } from '../config.js';
-import { ALL_ENTITIES } from '../domain/entities.js';
+import { ALL_ENTITIES } from '../domain/entities/index.js';
 import { MIGRATIONS } from '../migrations/index.js';
 
 export type Orm = MikroORM;

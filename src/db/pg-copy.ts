@@ -44,7 +44,7 @@ export async function withPgReadSnapshot<T>(em: Em, fn: (client: PoolClient) => 
 
 /**
  * A server's error as the ORM's exception (UniqueConstraintViolationException, …), as for
- * every query the ORM runs, so that jobs classify it the same way (src/workers/errors.ts);
+ * every query the ORM runs, so that jobs classify it the same way (src/jobs/errors.ts);
  * anything else passes through untouched.
  */
 export const dbError = (em: Em, err: unknown): unknown => (err instanceof pg.DatabaseError ? em.getDriver().convertException(err) : err);

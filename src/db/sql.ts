@@ -120,7 +120,7 @@ export class BoundSql {
   /**
    * Runs one statement in the entity manager's transaction (or on the pool outside one).
    * Driver errors become MikroORM's exceptions (UniqueConstraintViolationException, …),
-   * so they are classified like the ORM's own (src/workers/errors.ts).
+   * so they are classified like the ORM's own (src/jobs/errors.ts).
    */
   async query<R = Record<string, unknown>>(text: string, params: readonly SqlValue[] = []): Promise<SqlResult<R>> {
     const values = params.map((p) => toParam(this.dialect, p));

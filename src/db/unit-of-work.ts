@@ -38,7 +38,7 @@ import { Mutex } from 'async-mutex';
 import { CompiledQuery, type Kysely } from 'kysely';
 import type { Dialect } from '../config.js';
 import type { Em, Orm } from './orm.js';
-import { JobLedgerRepository } from '../domain/system/repository.js';
+import { JobLedgerRepository } from '../repositories/system.js';
 import { boundSql, inlinePostgres, type SqlStatement } from './sql.js';
 import { contextOnClient, pgPool } from './pg-client.js';
 import type { Pool } from 'pg';

@@ -6,7 +6,7 @@
  */
 import { readFileSync } from 'node:fs';
 import { DomainError } from '../domain/errors.js';
-import { unseal, type KdfParamsWithSalt } from './crypto.js';
+import { unseal, type KdfParamsWithSalt } from '../crypto.js';
 import { SNAPSHOT_FORMAT_VERSION, type SnapshotEnvelope, type SnapshotPayload, type SnapshotWriterEnvelope } from './format.js';
 import type { SnapshotTables } from './tables.js';
 

@@ -25,8 +25,8 @@ import { createCipheriv, createDecipheriv, randomBytes } from 'node:crypto';
 import { promisify } from 'node:util';
 import { gunzipSync, gzip, gzipSync } from 'node:zlib';
 import { z } from 'zod';
-import { checkKdfParams, deriveKey, KEY_LENGTH, SALT_LENGTH } from './crypto.js';
-import type { KdfParamsWithSalt } from './crypto.js';
+import { checkKdfParams, deriveKey, KEY_LENGTH, SALT_LENGTH } from '../crypto.js';
+import type { KdfParamsWithSalt } from '../crypto.js';
 import { SnapshotInvalidError } from './errors.js';
 import type { SnapshotInvalidReason } from './errors.js';
 
@@ -320,7 +320,7 @@ const MAX_MEMBERS_IN_FLIGHT = 4;
 /**
  * Writes a file from JSON text handed over table by table: the export's way, where the
  * rows' JSON is written by the database (SQLite) or converted from COPY's bytes
- * (PostgreSQL; src/domain/system/snapshot-repository.ts) and the rows never become JS
+ * (PostgreSQL; src/repositories/snapshots.ts) and the rows never become JS
  * objects.
  *
  * The text is gathered into pieces of about GZIP_PIECE_BYTES, and each piece is

@@ -11,16 +11,16 @@
  */
 import type { UnitOfWork } from '../db/unit-of-work.js';
 import { DomainError } from '../domain/errors.js';
-import { createRepositories } from '../domain/repositories.js';
-import type { SnapshotView } from '../domain/system/snapshot-repository.js';
+import { createRepositories } from '../repositories/index.js';
+import type { SnapshotView } from '../repositories/snapshots.js';
 import { decryptSecret } from '../domain/secrets.js';
-import { seal, unseal } from './crypto.js';
+import { seal, unseal } from '../crypto.js';
 import { SnapshotInvalidError } from './errors.js';
 import { decodeSnapshot, deriveFileKey, type SnapshotPayload } from './format.js';
 import { createHash } from 'node:crypto';
 import { LATEST_SCHEMA_VERSION } from '../migrations/index.js';
 import { APP_VERSION } from './export.js';
-import { KEY_LENGTH } from './crypto.js';
+import { KEY_LENGTH } from '../crypto.js';
 import { validateSnapshotTables, type SnapshotTables, type TableSpec } from './tables.js';
 import { upgradeSnapshotTables } from './upgrades.js';
 

@@ -22,7 +22,7 @@
  */
 import { JsonType, ReferenceKind, UuidType, type EntityMetadata, type EntityProperty, type MetadataStorage } from '@mikro-orm/core';
 import { z } from 'zod';
-import { BUSINESS_ENTITIES } from '../domain/entities.js';
+import { BUSINESS_ENTITIES } from '../domain/entities/index.js';
 import { SnapshotInvalidError } from './errors.js';
 
 export type SnapshotRow = Record<string, unknown>;

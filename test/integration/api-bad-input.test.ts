@@ -5,7 +5,7 @@
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { InjectOptions } from 'fastify';
-import type { AppContext } from '../../src/bootstrap.js';
+import type { AppContext } from '../../src/bin/bootstrap.js';
 import { buildApi } from '../../src/api/app.js';
 import { DIALECTS } from '../support/db.js';
 import { startStack, type Stack } from '../support/stack.js';
@@ -139,7 +139,7 @@ describe.each(DIALECTS)('bad input on %s', (dialect) => {
   });
 
   it('a burst of submissions for known and unknown nodes: each gets its own answer, only the known are enqueued', async () => {
-    // Concurrent requests share the API's batched node-id probes (src/api/prechecks.ts).
+    // Concurrent requests share the API's batched node-id probes (src/jobs/prechecks.ts).
     const unknown = Array.from({ length: 12 }, (_, i) => `01890a5d-ac96-774b-bcce-${String(i).padStart(12, '0')}`);
     const burst = [...unknown.map((id) => ({ id, known: false })), ...Array.from({ length: 12 }, () => ({ id: ids.staticNodeId, known: true }))].sort(
       () => Math.random() - 0.5,

@@ -6,8 +6,8 @@
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { InjectOptions } from 'fastify';
-import { PUBLIC_JOB_TYPES, JOB_TYPES } from '../../src/workers/jobs.js';
-import { QUEUE_NAMES } from '../../src/workers/queues.js';
+import { PUBLIC_JOB_TYPES, JOB_TYPES } from '../../src/jobs/table.js';
+import { QUEUE_NAMES } from '../../src/jobs/names.js';
 import { hashMqttPassword } from '../../src/domain/secrets.js';
 import { DIALECTS } from '../support/db.js';
 import { waitFor } from '../support/processes.js';

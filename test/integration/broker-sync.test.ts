@@ -9,18 +9,18 @@
  *  - MQTT disabled: nothing ever reaches EMQX.
  */
 import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest';
-import { requestBrokerSync } from '../../src/broker/requests.js';
+import { requestBrokerSync } from '../../src/jobs/broker-requests.js';
 import type { Config, Dialect } from '../../src/config.js';
 import type { Orm } from '../../src/db/orm.js';
 import type { UnitOfWork } from '../../src/db/unit-of-work.js';
-import { MeshConfig } from '../../src/domain/mesh/entities.js';
-import { generateKeyPair } from '../../src/domain/mesh/keys.js';
-import { createRepositories, type Repositories } from '../../src/domain/repositories.js';
+import { MeshConfig } from '../../src/domain/entities/mesh.js';
+import { generateKeyPair } from '../../src/domain/keys.js';
+import { createRepositories, type Repositories } from '../../src/repositories/index.js';
 import { hashMqttPassword, newSalt } from '../../src/domain/secrets.js';
-import { BrokerApplied } from '../../src/domain/system/entities.js';
-import type { JobType } from '../../src/workers/jobs.js';
-import { JobQueues } from '../../src/workers/queue-client.js';
-import { QUEUES } from '../../src/workers/queues.js';
+import { BrokerApplied } from '../../src/domain/entities/system.js';
+import type { JobType } from '../../src/jobs/table.js';
+import { JobQueues } from '../../src/jobs/queue-client.js';
+import { QUEUES } from '../../src/jobs/names.js';
 import { createHarness } from '../support/harness.js';
 import { hashPassword, startEmqxDouble, type EmqxDouble } from '../support/emqx-double.js';
 import { DIALECTS, REDIS_URL, type TestDatabase } from '../support/db.js';

@@ -5,9 +5,9 @@
 import { pino } from 'pino';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { Em } from '../../src/db/orm.js';
-import { createRepositories } from '../../src/domain/repositories.js';
-import type { JobContext } from '../../src/workers/context.js';
-import { generateMesh, PAIRS_PER_BATCH } from '../../src/workers/processors/mesh.js';
+import { createRepositories } from '../../src/repositories/index.js';
+import type { JobContext } from '../../src/jobs/context.js';
+import { generateMesh, PAIRS_PER_BATCH } from '../../src/jobs/processors/mesh.js';
 import { DIALECTS } from '../support/db.js';
 import { createHarness, type Harness } from '../support/harness.js';
 

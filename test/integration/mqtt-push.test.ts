@@ -7,10 +7,10 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { connect, type MqttClient } from 'mqtt';
 import { configPushTopic } from '../../src/broker/mqtt-link.js';
-import { createRepositories } from '../../src/domain/repositories.js';
-import type { NodeView } from '../../src/domain/mesh/repositories.js';
-import type { PushedConfig } from '../../src/workers/processors/push-config.js';
-import { QUEUES } from '../../src/workers/queues.js';
+import { createRepositories } from '../../src/repositories/index.js';
+import type { NodeView } from '../../src/repositories/mesh.js';
+import type { PushedConfig } from '../../src/jobs/processors/push-config.js';
+import { QUEUES } from '../../src/jobs/names.js';
 import { DIALECTS } from '../support/db.js';
 import { startEmqxDouble, type EmqxDouble } from '../support/emqx-double.js';
 import { createHarness, type Harness } from '../support/harness.js';

@@ -9,10 +9,10 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { connect, type MqttClient } from 'mqtt';
 import type { Job } from 'bullmq';
-import { bootstrap, type AppContext } from '../../src/bootstrap.js';
+import { bootstrap, type AppContext } from '../../src/bin/bootstrap.js';
 import { configPushTopic, MQTT_CONNECTED_SYNC_REASON, statusTopic } from '../../src/broker/mqtt-link.js';
-import { createRepositories } from '../../src/domain/repositories.js';
-import { QUEUES } from '../../src/workers/queues.js';
+import { createRepositories } from '../../src/repositories/index.js';
+import { QUEUES } from '../../src/jobs/names.js';
 import { DIALECTS, createTestDatabase, type TestDatabase } from '../support/db.js';
 import { startEmqxDouble, type EmqxDouble } from '../support/emqx-double.js';
 import { startTestBroker, type TestBroker } from '../support/mosquitto.js';

@@ -5,7 +5,7 @@
  */
 import { randomUUID } from 'node:crypto';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { publicKeyFromPrivate } from '../../src/domain/mesh/keys.js';
+import { publicKeyFromPrivate } from '../../src/domain/keys.js';
 import { hashMqttPassword, hashToken, newSalt } from '../../src/domain/secrets.js';
 import { DIALECTS } from '../support/db.js';
 import { createHarness, type Harness } from '../support/harness.js';

@@ -7,9 +7,9 @@
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { FastifyInstance } from 'fastify';
-import { bootstrap, type AppContext } from '../../src/bootstrap.js';
+import { bootstrap, type AppContext } from '../../src/bin/bootstrap.js';
 import { buildApi } from '../../src/api/app.js';
-import { AuditRecord } from '../../src/domain/audit/entities.js';
+import { AuditRecord } from '../../src/domain/entities/audit.js';
 import { createTestDatabase, type TestDatabase } from '../support/db.js';
 import { killAll, startWorkerProcess, waitFor, type Child } from '../support/processes.js';
 import { deletePrefix } from '../support/redis.js';

@@ -13,13 +13,13 @@ import type { Config } from '../../src/config.js';
 import { connectOrm, type Orm } from '../../src/db/orm.js';
 import { migrateUnderLock } from '../../src/db/migrate.js';
 import { UnitOfWork } from '../../src/db/unit-of-work.js';
-import { setAdminPassword } from '../../src/domain/access/admin.js';
-import { createRepositories, type Repositories } from '../../src/domain/repositories.js';
+import { setAdminPassword } from '../../src/repositories/admin-account.js';
+import { createRepositories, type Repositories } from '../../src/repositories/index.js';
 import { LATEST_SCHEMA_VERSION } from '../../src/migrations/index.js';
 import { openUpload } from '../../src/snapshots/restore.js';
-import type { JobType } from '../../src/workers/jobs.js';
-import { parseFailedReason } from '../../src/workers/errors.js';
-import { runJob } from '../../src/workers/runner.js';
+import type { JobType } from '../../src/jobs/table.js';
+import { parseFailedReason } from '../../src/jobs/errors.js';
+import { runJob } from '../../src/jobs/runner.js';
 import { createTestDatabase, DIALECTS, type TestDatabase } from '../support/db.js';
 import { encodeTestSnapshot, generateBusinessTables } from '../support/snapshot-data.js';
 
@@ -44,7 +44,7 @@ describe.each(DIALECTS)('stored snapshots on %s', (dialect) => {
   });
 
   const run = <R>(type: JobType, payload: unknown) =>
-    // A restore holds the data lock exclusively, as the worker runs it (src/workers/worker.ts).
+    // A restore holds the data lock exclusively, as the worker runs it (src/jobs/worker.ts).
     runJob({ uow, config, log: pino({ level: 'silent' }), serverKey, enqueue: async () => undefined }, { jobId: randomUUID(), type, envelope: { actor: 'admin', payload }, exclusive: type === 'snapshot.restore' }) as Promise<R>;
   const failure = async (type: JobType, payload: unknown) => {
     try {

@@ -9,10 +9,10 @@
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { UniqueConstraintViolationException } from '@mikro-orm/core';
-import { bootstrap, type AppContext } from '../../src/bootstrap.js';
-import { createRepositories } from '../../src/domain/repositories.js';
-import type { SnapshotRepository } from '../../src/domain/system/snapshot-repository.js';
-import { deriveKey, newKdfParams } from '../../src/snapshots/crypto.js';
+import { bootstrap, type AppContext } from '../../src/bin/bootstrap.js';
+import { createRepositories } from '../../src/repositories/index.js';
+import type { SnapshotRepository } from '../../src/repositories/snapshots.js';
+import { deriveKey, newKdfParams } from '../../src/crypto.js';
 import { exportEnvelope } from '../../src/snapshots/export.js';
 import { decodeSnapshot, SnapshotWriter } from '../../src/snapshots/format.js';
 import type { SnapshotTables } from '../../src/snapshots/tables.js';

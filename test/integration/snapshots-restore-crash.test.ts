@@ -11,7 +11,7 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { Job } from 'bullmq';
 import type { SnapshotTables } from '../../src/snapshots/tables.js';
-import { parseFailedReason } from '../../src/workers/errors.js';
+import { parseFailedReason } from '../../src/jobs/errors.js';
 import { DIALECTS } from '../support/db.js';
 import { killAll, startWorkerProcess, waitFor, type Child } from '../support/processes.js';
 import { businessRows, encodeTestSnapshot, generateBusinessTables, rowCount, sortedByKey, uploadSnapshot } from '../support/snapshot-data.js';

@@ -8,8 +8,8 @@
  */
 import { afterAll, describe, expect, it } from 'vitest';
 import { createHash } from 'node:crypto';
-import { SnapshotArchive } from '../../src/domain/system/entities.js';
-import { createRepositories } from '../../src/domain/repositories.js';
+import { SnapshotArchive } from '../../src/domain/entities/system.js';
+import { createRepositories } from '../../src/repositories/index.js';
 import { LATEST_SCHEMA_VERSION } from '../../src/migrations/index.js';
 import { readHeader } from '../../src/snapshots/format.js';
 import type { SnapshotTables } from '../../src/snapshots/tables.js';

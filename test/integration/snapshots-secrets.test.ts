@@ -6,10 +6,10 @@
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { pino } from 'pino';
-import { ADMIN_NAME } from '../../src/domain/access/admin.js';
-import { createRepositories } from '../../src/domain/repositories.js';
+import { ADMIN_NAME } from '../../src/repositories/admin-account.js';
+import { createRepositories } from '../../src/repositories/index.js';
 import { REDACTED_PATHS } from '../../src/logger.js';
-import { deriveKey } from '../../src/snapshots/crypto.js';
+import { deriveKey } from '../../src/crypto.js';
 import { readHeader } from '../../src/snapshots/format.js';
 import { DIALECTS } from '../support/db.js';
 import { dumpPrefix } from '../support/redis.js';

@@ -6,7 +6,7 @@
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { readFileSync } from 'node:fs';
-import { createRepositories } from '../../src/domain/repositories.js';
+import { createRepositories } from '../../src/repositories/index.js';
 import { LATEST_SCHEMA_VERSION } from '../../src/migrations/index.js';
 import { openSnapshot, readHeader } from '../../src/snapshots/format.js';
 import { DIALECTS } from '../support/db.js';

@@ -7,7 +7,7 @@ import { afterAll, describe, expect, it } from 'vitest';
 import { spawn } from 'node:child_process';
 import { createServer } from 'node:net';
 import { fileURLToPath } from 'node:url';
-import { bootstrap } from '../../src/bootstrap.js';
+import { bootstrap } from '../../src/bin/bootstrap.js';
 import { createTestDatabase, type TestDatabase } from '../support/db.js';
 import { killAll, startWorkerProcess, waitFor } from '../support/processes.js';
 import { deletePrefix } from '../support/redis.js';
@@ -44,7 +44,7 @@ async function closedPort(): Promise<number> {
 
 describe('start-up', () => {
   it('a bad environment stops start-up with one message naming every bad variable', async () => {
-    const r = await runEntry('src/db/migrate-cli.ts', {
+    const r = await runEntry('src/bin/migrate.ts', {
       DATABASE_URL: 'mysql://nope',
       PORT: 'eighty',
       WORKER_CONCURRENCY: '0',
@@ -58,7 +58,7 @@ describe('start-up', () => {
   it('an unreachable PostgreSQL is retried within DB_CONNECT_TIMEOUT_MS, then fails naming the URL without its password', async () => {
     const port = await closedPort();
     const password = 'sup3r-s3cret-pw';
-    const r = await runEntry('src/db/migrate-cli.ts', {
+    const r = await runEntry('src/bin/migrate.ts', {
       DATABASE_URL: `postgres://meshq:${password}@127.0.0.1:${port}/meshq`,
       SECRET_KEY: 'c'.repeat(64),
       DB_CONNECT_TIMEOUT_MS: '2000',
@@ -77,7 +77,7 @@ describe('start-up', () => {
     const db = await createTestDatabase('sqlite', 'noredis');
     try {
       const port = await closedPort();
-      const r = await runEntry('src/workers/main.ts', { ...db.env, REDIS_URL: `redis://127.0.0.1:${port}` });
+      const r = await runEntry('src/bin/worker.ts', { ...db.env, REDIS_URL: `redis://127.0.0.1:${port}` });
       expect(r.code).toBe(1);
       expect(r.out).toContain(`Redis at redis://127.0.0.1:${port}`);
       expect(r.out).toContain('is not reachable');

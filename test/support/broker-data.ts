@@ -5,8 +5,8 @@
  */
 import type { UnitOfWork } from '../../src/db/unit-of-work.js';
 import { newId } from '../../src/domain/ids.js';
-import { MqttCredential, Node } from '../../src/domain/mesh/entities.js';
-import { createRepositories } from '../../src/domain/repositories.js';
+import { MqttCredential, Node } from '../../src/domain/entities/mesh.js';
+import { createRepositories } from '../../src/repositories/index.js';
 import { hashMqttPassword, newSalt } from '../../src/domain/secrets.js';
 
 /**

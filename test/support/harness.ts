@@ -10,10 +10,10 @@ import type { Config, Dialect } from '../../src/config.js';
 import { connectOrm, type Orm } from '../../src/db/orm.js';
 import { migrateUnderLock } from '../../src/db/migrate.js';
 import { UnitOfWork } from '../../src/db/unit-of-work.js';
-import { createRepositories, type Repositories } from '../../src/domain/repositories.js';
-import type { JobType } from '../../src/workers/jobs.js';
-import { parseFailedReason, type JobError } from '../../src/workers/errors.js';
-import { runJob, type RunnerDeps } from '../../src/workers/runner.js';
+import { createRepositories, type Repositories } from '../../src/repositories/index.js';
+import type { JobType } from '../../src/jobs/table.js';
+import { parseFailedReason, type JobError } from '../../src/jobs/errors.js';
+import { runJob, type RunnerDeps } from '../../src/jobs/runner.js';
 import { createTestDatabase, type TestDatabase } from './db.js';
 
 export interface Harness {
@@ -62,7 +62,7 @@ export async function createHarness(dialect: Dialect, label: string, opts: Harne
       jobId: opts.jobId ?? randomUUID(),
       type,
       envelope: { actor: opts.actor ?? 'admin', payload },
-      // A restore holds the data lock exclusively, as the worker runs it (src/workers/worker.ts).
+      // A restore holds the data lock exclusively, as the worker runs it (src/jobs/worker.ts).
       exclusive: type === 'snapshot.restore',
     }) as Promise<R>;
   return {

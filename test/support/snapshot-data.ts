@@ -6,12 +6,12 @@
 import { createHash, randomBytes } from 'node:crypto';
 import type { FastifyInstance } from 'fastify';
 import { v7 as uuidv7 } from 'uuid';
-import type { AppContext } from '../../src/bootstrap.js';
-import { createRepositories } from '../../src/domain/repositories.js';
+import type { AppContext } from '../../src/bin/bootstrap.js';
+import { createRepositories } from '../../src/repositories/index.js';
 import { encryptSecret } from '../../src/domain/secrets.js';
 import { LATEST_SCHEMA_VERSION } from '../../src/migrations/index.js';
 import { TEST_SECRET_KEY } from './db.js';
-import { deriveKey, newKdfParams } from '../../src/snapshots/crypto.js';
+import { deriveKey, newKdfParams } from '../../src/crypto.js';
 import { encodeSnapshot, SNAPSHOT_FORMAT_VERSION, type SnapshotPayload } from '../../src/snapshots/format.js';
 import type { SnapshotTables } from '../../src/snapshots/tables.js';
 

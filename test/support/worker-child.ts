@@ -9,8 +9,8 @@
  */
 import { existsSync, writeFileSync } from 'node:fs';
 import { loadConfig } from '../../src/config.js';
-import { bootstrap } from '../../src/bootstrap.js';
-import { startWorkers } from '../../src/workers/worker.js';
+import { bootstrap } from '../../src/bin/bootstrap.js';
+import { startWorkers } from '../../src/jobs/worker.js';
 
 const env = process.env;
 const config = loadConfig(env, { queuePrefix: env.TEST_QUEUE_PREFIX });

@@ -6,8 +6,8 @@ import {
   hostAddressWithPrefix,
   usableRange,
   validateRequestedAddress,
-} from '../../src/domain/mesh/allocation.js';
-import { parseCidr } from '../../src/domain/mesh/cidr.js';
+} from '../../src/domain/allocation.js';
+import { parseCidr } from '../../src/domain/cidr.js';
 
 function thrown(fn: () => unknown): Error {
   try {

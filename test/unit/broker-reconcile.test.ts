@@ -15,10 +15,10 @@ import {
   sameRules,
   type DesiredUser,
 } from '../../src/broker/reconcile.js';
-import { brokerBackoffDelay } from '../../src/broker/requests.js';
-import type { Repositories } from '../../src/domain/repositories.js';
-import type { AppliedCredential } from '../../src/domain/system/broker-applied-repository.js';
-import { INITIAL_BROKER_SYNC_STATE } from '../../src/domain/system/repository.js';
+import { brokerBackoffDelay } from '../../src/jobs/broker-requests.js';
+import type { Repositories } from '../../src/repositories/index.js';
+import type { AppliedCredential } from '../../src/repositories/broker-applied.js';
+import { INITIAL_BROKER_SYNC_STATE } from '../../src/repositories/system.js';
 
 const user = (n: number, hash = `h${n}`): DesiredUser => ({
   username: `node-${n}`,

@@ -13,7 +13,7 @@ import {
   lastAddress,
   parseAddress,
   parseCidr,
-} from '../../src/domain/mesh/cidr.js';
+} from '../../src/domain/cidr.js';
 
 function invalidMessage(fn: () => unknown): string {
   try {

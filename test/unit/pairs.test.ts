@@ -7,7 +7,7 @@ import {
   pairKey,
   pairKeysOfLinks,
   type NodePair,
-} from '../../src/domain/mesh/pairs.js';
+} from '../../src/domain/pairs.js';
 
 const ids = (n: number) => Array.from({ length: n }, (_, i) => `node-${String(i).padStart(4, '0')}`);
 const nothingExists = () => false;

@@ -1,8 +1,8 @@
 import { randomUUID } from 'node:crypto';
 import { describe, expect, it } from 'vitest';
 import { z } from 'zod';
-import { JOBS, JOB_TYPES } from '../../src/workers/jobs.js';
-import * as payloads from '../../src/workers/payloads.js';
+import { JOBS, JOB_TYPES } from '../../src/jobs/table.js';
+import * as payloads from '../../src/jobs/payloads.js';
 
 const id = randomUUID();
 const hash = 'a'.repeat(64);

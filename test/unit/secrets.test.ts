@@ -2,7 +2,7 @@ import { randomBytes } from 'node:crypto';
 import { describe, expect, it } from 'vitest';
 import { InvalidError } from '../../src/domain/errors.js';
 import { isUuid, newId } from '../../src/domain/ids.js';
-import { generateKeyPair, isWireguardKey, publicKeyFromPrivate } from '../../src/domain/mesh/keys.js';
+import { generateKeyPair, isWireguardKey, publicKeyFromPrivate } from '../../src/domain/keys.js';
 import {
   decryptSecret,
   encryptSecret,

@@ -12,7 +12,7 @@ import { MikroORM } from '@mikro-orm/core';
 import { loadConfig } from '../../src/config.js';
 import { connectOrm, ormOptions } from '../../src/db/orm.js';
 import { migrateUnderLock } from '../../src/db/migrate.js';
-import { SYSTEM_ENTITIES } from '../../src/domain/entities.js';
+import { SYSTEM_ENTITIES } from '../../src/domain/entities/index.js';
 import { MIGRATIONS } from '../../src/migrations/index.js';
 import { snapshotTableSpecs, type TableSpec } from '../../src/snapshots/tables.js';
 import { UPGRADES } from '../../src/snapshots/upgrades.js';

@@ -9,8 +9,8 @@ import {
   parseServerKey,
   seal,
   unseal,
-} from '../../src/snapshots/crypto.js';
-import type { KdfParamsWithSalt } from '../../src/snapshots/crypto.js';
+} from '../../src/crypto.js';
+import type { KdfParamsWithSalt } from '../../src/crypto.js';
 import {
   decodeSnapshot,
   decryptSnapshotBody,

@@ -13,7 +13,7 @@ import { ormOptions } from '../../src/db/orm.js';
 import { LATEST_SCHEMA_VERSION } from '../../src/migrations/index.js';
 import { SnapshotInvalidError } from '../../src/snapshots/errors.js';
 import { openStaged, openUpload, prepareSnapshot } from '../../src/snapshots/restore.js';
-import { deriveKey, newKdfParams, seal } from '../../src/snapshots/crypto.js';
+import { deriveKey, newKdfParams, seal } from '../../src/crypto.js';
 import { encodeSnapshot } from '../../src/snapshots/format.js';
 import { rowCheck, rowSchema, snapshotTableSpecs, toIsoString, validateSnapshotTables, type SnapshotTables, type TableSpec } from '../../src/snapshots/tables.js';
 import { upgradeSnapshotTables } from '../../src/snapshots/upgrades.js';

@@ -19,7 +19,7 @@ import {
   protocolSchema,
   subnetSchema,
   wireguardKeySchema,
-} from '../../src/domain/mesh/validation.js';
+} from '../../src/domain/validation.js';
 
 /** The InvalidError message parseOrInvalid gives for `value`. */
 function problem(schema: z.ZodType, value: unknown, where = 'field'): string {

@@ -6,12 +6,12 @@
  */
 import type { FastifyInstance } from 'fastify';
 import type { z } from 'zod';
-import type { AppContext } from '../../bootstrap.js';
+import type { AppContext } from '../context.js';
 import { createEmqxClient, PROBE_CLIENT_TUNING } from '../../broker/emqx.js';
 import { isBrokerSyncPending } from '../../broker/reconcile.js';
-import { requestBrokerSync } from '../../broker/requests.js';
+import { requestBrokerSync } from '../../jobs/broker-requests.js';
 import { MqttDisabledError } from '../../domain/errors.js';
-import { createRepositories } from '../../domain/repositories.js';
+import { createRepositories } from '../../repositories/index.js';
 import { replyWithJob, waitQuery } from './jobs.js';
 
 export type BrokerState = 'disabled' | 'synced' | 'pending' | 'error';

@@ -4,7 +4,7 @@
  * says why; each check is bounded so a hanging database cannot hang the probe.
  */
 import type { FastifyInstance } from 'fastify';
-import type { AppContext } from '../../bootstrap.js';
+import type { AppContext } from '../context.js';
 import { pendingMigrations } from '../../db/migrate.js';
 
 const CHECK_TIMEOUT_MS = 3_000;

@@ -6,13 +6,13 @@
 import type { FastifyInstance, FastifyReply } from 'fastify';
 import type { Job } from 'bullmq';
 import { z } from 'zod';
-import type { AppContext } from '../../bootstrap.js';
+import type { AppContext } from '../context.js';
 import { ConflictError, InvalidError, NotFoundError } from '../../domain/errors.js';
-import { JOB_TYPES, PUBLIC_JOB_TYPES, isJobType, jobDefinition, type JobPayload, type JobType } from '../../workers/jobs.js';
-import { describeZodError } from '../../workers/payload-errors.js';
-import { idempotentJobId, type JobQueues, type JobView } from '../../workers/queue-client.js';
+import { JOB_TYPES, PUBLIC_JOB_TYPES, isJobType, jobDefinition, type JobPayload, type JobType } from '../../jobs/table.js';
+import { describeZodError } from '../../domain/zod-errors.js';
+import { idempotentJobId, type JobQueues, type JobView } from '../../jobs/queue-client.js';
 import { compactIssues } from '../errors.js';
-import { Prechecks } from '../prechecks.js';
+import { Prechecks } from '../../jobs/prechecks.js';
 import { toJsonSchema } from '../validation.js';
 
 export const MAX_WAIT_MS = 30_000;

@@ -5,9 +5,9 @@
  */
 import type { FastifyInstance } from 'fastify';
 import { z } from 'zod';
-import type { AppContext } from '../../bootstrap.js';
+import type { AppContext } from '../context.js';
 import { NotFoundError } from '../../domain/errors.js';
-import { createRepositories, type Repositories } from '../../domain/repositories.js';
+import { createRepositories, type Repositories } from '../../repositories/index.js';
 import { pageQuery } from '../validation.js';
 
 export const DEFAULT_READ_LIMIT = 100;

@@ -7,11 +7,11 @@
  */
 import type { FastifyInstance, FastifyRequest } from 'fastify';
 import { z } from 'zod';
-import type { AppContext } from '../../bootstrap.js';
+import type { AppContext } from '../context.js';
 import { InvalidError, NotFoundError } from '../../domain/errors.js';
 import { newId } from '../../domain/ids.js';
-import { mqttUsername } from '../../domain/mesh/repositories.js';
-import { createRepositories } from '../../domain/repositories.js';
+import { mqttUsername } from '../../repositories/mesh.js';
+import { createRepositories } from '../../repositories/index.js';
 import { generateSecret, hashMqttPassword, hashToken, newSalt } from '../../domain/secrets.js';
 import { replyWithJob, waitQuery } from './jobs.js';
 

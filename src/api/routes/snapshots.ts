@@ -11,10 +11,10 @@
 import multipart from '@fastify/multipart';
 import type { FastifyInstance } from 'fastify';
 import { z } from 'zod';
-import type { AppContext } from '../../bootstrap.js';
-import { ADMIN_NAME } from '../../domain/access/admin.js';
+import type { AppContext } from '../context.js';
+import { ADMIN_NAME } from '../../repositories/admin-account.js';
 import { ConflictError, InvalidError, NotFoundError } from '../../domain/errors.js';
-import { createRepositories, type Repositories } from '../../domain/repositories.js';
+import { createRepositories, type Repositories } from '../../repositories/index.js';
 import { openUpload, stageUpload } from '../../snapshots/restore.js';
 import { pageQuery } from '../validation.js';
 import { replyWithJob, waitQuery } from './jobs.js';

@@ -1,0 +1,86 @@
+/**
+ * Start-up shared by every role: validate the environment once, connect to the database
+ * with retries, migrate under a lock, check Redis, then hand back what the role needs.
+ * Shutdown runs the registered closers in reverse order of start-up.
+ */
+import type { DestinationStream } from 'pino';
+import { ConfigError, loadConfig, loadDotEnv, redactUrl, type Config } from '../config.js';
+import { connectOrm } from '../db/orm.js';
+import { migrateUnderLock } from '../db/migrate.js';
+import { UnitOfWork } from '../db/unit-of-work.js';
+import { createLogger } from '../logger.js';
+import { checkRedis, JobQueues } from '../jobs/queue-client.js';
+import { ensureAdmin } from '../repositories/admin-account.js';
+import { parseServerKey } from '../crypto.js';
+import type { AppContext } from '../api/context.js';
+
+export type { AppContext };
+
+export async function bootstrap(role: string, config?: Config, opts: { logDestination?: DestinationStream } = {}): Promise<AppContext> {
+  if (!config) loadDotEnv();
+  const cfg = config ?? loadConfig();
+  const log = createLogger(cfg.logLevel, 'meshq', opts.logDestination).child({ role });
+  log.info({ database: redactUrl(cfg.databaseUrl), redis: redactUrl(cfg.redisUrl) }, 'starting');
+
+  const orm = await connectOrm(cfg, log);
+  try {
+    const migration = await migrateUnderLock(orm, cfg);
+    if (migration.applied.length > 0) log.info({ applied: migration.applied }, 'migrations applied');
+    await checkRedis(cfg.redisUrl);
+  } catch (err) {
+    await orm.close(true);
+    throw err;
+  }
+  const uow = new UnitOfWork(orm, cfg.dialect);
+  const serverKey = parseServerKey(cfg.secretKey);
+  const queues = new JobQueues(cfg);
+  await ensureAdmin({ uow, serverKey, log }, cfg.adminPassword);
+
+  return {
+    config: cfg,
+    log,
+    orm,
+    uow,
+    queues,
+    serverKey,
+    async close() {
+      await queues.close();
+      await orm.close(true);
+    },
+  };
+}
+
+/**
+ * Runs a role: start-up errors print one clear message and exit 1; SIGTERM/SIGINT stop
+ * the role (its own stop first: the API stops listening, workers finish active jobs),
+ * then close queues, Redis and the ORM, and exit 0.
+ */
+export async function runRole(role: string, start: (app: AppContext) => Promise<() => Promise<void>>): Promise<void> {
+  let app: AppContext;
+  let stop: () => Promise<void>;
+  try {
+    app = await bootstrap(role);
+    stop = await start(app);
+  } catch (err) {
+    const message = err instanceof ConfigError || (err instanceof Error && /Unavailable/.test(err.name)) ? err.message : String((err as Error)?.stack ?? err);
+    process.stderr.write(`meshq ${role}: failed to start: ${message}\n`);
+    process.exit(1);
+  }
+  let stopping = false;
+  const shutdown = async (signal: string) => {
+    if (stopping) return;
+    stopping = true;
+    app.log.info({ signal }, 'shutting down');
+    try {
+      await stop();
+      await app.close();
+      app.log.info('stopped');
+      process.exit(0);
+    } catch (err) {
+      app.log.error({ err }, 'shutdown failed');
+      process.exit(1);
+    }
+  };
+  process.once('SIGTERM', () => void shutdown('SIGTERM'));
+  process.once('SIGINT', () => void shutdown('SIGINT'));
+}

@@ -1,0 +1,11 @@
+// `npm run migrate`: bootstrap migrates under the lock; there is nothing else to do.
+import { bootstrap } from './bootstrap.js';
+
+try {
+  const app = await bootstrap('migrate');
+  await app.close();
+  process.exit(0);
+} catch (err) {
+  process.stderr.write(`meshq migrate: ${(err as Error).message}\n`);
+  process.exit(1);
+}

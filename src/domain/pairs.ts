@@ -1,0 +1,128 @@
+/**
+ * Mesh pairs: every two nodes of a config are linked once, as two directional PeerLinks
+ * sharing a linkGroupId.
+ *
+ * A full mesh of n nodes has n(n-1)/2 pairs (44,850 for 300 nodes), so generation is a
+ * generator of batches: a job inserts one batch per statement and never holds every pair
+ * (nor every link object) in memory. The order is deterministic (node ids sorted), so a
+ * job that is retried after a crash walks the same sequence and, skipping the pairs it
+ * already wrote, picks up where it stopped.
+ */
+import { InvalidError } from './errors.js';
+import { hostAddressWithPrefix } from './allocation.js';
+
+/** An unordered pair of node ids, smaller id first. */
+export type NodePair = readonly [lo: string, hi: string];
+
+/**
+ * The canonical key of the unordered pair {a, b}: pairKey(a, b) === pairKey(b, a).
+ * Ids are compared by code unit, not locale, so the key is the same on every machine;
+ * for UUIDv7 ids that is also creation order.
+ */
+export function pairKey(a: string, b: string): string {
+  return a < b ? `${a}:${b}` : `${b}:${a}`;
+}
+
+/** How many unordered pairs n nodes form: n(n-1)/2. */
+export const pairCount = (n: number): number => (n * (n - 1)) / 2;
+
+/**
+ * Which pairs exist already: a predicate (called with the smaller id first) or a set of
+ * pairKey values, e.g. from pairKeysOfLinks.
+ */
+export type ExistingPairs = ((lo: string, hi: string) => boolean) | ReadonlySet<string>;
+
+/** The pair keys of stored links; both directions of a pair give the same key. */
+export function pairKeysOfLinks(links: Iterable<{ fromNodeId: string; toNodeId: string }>): Set<string> {
+  const keys = new Set<string>();
+  for (const link of links) keys.add(pairKey(link.fromNodeId, link.toNodeId));
+  return keys;
+}
+
+export const DEFAULT_PAIR_BATCH_SIZE = 500;
+
+/**
+ * The pairs of `nodeIds` that do not exist yet, in batches of at most `batchSize` (the
+ * last one may be shorter; nothing is yielded when no pair is missing). Pairs come in
+ * lexicographic order of (lo, hi) over the sorted, de-duplicated ids. Only the id list is
+ * held; pairs are produced as the consumer pulls.
+ */
+export function* missingPairs(
+  nodeIds: Iterable<string>,
+  existing: ExistingPairs,
+  batchSize: number = DEFAULT_PAIR_BATCH_SIZE,
+): Generator<NodePair[], void, undefined> {
+  if (!Number.isSafeInteger(batchSize) || batchSize < 1) {
+    throw new InvalidError(`batchSize must be a positive integer (got ${batchSize})`);
+  }
+  const exists =
+    typeof existing === 'function' ? existing : (lo: string, hi: string) => existing.has(pairKey(lo, hi));
+  const ids = [...new Set(nodeIds)].sort((x, y) => (x < y ? -1 : x > y ? 1 : 0));
+  let batch: NodePair[] = [];
+  for (let i = 0; i < ids.length; i++) {
+    const lo = ids[i]!;
+    for (let j = i + 1; j < ids.length; j++) {
+      const hi = ids[j]!;
+      if (exists(lo, hi)) continue;
+      batch.push([lo, hi]);
+      if (batch.length === batchSize) {
+        yield batch;
+        batch = [];
+      }
+    }
+  }
+  if (batch.length > 0) yield batch;
+}
+
+/** One direction of a pair, as a PeerLink row needs it (the repository adds id and config). */
+export interface PeerLinkDraft {
+  fromNodeId: string;
+  toNodeId: string;
+  linkGroupId: string;
+  /** The peer's single-host route: what `from` routes to `to` through this link. */
+  allowedIps: string[];
+  persistentKeepalive: number | null;
+}
+
+export interface LinkOptions {
+  linkGroupId: string;
+  /** A node's address (canonical or not); undefined for an unknown node is an error. */
+  addressOf: (nodeId: string) => string | undefined;
+  /**
+   * PersistentKeepalive in seconds (1-65535), null or 0 for none; per direction when a
+   * function (`from` keeps the NAT mapping towards `to` open, so it usually depends on `from`).
+   */
+  keepalive?: number | null | ((fromNodeId: string, toNodeId: string) => number | null);
+}
+
+function keepaliveOf(value: number | null | undefined, from: string, to: string): number | null {
+  if (value === null || value === undefined || value === 0) return null;
+  if (!Number.isInteger(value) || value < 0 || value > 65535) {
+    throw new InvalidError(`persistentKeepalive ${value} of link ${from} -> ${to} is out of range 0-65535`);
+  }
+  return value;
+}
+
+/**
+ * The two directional links of the pair {a, b}: a -> b routes b's host address and
+ * b -> a routes a's, both under one linkGroupId.
+ */
+export function linksForPair(a: string, b: string, opts: LinkOptions): [PeerLinkDraft, PeerLinkDraft] {
+  if (a === b) throw new InvalidError(`node ${a} cannot be paired with itself`);
+  const hostRoute = (nodeId: string): string => {
+    const address = opts.addressOf(nodeId);
+    if (address === undefined) throw new InvalidError(`node ${nodeId} has no address to route to`);
+    return hostAddressWithPrefix(address);
+  };
+  const link = (from: string, to: string): PeerLinkDraft => {
+    const k = opts.keepalive;
+    return {
+      fromNodeId: from,
+      toNodeId: to,
+      linkGroupId: opts.linkGroupId,
+      allowedIps: [hostRoute(to)],
+      persistentKeepalive: keepaliveOf(typeof k === 'function' ? k(from, to) : k, from, to),
+    };
+  };
+  return [link(a, b), link(b, a)];
+}

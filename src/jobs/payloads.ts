@@ -1,0 +1,194 @@
+/**
+ * Job payload schemas: checked by the API when a job is submitted (400) and again by the
+ * worker when it is dequeued (the queue is not trusted to hold what the API put in).
+ *
+ * Every object is strict: an unknown field is an error, not silently dropped, so a typo
+ * ("listen_port") is reported instead of quietly doing nothing. No transforms: each schema
+ * is also published as JSON Schema (z.toJSONSchema) at GET /api/v1/job-types, so only
+ * representable constructs are used. Cross-field rules (superRefine) are checked here but
+ * do not appear in the JSON Schema; the messages say what is wrong.
+ *
+ * No payload carries a secret: rotation and token creation carry the hash the API made.
+ */
+import { z } from 'zod';
+import {
+  awgSchema,
+  configNameSchema,
+  DEFAULT_MTU,
+  dnsSchema,
+  endpointSchema,
+  forwardProtocolSchema,
+  ipAddressSchema,
+  listenPortSchema,
+  mtuSchema,
+  nodeKindSchema,
+  nodeNameSchema,
+  persistentKeepaliveSchema,
+  portSchema,
+  protocolAwgProblem,
+  protocolSchema,
+  subnetSchema,
+} from '../domain/validation.js';
+
+const show = (v: unknown) => (typeof v === 'string' ? JSON.stringify(v.length > 80 ? `${v.slice(0, 80)}…` : v) : typeof v);
+
+const uuid = () =>
+  z.uuid({ error: (iss) => (iss.input === undefined ? 'is required' : `must be a UUID (got ${show(iss.input)})`) });
+
+const sha256Hex = () =>
+  z.string().regex(/^[0-9a-f]{64}$/, { error: 'must be 64 lowercase hex characters (a sha256 hash)' });
+
+/** At least one field besides `id`: an update that changes nothing is a client mistake. */
+const hasChanges = (value: Record<string, unknown>) => Object.keys(value).some((k) => k !== 'id');
+const NO_CHANGES = { error: 'names no field to change' };
+
+export const DEFAULT_LISTEN_PORT = 51820;
+export const DEFAULT_PERSISTENT_KEEPALIVE = 25;
+
+export const byId = z.strictObject({ id: uuid() });
+
+export const configCreate = z
+  .strictObject({
+    name: configNameSchema,
+    subnet: subnetSchema,
+    listenPort: listenPortSchema.default(DEFAULT_LISTEN_PORT),
+    dns: dnsSchema.default([]),
+    mtu: mtuSchema.default(DEFAULT_MTU),
+    protocol: protocolSchema.default('wireguard'),
+    awg: awgSchema.nullable().optional(),
+  })
+  .superRefine((c, ctx) => {
+    const problem = protocolAwgProblem(c.protocol, c.awg);
+    if (problem) ctx.addIssue({ code: 'custom', path: ['awg'], message: problem, input: c.awg });
+  });
+
+/**
+ * The subnet is fixed at creation: changing it would re-address every node and link.
+ * `awg: null` clears the AmneziaWG parameters. Whether protocol and awg fit together is
+ * checked against the stored config by the processor, since either may be absent here.
+ */
+export const configUpdate = z
+  .strictObject({
+    id: uuid(),
+    name: configNameSchema.optional(),
+    listenPort: listenPortSchema.optional(),
+    dns: dnsSchema.optional(),
+    mtu: mtuSchema.optional(),
+    protocol: protocolSchema.optional(),
+    awg: awgSchema.nullable().optional(),
+  })
+  .refine(hasChanges, NO_CHANGES);
+
+export const nodeCreate = z.strictObject({
+  configId: uuid(),
+  name: nodeNameSchema,
+  kind: nodeKindSchema,
+  /** Allocated (lowest free) when absent. */
+  address: ipAddressSchema.optional(),
+  endpoint: endpointSchema.nullable().optional(),
+  listenPort: portSchema.nullable().optional(),
+});
+
+/** `null` clears the endpoint or listen port. */
+export const nodeUpdate = z
+  .strictObject({
+    id: uuid(),
+    name: nodeNameSchema.optional(),
+    endpoint: endpointSchema.nullable().optional(),
+    listenPort: portSchema.nullable().optional(),
+  })
+  .refine(hasChanges, NO_CHANGES);
+
+/** The API generated the password, showed it once and sends only EMQX's hash and salt. */
+export const nodeRotateCredentials = z.strictObject({
+  nodeId: uuid(),
+  passwordHash: sha256Hex(),
+  salt: z.string().regex(/^[0-9a-f]{16,64}$/, { error: 'must be 16-64 lowercase hex characters' }),
+});
+
+export const nodePresence = z.strictObject({
+  nodeId: uuid(),
+  online: z.boolean(),
+  /** When the broker saw the change; older events than the recorded one are ignored. */
+  at: z.iso.datetime({ offset: true, error: 'must be an ISO 8601 date-time with a zone (e.g. 2025-01-31T12:00:00Z)' }),
+});
+
+export const meshGenerate = z.strictObject({
+  configId: uuid(),
+  /** Seconds; 0 or null: no keepalive. */
+  persistentKeepalive: persistentKeepaliveSchema.default(DEFAULT_PERSISTENT_KEEPALIVE),
+});
+
+export const portForwardCreate = z.strictObject({
+  configId: uuid(),
+  fromNodeId: uuid(),
+  fromPort: portSchema,
+  toNodeId: uuid(),
+  toPort: portSchema,
+  protocol: forwardProtocolSchema,
+});
+
+export const SETTING_KEY = /^[A-Za-z0-9._-]{1,128}$/;
+export const MAX_SETTINGS_PER_UPDATE = 100;
+
+const settingKey = z.string().regex(SETTING_KEY, {
+  error: (iss) => `setting key ${show(iss.input)} must be 1-128 letters, digits, ".", "_" or "-"`,
+});
+
+/** key -> any JSON value; `null` removes the key. */
+export const settingsUpdate = z.strictObject({
+  values: z.record(settingKey, z.json()).refine(
+    (v) => {
+      const n = Object.keys(v).length;
+      return n >= 1 && n <= MAX_SETTINGS_PER_UPDATE;
+    },
+    { error: `must hold 1-${MAX_SETTINGS_PER_UPDATE} keys` },
+  ),
+});
+
+const tokenScope = z.string().regex(/^[a-z][a-z0-9:._-]{0,63}$/, { error: 'a scope is a lowercase word such as "admin"' });
+
+/** The API generated the token, showed it once and sends only its sha256. */
+export const tokenCreate = z.strictObject({
+  id: uuid(),
+  name: z.string().min(1, { error: 'must not be empty' }).max(64, { error: 'is longer than 64 characters' }),
+  tokenHash: sha256Hex(),
+  scopes: z.array(tokenScope).min(1).max(16).default(['admin']),
+});
+
+export type ById = z.infer<typeof byId>;
+export type ConfigCreate = z.infer<typeof configCreate>;
+export type ConfigUpdate = z.infer<typeof configUpdate>;
+export type NodeCreate = z.infer<typeof nodeCreate>;
+export type NodeUpdate = z.infer<typeof nodeUpdate>;
+export type NodeRotateCredentials = z.infer<typeof nodeRotateCredentials>;
+export type NodePresence = z.infer<typeof nodePresence>;
+export type MeshGenerate = z.infer<typeof meshGenerate>;
+export type PortForwardCreate = z.infer<typeof portForwardCreate>;
+export type SettingsUpdate = z.infer<typeof settingsUpdate>;
+export type TokenCreate = z.infer<typeof tokenCreate>;
+
+/**
+ * `reason` is for logs only. A sync reconciles everything, except the scheduled one
+ * (reason "scheduled", src/jobs/broker-requests.ts), which returns at once when nothing is pending.
+ */
+export const brokerSync = z.strictObject({
+  reason: z.string().min(1, { error: 'must not be empty' }).max(200, { error: 'is longer than 200 characters' }).optional(),
+});
+export type BrokerSync = z.infer<typeof brokerSync>;
+
+/** Export takes nothing: what to export is everything, and the key is the administrator's. */
+export const snapshotExport = z.strictObject({});
+
+/**
+ * Only the id of an upload the API already decrypted and validated, and staged with its
+ * data key sealed under the server key: the password never reaches Redis.
+ */
+export const snapshotRestore = z.strictObject({ stagedId: uuid() });
+
+export type SnapshotExport = z.infer<typeof snapshotExport>;
+export type SnapshotRestore = z.infer<typeof snapshotRestore>;
+
+/** Pushes the node's desired configuration to its agent over MQTT (dynamic nodes only). */
+export const nodePushConfig = z.strictObject({ nodeId: uuid() });
+export type NodePushConfig = z.infer<typeof nodePushConfig>;

@@ -1,0 +1,149 @@
+import { ConflictError, InvalidError, NotFoundError } from '../../domain/errors.js';
+import { allocateAddress, validateRequestedAddress } from '../../domain/allocation.js';
+import { generateKeyPair } from '../../domain/keys.js';
+import type { ConfigView, NodeView } from '../../repositories/mesh.js';
+import { generateSecret, hashMqttPassword, newSalt } from '../../domain/secrets.js';
+import type { JobContext } from '../context.js';
+import type { ById, NodeCreate, NodePresence, NodeRotateCredentials, NodeUpdate } from '../payloads.js';
+
+async function assertNameFree(ctx: JobContext, config: ConfigView, name: string, exceptId?: string): Promise<void> {
+  const other = await ctx.repos.nodes.findByName(config.id, name);
+  if (other && other.id !== exceptId) {
+    throw new ConflictError(`a node named "${name}" already exists in config "${config.name}"`, { nodeId: other.id });
+  }
+}
+
+/**
+ * A requested address is checked against the subnet first (INVALID: the request can
+ * never succeed), then against the other nodes (CONFLICT, naming the holder).
+ */
+async function addressFor(ctx: JobContext, config: ConfigView, requested: string | undefined): Promise<string> {
+  if (requested === undefined) {
+    return allocateAddress(config.subnet, await ctx.repos.nodes.takenAddresses(config.id), { configName: config.name });
+  }
+  const address = validateRequestedAddress(config.subnet, requested, [], config.name);
+  const holder = await ctx.repos.nodes.findByAddress(config.id, address);
+  if (holder) {
+    throw new ConflictError(`address ${address} is already used by node "${holder.name}" in config "${config.name}"`, {
+      nodeId: holder.id,
+    });
+  }
+  return address;
+}
+
+/**
+ * The initial MQTT password is random and thrown away at once: nobody can log in with it.
+ * A dynamic node becomes usable when the administrator rotates its credentials, which is
+ * the only moment a password is ever shown.
+ */
+function unusableInitialCredential(): { passwordHash: string; salt: string } {
+  const salt = newSalt();
+  return { passwordHash: hashMqttPassword(generateSecret(), salt), salt };
+}
+
+export async function createNode(data: NodeCreate, ctx: JobContext): Promise<{ id: string; address: string }> {
+  // Locked: the lowest free address and the name check must not race a parallel node.create.
+  const config = await ctx.repos.configs.requireForUpdate(data.configId);
+  await assertNameFree(ctx, config, data.name);
+  const address = await addressFor(ctx, config, data.address);
+  const keys = generateKeyPair();
+  const id = ctx.repos.nodes.create({
+    configId: config.id,
+    name: data.name,
+    kind: data.kind,
+    address,
+    endpoint: data.endpoint ?? null,
+    listenPort: data.listenPort ?? null,
+    publicKey: keys.publicKey,
+    privateKey: keys.privateKey,
+  });
+  if (data.kind === 'dynamic') {
+    ctx.repos.credentials.create(id, unusableInitialCredential());
+    await ctx.repos.system.markBrokerSyncPending(`node.create ${id}`);
+  }
+  ctx.repos.audit.record({
+    actor: ctx.actor,
+    action: 'node.create',
+    entityType: 'node',
+    entityId: id,
+    detail: { configId: config.id, name: data.name, kind: data.kind, address, publicKey: keys.publicKey },
+  });
+  return { id, address };
+}
+
+export async function updateNode(data: NodeUpdate, ctx: JobContext): Promise<{ id: string }> {
+  const { id, ...patch } = data;
+  if (patch.name !== undefined) {
+    // A rename checks the name under the config's lock; other changes need no read.
+    const node = await ctx.repos.nodes.require(id);
+    if (patch.name !== node.name) {
+      const config = await ctx.repos.configs.requireForUpdate(node.configId);
+      await assertNameFree(ctx, config, patch.name, id);
+    }
+  }
+  const updated = await ctx.repos.nodes.update(id, patch);
+  if (!updated) throw new NotFoundError('node', id);
+  ctx.repos.audit.record({
+    actor: ctx.actor,
+    action: 'node.update',
+    entityType: 'node',
+    entityId: id,
+    detail: { configId: updated.configId, name: updated.name, changes: patch },
+  });
+  return { id };
+}
+
+/** Links, forwards and the credential go with the node (ON DELETE CASCADE). */
+export async function deleteNode(data: ById, ctx: JobContext): Promise<{ id: string }> {
+  const node = await ctx.repos.nodes.get(data.id);
+  if (!node) throw new NotFoundError('node', data.id);
+  const hadCredential = (await ctx.repos.credentials.forNode(node.id)) !== undefined;
+  await ctx.repos.nodes.delete(node.id);
+  if (hadCredential) await ctx.repos.system.markBrokerSyncPending(`node.delete ${node.id}`);
+  ctx.repos.audit.record({
+    actor: ctx.actor,
+    action: 'node.delete',
+    entityType: 'node',
+    entityId: node.id,
+    detail: { configId: node.configId, name: node.name, kind: node.kind, address: node.address },
+  });
+  return { id: node.id };
+}
+
+function assertDynamic(node: NodeView): void {
+  if (node.kind !== 'dynamic') {
+    throw new InvalidError(`node "${node.name}" (${node.id}) is static; only dynamic nodes have MQTT credentials`);
+  }
+}
+
+export async function rotateCredentials(
+  data: NodeRotateCredentials,
+  ctx: JobContext,
+): Promise<{ nodeId: string; username: string; version: number }> {
+  const node = await ctx.repos.nodes.require(data.nodeId);
+  assertDynamic(node);
+  const credential = await ctx.repos.credentials.rotate(node.id, { passwordHash: data.passwordHash, salt: data.salt });
+  await ctx.repos.system.markBrokerSyncPending(`node.rotate-credentials ${node.id}`);
+  ctx.repos.audit.record({
+    actor: ctx.actor,
+    action: 'node.rotate-credentials',
+    entityType: 'node',
+    entityId: node.id,
+    detail: { configId: node.configId, name: node.name, username: credential.username, version: credential.version },
+  });
+  return { nodeId: node.id, username: credential.username, version: credential.version };
+}
+
+export async function recordPresence(data: NodePresence, ctx: JobContext): Promise<{ nodeId: string; online: boolean }> {
+  const state = await ctx.repos.nodes.recordPresence(data.nodeId, data.online, new Date(data.at));
+  if (!state) throw new NotFoundError('node', data.nodeId);
+  ctx.repos.audit.record({
+    actor: ctx.actor,
+    action: 'node.presence',
+    entityType: 'node',
+    entityId: data.nodeId,
+    // `stale`: an event older than the recorded one, kept for the record but not applied.
+    detail: { online: data.online, at: data.at, stale: !state.applied },
+  });
+  return { nodeId: data.nodeId, online: state.online };
+}

@@ -1,0 +1,113 @@
+/**
+ * snapshot.export and snapshot.restore. Both run inside the runner's transaction like
+ * every job; restore's takes the data lock exclusively (src/jobs/worker.ts), so no
+ * operation writes while it runs and operations submitted meanwhile run after it, against
+ * the restored data.
+ */
+import { ADMIN_NAME } from '../../repositories/admin-account.js';
+import { DomainError } from '../../domain/errors.js';
+import { MIGRATIONS } from '../../migrations/index.js';
+import { parseServerKey } from '../../crypto.js';
+import { exportEnvelope, exportSchemaVersion, unsealExportKey } from '../../snapshots/export.js';
+import { SnapshotWriter } from '../../snapshots/format.js';
+import { openStaged, type PreparedSnapshot } from '../../snapshots/restore.js';
+import type { JobContext } from '../context.js';
+import type { SnapshotExport, SnapshotRestore } from '../payloads.js';
+
+export interface ExportResult {
+  snapshotId: string;
+  size: number;
+  sha256: string;
+}
+
+export async function exportSnapshot(_data: SnapshotExport, ctx: JobContext): Promise<ExportResult> {
+  const admin = await ctx.repos.admin.findByName(ADMIN_NAME);
+  if (!admin) {
+    throw new DomainError(
+      'CONFLICT',
+      'no administrator yet: snapshots are encrypted with a key derived from the administrator password; ' +
+        'set ADMIN_PASSWORD or run `npm run admin -- set-password` first',
+    );
+  }
+  const { key, kdf } = unsealExportKey(admin, parseServerKey(ctx.config.secretKey));
+  try {
+    const schemaVersion = exportSchemaVersion(await ctx.repos.snapshots.appliedMigrations(), MIGRATIONS.map((m) => m.name));
+    const createdAt = new Date();
+    // The rows' JSON is written from the database's output and the writer compresses it as
+    // it comes: the rows never become JS objects (SnapshotRepository.writeBusinessTablesJson).
+    const writer = await ctx.repos.snapshots.writeBusinessTablesJson(new SnapshotWriter(exportEnvelope(schemaVersion, createdAt), key, kdf));
+    const file = await writer.finish();
+    const { counts } = writer;
+    const stored = await ctx.repos.snapshots.storeArchive({ kind: 'export', data: file, schemaVersion, counts, createdAt });
+    const pruned = await ctx.repos.snapshots.pruneExports(ctx.config.snapshotKeep);
+    ctx.log.info({ snapshotId: stored.id, size: stored.size, counts, pruned }, 'snapshot exported');
+    return { snapshotId: stored.id, size: stored.size, sha256: stored.sha256 };
+  } finally {
+    key.fill(0);
+  }
+}
+
+export interface RestoreResult {
+  /** Rows restored per table. */
+  rows: Record<string, number>;
+  /** The data epoch this restore made (the broker sync records the epoch it applied). */
+  epoch: number;
+  /** When the restore held the data lock: from the start of its work to just before commit. */
+  startedAt: string;
+  finishedAt: string;
+}
+
+/** Staged uploads that never got restored are kept this long. */
+export const STAGED_TTL_MS = 24 * 3600 * 1000;
+
+export async function restoreSnapshot(data: SnapshotRestore, ctx: JobContext): Promise<RestoreResult> {
+  const startedAt = new Date();
+  const staged = await ctx.repos.snapshots.getStaged(data.stagedId);
+  if (!staged) {
+    throw new DomainError(
+      'NOT_FOUND',
+      `staged upload ${data.stagedId} does not exist (uploads are kept ${STAGED_TTL_MS / 3600_000} hours, and each is restored once); upload the file again`,
+      { entity: 'staged snapshot', id: data.stagedId },
+    );
+  }
+  // Again, not trusting the API's check: meshq may have been upgraded since the upload.
+  // Decoded once the old rows' deletion is on its way, so that the database deletes while
+  // this process decrypts, parses and checks.
+  let prepared: PreparedSnapshot | undefined;
+  const decode = () => (prepared = openStaged(staged.data, staged.sealedKey, parseServerKey(ctx.config.secretKey), ctx.repos.snapshots.tableSpecs())).tables;
+
+  let reported = -1;
+  const rows = await ctx.repos.snapshots.replaceBusinessData(decode, async (done, total) => {
+    // 1..99 while rows go in; 100 only once committed. Whole percents: every update is a
+    // Redis round trip.
+    const percent = 1 + Math.floor((98 * done) / Math.max(total, 1));
+    if (percent !== reported) {
+      reported = percent;
+      await ctx.progress(percent);
+    }
+  });
+  const { meta, upgradedThrough } = prepared!;
+  const epoch = await ctx.repos.system.bumpDataEpoch();
+  // EMQX must follow the restored credentials; the runner requests the sync after commit
+  // when MQTT is enabled, and the mark keeps it pending (for the scheduled reconcile) if not.
+  await ctx.repos.system.markBrokerSyncPending(`snapshot.restore ${ctx.jobId}`);
+  await ctx.repos.snapshots.deleteArchive(staged.id);
+  await ctx.repos.snapshots.pruneStaged(new Date(Date.now() - STAGED_TTL_MS));
+  // Business rows were just replaced, audit log included, so the record of who restored
+  // what lives in system state, which restores leave alone.
+  await ctx.repos.system.set('last-restore', {
+    jobId: ctx.jobId,
+    actor: ctx.actor,
+    epoch,
+    sha256: staged.sha256,
+    schemaVersion: meta.schemaVersion,
+    exportedAt: meta.createdAt,
+    upgradedThrough,
+    rows,
+    at: new Date().toISOString(),
+  });
+  ctx.afterCommit(() => ctx.progress(100));
+  const finishedAt = new Date();
+  ctx.log.info({ stagedId: staged.id, rows, epoch, ms: finishedAt.getTime() - startedAt.getTime() }, 'snapshot restored');
+  return { rows, epoch, startedAt: startedAt.toISOString(), finishedAt: finishedAt.toISOString() };
+}

@@ -1,0 +1,131 @@
+/**
+ * The worker side: one BullMQ Worker per queue, all running jobs through the runner.
+ * Stateless; start as many worker processes as you like (docker compose --scale).
+ */
+import { hostname } from 'node:os';
+import { Worker, type Job } from 'bullmq';
+import type { Redis } from 'ioredis';
+import type { Logger } from 'pino';
+import type { Config } from '../config.js';
+import type { UnitOfWork } from '../db/unit-of-work.js';
+import { JOBS, JOB_TYPES, type JobType, isJobType } from './table.js';
+import { redisConnection, type JobQueues } from './queue-client.js';
+import { QUEUES, type QueueName } from './names.js';
+import { runJob, type JobEnvelope, type RunnerDeps } from './runner.js';
+import { UnrecoverableError } from 'bullmq';
+import { brokerBackoffStrategy, configureScheduledReconcile, requestBrokerSync } from './broker-requests.js';
+import { startMqttLink, type MqttLink } from '../broker/mqtt-link.js';
+
+export interface WorkerOptions {
+  /** How often BullMQ looks for jobs whose worker died (default 30 s). */
+  stalledIntervalMs?: number;
+  /** How long a job's lock lives without renewal (default 30 s). */
+  lockDurationMs?: number;
+  /** Bound on waiting for active jobs at shutdown. */
+  shutdownTimeoutMs?: number;
+  onCommitted?: RunnerDeps['onCommitted'];
+  /** How often the scheduled broker reconcile looks for pending work (default 60 s). */
+  brokerReconcileEveryMs?: number;
+}
+
+export interface WorkerPool {
+  workers: Worker[];
+  /** This process's MQTT connection; only with MQTT_ENABLED=true. */
+  mqtt?: MqttLink;
+  close(): Promise<void>;
+}
+
+/** Queues whose jobs must never run two at a time, across every worker process. */
+const GLOBALLY_SERIAL: QueueName[] = [QUEUES.snapshotRestore, QUEUES.brokerSync];
+
+function concurrencyOf(queue: QueueName, config: Config): number {
+  if (GLOBALLY_SERIAL.includes(queue)) return 1;
+  if (queue === QUEUES.snapshots) return 2;
+  return config.workerConcurrency;
+}
+
+export async function startWorkers(
+  deps: { config: Config; log: Logger; uow: UnitOfWork; queues: JobQueues; serverKey: Buffer },
+  opts: WorkerOptions = {},
+): Promise<WorkerPool> {
+  const { config, log, queues } = deps;
+  // One connection per worker process, up before the first job can ask to publish; it
+  // connects in the background, so a broker that is down does not hold start-up.
+  const mqtt = config.mqtt.enabled ? startMqttLink({ config, log, queues }) : undefined;
+  const runnerDeps: RunnerDeps = {
+    uow: deps.uow,
+    config,
+    log,
+    serverKey: deps.serverKey,
+    enqueue: (type, payload, o) => queues.submit(type, payload, { actor: o?.actor ?? 'system', jobId: o?.jobId }),
+    onCommitted: opts.onCommitted,
+    requestBrokerSync: (reason) => requestBrokerSync(queues, reason),
+    mqtt,
+  };
+
+  const served = new Set(JOB_TYPES.map((t) => JOBS[t].queue));
+  for (const q of GLOBALLY_SERIAL) if (served.has(q)) await queues.queue(q).setGlobalConcurrency(1);
+
+  // BullMQ never closes a connection it was given: these are quit in close(), below.
+  const connections: Redis[] = [];
+  const workers = [...served].map((queueName) => {
+    const connection = redisConnection(config.redisUrl);
+    connections.push(connection);
+    const worker = new Worker(
+      queueName,
+      async (job: Job) => {
+        if (!isJobType(job.name) || JOBS[job.name].queue !== queueName) {
+          throw new UnrecoverableError(`[INVALID] job type "${job.name}" is not served by queue ${queueName}`);
+        }
+        return runJob(runnerDeps, {
+          jobId: job.id!,
+          type: job.name as JobType,
+          envelope: job.data as JobEnvelope,
+          job,
+          exclusive: queueName === QUEUES.snapshotRestore,
+        });
+      },
+      {
+        connection,
+        prefix: config.queuePrefix,
+        // Recorded on each job as processedBy: which process ran it (scaling, debugging).
+        name: `${hostname()}:${process.pid}`,
+        concurrency: concurrencyOf(queueName, config),
+        // BullMQ rejects an explicit undefined: only pass what was set.
+        ...(opts.stalledIntervalMs ? { stalledInterval: opts.stalledIntervalMs } : {}),
+        ...(opts.lockDurationMs ? { lockDuration: opts.lockDurationMs } : {}),
+        // The broker sync's capped backoff; BullMQ's builtin types never reach it.
+        settings: { backoffStrategy: brokerBackoffStrategy },
+        autorun: true,
+      },
+    );
+    worker.on('error', (err) => log.error({ err, queue: queueName }, 'worker error'));
+    worker.on('failed', (job, err) => {
+      if (job && job.attemptsMade >= (job.opts.attempts ?? 1)) log.warn({ jobId: job.id, type: job.name, reason: err.message }, 'job failed');
+    });
+    return worker;
+  });
+  await Promise.all(workers.map((w) => w.waitUntilReady()));
+  if (served.has(QUEUES.brokerSync)) await configureScheduledReconcile(queues, config, opts.brokerReconcileEveryMs);
+  log.info({ queues: [...served], concurrency: config.workerConcurrency }, 'workers started');
+
+  return {
+    workers,
+    mqtt,
+    async close() {
+      // worker.close() stops taking jobs and waits for active ones; bound the wait so a
+      // stuck job cannot hold shutdown forever (its lock expires and another worker
+      // takes it over as stalled).
+      const timeout = opts.shutdownTimeoutMs ?? 30_000;
+      const graceful = Promise.all(workers.map((w) => w.close()));
+      const timer = new Promise<'timeout'>((r) => setTimeout(() => r('timeout'), timeout).unref());
+      if ((await Promise.race([graceful, timer])) === 'timeout') {
+        log.warn({ timeoutMs: timeout }, 'active jobs did not finish in time; forcing close');
+        await Promise.all(workers.map((w) => w.close(true)));
+      }
+      await Promise.all(connections.map((c) => c.quit().catch(() => c.disconnect())));
+      // After the workers: active jobs may still have been publishing.
+      await mqtt?.close();
+    },
+  };
+}

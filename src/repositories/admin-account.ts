@@ -1,0 +1,56 @@
+/**
+ * The administrator: created at first start from ADMIN_PASSWORD (or by
+ * `npm run admin -- set-password`). Setting the password also derives the snapshot export
+ * key from it and keeps that key sealed under the server key, so workers can encrypt
+ * exports that the password opens without the password ever passing through Redis.
+ */
+import type { Logger } from 'pino';
+import type { UnitOfWork } from '../db/unit-of-work.js';
+import { deriveKey, newKdfParams, seal } from '../crypto.js';
+import { createRepositories } from './index.js';
+import { hashAdminPassword, verifyAdminPassword } from '../domain/secrets.js';
+import { InvalidError } from '../domain/errors.js';
+
+export const ADMIN_NAME = 'admin';
+export const MIN_PASSWORD_LENGTH = 8;
+
+interface Deps {
+  uow: UnitOfWork;
+  serverKey: Buffer;
+  log?: Logger;
+}
+
+/** First start: creates the administrator when ADMIN_PASSWORD is given and none exists. */
+export async function ensureAdmin(deps: Deps, password: string | undefined): Promise<void> {
+  const existing = await createRepositories(deps.uow.fork(), { serverKey: deps.serverKey }).admin.findByName(ADMIN_NAME);
+  if (existing) return;
+  if (!password) {
+    deps.log?.warn('no administrator yet: set ADMIN_PASSWORD or run `npm run admin -- set-password`');
+    return;
+  }
+  await setAdminPassword(deps, password);
+  deps.log?.info({ admin: ADMIN_NAME }, 'administrator created');
+}
+
+export async function setAdminPassword(deps: Deps, password: string): Promise<void> {
+  if (password.length < MIN_PASSWORD_LENGTH) {
+    throw new InvalidError(`the administrator password must be at least ${MIN_PASSWORD_LENGTH} characters`);
+  }
+  const kdf = newKdfParams();
+  const exportKey = await deriveKey(password, kdf);
+  const passwordHash = await hashAdminPassword(password);
+  await deps.uow.write(async (em) => {
+    await createRepositories(em, { serverKey: deps.serverKey }).admin.save({
+      name: ADMIN_NAME,
+      passwordHash,
+      exportKeySealed: seal(exportKey, deps.serverKey).toString('base64'),
+      exportKdf: { salt: kdf.salt.toString('base64'), N: kdf.N, r: kdf.r, p: kdf.p },
+    });
+  });
+}
+
+export async function verifyAdmin(deps: Deps, name: string, password: string): Promise<boolean> {
+  const admin = await createRepositories(deps.uow.fork(), { serverKey: deps.serverKey }).admin.findByName(name);
+  if (!admin) return false;
+  return verifyAdminPassword(password, admin.passwordHash);
+}

@@ -1,0 +1,79 @@
+import type { FilterQuery } from '@mikro-orm/core';
+import type { Em } from '../db/orm.js';
+import { newId } from '../domain/ids.js';
+import { idCursor, pageLimit, toPage, type Page, type PageRequest } from '../domain/paging.js';
+import { AuditRecord } from '../domain/entities/audit.js';
+
+export interface AuditEntry {
+  actor: string;
+  /** The job type that made the change (`node.create`, ...). */
+  action: string;
+  entityType: string;
+  entityId: string | null;
+  /** What changed, for a person reading the log. Never a secret: no hash, no key. */
+  detail: Record<string, unknown>;
+}
+
+export interface AuditView extends AuditEntry {
+  id: string;
+  at: string;
+}
+
+export interface AuditFilter {
+  actor?: string;
+  action?: string;
+  entityType?: string;
+  entityId?: string;
+}
+
+export const auditView = (r: AuditRecord): AuditView => ({
+  id: r.id,
+  at: r.at.toISOString(),
+  actor: r.actor,
+  action: r.action,
+  entityType: r.entityType,
+  entityId: r.entityId ?? null,
+  detail: r.detail,
+});
+
+/** An audit row waiting for the job's closing write. */
+export interface PendingAuditRow extends AuditEntry {
+  id: string;
+  at: Date;
+}
+
+export class AuditRepository {
+  readonly #pending: PendingAuditRow[] = [];
+
+  constructor(private readonly em: Em) {}
+
+  /**
+   * Kept until the job's closing write (the runner hands `takePending()` to
+   * `JobLedgerRepository.record`), which inserts it with the ledger row in the job's
+   * transaction: the record commits if and only if the change does.
+   */
+  record(entry: AuditEntry): string {
+    const id = newId();
+    this.#pending.push({ id, at: new Date(), ...entry });
+    return id;
+  }
+
+  /** The rows recorded so far in this unit of work; they are the caller's to write now. */
+  takePending(): PendingAuditRow[] {
+    return this.#pending.splice(0);
+  }
+
+  /** Newest first: an audit log is read from the top. */
+  async list(filter: AuditFilter = {}, req: PageRequest = {}): Promise<Page<AuditView>> {
+    const limit = pageLimit(req);
+    const cursor = idCursor(req);
+    const where: FilterQuery<AuditRecord> = { ...filter, ...(cursor ? { id: { $lt: cursor } } : {}) };
+    const rows = await this.em.find(AuditRecord, where, { orderBy: { id: 'desc' }, limit: limit + 1 });
+    return toPage(rows, limit, (r) => r.id, auditView);
+  }
+
+  async get(id: string): Promise<AuditView | undefined> {
+    const row = await this.em.findOne(AuditRecord, { id });
+    return row ? auditView(row) : undefined;
+  }
+}

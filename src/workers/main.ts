@@ -1,7 +1,0 @@
-import { runRole } from '../bootstrap.js';
-import { startWorkers } from './worker.js';
-
-await runRole('worker', async (app) => {
-  const pool = await startWorkers(app);
-  return () => pool.close();
-});
