@@ -14,6 +14,7 @@ import { z } from 'zod';
 import { InvalidError } from './errors.js';
 import { parseAddress, parseCidr } from './cidr.js';
 import { isWireguardKey } from './keys.js';
+import { jsonValueProblem, MAX_JSON_DEPTH, MAX_SETTING_VALUE_BYTES } from './json-values.js';
 
 /** Quoted and shortened, so a pasted megabyte does not end up in an error message or a log. */
 function show(value: unknown): string {
@@ -348,3 +349,28 @@ export function parseOrInvalid<S extends z.ZodType>(schema: S, value: unknown, w
 /** Tunnel MTU: IPv6 needs 1280 on the inner packets; jumbo frames top out near 9000. */
 export const DEFAULT_MTU = 1420;
 export const mtuSchema = z.number().int().min(1280).max(9000);
+
+/** A setting's key: what the API takes, and what a restored setting row must have. */
+export const SETTING_KEY = /^[A-Za-z0-9._-]{1,128}$/;
+
+export const settingKeySchema = z.string({ error: typeError('a string') }).regex(SETTING_KEY, {
+  error: (iss) => `setting key ${show(iss.input)} must be 1-128 letters, digits, ".", "_" or "-"`,
+});
+
+/**
+ * A setting's value: any JSON value within the stored-value rules (json-values.ts). The
+ * rule runs before zod's own JSON check, which recurses without a bound: a value nested a
+ * million levels deep is refused here instead of overflowing the stack there.
+ */
+export const settingValueSchema = z
+  .unknown()
+  .superRefine((value, ctx) => {
+    const problem = jsonValueProblem(value, { maxBytes: MAX_SETTING_VALUE_BYTES });
+    if (problem) ctx.addIssue({ code: 'custom', path: problem.path, message: problem.message, input: undefined });
+  })
+  .pipe(z.json())
+  .meta({
+    description:
+      `any JSON value: no NUL character in a string or key, well-formed Unicode, at most ${MAX_JSON_DEPTH} levels ` +
+      `of nesting, at most ${MAX_SETTING_VALUE_BYTES} bytes as JSON; null removes the key`,
+  });

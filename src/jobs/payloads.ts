@@ -27,6 +27,9 @@ import {
   portSchema,
   protocolAwgProblem,
   protocolSchema,
+  SETTING_KEY,
+  settingKeySchema,
+  settingValueSchema,
   subnetSchema,
 } from '../domain/validation.js';
 
@@ -128,22 +131,23 @@ export const portForwardCreate = z.strictObject({
   protocol: forwardProtocolSchema,
 });
 
-export const SETTING_KEY = /^[A-Za-z0-9._-]{1,128}$/;
+export { SETTING_KEY };
 export const MAX_SETTINGS_PER_UPDATE = 100;
 
-const settingKey = z.string().regex(SETTING_KEY, {
-  error: (iss) => `setting key ${show(iss.input)} must be 1-128 letters, digits, ".", "_" or "-"`,
-});
-
-/** key -> any JSON value; `null` removes the key. */
+/** key -> any JSON value within the stored-value rules; `null` removes the key. */
 export const settingsUpdate = z.strictObject({
-  values: z.record(settingKey, z.json()).refine(
-    (v) => {
-      const n = Object.keys(v).length;
-      return n >= 1 && n <= MAX_SETTINGS_PER_UPDATE;
-    },
-    { error: `must hold 1-${MAX_SETTINGS_PER_UPDATE} keys` },
-  ),
+  // A refused key's own message ("setting key … must be …") instead of zod's "Invalid key in record".
+  values: z
+    .record(settingKeySchema, settingValueSchema, {
+      error: (iss) => (iss.code === 'invalid_key' ? iss.issues[0]?.message : undefined),
+    })
+    .refine(
+      (v) => {
+        const n = Object.keys(v).length;
+        return n >= 1 && n <= MAX_SETTINGS_PER_UPDATE;
+      },
+      { error: `must hold 1-${MAX_SETTINGS_PER_UPDATE} keys` },
+    ),
 });
 
 const tokenScope = z.string().regex(/^[a-z][a-z0-9:._-]{0,63}$/, { error: 'a scope is a lowercase word such as "admin"' });
