@@ -1,10 +1,14 @@
 /**
  * `npm run admin -- set-password [password]`: sets the administrator password (reads it
- * from stdin when not given, so it stays out of shell history).
+ * from stdin when not given, so it stays out of shell history). The version check runs
+ * before anything else is loaded (see node-guard.ts).
  */
-import { createInterface } from 'node:readline/promises';
-import { bootstrap } from './bootstrap.js';
-import { setAdminPassword, ADMIN_NAME } from '../repositories/admin-account.js';
+import { exitOnUnsupportedNode } from './node-guard.js';
+
+exitOnUnsupportedNode();
+const { createInterface } = await import('node:readline/promises');
+const { bootstrap } = await import('./bootstrap.js');
+const { setAdminPassword, ADMIN_NAME } = await import('../repositories/admin-account.js');
 
 const [command, given] = process.argv.slice(2);
 if (command !== 'set-password') {

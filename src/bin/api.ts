@@ -1,5 +1,10 @@
-import { runRole } from './bootstrap.js';
-import { buildApi } from '../api/app.js';
+// `npm run api`: the HTTP API alone; runs no jobs.
+// The version check runs before anything else is loaded (see node-guard.ts).
+import { exitOnUnsupportedNode } from './node-guard.js';
+
+exitOnUnsupportedNode();
+const { runRole } = await import('./bootstrap.js');
+const { buildApi } = await import('../api/app.js');
 
 await runRole('api', async (app) => {
   const api = await buildApi(app);

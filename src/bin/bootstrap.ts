@@ -53,7 +53,10 @@ export async function bootstrap(role: string, config?: Config, opts: { logDestin
 /**
  * Runs a role: start-up errors print one clear message and exit 1; SIGTERM/SIGINT stop
  * the role (its own stop first: the API stops listening, workers finish active jobs),
- * then close queues, Redis and the ORM, and exit 0.
+ * then close queues, Redis and the ORM, and exit 0. A repeated signal during shutdown
+ * is logged and changes nothing (docker stop, Kubernetes and an impatient Ctrl-C all
+ * send more than one); the orchestrator's SIGKILL after its grace period is what cuts
+ * a shutdown short.
  */
 export async function runRole(role: string, start: (app: AppContext) => Promise<() => Promise<void>>): Promise<void> {
   let app: AppContext;
@@ -67,8 +70,11 @@ export async function runRole(role: string, start: (app: AppContext) => Promise<
     process.exit(1);
   }
   let stopping = false;
-  const shutdown = async (signal: string) => {
-    if (stopping) return;
+  const shutdown = async (signal: NodeJS.Signals) => {
+    if (stopping) {
+      app.log.warn({ signal }, 'shutdown already under way: waiting for active jobs to finish (SIGKILL stops at once)');
+      return;
+    }
     stopping = true;
     app.log.info({ signal }, 'shutting down');
     try {
@@ -81,6 +87,8 @@ export async function runRole(role: string, start: (app: AppContext) => Promise<
       process.exit(1);
     }
   };
-  process.once('SIGTERM', () => void shutdown('SIGTERM'));
-  process.once('SIGINT', () => void shutdown('SIGINT'));
+  // on, not once: after a once-listener has fired, the next signal meets Node's default
+  // action and kills the process in the middle of its jobs.
+  process.on('SIGTERM', (signal) => void shutdown(signal));
+  process.on('SIGINT', (signal) => void shutdown(signal));
 }

@@ -1,5 +1,9 @@
 // `npm run migrate`: bootstrap migrates under the lock; there is nothing else to do.
-import { bootstrap } from './bootstrap.js';
+// The version check runs before anything else is loaded (see node-guard.ts).
+import { exitOnUnsupportedNode } from './node-guard.js';
+
+exitOnUnsupportedNode();
+const { bootstrap } = await import('./bootstrap.js');
 
 try {
   const app = await bootstrap('migrate');
