@@ -16,14 +16,18 @@ interface Service {
   image?: string;
   build?: unknown;
   command?: string | string[];
+  init?: boolean;
   container_name?: string;
   ports?: unknown[];
   profiles?: string[];
   environment?: Record<string, string | number | boolean | null> | string[];
   depends_on?: string[] | Record<string, { condition?: string }>;
   healthcheck?: { test?: string | string[]; disable?: boolean };
-  volumes?: (string | { type?: string; source?: string; target?: string })[];
+  volumes?: (string | { type?: string; source?: string; target?: string; read_only?: boolean })[];
 }
+
+const pkg = JSON.parse(read('package.json')) as { scripts: Record<string, string>; engines?: { node?: string } };
+const scripts = pkg.scripts;
 
 const compose = parse(read('docker-compose.yml'), { merge: true }) as {
   version?: unknown;
@@ -93,8 +97,50 @@ describe('docker-compose.yml', () => {
     const worker = svc('worker');
     expect(worker.container_name).toBeUndefined();
     expect(worker.ports ?? []).toEqual([]);
-    expect(commandText(worker)).toMatch(/npm run worker/);
-    expect(commandText(svc('api'))).toMatch(/npm run api/);
+  });
+
+  // SIGTERM from `docker compose stop` must reach meshq: an npm or sh between the init
+  // process and node would exit on it and leave the active jobs to be killed.
+  it.each([
+    ['api', 'api'],
+    ['worker', 'worker'],
+  ])('runs %s as node on the compiled entry, exactly the package.json script, under an init process', (name, script) => {
+    const s = svc(name);
+    expect(s.init).toBe(true);
+    expect(Array.isArray(s.command), 'exec form').toBe(true);
+    const argv = s.command as string[];
+    expect(argv[0]).toBe('node');
+    expect(argv.at(-1)).toBe(`dist/bin/${script}.js`);
+    expect(argv.join(' ')).toBe(scripts[script]);
+  });
+
+  const ports = (s: Service) => (s.ports ?? []).map((p) => interpolate(String(p), {}));
+
+  it('publishes the API and the EMQX dashboard/API on 127.0.0.1 only by default', () => {
+    expect(ports(svc('api'))).toEqual(['127.0.0.1:3000:3000']);
+    const emqx = ports(svc('emqx'));
+    expect(emqx).toContain('127.0.0.1:18083:18083');
+    expect(emqx.filter((p) => p.endsWith(':18083'))).toEqual(['127.0.0.1:18083:18083']);
+  });
+
+  it('offers MQTT over TLS on 8883 with certificates from a mounted folder, and plain MQTT on 127.0.0.1 only', () => {
+    const emqx = svc('emqx');
+    const published = ports(emqx);
+    expect(published).toContain('8883:8883');
+    expect(published.filter((p) => p.endsWith(':1883'))).toEqual(['127.0.0.1:1883:1883']);
+    const env = envOf(emqx);
+    expect(env.EMQX_LISTENERS__SSL__DEFAULT__BIND).toBe('0.0.0.0:8883');
+    const certfile = env.EMQX_LISTENERS__SSL__DEFAULT__SSL_OPTIONS__CERTFILE;
+    const keyfile = env.EMQX_LISTENERS__SSL__DEFAULT__SSL_OPTIONS__KEYFILE;
+    const mount = (emqx.volumes ?? []).find(
+      (v): v is { type?: string; source?: string; target?: string; read_only?: boolean } =>
+        typeof v !== 'string' && v.source === './deploy/emqx/certs',
+    );
+    expect(mount?.read_only).toBe(true);
+    expect(certfile).toBe(`${mount?.target}/cert.pem`);
+    expect(keyfile).toBe(`${mount?.target}/key.pem`);
+    expect(existsSync(resolve(root, 'deploy/emqx/certs/README.md'))).toBe(true);
+    expect(read('.gitignore')).toMatch(/^deploy\/emqx\/certs\/\*\.pem$/m);
   });
 
   it.each(['api', 'worker'])('starts %s once redis and postgres are healthy', (name) => {
@@ -201,19 +247,62 @@ describe('Dockerfile', () => {
     const froms = [...text.matchAll(/^FROM\s+(\S+)/gm)].map((m) => m[1]);
     expect(froms.length).toBeGreaterThanOrEqual(2);
     for (const image of froms) expect(image).toMatch(/^node:24[-.]/);
-    const pkg = JSON.parse(read('package.json')) as { engines?: { node?: string } };
     expect(pkg.engines?.node).toMatch(/(^|[^\d])24([^\d]|$)/);
   });
 
-  it('runs as a non-root user with a data volume, a healthcheck and npm start', () => {
+  /** The stages by name, each with its lines (continuations joined). */
+  const stages = new Map<string, string[]>();
+  let current: string[] = [];
+  for (const line of text.replace(/\\\n\s*/g, ' ').split('\n')) {
+    const from = /^FROM\s+\S+(?:\s+AS\s+(\S+))?/i.exec(line);
+    if (from) stages.set(from[1] ?? `stage${stages.size}`, (current = []));
+    else if (line.trim() && !line.startsWith('#')) current.push(line.trim());
+  }
+  const runtime = [...stages.values()].at(-1)!;
+
+  it('runs as a non-root user with a data volume and a healthcheck', () => {
     expect(text).toMatch(/^RUN npm ci\b/m);
     expect(text).toMatch(/^USER\s+(?!root\b|0\b)\S+/m);
     expect(text).toMatch(/^WORKDIR \/app$/m);
     expect(text).toMatch(/^VOLUME \/app\/data$/m);
     expect(text).toMatch(/^HEALTHCHECK[\s\S]*\/healthz/m);
-    expect(text).toMatch(/^CMD \["npm", "start"\]$/m);
     expect(existsSync(resolve(root, '.dockerignore'))).toBe(true);
     expect(read('.dockerignore')).toMatch(/^node_modules$/m);
+    expect(read('.dockerignore')).toMatch(/^dist$/m);
+  });
+
+  it('runs node on the compiled code itself, in exec form, as `npm start` does', () => {
+    const cmd = runtime.filter((l) => l.startsWith('CMD '));
+    expect(cmd).toHaveLength(1);
+    const argv = JSON.parse(cmd[0]!.slice('CMD '.length)) as string[];
+    expect(argv[0]).toBe('node');
+    expect(argv.join(' ')).toBe(scripts.start);
+    expect(argv.at(-1)).toBe('dist/bin/both.js');
+    expect(runtime.some((l) => l.startsWith('ENTRYPOINT'))).toBe(false);
+  });
+
+  it('compiles in a build stage and ships only production dependencies and dist', () => {
+    const build = stages.get('build');
+    expect(build, 'a stage named build').toBeDefined();
+    expect(build!.some((l) => /^RUN npm (run build|ci)\b/.test(l) && l.includes('npm run build'))).toBe(true);
+    const installs = [...stages.values()].flat().filter((l) => /^RUN\b.*\bnpm ci\b/.test(l));
+    // The stage whose node_modules the runtime copies installs without dev dependencies.
+    const from = runtime.find((l) => /^COPY --from=\S+ \/app\/node_modules /.test(l));
+    expect(from).toBeDefined();
+    const depsStage = stages.get(/--from=(\S+)/.exec(from!)![1]!)!;
+    expect(depsStage.some((l) => /^RUN\b.*\bnpm ci\b.*--omit=dev/.test(l))).toBe(true);
+    expect(installs.length).toBeGreaterThanOrEqual(2);
+    expect(runtime).toContain('COPY --from=build /app/dist ./dist');
+    // No TypeScript sources and no tsx in the image; tsx (and its esbuild) is a dev tool.
+    expect(runtime.some((l) => /^COPY\b.*\bsrc\b/.test(l))).toBe(false);
+    expect(runtime.some((l) => /\btsx\b/.test(l))).toBe(false);
+    const p = pkg as unknown as { dependencies: Record<string, string>; devDependencies: Record<string, string> };
+    expect(Object.keys(p.dependencies)).not.toContain('tsx');
+    expect(Object.keys(p.devDependencies)).toContain('tsx');
+    const lock = JSON.parse(read('package-lock.json')) as { packages: Record<string, { dev?: boolean }> };
+    for (const name of ['node_modules/tsx', 'node_modules/esbuild']) {
+      expect(lock.packages[name]?.dev, name).toBe(true);
+    }
   });
 });
 
