@@ -47,6 +47,10 @@ const envSchema = z.object({
   EMQX_API_SECRET: z.string().optional(),
   SNAPSHOT_KEEP: int(1, 10_000).default(20),
   LOG_LEVEL: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
+  QUEUE_PREFIX: z
+    .string()
+    .regex(/^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$/, 'must be 1-64 letters, digits, _ . - (no : or spaces)')
+    .default('meshq'),
 });
 
 /** Every variable meshq reads; docker-compose.yml and .env.example are checked against it. */
@@ -77,7 +81,7 @@ export interface Config {
   readonly emqx: { readonly apiUrl: string; readonly apiKey?: string; readonly apiSecret?: string };
   readonly snapshotKeep: number;
   readonly logLevel: string;
-  /** Prefix of every BullMQ key; tests give each file its own. */
+  /** Prefix of every BullMQ key (QUEUE_PREFIX): meshq deployments sharing a Redis, and tests, each use their own. */
   readonly queuePrefix: string;
 }
 
@@ -157,7 +161,7 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
     emqx: Object.freeze({ apiUrl: e.EMQX_API_URL, apiKey: e.EMQX_API_KEY, apiSecret: e.EMQX_API_SECRET }),
     snapshotKeep: e.SNAPSHOT_KEEP,
     logLevel: e.LOG_LEVEL,
-    queuePrefix: opts.queuePrefix ?? 'meshq',
+    queuePrefix: opts.queuePrefix ?? e.QUEUE_PREFIX,
   });
 }
 
