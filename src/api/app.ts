@@ -6,7 +6,9 @@ import { readFileSync } from 'node:fs';
 import Fastify, { type FastifyBaseLogger, type FastifyInstance } from 'fastify';
 import type { AppContext } from './context.js';
 import { REDACTED_PATHS } from '../logger.js';
-import { registerAuth } from './auth.js';
+import { DEFAULT_AUTH_LIMITS, registerAuth, type AuthLimits, type RegisteredRoute } from './auth.js';
+import { registerCrossSiteGuard, registerSecurityHeaders } from './browsers.js';
+import { createLoginThrottle } from './login-throttle.js';
 import { registerBullBoard } from './bull-board.js';
 import { registerDocs } from './docs.js';
 import { ApiError, errorHandler, notFoundHandler } from './errors.js';
@@ -23,6 +25,15 @@ import { zodValidatorCompiler } from './validation.js';
 export interface ApiOptions {
   /** Largest accepted request body in bytes (default 1 MiB). */
   bodyLimit?: number;
+  /** Failed-login throttling and concurrent password checks (defaults: DEFAULT_AUTH_LIMITS). */
+  authLimits?: Partial<AuthLimits>;
+}
+
+declare module 'fastify' {
+  interface FastifyInstance {
+    /** Every route with the scope it declared (the authorization test walks them). */
+    meshqRoutes(): RegisteredRoute[];
+  }
 }
 
 export const DEFAULT_BODY_LIMIT = 1024 * 1024;
@@ -46,7 +57,13 @@ export async function buildApi(app: AppContext, opts: ApiOptions = {}): Promise<
   api.setNotFoundHandler(notFoundHandler);
   installJsonParser(api);
 
-  registerAuth(api, app);
+  // Order matters: headers first (every answer carries them, refusals too), then the
+  // cross-site refusal, then authentication (no password is checked for a refused request).
+  await registerSecurityHeaders(api);
+  registerCrossSiteGuard(api);
+  const limits = { ...DEFAULT_AUTH_LIMITS, ...opts.authLimits };
+  const { routes } = registerAuth(api, app, await createLoginThrottle(api, limits), limits);
+  api.decorate('meshqRoutes', routes);
   const metrics = new ApiMetrics(app.queues, app.config, app.log);
   await metrics.start();
   api.addHook('onClose', () => metrics.close());

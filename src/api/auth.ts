@@ -1,56 +1,136 @@
 /**
- * Authentication: HTTP Basic with the administrator's credentials, or
- * `Authorization: Bearer <api token>`. Every route requires it unless its config says
- * `public: true` (health probes); unknown paths too, so the 404s do not map the API for
- * anonymous callers.
+ * Authentication and authorization.
+ *
+ * Authentication (onRequest): HTTP Basic with the administrator's credentials, or
+ * `Authorization: Bearer <api token>`. The result is the request's `principal`:
+ * `{ actor, name, scopes }`; the administrator is `{ actor: 'admin', name: 'admin',
+ * scopes: ['admin'] }`, a token `{ actor: 'token:<id>', name: <token name>, scopes }`.
+ * `request.actor` (the actor recorded on jobs) stays as a shorthand for `principal.actor`.
+ *
+ * Authorization: every route declares the scope it needs in its config:
+ *
+ *   api.get('/x', { config: { scope: 'read' } }, handler)
+ *   api.post('/jobs', { config: { scope: (request) => scopeOfJobType(request.body) } }, handler)
+ *
+ * `scope` is one of
+ * - a Scope (`read`, `operate`, `credentials`, `snapshots`, `admin`; `admin` implies all);
+ * - `'public'`: reachable without credentials (health probes). Credentials sent anyway are
+ *   still checked, so a public route can show more to an authenticated caller;
+ * - `'never'`: refused with 403 for everyone, the administrator included (the dashboard's
+ *   writes that would bypass what the API guards);
+ * - a function `(request) => Scope`, evaluated in a preHandler, i.e. AFTER the body,
+ *   query and params were validated (POST /api/v1/jobs: the job type's scope).
+ * Routes registered by third-party plugins (Bull Board, Swagger UI) get theirs from
+ * `assignScopes` in the plugin's own encapsulation context.
+ *
+ * A route without a scope fails closed at start-up: `api.ready()` rejects naming it, so a
+ * new route cannot ship unguarded. A principal without the scope gets 403
+ * `{"error":{"code":"FORBIDDEN","message":"token \"<name>\" lacks scope \"<scope>\""}}`.
+ * Unknown paths also require credentials, so the 404s do not map the API for anonymous
+ * callers.
  */
 import { createHash } from 'node:crypto';
-import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
+import type { FastifyInstance, FastifyReply, FastifyRequest, RouteOptions } from 'fastify';
 import type { AppContext } from './context.js';
-import { ADMIN_NAME, verifyAdmin } from '../repositories/admin-account.js';
+import { ADMIN_NAME } from '../repositories/admin-account.js';
 import { createRepositories } from '../repositories/index.js';
-import { hashToken } from '../domain/secrets.js';
+import { hashToken, verifyAdminPassword } from '../domain/secrets.js';
+import { hasScope, isScope, type Scope } from '../domain/scopes.js';
 import { ApiError, errorBody } from './errors.js';
+
+export type FixedScope = Scope | 'public' | 'never';
+export type RouteScope = FixedScope | ((request: FastifyRequest) => Scope);
+
+export interface Principal {
+  /** `admin` or `token:<tokenId>`: recorded as the actor of the jobs it submits. */
+  actor: string;
+  /** The administrator's name or the token's name (for messages). */
+  name: string;
+  kind: 'admin' | 'token';
+  scopes: readonly Scope[];
+}
 
 declare module 'fastify' {
   interface FastifyRequest {
-    /** `admin` or `token:<tokenId>`: recorded as the actor of the jobs it submits. */
+    /** Shorthand for `principal.actor` (empty on an anonymous public request). */
     actor: string;
+    /** Who is calling; null on a public route called without credentials. */
+    principal: Principal | null;
   }
   interface FastifyContextConfig {
-    /** Reachable without credentials. */
-    public?: boolean;
+    /** The scope this route needs: see the top of src/api/auth.ts. */
+    scope?: RouteScope;
   }
 }
 
-/**
- * scrypt costs tens of milliseconds by design; paying it on every request would make the
- * administrator's own dashboard (Bull Board polls) the slowest client. A successful
- * verification is remembered for a minute, keyed by a hash of the header (never the
- * header itself). The price: a changed password takes up to that long to stop working
- * for a client that already used the old one.
- */
-const BASIC_CACHE_TTL_MS = 60_000;
-const BASIC_CACHE_MAX = 1_000;
 /** lastUsedAt is informational: one write per token per minute is plenty. */
 const TOUCH_INTERVAL_MS = 60_000;
+/**
+ * scrypt costs tens of milliseconds and 32 MiB by design; paying it on every request
+ * would make the administrator's own dashboard (Bull Board polls) the slowest client. A
+ * successful verification is remembered, keyed by a hash of the header (never the header
+ * itself) and tied to the stored password hash it was checked against: the stored row is
+ * read on every request (one indexed read), so a changed password stops the old one at
+ * once.
+ */
+const BASIC_CACHE_TTL_MS = 5 * 60_000;
+const BASIC_CACHE_MAX = 1_000;
+
+export interface AuthLimits {
+  /** Failed Basic logins per client address per window before 429 (default 10). */
+  perClient: number;
+  /** Failed Basic logins from everywhere per window before 429 (default 100). */
+  global: number;
+  /** The window, in ms (default 60 s). */
+  windowMs: number;
+  /** Password verifications running at once; more are refused with 503 (default 4). */
+  concurrentVerifications: number;
+}
+
+export const DEFAULT_AUTH_LIMITS: AuthLimits = Object.freeze({ perClient: 10, global: 100, windowMs: 60_000, concurrentVerifications: 4 });
 
 const unauthorized = (message: string) => new ApiError(401, 'UNAUTHORIZED', message);
 
+/** A failure answered with a Retry-After header (seconds). */
+export class RetryLaterError extends ApiError {
+  constructor(
+    statusCode: 429 | 503,
+    message: string,
+    readonly retryAfterSeconds: number,
+  ) {
+    super(statusCode, statusCode === 429 ? 'TOO_MANY_REQUESTS' : 'UNAVAILABLE', message);
+  }
+}
+
+export const ADMIN_PRINCIPAL: Principal = Object.freeze({ actor: ADMIN_NAME, name: ADMIN_NAME, kind: 'admin', scopes: Object.freeze(['admin'] as Scope[]) });
+
+/** Throttles failed logins; reads the counters before any hashing. */
+export interface LoginThrottle {
+  /** Seconds to wait when `clientKey` (or everyone) is over the limit, else 0. */
+  check(request: FastifyRequest): Promise<number>;
+  recordFailure(request: FastifyRequest): Promise<void>;
+}
+
 export class Authenticator {
-  private readonly basicCache = new Map<string, number>();
+  private readonly basicCache = new Map<string, { until: number; passwordHash: string }>();
   private readonly touchedAt = new Map<string, number>();
   private readonly pending = new Set<Promise<unknown>>();
+  private verifying = 0;
 
-  constructor(private readonly app: Pick<AppContext, 'uow' | 'serverKey' | 'log'>) {}
+  constructor(
+    private readonly app: Pick<AppContext, 'uow' | 'serverKey' | 'log'>,
+    private readonly throttle: LoginThrottle,
+    private readonly limits: AuthLimits,
+  ) {}
 
-  /** Resolves to the actor, or throws 401. */
-  async authenticate(header: string | undefined): Promise<string> {
+  /** Resolves to the principal, or throws 401 (or 429/503 with Retry-After). */
+  async authenticate(request: FastifyRequest): Promise<Principal> {
+    const header = request.headers.authorization;
     if (!header) throw unauthorized('authentication required: HTTP Basic (administrator) or Bearer <api token>');
     const [scheme, value = ''] = splitOnce(header.trim(), ' ');
     switch (scheme.toLowerCase()) {
       case 'basic':
-        return this.basic(value.trim(), header);
+        return this.basic(request, value.trim(), header);
       case 'bearer':
         return this.bearer(value.trim());
       default:
@@ -58,29 +138,62 @@ export class Authenticator {
     }
   }
 
-  private async basic(encoded: string, header: string): Promise<string> {
-    const cacheKey = createHash('sha256').update(header).digest('base64');
-    const until = this.basicCache.get(cacheKey);
-    if (until !== undefined && until > Date.now()) return ADMIN_NAME;
-
+  private async basic(request: FastifyRequest, encoded: string, header: string): Promise<Principal> {
     const decoded = Buffer.from(encoded, 'base64').toString('utf8');
     const [name, password] = splitOnce(decoded, ':');
-    if (password === undefined || name !== ADMIN_NAME || !(await verifyAdmin(this.app, name, password))) {
+    if (password === undefined || name !== ADMIN_NAME) {
+      await this.throttle.recordFailure(request);
+      throw unauthorized('wrong administrator name or password');
+    }
+    const admin = await createRepositories(this.app.uow.fork(), { serverKey: this.app.serverKey }).admin.findByName(ADMIN_NAME);
+    const cacheKey = createHash('sha256').update(header).digest('base64');
+    const cached = this.basicCache.get(cacheKey);
+    if (admin && cached && cached.until > Date.now() && cached.passwordHash === admin.passwordHash) return ADMIN_PRINCIPAL;
+    if (cached) this.basicCache.delete(cacheKey);
+
+    // Throttled before any hashing: a guesser pays nothing but a counter read.
+    await this.refuseIfThrottled(request);
+    if (this.verifying >= this.limits.concurrentVerifications) {
+      throw new RetryLaterError(503, 'too many password checks in progress; retry shortly', 1);
+    }
+    this.verifying++;
+    let ok: boolean;
+    try {
+      // Checked again with the slot held: requests that queued up behind the first
+      // failures must not all get their guess in.
+      await this.refuseIfThrottled(request);
+      ok = admin !== undefined && (await verifyAdminPassword(password, admin.passwordHash));
+    } finally {
+      this.verifying--;
+    }
+    if (!ok) {
+      await this.throttle.recordFailure(request);
       throw unauthorized('wrong administrator name or password');
     }
     if (this.basicCache.size >= BASIC_CACHE_MAX) this.basicCache.delete(this.basicCache.keys().next().value!);
-    this.basicCache.set(cacheKey, Date.now() + BASIC_CACHE_TTL_MS);
-    return ADMIN_NAME;
+    this.basicCache.set(cacheKey, { until: Date.now() + BASIC_CACHE_TTL_MS, passwordHash: admin!.passwordHash });
+    return ADMIN_PRINCIPAL;
   }
 
-  private async bearer(token: string): Promise<string> {
+  private async refuseIfThrottled(request: FastifyRequest): Promise<void> {
+    const wait = await this.throttle.check(request);
+    if (wait > 0) throw new RetryLaterError(429, `too many failed logins; retry in ${wait} s`, wait);
+  }
+
+  /**
+   * Bearer tokens are not throttled: they are 256-bit random values (nothing to guess),
+   * and a wrong one costs one indexed read of a sha256.
+   */
+  private async bearer(token: string): Promise<Principal> {
     if (!token) throw unauthorized('empty bearer token');
-    // No cache here: a revoked token must stop working at once, and the lookup is one
-    // indexed read of a sha256.
+    // No cache here: a revoked token must stop working at once.
     const identity = await createRepositories(this.app.uow.fork(), { serverKey: this.app.serverKey }).tokens.findByHash(hashToken(token));
     if (!identity) throw unauthorized('unknown or revoked API token');
+    if (identity.expiresAt !== null && identity.expiresAt.getTime() <= Date.now()) {
+      throw unauthorized(`API token "${identity.name}" expired at ${identity.expiresAt.toISOString()}`);
+    }
     this.touch(identity.id);
-    return `token:${identity.id}`;
+    return { actor: `token:${identity.id}`, name: identity.name, kind: 'token', scopes: identity.scopes.filter(isScope) };
   }
 
   /** Fire and forget, but tracked: close() waits for it so the ORM is never closed under it. */
@@ -101,30 +214,114 @@ export class Authenticator {
   }
 }
 
-/** Installs the onRequest hook on `api` (and so on every plugin registered inside it). */
-export function registerAuth(api: FastifyInstance, app: Pick<AppContext, 'uow' | 'serverKey' | 'log'>): Authenticator {
-  const auth = new Authenticator(app);
+/** The 403 every missing scope answers. */
+export const forbidden = (principal: Principal, scope: Scope) =>
+  new ApiError(403, 'FORBIDDEN', `${principal.kind === 'admin' ? 'user' : 'token'} "${principal.name}" lacks scope "${scope}"`);
+
+/**
+ * Gives the routes a third-party plugin registers (which declare no scope of their own)
+ * a scope from `decide`. Call it inside the encapsulation context the plugin is
+ * registered in, before registering it; routes that already declare one keep theirs.
+ */
+export function assignScopes(api: FastifyInstance, decide: (method: string, url: string) => RouteScope): void {
+  api.addHook('onRoute', (route: RouteOptions) => {
+    if (route.config?.scope !== undefined) return;
+    const methods = Array.isArray(route.method) ? route.method : [route.method];
+    const scopes = new Set(methods.map((m) => decide(m, route.url)));
+    if (scopes.size !== 1) throw new Error(`route ${methods.join(',')} ${route.url}: one scope per route, got ${[...scopes].join(', ')}`);
+    route.config = { ...route.config, scope: [...scopes][0]! };
+  });
+}
+
+export interface RegisteredRoute {
+  method: string;
+  url: string;
+  scope: RouteScope | undefined;
+}
+
+/**
+ * Installs authentication (onRequest) and authorization (preHandler) on `api` and so on
+ * every plugin registered inside it, and records every route so that one without a
+ * scope fails `ready()`. Returns the recorded routes (the authorization test walks them).
+ */
+export function registerAuth(
+  api: FastifyInstance,
+  app: Pick<AppContext, 'uow' | 'serverKey' | 'log'>,
+  throttle: LoginThrottle,
+  limits: AuthLimits = DEFAULT_AUTH_LIMITS,
+): { auth: Authenticator; routes: () => RegisteredRoute[] } {
+  const auth = new Authenticator(app, throttle, limits);
+  const recorded: RouteOptions[] = [];
   api.decorateRequest('actor', '');
-  // Answered here rather than thrown: Bull Board's plugin has an error handler of its
-  // own, and a browser only prompts for credentials when the 401 carries WWW-Authenticate.
-  api.addHook('onRequest', async (request: FastifyRequest, reply: FastifyReply) => {
-    if (request.routeOptions.config?.public) return;
-    try {
-      request.actor = await auth.authenticate(request.headers.authorization);
-    } catch (err) {
-      if (err instanceof ApiError) {
-        return reply.status(err.statusCode).header('www-authenticate', 'Basic realm="meshq"').send(errorBody(err.code, err.message));
-      }
-      request.log.error({ err }, 'could not verify credentials');
-      return reply.status(503).send(errorBody('UNAVAILABLE', 'credentials cannot be verified right now; try again'));
+  api.decorateRequest('principal', null);
+
+  api.addHook('onRoute', (route: RouteOptions) => {
+    recorded.push(route);
+  });
+  const routes = (): RegisteredRoute[] =>
+    recorded.flatMap((r) => (Array.isArray(r.method) ? r.method : [r.method]).map((method) => ({ method, url: r.url, scope: r.config?.scope })));
+  api.addHook('onReady', async () => {
+    const missing = routes().filter((r) => r.scope === undefined || !validRouteScope(r.scope));
+    if (missing.length > 0) {
+      throw new Error(`routes without a valid config.scope (see src/api/auth.ts): ${missing.map((r) => `${r.method} ${r.url}`).join(', ')}`);
     }
   });
+
+  // Answered here rather than thrown: Bull Board's plugin has an error handler of its
+  // own, and a browser only prompts for credentials when the 401 carries WWW-Authenticate.
+  // A fixed scope is checked here, before the body is even read (a token without
+  // `snapshots` cannot make the API parse a restore upload); a scope that depends on the
+  // request is checked in preHandler, once the body is validated.
+  api.addHook('onRequest', async (request: FastifyRequest, reply: FastifyReply) => {
+    const declared = request.routeOptions.config?.scope;
+    if (declared === 'public' && !request.headers.authorization) return;
+    let principal: Principal;
+    try {
+      principal = await auth.authenticate(request);
+    } catch (err) {
+      return sendAuthError(request, reply, err);
+    }
+    request.principal = principal;
+    request.actor = principal.actor;
+    if (request.is404 || typeof declared === 'function') return;
+    const refusal = refuse(request, declared, principal);
+    if (refusal) return reply.status(403).send(errorBody('FORBIDDEN', refusal));
+  });
+
+  api.addHook('preHandler', async (request: FastifyRequest, reply: FastifyReply) => {
+    const declared = request.routeOptions.config?.scope;
+    if (request.is404 || typeof declared !== 'function') return;
+    const refusal = refuse(request, declared(request), request.principal);
+    if (refusal) return reply.status(403).send(errorBody('FORBIDDEN', refusal));
+  });
   api.addHook('onClose', () => auth.close());
-  return auth;
+  return { auth, routes };
+}
+
+/** Why `principal` may not call this route, or undefined when it may. */
+function refuse(request: FastifyRequest, declared: FixedScope | undefined, principal: Principal | null): string | undefined {
+  if (declared === 'public') return undefined;
+  // Unreachable while the onReady check holds; fail closed all the same.
+  if (declared === undefined || !validRouteScope(declared)) return 'this route declares no scope';
+  if (declared === 'never') return `${request.method} ${request.routeOptions.url} is disabled for every caller`;
+  if (principal === null) return 'authentication required';
+  return hasScope(principal.scopes, declared) ? undefined : forbidden(principal, declared).message;
+}
+
+const validRouteScope = (s: RouteScope): boolean => typeof s === 'function' || s === 'public' || s === 'never' || isScope(s);
+
+function sendAuthError(request: FastifyRequest, reply: FastifyReply, err: unknown): FastifyReply {
+  if (err instanceof RetryLaterError) {
+    return reply.status(err.statusCode).header('retry-after', String(err.retryAfterSeconds)).send(errorBody(err.code, err.message));
+  }
+  if (err instanceof ApiError) {
+    return reply.status(err.statusCode).header('www-authenticate', 'Basic realm="meshq"').send(errorBody(err.code, err.message));
+  }
+  request.log.error({ err }, 'could not verify credentials');
+  return reply.status(503).send(errorBody('UNAVAILABLE', 'credentials cannot be verified right now; try again'));
 }
 
 function splitOnce(s: string, sep: string): [string, string | undefined] {
   const i = s.indexOf(sep);
   return i < 0 ? [s, undefined] : [s.slice(0, i), s.slice(i + sep.length)];
 }
-

@@ -6,6 +6,7 @@
 import swagger from '@fastify/swagger';
 import swaggerUi from '@fastify/swagger-ui';
 import type { FastifyInstance } from 'fastify';
+import { assignScopes } from './auth.js';
 import { swaggerTransform } from './validation.js';
 
 export async function registerDocs(api: FastifyInstance, version: string): Promise<void> {
@@ -30,5 +31,9 @@ export async function registerDocs(api: FastifyInstance, version: string): Promi
     },
     transform: swaggerTransform,
   });
-  await api.register(swaggerUi, { routePrefix: '/docs' });
+  // Swagger UI's own routes (page, static files, the JSON and YAML document) are reads.
+  await api.register(async (docs) => {
+    assignScopes(docs, () => 'read');
+    await docs.register(swaggerUi, { routePrefix: '/docs' });
+  });
 }

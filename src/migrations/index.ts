@@ -5,11 +5,13 @@
 import { Migration20261124000000_initial } from './Migration20261124000000_initial.js';
 import { Migration20261124100000_broker_applied } from './Migration20261124100000_broker_applied.js';
 import { Migration20261124200000_config_mtu } from './Migration20261124200000_config_mtu.js';
+import { Migration20261125100000_token_expiry } from './Migration20261125100000_token_expiry.js';
 
 export const MIGRATIONS = [
   { name: 'Migration20261124000000_initial', class: Migration20261124000000_initial },
   { name: 'Migration20261124100000_broker_applied', class: Migration20261124100000_broker_applied },
   { name: 'Migration20261124200000_config_mtu', class: Migration20261124200000_config_mtu },
+  { name: 'Migration20261125100000_token_expiry', class: Migration20261125100000_token_expiry },
 ];
 
 /** The schema version a database is at once every migration has run. */

@@ -8,6 +8,7 @@ export interface TokenView {
   id: string;
   name: string;
   scopes: string[];
+  expiresAt: string | null;
   createdAt: string;
   lastUsedAt: string | null;
 }
@@ -16,6 +17,7 @@ export const tokenView = (t: ApiToken): TokenView => ({
   id: t.id,
   name: t.name,
   scopes: t.scopes,
+  expiresAt: t.expiresAt?.toISOString() ?? null,
   createdAt: t.createdAt.toISOString(),
   lastUsedAt: t.lastUsedAt?.toISOString() ?? null,
 });
@@ -25,6 +27,7 @@ export interface TokenIdentity {
   id: string;
   name: string;
   scopes: string[];
+  expiresAt: Date | null;
 }
 
 export class TokenRepository {
@@ -34,8 +37,8 @@ export class TokenRepository {
     return (await this.em.count(ApiToken, { id })) > 0;
   }
 
-  create(row: { id: string; name: string; tokenHash: string; scopes: string[] }): void {
-    this.em.create(ApiToken, { ...row, createdAt: new Date(), lastUsedAt: null });
+  create(row: { id: string; name: string; tokenHash: string; scopes: string[]; expiresAt?: Date | null }): void {
+    this.em.create(ApiToken, { ...row, expiresAt: row.expiresAt ?? null, createdAt: new Date(), lastUsedAt: null });
   }
 
   /** Revoking deletes: a revoked token has nothing left worth keeping (the audit log keeps the act). */
@@ -64,7 +67,7 @@ export class TokenRepository {
   /** Bearer authentication: the API hashes the presented token and looks the hash up. */
   async findByHash(tokenHash: string): Promise<TokenIdentity | undefined> {
     const row = await this.em.findOne(ApiToken, { tokenHash });
-    return row ? { id: row.id, name: row.name, scopes: row.scopes } : undefined;
+    return row ? { id: row.id, name: row.name, scopes: row.scopes, expiresAt: row.expiresAt ?? null } : undefined;
   }
 
   /**

@@ -1,11 +1,13 @@
 /**
  * Liveness and readiness, the only routes reachable without credentials (orchestrators
  * probe them). Readiness answers 503 naming every check that failed, so a stuck rollout
- * says why; each check is bounded so a hanging database cannot hang the probe.
+ * says which component is down; the error texts only to an authenticated reader. Each
+ * check is bounded so a hanging database cannot hang the probe.
  */
 import type { FastifyInstance } from 'fastify';
 import type { AppContext } from '../context.js';
 import { pendingMigrations } from '../../db/migrate.js';
+import { hasScope } from '../../domain/scopes.js';
 
 const CHECK_TIMEOUT_MS = 3_000;
 
@@ -42,26 +44,40 @@ function withoutPassword(text: string, url: string): string {
 export async function healthRoutes(api: FastifyInstance, opts: { app: AppContext }): Promise<void> {
   const { app } = opts;
 
-  api.get('/healthz', { config: { public: true }, schema: { tags: ['health'], summary: 'Liveness' } }, async () => ({ status: 'ok' }));
+  api.get('/healthz', { config: { scope: 'public' }, schema: { tags: ['health'], summary: 'Liveness' } }, async () => ({ status: 'ok' }));
 
-  api.get('/readyz', { config: { public: true }, schema: { tags: ['health'], summary: 'Readiness: database, Redis, migrations' } }, async (_req, reply) => {
-    const [database, redis, migrations] = await Promise.all([
-      bounded('database', async () => {
-        const check = await app.orm.checkConnection();
-        // This answer is public: never let a driver message echo the database password.
-        if (!check.ok) throw new Error(withoutPassword(check.reason ?? 'not connected', app.config.databaseUrl));
-      }),
-      bounded('redis', async () => {
-        const pong = await app.queues.connection.ping();
-        if (pong !== 'PONG') throw new Error(`unexpected answer ${pong}`);
-      }),
-      bounded('migrations', async () => {
-        const pending = await pendingMigrations(app.orm);
-        if (pending.length > 0) throw new Error(`pending: ${pending.join(', ')}`);
-      }),
-    ]);
-    const checks = { database, redis, migrations };
-    const failed = Object.entries(checks).filter(([, c]) => !c.ok).map(([name]) => name);
-    return reply.status(failed.length ? 503 : 200).send({ status: failed.length ? 'unavailable' : 'ready', failed, checks });
-  });
+  api.get(
+    '/readyz',
+    {
+      config: { scope: 'public' },
+      schema: {
+        tags: ['health'],
+        summary: 'Readiness: database, Redis, migrations',
+        description: 'Public: ready or not and which component is down. With credentials of `read` scope, also the error of each failed check.',
+      },
+    },
+    async (request, reply) => {
+      const [database, redis, migrations] = await Promise.all([
+        bounded('database', async () => {
+          const check = await app.orm.checkConnection();
+          // Never let a driver message echo the database password, even to a reader.
+          if (!check.ok) throw new Error(withoutPassword(check.reason ?? 'not connected', app.config.databaseUrl));
+        }),
+        bounded('redis', async () => {
+          const pong = await app.queues.connection.ping();
+          if (pong !== 'PONG') throw new Error(`unexpected answer ${pong}`);
+        }),
+        bounded('migrations', async () => {
+          const pending = await pendingMigrations(app.orm);
+          if (pending.length > 0) throw new Error(`pending: ${pending.join(', ')}`);
+        }),
+      ]);
+      // Error texts name hosts, ports and driver internals: only for an authenticated reader.
+      const detailed = request.principal !== null && hasScope(request.principal.scopes, 'read');
+      const show = (c: CheckResult): CheckResult => (detailed || c.ok ? c : { ok: false });
+      const checks = { database: show(database), redis: show(redis), migrations: show(migrations) };
+      const failed = Object.entries(checks).filter(([, c]) => !c.ok).map(([name]) => name);
+      return reply.status(failed.length ? 503 : 200).send({ status: failed.length ? 'unavailable' : 'ready', failed, checks });
+    },
+  );
 }

@@ -38,16 +38,16 @@ export async function readRoutes(api: FastifyInstance, opts: { app: AppContext }
   };
   const tags = ['reads'];
 
-  api.get('/configs', { schema: { tags, summary: 'Mesh configs', querystring: page } }, async (req) => {
+  api.get('/configs', { config: { scope: 'read' }, schema: { tags, summary: 'Mesh configs', querystring: page } }, async (req) => {
     return repos().configs.list({}, req.query as Page);
   });
 
-  api.get('/configs/:id', { schema: { tags, summary: 'A mesh config', params: idParams } }, async (req) => {
+  api.get('/configs/:id', { config: { scope: 'read' }, schema: { tags, summary: 'A mesh config', params: idParams } }, async (req) => {
     const { id } = req.params as { id: string };
     return requireConfig(repos(), id);
   });
 
-  api.get('/configs/:id/nodes', { schema: { tags, summary: "A config's nodes", params: idParams, querystring: nodeQuery } }, async (req) => {
+  api.get('/configs/:id/nodes', { config: { scope: 'read' }, schema: { tags, summary: "A config's nodes", params: idParams, querystring: nodeQuery } }, async (req) => {
     const { id } = req.params as { id: string };
     const { kind, online, ...pageReq } = req.query as z.infer<typeof nodeQuery>;
     const r = repos();
@@ -56,7 +56,7 @@ export async function readRoutes(api: FastifyInstance, opts: { app: AppContext }
   });
 
   const byNode = page.extend({ nodeId: z.uuid({ error: 'must be a UUID' }).optional() });
-  api.get('/configs/:id/links', { schema: { tags, summary: "A config's peer links", params: idParams, querystring: byNode } }, async (req) => {
+  api.get('/configs/:id/links', { config: { scope: 'read' }, schema: { tags, summary: "A config's peer links", params: idParams, querystring: byNode } }, async (req) => {
     const { id } = req.params as { id: string };
     const { nodeId, ...pageReq } = req.query as z.infer<typeof byNode>;
     const r = repos();
@@ -64,7 +64,7 @@ export async function readRoutes(api: FastifyInstance, opts: { app: AppContext }
     return r.links.list(id, nodeId ? { nodeId } : {}, pageReq);
   });
 
-  api.get('/configs/:id/port-forwards', { schema: { tags, summary: "A config's port-forward rules", params: idParams, querystring: byNode } }, async (req) => {
+  api.get('/configs/:id/port-forwards', { config: { scope: 'read' }, schema: { tags, summary: "A config's port-forward rules", params: idParams, querystring: byNode } }, async (req) => {
     const { id } = req.params as { id: string };
     const { nodeId, ...pageReq } = req.query as z.infer<typeof byNode>;
     const r = repos();
@@ -72,7 +72,7 @@ export async function readRoutes(api: FastifyInstance, opts: { app: AppContext }
     return r.forwards.list(id, nodeId ? { nodeId } : {}, pageReq);
   });
 
-  api.get('/nodes/:id', { schema: { tags, summary: 'A node, with its MQTT credential (never the hash)', params: idParams } }, async (req) => {
+  api.get('/nodes/:id', { config: { scope: 'read' }, schema: { tags, summary: 'A node, with its MQTT credential (never the hash)', params: idParams } }, async (req) => {
     const { id } = req.params as { id: string };
     const r = repos();
     const node = await r.nodes.get(id);
@@ -80,15 +80,15 @@ export async function readRoutes(api: FastifyInstance, opts: { app: AppContext }
     return { ...node, credential: (await r.credentials.forNode(id)) ?? null };
   });
 
-  api.get('/settings', { schema: { tags, summary: 'Settings, ordered by key', querystring: page } }, async (req) => {
+  api.get('/settings', { config: { scope: 'read' }, schema: { tags, summary: 'Settings, ordered by key', querystring: page } }, async (req) => {
     return repos().settings.list(req.query as Page);
   });
 
-  api.get('/tokens', { schema: { tags, summary: 'API tokens (never the token or its hash)', querystring: page } }, async (req) => {
+  api.get('/tokens', { config: { scope: 'admin' }, schema: { tags, summary: 'API tokens (never the token or its hash)', querystring: page } }, async (req) => {
     return repos().tokens.list(req.query as Page);
   });
 
-  api.get('/audit', { schema: { tags, summary: 'The audit log, newest first', querystring: auditQuery } }, async (req) => {
+  api.get('/audit', { config: { scope: 'read' }, schema: { tags, summary: 'The audit log, newest first', querystring: auditQuery } }, async (req) => {
     const { limit, cursor, ...filter } = req.query as z.infer<typeof auditQuery>;
     const defined = Object.fromEntries(Object.entries(filter).filter(([, v]) => v !== undefined));
     return repos().audit.list(defined, { limit, cursor });

@@ -8,6 +8,8 @@ export const ApiTokenSchema = defineEntity({
     name: p.string().length(64),
     tokenHash: p.string().length(64).unique(),
     scopes: p.json<string[]>(),
+    /** Null: never expires. An expired token authenticates no more (401). */
+    expiresAt: p.datetime().length(3).nullable(),
     createdAt: p.datetime().length(3).onCreate(() => new Date()),
     lastUsedAt: p.datetime().length(3).nullable(),
   },

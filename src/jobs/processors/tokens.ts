@@ -5,13 +5,14 @@ import type { ById, TokenCreate } from '../payloads.js';
 /** The API generated the token and its id; only the hash reaches the job and the database. */
 export async function createToken(data: TokenCreate, ctx: JobContext): Promise<{ id: string }> {
   if (await ctx.repos.tokens.exists(data.id)) throw new ConflictError(`API token ${data.id} already exists`);
-  ctx.repos.tokens.create(data);
+  const expiresAt = data.expiresAt ? new Date(data.expiresAt) : null;
+  ctx.repos.tokens.create({ id: data.id, name: data.name, tokenHash: data.tokenHash, scopes: data.scopes, expiresAt });
   ctx.repos.audit.record({
     actor: ctx.actor,
     action: 'token.create',
     entityType: 'token',
     entityId: data.id,
-    detail: { name: data.name, scopes: data.scopes },
+    detail: { name: data.name, scopes: data.scopes, expiresAt: expiresAt?.toISOString() ?? null },
   });
   return { id: data.id };
 }
