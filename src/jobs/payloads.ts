@@ -11,6 +11,7 @@
  * No payload carries a secret: rotation and token creation carry the hash the API made.
  */
 import { z } from 'zod';
+import { DEFAULT_TOKEN_SCOPES, SCOPES } from '../domain/scopes.js';
 import {
   awgSchema,
   configNameSchema,
@@ -150,14 +151,21 @@ export const settingsUpdate = z.strictObject({
     ),
 });
 
-const tokenScope = z.string().regex(/^[a-z][a-z0-9:._-]{0,63}$/, { error: 'a scope is a lowercase word such as "admin"' });
+const tokenScope = z.enum(SCOPES, { error: `a scope is one of ${SCOPES.join(', ')}` });
 
 /** The API generated the token, showed it once and sends only its sha256. */
 export const tokenCreate = z.strictObject({
   id: uuid(),
   name: z.string().min(1, { error: 'must not be empty' }).max(64, { error: 'is longer than 64 characters' }),
   tokenHash: sha256Hex(),
-  scopes: z.array(tokenScope).min(1).max(16).default(['admin']),
+  scopes: z
+    .array(tokenScope)
+    .min(1)
+    .max(SCOPES.length)
+    .refine((a) => new Set(a).size === a.length, { error: 'lists a scope twice' })
+    .default([...DEFAULT_TOKEN_SCOPES]),
+  /** ISO 8601 time after which the token authenticates no more; absent or null: never. */
+  expiresAt: z.iso.datetime({ offset: true, error: 'must be an ISO 8601 date-time such as 2030-01-31T00:00:00Z' }).nullable().optional(),
 });
 
 export type ById = z.infer<typeof byId>;

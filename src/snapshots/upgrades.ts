@@ -34,6 +34,8 @@ export const UPGRADES: Readonly<Record<string, UpgradeStep | null>> = Object.fre
   Migration20261124100000_broker_applied: null,
   // mesh_config.mtu, NOT NULL DEFAULT 1420: what the database gives existing rows.
   Migration20261124200000_config_mtu: mapRows('mesh_config', (row) => ({ ...row, mtu: 1420 })),
+  // api_token.expires_at: API tokens are not in snapshots.
+  Migration20261125100000_token_expiry: null,
 });
 
 const MIGRATION_NAME = /^Migration\d{14}_[A-Za-z0-9_]+$/;

@@ -14,6 +14,7 @@ import { idempotentJobId, type JobQueues, type JobView } from '../../jobs/queue-
 import { compactIssues } from '../errors.js';
 import { Prechecks } from '../../jobs/prechecks.js';
 import { toJsonSchema } from '../validation.js';
+import type { Scope } from '../../domain/scopes.js';
 
 export const MAX_WAIT_MS = 30_000;
 
@@ -66,6 +67,8 @@ export function assertPublicJobType(type: string): asserts type is JobType {
   }
 }
 
+const jobTypeScope = (type: string | undefined): Scope => (type !== undefined && isJobType(type) ? jobDefinition(type).scope : 'read');
+
 /** Sorted-key JSON: two payloads that differ only in key order are the same request. */
 function canonical(value: unknown): string {
   return JSON.stringify(value, (_k, v: unknown) =>
@@ -81,6 +84,8 @@ export async function jobRoutes(api: FastifyInstance, opts: { app: AppContext })
   api.post(
     '/jobs',
     {
+      // The job type's scope; an unknown type needs only `read` to be told it is unknown.
+      config: { scope: (request) => jobTypeScope((request.body as { type?: string } | undefined)?.type) },
       schema: {
         tags: ['jobs'],
         summary: 'Submit a job (every write is a job)',
@@ -120,7 +125,7 @@ export async function jobRoutes(api: FastifyInstance, opts: { app: AppContext })
 
   api.get(
     '/jobs/:id',
-    { schema: { tags: ['jobs'], summary: 'A job: state, progress, attempts, result or error', params: z.strictObject({ id: z.string().min(1).max(200) }) } },
+    { config: { scope: 'read' }, schema: { tags: ['jobs'], summary: 'A job: state, progress, attempts, result or error', params: z.strictObject({ id: z.string().min(1).max(200) }) } },
     async (request) => {
       const { id } = request.params as { id: string };
       const job = await queues.find(id);
@@ -137,14 +142,14 @@ export async function jobRoutes(api: FastifyInstance, opts: { app: AppContext })
     state: z.enum(JOB_STATES).optional(),
     limit: z.coerce.number().int().min(1).max(500).default(50),
   });
-  api.get('/jobs', { schema: { tags: ['jobs'], summary: 'Recent jobs, newest first', querystring: listQuery } }, async (request) => {
+  api.get('/jobs', { config: { scope: 'read' }, schema: { tags: ['jobs'], summary: 'Recent jobs, newest first', querystring: listQuery } }, async (request) => {
     const q = request.query as z.infer<typeof listQuery>;
     // BullMQ has no cursor over several queues and states; the list is bounded by limit.
     return { items: await queues.list({ type: q.type, state: q.state, limit: q.limit }), next: null };
   });
 
   let catalogue: object[] | undefined;
-  api.get('/job-types', { schema: { tags: ['jobs'], summary: 'Every job type, its queue and its payload JSON Schema' } }, async () => {
+  api.get('/job-types', { config: { scope: 'read' }, schema: { tags: ['jobs'], summary: 'Every job type, its queue and its payload JSON Schema' } }, async () => {
     catalogue ??= JOB_TYPES.map((type) => {
       const def = jobDefinition(type);
       return { type, queue: def.queue, description: def.description, internal: def.internal ?? false, schema: toJsonSchema(def.schema) };

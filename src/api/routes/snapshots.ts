@@ -43,6 +43,7 @@ export async function snapshotRoutes(api: FastifyInstance, opts: { app: AppConte
   api.post(
     '/snapshots/export',
     {
+      config: { scope: 'snapshots' },
       schema: {
         tags,
         summary: 'Export every business row into an encrypted snapshot',
@@ -63,11 +64,11 @@ export async function snapshotRoutes(api: FastifyInstance, opts: { app: AppConte
     },
   );
 
-  api.get('/snapshots', { schema: { tags, summary: 'Stored exports, newest first', querystring: page } }, async (request) => {
+  api.get('/snapshots', { config: { scope: 'snapshots' }, schema: { tags, summary: 'Stored exports, newest first', querystring: page } }, async (request) => {
     return repos().snapshots.listExports(request.query as z.infer<typeof page>);
   });
 
-  api.get('/snapshots/:id', { schema: { tags, summary: "A stored export's metadata", params: idParams } }, async (request) => {
+  api.get('/snapshots/:id', { config: { scope: 'snapshots' }, schema: { tags, summary: "A stored export's metadata", params: idParams } }, async (request) => {
     const { id } = request.params as { id: string };
     const found = await repos().snapshots.getExport(id);
     if (!found) throw new NotFoundError('snapshot', id);
@@ -76,7 +77,7 @@ export async function snapshotRoutes(api: FastifyInstance, opts: { app: AppConte
 
   api.get(
     '/snapshots/:id/download',
-    { schema: { tags, summary: 'The encrypted snapshot file', params: idParams } },
+    { config: { scope: 'snapshots' }, schema: { tags, summary: 'The encrypted snapshot file', params: idParams } },
     async (request, reply) => {
       const { id } = request.params as { id: string };
       const file = await repos().snapshots.exportFile(id);
@@ -92,6 +93,7 @@ export async function snapshotRoutes(api: FastifyInstance, opts: { app: AppConte
   api.post(
     '/snapshots/restore',
     {
+      config: { scope: 'snapshots' },
       schema: {
         tags,
         summary: 'Restore a snapshot file (replaces every business row)',
