@@ -1,6 +1,7 @@
 /**
- * The EMQX 5 management API client (reference/emqx-api.md): built-in-database users,
- * per-user authorization rules and client kicks, which is all the credential sync needs.
+ * The EMQX 5 management API client: built-in-database users, per-user authorization
+ * rules, client kicks (all the credential sync needs), and the global authorization
+ * settings and source order (what the deny-by-default check reads).
  *
  * Failures come out as one typed error, EmqxError, whose `retryable` flag is the whole
  * retry policy: transport failures, timeouts and 5xx are transient (EMQX restarting, a
@@ -12,8 +13,9 @@
  * Every read is validated with zod: EMQX is a boundary, and a silently misread page would
  * make the reconcile delete users it did not see.
  */
-import pRetry from 'p-retry';
+import { setTimeout as sleep } from 'node:timers/promises';
 import { z } from 'zod';
+import { backoffDelay } from '../backoff.js';
 import type { Logger } from '../logger.js';
 
 export type EmqxLogger = Pick<Logger, 'warn' | 'debug'>;
@@ -100,6 +102,14 @@ const statusSchema = z.object({
   app_status: z.string().optional(),
 });
 
+/** Loose: EMQX also reports `deny_action` and the cache, which meshq does not judge. */
+const authzSettingsSchema = z.looseObject({ no_match: z.enum(['allow', 'deny']) });
+
+/** Each source carries its own configuration (file rules, database URLs, ...): kept loose. */
+const authzSourcesSchema = z.looseObject({
+  sources: z.array(z.looseObject({ type: z.string(), enable: z.boolean() })),
+});
+
 const errorBodySchema = z.object({ code: z.string(), message: z.unknown().optional() });
 
 export type EmqxPageMeta = z.infer<typeof pageMetaSchema>;
@@ -127,6 +137,17 @@ export interface EmqxRuleInput {
   action: 'publish' | 'subscribe' | 'all';
   qos?: number[];
   retain?: boolean | 'all';
+}
+
+export interface EmqxAuthorizationSettings {
+  /** What EMQX decides when no source has a rule for a request. */
+  noMatch: 'allow' | 'deny';
+}
+
+/** One authorization source, in the order EMQX consults them. */
+export interface EmqxAuthorizationSource {
+  type: string;
+  enable: boolean;
 }
 
 export interface EmqxStatus {
@@ -287,6 +308,20 @@ export class EmqxClient {
   }
 
   // -------------------------------------------------------------------------------------
+  // Authorization as a whole
+
+  async authorizationSettings(): Promise<EmqxAuthorizationSettings> {
+    const { body } = await this.#send({ method: 'GET', path: '/authorization/settings' });
+    return { noMatch: parse(authzSettingsSchema, body, 'authorization settings').no_match };
+  }
+
+  /** Every configured source in EMQX's order (it asks them one after the other). */
+  async authorizationSources(): Promise<EmqxAuthorizationSource[]> {
+    const { body } = await this.#send({ method: 'GET', path: '/authorization/sources' });
+    return parse(authzSourcesSchema, body, 'authorization source list').sources.map((s) => ({ type: s.type, enable: s.enable }));
+  }
+
+  // -------------------------------------------------------------------------------------
   // Clients
 
   /** True when a connected client was kicked, false when it was not connected. */
@@ -328,23 +363,25 @@ export class EmqxClient {
     }
   }
 
-  #send(call: Call): Promise<Answer> {
-    return pRetry(() => this.#attempt(call), {
-      retries: this.#retries,
-      factor: 2,
-      minTimeout: this.#minBackoffMs,
-      maxTimeout: this.#maxBackoffMs,
-      // Jitter keeps several workers that lost EMQX together from retrying in lockstep.
-      randomize: true,
-      shouldRetry: ({ error }) => error instanceof EmqxError && error.retryable,
-      onFailedAttempt: ({ error, attemptNumber, retriesLeft, retryDelay }) => {
-        if (!(error instanceof EmqxError) || !error.retryable || retriesLeft === 0) return;
+  /**
+   * Retries retryable failures with the shared capped backoff (jitter keeps several
+   * workers that lost EMQX together from retrying in lockstep).
+   */
+  async #send(call: Call): Promise<Answer> {
+    for (let attempt = 1; ; attempt++) {
+      try {
+        return await this.#attempt(call);
+      } catch (error) {
+        const retriesLeft = this.#retries - (attempt - 1);
+        if (!(error instanceof EmqxError) || !error.retryable || retriesLeft <= 0) throw error;
+        const retryDelay = backoffDelay(attempt, { baseMs: this.#minBackoffMs, capMs: this.#maxBackoffMs });
         this.#logger?.warn(
-          { method: call.method, path: call.path, attempt: attemptNumber, retriesLeft, retryDelay, code: error.code },
+          { method: call.method, path: call.path, attempt, retriesLeft, retryDelay, code: error.code },
           'EMQX API call failed; retrying',
         );
-      },
-    });
+        await sleep(retryDelay);
+      }
+    }
   }
 
   async #attempt(call: Call): Promise<Answer> {

@@ -14,6 +14,12 @@ export type EmqxClientTuning = Pick<EmqxClientConfig, 'timeoutMs' | 'retries' | 
  */
 export const SYNC_CLIENT_TUNING: EmqxClientTuning = { timeoutMs: 10_000, retries: 2, minBackoffMs: 200, maxBackoffMs: 1_000 };
 
+/**
+ * For the deny-by-default check before a push: like the sync, it runs inside a job's
+ * transaction, so one quick retry at most; an outage fails the push, which retries.
+ */
+export const CHECK_CLIENT_TUNING: EmqxClientTuning = { timeoutMs: 5_000, retries: 1, minBackoffMs: 200, maxBackoffMs: 200 };
+
 /** For the status endpoint: one quick probe, no retries. */
 export const PROBE_CLIENT_TUNING: EmqxClientTuning = { timeoutMs: 2_000, retries: 0 };
 

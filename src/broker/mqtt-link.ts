@@ -1,16 +1,13 @@
 /**
- * The worker process's one MQTT connection (DESIGN section 6, MQTT bullet).
+ * The worker process's one MQTT connection: I/O only. What the topics mean lives in
+ * topics.ts (pure), how presence is coalesced in presence.ts; what happens with presence
+ * and with a (re)connection is the owner's business, handed in as callbacks (the worker
+ * turns them into `node.presence` jobs and a broker sync request), so this module knows
+ * nothing of queues or jobs.
  *
- * Inbound it turns presence into `node.presence` jobs: agents publish a retained
- * `online`/`offline` on `meshq/<configId>/<nodeId>/status` with an `offline` last will,
- * and EMQX announces `$SYS/brokers/<node>/clients/<clientid>/connected|disconnected`.
- * Outbound it publishes config pushes for `node.push-config`.
- *
- * Every worker process holds its own connection and subscription, so every process sees
- * every presence message. Jobs get an id derived from node, state and the second the
- * message arrived, so the processes' copies of one message collapse into one job; the
- * copies that slip through (a second boundary between two processes) are harmless,
- * because the processor ignores events older than the recorded one.
+ * Inbound: agents publish a retained `online`/`offline` on `meshq/<configId>/<nodeId>/status`
+ * with an `offline` last will, and EMQX announces
+ * `$SYS/brokers/<node>/clients/<clientid>/connected|disconnected`. Outbound: config pushes.
  *
  * Nothing a client sends can crash the process: every message is parsed defensively, and
  * what does not fit is logged (topic, size and a short prefix, never the whole payload)
@@ -19,10 +16,21 @@
 import { randomBytes } from 'node:crypto';
 import { connect, Store, type IClientOptions, type MqttClient } from 'mqtt';
 import type { Logger } from 'pino';
-import { z } from 'zod';
+import { backoffDelay } from '../backoff.js';
 import { redactUrl, type Config } from '../config.js';
-import type { JobQueues } from '../jobs/queue-client.js';
-import { requestBrokerSync } from '../jobs/broker-requests.js';
+import { DEFAULT_PRESENCE_WINDOW_MS, PresenceCoalescer, type PresenceEvent } from './presence.js';
+import {
+  parsePresenceMessage,
+  STATUS_SUBSCRIPTION,
+  SYS_CONNECTED_SUBSCRIPTION,
+  SYS_DISCONNECTED_SUBSCRIPTION,
+  type PresenceMessage,
+} from './topics.js';
+
+export type { PresenceEvent } from './presence.js';
+
+/** Why a sync is requested when the connection comes (back) up. */
+export const MQTT_CONNECTED_SYNC_REASON = 'MQTT connection (re)established';
 
 /** What processors see of the link: enough to publish, nothing to subscribe with. */
 export interface MqttPublisher {
@@ -30,114 +38,6 @@ export interface MqttPublisher {
   readonly connected: boolean;
   /** Resolves on the broker's acknowledgement (PUBACK at QoS 1); rejects when not connected. */
   publish(topic: string, payload: string | Buffer, opts?: { qos?: 0 | 1; retain?: boolean }): Promise<void>;
-}
-
-/* ------------------------------------------------------------------ topics */
-
-export const STATUS_SUBSCRIPTION = 'meshq/+/+/status';
-export const SYS_CONNECTED_SUBSCRIPTION = '$SYS/brokers/+/clients/+/connected';
-export const SYS_DISCONNECTED_SUBSCRIPTION = '$SYS/brokers/+/clients/+/disconnected';
-
-export const statusTopic = (configId: string, nodeId: string) => `meshq/${configId}/${nodeId}/status`;
-export const configPushTopic = (configId: string, nodeId: string) => `meshq/${configId}/${nodeId}/config/push`;
-
-/** EMQX user names and client ids of agents are `node-<nodeId>` (see the broker sync). */
-const NODE_CLIENT_PREFIX = 'node-';
-
-/**
- * A status is one word. Anything bigger than this is not an agent talking, and $SYS
- * event payloads (which we do not read) stay well below it too.
- */
-export const MAX_PRESENCE_PAYLOAD_BYTES = 1024;
-
-/** Why a sync is requested when the connection comes (back) up. */
-export const MQTT_CONNECTED_SYNC_REASON = 'MQTT connection (re)established';
-
-/* ----------------------------------------------------------------- parsing */
-
-export type PresenceMessage =
-  | { kind: 'presence'; nodeId: string; online: boolean }
-  /** Expected traffic that is not a node's presence: logged at debug only. */
-  | { kind: 'ignored'; reason: string }
-  /** Does not fit the protocol: logged as a warning and dropped. */
-  | { kind: 'rejected'; reason: string };
-
-const uuid = z.uuid();
-const isUuid = (s: string | undefined): s is string => s !== undefined && uuid.safeParse(s).success;
-/** Agents may also send a small JSON object; extra fields (a version, say) are allowed. */
-const statusObject = z.object({ status: z.enum(['online', 'offline']) });
-
-function statusOf(payload: Buffer): boolean | undefined {
-  const text = payload.toString('utf8').trim();
-  if (text === 'online') return true;
-  if (text === 'offline') return false;
-  if (!text.startsWith('{')) return undefined;
-  try {
-    const parsed = statusObject.safeParse(JSON.parse(text));
-    return parsed.success ? parsed.data.status === 'online' : undefined;
-  } catch {
-    return undefined;
-  }
-}
-
-/**
- * Classifies one inbound message. Pure, so every hostile shape is unit-tested. Node ids
- * are lower-cased: ids are stored lowercase, and an agent's upper-case spelling would
- * otherwise be NOT_FOUND.
- *
- * The config id in a status topic is checked for shape only: EMQX's rules let a node
- * touch nothing but `meshq/<its config>/<itself>/#`, so the node id identifies the sender.
- */
-export function parsePresenceMessage(topic: string, payload: Buffer): PresenceMessage {
-  if (payload.length > MAX_PRESENCE_PAYLOAD_BYTES) {
-    return { kind: 'rejected', reason: `payload of ${payload.length} bytes exceeds ${MAX_PRESENCE_PAYLOAD_BYTES}` };
-  }
-  const levels = topic.split('/');
-  if (levels[0] === 'meshq') {
-    const [, configId, nodeId, leaf] = levels;
-    if (levels.length !== 4 || leaf !== 'status') return { kind: 'rejected', reason: 'not a status topic' };
-    if (!isUuid(configId) || !isUuid(nodeId)) return { kind: 'rejected', reason: 'config or node id is not a UUID' };
-    // Publishing an empty retained message is how a retained status is cleared.
-    if (payload.length === 0) return { kind: 'ignored', reason: 'retained status cleared' };
-    const online = statusOf(payload);
-    if (online === undefined) return { kind: 'rejected', reason: 'status is not "online", "offline" or {"status": ...}' };
-    return { kind: 'presence', nodeId: nodeId.toLowerCase(), online };
-  }
-  if (levels[0] === '$SYS') {
-    const [, brokers, , clients, clientId, event] = levels;
-    if (levels.length !== 6 || brokers !== 'brokers' || clients !== 'clients' || (event !== 'connected' && event !== 'disconnected')) {
-      return { kind: 'rejected', reason: 'not a client event topic' };
-    }
-    // Other clients (this backend, dashboards, bridges) come and go too: not ours to track.
-    if (!clientId?.startsWith(NODE_CLIENT_PREFIX)) return { kind: 'ignored', reason: 'not an agent client' };
-    const nodeId = clientId.slice(NODE_CLIENT_PREFIX.length);
-    if (!isUuid(nodeId)) return { kind: 'rejected', reason: 'agent client id does not end in a UUID' };
-    return { kind: 'presence', nodeId: nodeId.toLowerCase(), online: event === 'connected' };
-  }
-  return { kind: 'rejected', reason: 'unexpected topic' };
-}
-
-/**
- * `presence-<nodeId>-<online|offline>-<epochSecond>[-<n>]`. The n-th repeat of the same
- * state within one second gets a suffix, so online/offline/online inside a second stays
- * three jobs instead of the third being mistaken for a copy of the first; every process
- * sees one topic's messages in the same order, so their ids still agree.
- */
-export class PresenceJobIds {
-  private second = -1;
-  private readonly seen = new Map<string, number>();
-
-  next(nodeId: string, online: boolean, at: Date): string {
-    const second = Math.floor(at.getTime() / 1000);
-    if (second !== this.second) {
-      this.second = second;
-      this.seen.clear();
-    }
-    const base = `presence-${nodeId}-${online ? 'online' : 'offline'}-${second}`;
-    const n = (this.seen.get(base) ?? 0) + 1;
-    this.seen.set(base, n);
-    return n === 1 ? base : `${base}-${n}`;
-  }
 }
 
 /* -------------------------------------------------------------------- link */
@@ -151,12 +51,20 @@ export interface MqttLinkOptions {
   publishTimeoutMs?: number;
   /** Defaults to `meshq-<random>`: unique per process, never `node-…` (those are agents). */
   clientId?: string;
+  /** Per node, at most one presence event per window (presence.ts). */
+  presenceWindowMs?: number;
 }
 
-export interface MqttLinkDeps {
+export interface MqttLinkCallbacks {
+  /** A node's coalesced presence; must not throw (errors are the owner's to log). */
+  onPresence(event: PresenceEvent): void;
+  /** Every time the connection comes (back) up. */
+  onConnected?(): void;
+}
+
+export interface MqttLinkDeps extends MqttLinkCallbacks {
   config: Pick<Config, 'mqtt'>;
   log: Logger;
-  queues: JobQueues;
 }
 
 const DEFAULTS = {
@@ -164,6 +72,7 @@ const DEFAULTS = {
   maxReconnectMs: 30_000,
   connectTimeoutMs: 10_000,
   publishTimeoutMs: 10_000,
+  presenceWindowMs: DEFAULT_PRESENCE_WINDOW_MS,
 } as const;
 
 /** At most this many drop warnings per window; the rest are counted and summarised. */
@@ -183,7 +92,7 @@ export class MqttLink implements MqttPublisher {
   private readonly client: MqttClient;
   private readonly log: Logger;
   private readonly opts: Required<Omit<MqttLinkOptions, 'clientId'>>;
-  private readonly jobIds = new PresenceJobIds();
+  private readonly presence: PresenceCoalescer;
   /**
    * Our own stores, handed to every reconnect: mqtt.js would otherwise start empty ones,
    * and QoS 1 messages sent but not yet acknowledged when the connection dropped would be
@@ -206,6 +115,7 @@ export class MqttLink implements MqttPublisher {
     this.opts = { ...DEFAULTS, ...stripUndefined(options) };
     this.clientId = options.clientId ?? `meshq-${randomBytes(6).toString('hex')}`;
     this.log = deps.log.child({ component: 'mqtt', clientId: this.clientId });
+    this.presence = new PresenceCoalescer((event) => this.deliver(event), this.opts.presenceWindowMs);
     const { url, username, password } = deps.config.mqtt;
     const clientOptions: IClientOptions = {
       clientId: this.clientId,
@@ -273,6 +183,8 @@ export class MqttLink implements MqttPublisher {
     if (this.closing) return;
     this.closing = true;
     clearTimeout(this.reconnectTimer);
+    // The latest state of every node inside a window goes out before the link closes.
+    this.presence.flush();
     const client = this.client;
     if (client.connected) {
       // A polite DISCONNECT once in-flight acknowledgements arrived; a stalled broker gets 2 s.
@@ -306,12 +218,10 @@ export class MqttLink implements MqttPublisher {
       for (const done of this.readyWaiters) done();
       this.readyWaiters.clear();
     });
-    // Credentials changed while EMQX was unreachable are pending: push them now rather than
-    // at the next scheduled reconcile. Coalesced, so N workers reconnecting ask for one sync.
-    if (this.deps.config.mqtt.enabled) {
-      requestBrokerSync(this.deps.queues, MQTT_CONNECTED_SYNC_REASON).catch((err: unknown) =>
-        this.log.warn({ err }, 'requesting a broker sync after connecting failed'),
-      );
+    try {
+      this.deps.onConnected?.();
+    } catch (err) {
+      this.log.warn({ err }, 'the MQTT connected callback failed');
     }
   }
 
@@ -326,14 +236,13 @@ export class MqttLink implements MqttPublisher {
   }
 
   /**
-   * Capped exponential backoff with up to 20% jitter, so that every worker that lost the
-   * broker together does not hammer it together when it returns.
+   * Capped exponential backoff with jitter, so that every worker that lost the broker
+   * together does not hammer it together when it returns.
    */
   private scheduleReconnect(): void {
     if (this.reconnectTimer || this.closing) return;
-    const full = Math.min(this.opts.maxReconnectMs, this.opts.minReconnectMs * 2 ** this.failedAttempts);
-    const delay = Math.round(full * (1 - 0.2 * Math.random()));
     this.failedAttempts++;
+    const delay = backoffDelay(this.failedAttempts, { baseMs: this.opts.minReconnectMs, capMs: this.opts.maxReconnectMs });
     this.log.debug({ delayMs: delay, attempt: this.failedAttempts }, 'MQTT reconnect scheduled');
     this.reconnectTimer = setTimeout(() => {
       this.reconnectTimer = undefined;
@@ -358,12 +267,15 @@ export class MqttLink implements MqttPublisher {
     }
     // The time the message reached us: one clock for both sources. Retained statuses
     // delivered on (re)subscribe are the current state, so "now" is right for them too.
-    const at = new Date();
-    const jobId = this.jobIds.next(parsed.nodeId, parsed.online, at);
-    const payloadData = { nodeId: parsed.nodeId, online: parsed.online, at: at.toISOString() };
-    this.deps.queues
-      .submit('node.presence', payloadData, { actor: 'mqtt', jobId })
-      .catch((err: unknown) => this.log.warn({ err, nodeId: parsed.nodeId, jobId }, 'enqueueing a presence event failed'));
+    this.presence.push(parsed.nodeId, parsed.configId, parsed.online, new Date());
+  }
+
+  private deliver(event: PresenceEvent): void {
+    try {
+      this.deps.onPresence(event);
+    } catch (err) {
+      this.log.warn({ err, nodeId: event.nodeId }, 'the MQTT presence callback failed');
+    }
   }
 
   private warnDropped(topic: string, payload: Buffer, reason: string): void {
@@ -389,7 +301,7 @@ export class MqttLink implements MqttPublisher {
   }
 }
 
-/** Starts the link; it connects in the background (the worker never waits for the broker). */
+/** Starts the link; it connects in the background (its owner never waits for the broker). */
 export function startMqttLink(deps: MqttLinkDeps, options?: MqttLinkOptions): MqttLink {
   return new MqttLink(deps, options);
 }

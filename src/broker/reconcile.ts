@@ -2,8 +2,8 @@
  * The full EMQX reconcile behind `broker.sync`: EMQX is a projection of the database.
  *
  * Desired: for every dynamic node with a credential, a built-in-database user
- * `node-<nodeId>` with the stored hash and salt, and rules allowing publish and subscribe
- * on `meshq/<configId>/<nodeId>/#` and nothing else. Managed: users and rule sets whose
+ * `node-<nodeId>` with the stored hash and salt, and least-privilege rules: publish its
+ * own status and config acknowledgement, subscribe to its own config push, nothing else. Managed: users and rule sets whose
  * name starts with `node-`; anything else in EMQX belongs to someone else and is never
  * touched.
  *
@@ -16,10 +16,11 @@
  */
 import { createHash } from 'node:crypto';
 import type { Logger } from 'pino';
-import type { BrokerCredential } from '../repositories/mesh.js';
+import type { BrokerCredential } from '../repositories/credentials.js';
 import type { Repositories } from '../repositories/index.js';
 import type { AppliedCredential } from '../repositories/broker-applied.js';
-import type { BrokerSyncState } from '../repositories/system.js';
+import type { BrokerSyncState } from '../repositories/system-state.js';
+import { configAppliedTopic, configPushTopic, statusTopic } from './topics.js';
 import { EmqxError, type EmqxClient, type EmqxHashedUser, type EmqxRule, type EmqxRuleInput } from './emqx-client.js';
 
 /** Users and rule sets with this prefix are meshq's; nothing else in EMQX is. */
@@ -56,18 +57,26 @@ export interface ReconcileCounts {
 export const credentialFingerprint = (passwordHash: string, salt: string): string =>
   createHash('sha256').update(passwordHash + salt).digest('hex');
 
-export const nodeTopicFilter = (configId: string, nodeId: string): string => `meshq/${configId}/${nodeId}/#`;
+/** `eq `: the topic is matched literally (no wildcards, no placeholders), filters included. */
+const exact = (topic: string) => `eq ${topic}`;
 
 /**
+ * A node may publish only its status and its config acknowledgement and subscribe only to
+ * its config push; the closing denies refuse everything else for this user whatever the
+ * sources after this one or `no_match` say (`#` does not match `$`-topics, hence the
+ * second). Rules are checked in order, so the allows come first.
+ *
  * Written fully specified (qos and retain as EMQX fills them in) so that a rule set read
  * back from EMQX compares equal to the one we wrote and a second sync replaces nothing.
- * Per-user rules only allow; denying everything else is EMQX's `no_match = deny`.
  */
 export function desiredRules(configId: string, nodeId: string): EmqxRuleInput[] {
-  const topic = nodeTopicFilter(configId, nodeId);
+  const all = { qos: [0, 1, 2], retain: 'all' as const };
   return [
-    { topic, permission: 'allow', action: 'publish', qos: [0, 1, 2], retain: 'all' },
-    { topic, permission: 'allow', action: 'subscribe', qos: [0, 1, 2], retain: 'all' },
+    { topic: exact(statusTopic(configId, nodeId)), permission: 'allow', action: 'publish', ...all },
+    { topic: exact(configAppliedTopic(configId, nodeId)), permission: 'allow', action: 'publish', ...all },
+    { topic: exact(configPushTopic(configId, nodeId)), permission: 'allow', action: 'subscribe', ...all },
+    { topic: '#', permission: 'deny', action: 'all', ...all },
+    { topic: '$SYS/#', permission: 'deny', action: 'all', ...all },
   ];
 }
 

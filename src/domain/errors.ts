@@ -10,6 +10,7 @@ export type DomainErrorCode =
   | 'UNAUTHORIZED'
   | 'FORBIDDEN'
   | 'MQTT_DISABLED'
+  | 'BROKER_INSECURE'
   | 'PAYLOAD_TOO_LARGE'
   | 'SNAPSHOT_INVALID';
 
@@ -49,6 +50,13 @@ export class MqttDisabledError extends DomainError {
   }
 }
 
+/** EMQX would let other clients read what meshq is about to publish (a private key). */
+export class BrokerInsecureError extends DomainError {
+  constructor(reason: string) {
+    super('BROKER_INSECURE', `refusing to publish a private key: ${reason}`);
+  }
+}
+
 export const httpStatusOf = (code: DomainErrorCode): number =>
   ({
     INVALID: 400,
@@ -58,5 +66,6 @@ export const httpStatusOf = (code: DomainErrorCode): number =>
     UNAUTHORIZED: 401,
     FORBIDDEN: 403,
     MQTT_DISABLED: 409,
+    BROKER_INSECURE: 409,
     PAYLOAD_TOO_LARGE: 413,
   })[code];

@@ -14,7 +14,7 @@ import { QUEUES, type QueueName } from './names.js';
 import { runJob, type JobEnvelope, type RunnerDeps } from './runner.js';
 import { UnrecoverableError } from 'bullmq';
 import { brokerBackoffStrategy, configureScheduledReconcile, requestBrokerSync } from './broker-requests.js';
-import { startMqttLink, type MqttLink } from '../broker/mqtt-link.js';
+import { MQTT_CONNECTED_SYNC_REASON, startMqttLink, type MqttLink, type MqttLinkOptions } from '../broker/mqtt-link.js';
 
 export interface WorkerOptions {
   /** How often BullMQ looks for jobs whose worker died (default 30 s). */
@@ -26,6 +26,8 @@ export interface WorkerOptions {
   onCommitted?: RunnerDeps['onCommitted'];
   /** How often the scheduled broker reconcile looks for pending work (default 60 s). */
   brokerReconcileEveryMs?: number;
+  /** Tuning of this process's MQTT link (tests: a shorter presence window). */
+  mqttLinkOptions?: MqttLinkOptions;
 }
 
 export interface WorkerPool {
@@ -44,6 +46,36 @@ function concurrencyOf(queue: QueueName, config: Config): number {
   return config.workerConcurrency;
 }
 
+/**
+ * This process's MQTT link, wired to the queues: a node's coalesced presence becomes a
+ * `node.presence` job whose id is the event's key, so every process's copy of one event
+ * is one job; each (re)connection requests a broker sync, because credentials changed
+ * while EMQX was unreachable are pending (requests coalesce: N workers reconnecting ask
+ * for one sync).
+ */
+export function startWorkerMqttLink(deps: { config: Config; log: Logger; queues: JobQueues }, options?: MqttLinkOptions): MqttLink {
+  const { config, log, queues } = deps;
+  return startMqttLink(
+    {
+      config,
+      log,
+      onPresence: (event) => {
+        const jobId = `presence-${event.key}`;
+        const payload = { nodeId: event.nodeId, online: event.online, at: event.at.toISOString() };
+        queues
+          .submit('node.presence', payload, { actor: 'mqtt', jobId })
+          .catch((err: unknown) => log.warn({ err, nodeId: event.nodeId, jobId }, 'enqueueing a presence event failed'));
+      },
+      onConnected: () => {
+        requestBrokerSync(queues, MQTT_CONNECTED_SYNC_REASON).catch((err: unknown) =>
+          log.warn({ err }, 'requesting a broker sync after connecting failed'),
+        );
+      },
+    },
+    options,
+  );
+}
+
 export async function startWorkers(
   deps: { config: Config; log: Logger; uow: UnitOfWork; queues: JobQueues; serverKey: Buffer },
   opts: WorkerOptions = {},
@@ -51,7 +83,7 @@ export async function startWorkers(
   const { config, log, queues } = deps;
   // One connection per worker process, up before the first job can ask to publish; it
   // connects in the background, so a broker that is down does not hold start-up.
-  const mqtt = config.mqtt.enabled ? startMqttLink({ config, log, queues }) : undefined;
+  const mqtt = config.mqtt.enabled ? startWorkerMqttLink({ config, log, queues }, opts.mqttLinkOptions) : undefined;
   const runnerDeps: RunnerDeps = {
     uow: deps.uow,
     config,

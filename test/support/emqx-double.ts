@@ -1,9 +1,17 @@
 /**
- * A contract double of the EMQX 5 management API: the slice meshq talks to, with the
- * status codes, error codes, paging and import semantics of reference/emqx-api.md. EMQX
- * itself cannot run on our machines, so this double is the only EMQX our tests see; where
- * the reference is silent it follows the EMQX 5.8 source (noted at each place), because a
- * double that is kinder than the real thing hides client bugs.
+ * A contract double of the EMQX 5 management API: the slice meshq talks to, with EMQX's
+ * status codes, error codes, paging and import semantics. EMQX itself cannot run on our
+ * machines, so this double is the only EMQX our tests see; it follows the EMQX 5.8 source
+ * (noted at each place), because a double that is kinder than the real thing hides client
+ * bugs.
+ *
+ * Authorization as a whole: `GET /authorization/settings` answers
+ * `{"no_match": "allow"|"deny", "deny_action": ..., "cache": {...}}` and
+ * `GET /authorization/sources` answers `{"sources": [{"type", "enable", ...}, ...]}` in
+ * the order EMQX consults them (the first source with a matching rule decides). The
+ * double starts secure (no_match deny, only the built_in_database source); stock EMQX is
+ * the opposite (no_match allow, a permissive `file` source first), which
+ * `setAuthorization(STOCK_EMQX_AUTHORIZATION)` reproduces.
  *
  * Faults are switchable at run time so that retry, timeout and reachability handling can
  * be tested over real sockets.
@@ -37,6 +45,32 @@ export interface RecordedRequest {
 
 export type EmqxFault = 'none' | 'down' | '503' | 'slow' | '401' | 'drop';
 
+export interface EmqxAuthzSource {
+  type: string;
+  enable: boolean;
+}
+
+export interface EmqxAuthorizationConfig {
+  noMatch: 'allow' | 'deny';
+  /** In the order EMQX consults them. */
+  sources: EmqxAuthzSource[];
+}
+
+/** Denies by default; meshq's per-user rules are the only source. */
+export const SECURE_AUTHORIZATION: EmqxAuthorizationConfig = {
+  noMatch: 'deny',
+  sources: [{ type: 'built_in_database', enable: true }],
+};
+
+/** EMQX as installed: allows by default, and its acl.conf file source comes first. */
+export const STOCK_EMQX_AUTHORIZATION: EmqxAuthorizationConfig = {
+  noMatch: 'allow',
+  sources: [
+    { type: 'file', enable: true },
+    { type: 'built_in_database', enable: true },
+  ],
+};
+
 export interface EmqxDouble {
   /** Base URL of the API, `http://127.0.0.1:PORT/api/v5`. */
   readonly url: string;
@@ -62,7 +96,9 @@ export interface EmqxDouble {
   setFault(fault: EmqxFault, opts?: { delayMs?: number }): void;
   /** Resolves once the listening socket matches the fault (after lifting `down`). */
   settled(): Promise<void>;
-  /** Empties every store and record and lifts any fault. */
+  /** Replaces the authorization settings and sources the double reports. */
+  setAuthorization(config: EmqxAuthorizationConfig): void;
+  /** Empties every store and record, lifts any fault and makes authorization secure again. */
   reset(): void;
   close(): Promise<void>;
 }
@@ -284,6 +320,7 @@ class DoubleState {
   private readonly server: Server;
   private readonly timers = new Set<NodeJS.Timeout>();
   private fault: EmqxFault = 'none';
+  private authorization: EmqxAuthorizationConfig = structuredClone(SECURE_AUTHORIZATION);
   private delayMs = 2000;
   private port = 0;
   /** The latest bind/unbind transition; `settled()` and `close()` wait for it. */
@@ -356,6 +393,7 @@ class DoubleState {
     this.kicked.length = 0;
     this.requests.length = 0;
     this.delayMs = 2000;
+    this.authorization = structuredClone(SECURE_AUTHORIZATION);
     this.setFault('none');
   }
 
@@ -383,6 +421,9 @@ class DoubleState {
       writeRequests: () => this.requests.filter((r) => r.method !== 'GET').length,
       setFault: (fault, opts) => this.setFault(fault, opts),
       settled: () => this.transition,
+      setAuthorization: (config) => {
+        this.authorization = structuredClone(config);
+      },
       reset: () => this.reset(),
       close: () => this.close(),
     };
@@ -464,6 +505,8 @@ class DoubleState {
     const [a, b, c] = s;
     if (s.length === 1 && a === 'status') return { public: true, GET: (r) => this.status(r) };
     if (a === 'authentication' && b !== undefined) return this.authnRoute(b, s.slice(2));
+    if (s.length === 2 && a === 'authorization' && b === 'settings') return { GET: () => this.authzSettings() };
+    if (s.length === 2 && a === 'authorization' && b === 'sources') return { GET: () => this.authzSources() };
     if (s.slice(0, 5).join('/') === 'authorization/sources/built_in_database/rules/users') {
       if (s.length === 5) return this.authzRoute(undefined);
       if (s.length === 6) return this.authzRoute(s[5]);
@@ -524,6 +567,28 @@ class DoubleState {
       body: `Node ${NODE_NAME} is started\nemqx is running`,
       headers: { 'content-type': 'text/plain' },
     };
+  }
+
+  /** emqx_authz_api_settings: the global switches, cache included. */
+  private authzSettings(): Reply {
+    return ok({
+      no_match: this.authorization.noMatch,
+      deny_action: 'ignore',
+      cache: { enable: true, max_size: 32, ttl: '1m', excludes: [] },
+    });
+  }
+
+  /**
+   * emqx_authz_api_sources: every configured source with its own configuration, in order.
+   * The extra fields are what EMQX reports for each type (a client must not trip on them).
+   */
+  private authzSources(): Reply {
+    const detail = (type: string): Record<string, unknown> => {
+      if (type === 'file') return { rules: '{allow, all}.' };
+      if (type === 'built_in_database') return { max_rules: this.ruleLimit };
+      return {};
+    };
+    return ok({ sources: this.authorization.sources.map((src) => ({ type: src.type, enable: src.enable, ...detail(src.type) })) });
   }
 
   private listUsers(r: Req): Reply {

@@ -15,10 +15,10 @@ import {
   sameRules,
   type DesiredUser,
 } from '../../src/broker/reconcile.js';
-import { brokerBackoffDelay } from '../../src/jobs/broker-requests.js';
+import { retryDelay } from '../../src/jobs/table.js';
 import type { Repositories } from '../../src/repositories/index.js';
 import type { AppliedCredential } from '../../src/repositories/broker-applied.js';
-import { INITIAL_BROKER_SYNC_STATE } from '../../src/repositories/system.js';
+import { INITIAL_BROKER_SYNC_STATE } from '../../src/repositories/system-state.js';
 
 const user = (n: number, hash = `h${n}`): DesiredUser => ({
   username: `node-${n}`,
@@ -105,6 +105,40 @@ describe('planReconcile', () => {
   });
 });
 
+describe('desiredRules', () => {
+  it('lets a node publish only its status and acknowledgement and subscribe only its config push, exactly, and denies the rest', () => {
+    const rules = desiredRules('c1', 'n1');
+    const allows = rules.filter((r) => r.permission === 'allow');
+    expect(allows.map((r) => [r.action, r.topic])).toEqual([
+      ['publish', 'eq meshq/c1/n1/status'],
+      ['publish', 'eq meshq/c1/n1/config/applied'],
+      ['subscribe', 'eq meshq/c1/n1/config/push'],
+    ]);
+    // No wildcard in anything allowed, no "all" action among the allows.
+    expect(allows.every((r) => !/[#+]/.test(r.topic) && r.action !== 'all')).toBe(true);
+    // Everything after the allows is denied, for every action, $-topics included.
+    expect(rules.slice(allows.length)).toEqual([
+      expect.objectContaining({ topic: '#', permission: 'deny', action: 'all' }),
+      expect.objectContaining({ topic: '$SYS/#', permission: 'deny', action: 'all' }),
+    ]);
+    expect(rules.findIndex((r) => r.permission === 'deny')).toBe(allows.length);
+  });
+
+  it('replaces the broad rules of an existing user and then leaves them alone', () => {
+    const a = user(1);
+    const broad: EmqxRule[] = [
+      { topic: 'meshq/c/1/#', permission: 'allow', action: 'publish', qos: [0, 1, 2], retain: 'all' },
+      { topic: 'meshq/c/1/#', permission: 'allow', action: 'subscribe', qos: [0, 1, 2], retain: 'all' },
+    ];
+    const first = planReconcile({ desired: [a], applied: new Map([applied(a)]), emqxUsers: new Set([a.username]), emqxRules: new Map([[a.username, broad]]) });
+    expect(first.replaceRules).toEqual([{ username: a.username, rules: desiredRules('c', '1') }]);
+    expect(first.importUsers).toEqual([]);
+    const second = planReconcile({ desired: [a], applied: new Map([applied(a)]), emqxUsers: new Set([a.username]), emqxRules: new Map([[a.username, emqxRules(a)]]) });
+    expect(second.replaceRules).toEqual([]);
+    expect(second.createRules).toEqual([]);
+  });
+});
+
 describe('sameRules', () => {
   it('fills in EMQX defaults, and tells apart order, extra filters and other topics', () => {
     const want = desiredRules('c', 'n');
@@ -125,10 +159,10 @@ describe('broker sync bookkeeping', () => {
 
   it('backs off exponentially up to a minute', () => {
     const max = () => 0;
-    expect([1, 2, 3, 4].map((n) => brokerBackoffDelay(n, 1000, 60_000, max))).toEqual([1000, 2000, 4000, 8000]);
-    expect(brokerBackoffDelay(7, 1000, 60_000, max)).toBe(60_000);
-    expect(brokerBackoffDelay(40, 1000, 60_000, max)).toBe(60_000);
-    expect(brokerBackoffDelay(40, 1000, 60_000, () => 1)).toBe(48_000);
+    expect([1, 2, 3, 4].map((n) => retryDelay('broker.sync', n, max))).toEqual([1000, 2000, 4000, 8000]);
+    expect(retryDelay('broker.sync', 7, max)).toBe(60_000);
+    expect(retryDelay('broker.sync', 40, max)).toBe(60_000);
+    expect(retryDelay('broker.sync', 40, () => 1)).toBe(48_000);
   });
 });
 

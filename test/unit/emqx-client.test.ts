@@ -1,6 +1,13 @@
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import { EmqxClient, EmqxError, type EmqxClientConfig, type EmqxHashedUser } from '../../src/broker/emqx-client.js';
-import { hashPassword, startEmqxDouble, type EmqxDouble } from '../support/emqx-double.js';
+import { AuthorizationVerdicts, checkAuthorization, judgeAuthorization } from '../../src/broker/authorization.js';
+import {
+  hashPassword,
+  SECURE_AUTHORIZATION,
+  startEmqxDouble,
+  STOCK_EMQX_AUTHORIZATION,
+  type EmqxDouble,
+} from '../support/emqx-double.js';
 
 let emqx: EmqxDouble;
 
@@ -469,5 +476,60 @@ describe('EMQX double contract', () => {
     expect(res.status).toBe(503);
     expect(res.headers.get('retry-after')).toBe('1');
     expect(res.body).toMatchObject({ code: expect.any(String), message: expect.any(String) });
+  });
+});
+
+describe('EMQX authorization check', () => {
+  const builtIn = { type: 'built_in_database', enable: true };
+
+  it('reads the settings and the sources in order from the double, secure by default', async () => {
+    const client = clientFor(emqx);
+    expect(await client.authorizationSettings()).toEqual({ noMatch: 'deny' });
+    expect(await client.authorizationSources()).toEqual([builtIn]);
+    expect(await checkAuthorization(client)).toEqual({ ok: true });
+  });
+
+  it('finds stock EMQX insecure: it allows by default', async () => {
+    emqx.setAuthorization(STOCK_EMQX_AUTHORIZATION);
+    const verdict = await checkAuthorization(clientFor(emqx));
+    expect(verdict).toEqual({ ok: false, reason: expect.stringContaining('no_match = "allow"') });
+  });
+
+  it.each([
+    ['a file source first', [{ type: 'file', enable: true }, builtIn], '"file" is consulted before'],
+    ['an HTTP source first', [{ type: 'http', enable: true }, builtIn], '"http" is consulted before'],
+    ['the built-in source disabled', [{ ...builtIn, enable: false }], 'not enabled'],
+    ['no source at all', [], 'not enabled'],
+  ])('finds deny-by-default insecure with %s', (_label, sources, reason) => {
+    expect(judgeAuthorization({ noMatch: 'deny' }, sources)).toEqual({ ok: false, reason: expect.stringContaining(reason) });
+  });
+
+  it('accepts disabled sources before the built-in one, and any after it', () => {
+    const sources = [{ type: 'file', enable: false }, builtIn, { type: 'http', enable: true }];
+    expect(judgeAuthorization({ noMatch: 'deny' }, sources)).toEqual({ ok: true });
+  });
+
+  it('remembers a good verdict for its lifetime only, and never a bad one', async () => {
+    const verdicts = new AuthorizationVerdicts(60_000);
+    const client = () => clientFor(emqx);
+    const asks = () => countOf(emqx, 'GET', '/authorization/settings');
+    expect(await verdicts.verdict(emqx.url, client, 0)).toEqual({ ok: true });
+    expect(await verdicts.verdict(emqx.url, client, 59_999)).toEqual({ ok: true });
+    expect(asks()).toBe(1);
+    emqx.setAuthorization(STOCK_EMQX_AUTHORIZATION);
+    // Still cached: EMQX turned insecure is noticed once the good verdict expires.
+    expect(await verdicts.verdict(emqx.url, client, 59_999)).toEqual({ ok: true });
+    expect((await verdicts.verdict(emqx.url, client, 60_000)).ok).toBe(false);
+    expect((await verdicts.verdict(emqx.url, client, 60_001)).ok).toBe(false);
+    expect(asks()).toBe(3);
+    // Fixed: the next push sees it at once.
+    emqx.setAuthorization(SECURE_AUTHORIZATION);
+    expect(await verdicts.verdict(emqx.url, client, 60_002)).toEqual({ ok: true });
+  });
+
+  it('propagates EMQX failures instead of judging', async () => {
+    emqx.setFault('401');
+    const err = await rejection(checkAuthorization(clientFor(emqx)));
+    expect(err.code).toBe('BAD_API_KEY_OR_SECRET');
   });
 });

@@ -8,6 +8,7 @@ import type { FastifyInstance } from 'fastify';
 import type { z } from 'zod';
 import type { AppContext } from '../context.js';
 import { createEmqxClient, PROBE_CLIENT_TUNING } from '../../broker/emqx.js';
+import { checkAuthorization } from '../../broker/authorization.js';
 import { isBrokerSyncPending } from '../../broker/reconcile.js';
 import { requestBrokerSync } from '../../jobs/broker-requests.js';
 import { MqttDisabledError } from '../../domain/errors.js';
@@ -30,6 +31,13 @@ export interface BrokerStatus {
   appliedSeq: number;
   lastError: string | null;
   lastSyncAt: string | null;
+  /**
+   * Whether EMQX's authorization makes a config push (it carries the node's private key)
+   * safe: `ok` false with the reason when it would let other clients read it, in which
+   * case pushes fail with BROKER_INSECURE. Null when MQTT is disabled or EMQX could not be
+   * asked (see `reachable`).
+   */
+  authorization: { ok: boolean; reason: string | null } | null;
 }
 
 export async function brokerRoutes(api: FastifyInstance, opts: { app: AppContext }): Promise<void> {
@@ -38,7 +46,7 @@ export async function brokerRoutes(api: FastifyInstance, opts: { app: AppContext
   // Built once: the client holds no connection of its own, only its configuration.
   const probe = enabled ? createEmqxClient(app.config, PROBE_CLIENT_TUNING) : undefined;
 
-  api.get('/broker/status', { config: { scope: 'read' }, schema: { tags: ['broker'], summary: 'EMQX sync status: enabled, reachable, epochs, pending, last error' } }, async () => {
+  api.get('/broker/status', { schema: { tags: ['broker'], summary: 'EMQX sync status: enabled, reachable, epochs, pending, last error' } }, async () => {
     const repos = createRepositories(app.uow.fork(), { serverKey: app.serverKey });
     const epoch = await repos.system.dataEpoch();
     const sync = await repos.system.brokerSyncState();
@@ -49,6 +57,13 @@ export async function brokerRoutes(api: FastifyInstance, opts: { app: AppContext
           () => false,
         )
       : null;
+    const authorization =
+      probe && reachable
+        ? await checkAuthorization(probe).then(
+            (v) => (v.ok ? { ok: true, reason: null } : { ok: false, reason: v.reason }),
+            () => null,
+          )
+        : null;
     const state: BrokerState = !enabled ? 'disabled' : sync.lastError !== null ? 'error' : pending ? 'pending' : 'synced';
     const status: BrokerStatus = {
       enabled,
@@ -61,6 +76,7 @@ export async function brokerRoutes(api: FastifyInstance, opts: { app: AppContext
       appliedSeq: sync.appliedSeq,
       lastError: sync.lastError,
       lastSyncAt: sync.lastSyncAt,
+      authorization,
     };
     return status;
   });
@@ -68,7 +84,6 @@ export async function brokerRoutes(api: FastifyInstance, opts: { app: AppContext
   api.post(
     '/broker/sync',
     {
-      config: { scope: 'operate' },
       schema: {
         tags: ['broker'],
         summary: 'Request a full EMQX reconcile',

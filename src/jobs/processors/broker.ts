@@ -10,10 +10,9 @@
 import { createEmqxClient, SYNC_CLIENT_TUNING } from '../../broker/emqx.js';
 import { EmqxError } from '../../broker/emqx-client.js';
 import { isBrokerSyncPending, reconcileBroker } from '../../broker/reconcile.js';
-import { SCHEDULED_SYNC_REASON } from '../broker-requests.js';
 import type { Repositories } from '../../repositories/index.js';
 import type { JobContext } from '../context.js';
-import type { BrokerSync } from '../payloads.js';
+import { SCHEDULED_SYNC_REASON, type BrokerSync } from '../payloads.js';
 import { pushAllDynamicNodes } from './push-config.js';
 
 export interface BrokerSyncResult {

@@ -134,16 +134,25 @@ export async function rotateCredentials(
   return { nodeId: node.id, username: credential.username, version: credential.version };
 }
 
+/**
+ * Records a node's presence; only a change of state (online <-> offline) is audited, so a
+ * node that repeats its status, or flaps faster than the link's coalescing window, costs
+ * no audit rows beyond its real transitions. An event older than the recorded one
+ * changes nothing.
+ */
 export async function recordPresence(data: NodePresence, ctx: JobContext): Promise<{ nodeId: string; online: boolean }> {
+  const before = await ctx.repos.nodes.get(data.nodeId);
+  if (!before) throw new NotFoundError('node', data.nodeId);
   const state = await ctx.repos.nodes.recordPresence(data.nodeId, data.online, new Date(data.at));
   if (!state) throw new NotFoundError('node', data.nodeId);
-  ctx.repos.audit.record({
-    actor: ctx.actor,
-    action: 'node.presence',
-    entityType: 'node',
-    entityId: data.nodeId,
-    // `stale`: an event older than the recorded one, kept for the record but not applied.
-    detail: { online: data.online, at: data.at, stale: !state.applied },
-  });
+  if (state.applied && before.online !== state.online) {
+    ctx.repos.audit.record({
+      actor: ctx.actor,
+      action: 'node.presence',
+      entityType: 'node',
+      entityId: data.nodeId,
+      detail: { online: state.online, at: data.at },
+    });
+  }
   return { nodeId: data.nodeId, online: state.online };
 }

@@ -9,7 +9,10 @@
  *   a key of its own, so the agent can only run the interface its peers expect with the
  *   key meshq holds; NodeRepository.privateKey exists for this push alone. It is never
  *   retained on the broker, never in job data, results or logs, and EMQX's rules let only
- *   that node read its topic.
+ *   that node read its topic. That last part holds only if EMQX denies what no rule
+ *   allows, so before a message with a private key is published meshq checks EMQX's
+ *   authorization settings (src/broker/authorization.ts); when they would let others
+ *   read it, the push fails permanently with BROKER_INSECURE.
  * - Per outgoing link the peer's public key, endpoint, listen port, allowed IPs and
  *   keepalive. Never another node's private key.
  *
@@ -24,10 +27,13 @@
  * no push, and asking for one is INVALID.
  */
 import { createHash } from 'node:crypto';
-import { InvalidError, MqttDisabledError } from '../../domain/errors.js';
+import { BrokerInsecureError, InvalidError, MqttDisabledError } from '../../domain/errors.js';
 import type { Repositories } from '../../repositories/index.js';
 import type { AwgParams, TunnelProtocol } from '../../domain/validation.js';
-import { configPushTopic, MqttNotConnectedError } from '../../broker/mqtt-link.js';
+import { AuthorizationVerdicts } from '../../broker/authorization.js';
+import { CHECK_CLIENT_TUNING, createEmqxClient } from '../../broker/emqx.js';
+import { MqttNotConnectedError } from '../../broker/mqtt-link.js';
+import { configPushTopic } from '../../broker/topics.js';
 import type { JobContext } from '../context.js';
 import type { NodePushConfig } from '../payloads.js';
 
@@ -115,6 +121,9 @@ export async function desiredNodeConfig(repos: Repositories, nodeId: string): Pr
   };
 }
 
+/** This process's memory of EMQX's last good authorization verdict. */
+const authorizationVerdicts = new AuthorizationVerdicts();
+
 export async function pushConfig(data: NodePushConfig, ctx: JobContext): Promise<PushConfigResult> {
   if (!ctx.config.mqtt.enabled) throw new MqttDisabledError('pushing a node configuration');
   const mqtt = ctx.mqtt;
@@ -123,6 +132,10 @@ export async function pushConfig(data: NodePushConfig, ctx: JobContext): Promise
   if (!mqtt.connected) throw new MqttNotConnectedError();
 
   const message = await desiredNodeConfig(ctx.repos, data.nodeId);
+  if (message.interface.privateKey) {
+    const verdict = await authorizationVerdicts.verdict(ctx.config.emqx.apiUrl, () => createEmqxClient(ctx.config, CHECK_CLIENT_TUNING, ctx.log));
+    if (!verdict.ok) throw new BrokerInsecureError(verdict.reason);
+  }
   const topic = configPushTopic(message.configId, message.nodeId);
   const body = JSON.stringify(message);
   ctx.afterCommit(async () => {
