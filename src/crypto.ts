@@ -43,20 +43,28 @@ export type KdfParamsWithSalt = KdfParams & { readonly salt: Buffer };
 /** ~100 ms and 32 MiB per derivation on a current server core (RFC 7914's interactive tier). */
 export const DEFAULT_KDF_PARAMS: Readonly<KdfParams> = Object.freeze({ N: 2 ** 15, r: 8, p: 1 });
 
+/** 128·N·r: the memory one scrypt derivation needs. */
+const scryptMemory = ({ N, r }: KdfParams): number => 128 * N * r;
+
 /**
- * Bounds on what we accept, because restore derives with parameters read from an uploaded
- * file: without them a crafted header could ask the API for gigabytes of memory or minutes
- * of CPU before the password is even checked.
+ * The one set of bounds on scrypt parameters, for snapshot headers and stored password
+ * hashes alike. Restore derives with parameters read from an uploaded file before the
+ * password is known to be right, so what a file may ask for is held to at most twice
+ * what meshq itself writes (DEFAULT_KDF_PARAMS): room to raise the default once without
+ * refusing older files, and no way for a crafted header to make the API spend seconds of
+ * CPU or hundreds of MiB per request.
  */
 export const SCRYPT_LIMITS = Object.freeze({
-  maxN: 2 ** 20,
-  maxR: 32,
-  maxP: 16,
+  maxN: 2 * DEFAULT_KDF_PARAMS.N,
+  maxR: 2 * DEFAULT_KDF_PARAMS.r,
+  maxP: 4,
   /** 128·N·r: the memory scrypt needs. */
-  maxMemoryBytes: 256 * 1024 * 1024,
+  maxMemoryBytes: 2 * scryptMemory(DEFAULT_KDF_PARAMS),
   /** 128·N·r·p: proportional to the work. */
-  maxWorkBytes: 1024 * 1024 * 1024,
+  maxWorkBytes: 2 * scryptMemory(DEFAULT_KDF_PARAMS) * DEFAULT_KDF_PARAMS.p,
 });
+
+const MiB = 1024 * 1024;
 
 /** null when usable, else why not (a sentence fragment callers wrap in their own error). */
 export function checkKdfParams(params: KdfParams): string | null {
@@ -70,11 +78,33 @@ export function checkKdfParams(params: KdfParams): string | null {
   if (!Number.isSafeInteger(p) || p < 1 || p > SCRYPT_LIMITS.maxP) {
     return `scrypt p must be between 1 and ${SCRYPT_LIMITS.maxP} (got ${p})`;
   }
-  if (128 * N * r > SCRYPT_LIMITS.maxMemoryBytes) {
-    return `scrypt N·r needs more than ${SCRYPT_LIMITS.maxMemoryBytes / 2 ** 20} MiB`;
+  if (scryptMemory(params) > SCRYPT_LIMITS.maxMemoryBytes) {
+    return `scrypt N·r needs more than ${SCRYPT_LIMITS.maxMemoryBytes / MiB} MiB`;
   }
-  if (128 * N * r * p > SCRYPT_LIMITS.maxWorkBytes) return 'scrypt N·r·p is too costly';
+  if (scryptMemory(params) * p > SCRYPT_LIMITS.maxWorkBytes) {
+    return `scrypt N·r·p costs more than ${SCRYPT_LIMITS.maxWorkBytes / MiB} MiB of work`;
+  }
   return null;
+}
+
+/**
+ * scrypt on libuv's pool (the event loop keeps serving), parameters checked first. Every
+ * scrypt in meshq goes through here: the snapshot key and the administrator's password hash.
+ */
+export function scryptAsync(password: string, salt: Buffer, length: number, params: KdfParams): Promise<Buffer> {
+  const problem = checkKdfParams(params);
+  if (problem) return Promise.reject(new Error(`invalid KDF parameters: ${problem}`));
+  // NFC: the same password typed on macOS (NFD input) and elsewhere must give the same key.
+  const secret = Buffer.from(password.normalize('NFC'), 'utf8');
+  // OpenSSL needs 128·r·(N + p + 2) bytes; Node's default cap (32 MiB) is just below what the
+  // default parameters need, so the cap follows the parameters (already bounded above).
+  const maxmem = 128 * params.r * (params.N + params.p + 2) + MiB;
+  return new Promise((resolve, reject) => {
+    scrypt(secret, salt, length, { N: params.N, r: params.r, p: params.p, maxmem }, (err, key) => {
+      if (err) reject(err);
+      else resolve(key);
+    });
+  });
 }
 
 /** Fresh parameters for a new password; tests pass a cheaper N. */
@@ -85,25 +115,10 @@ export function newKdfParams(overrides: Partial<KdfParams> = {}): KdfParamsWithS
   return { salt: randomBytes(SALT_LENGTH), N: params.N, r: params.r, p: params.p };
 }
 
-/**
- * The 32-byte snapshot key for a password. Async: scrypt runs on libuv's pool, so the API
- * keeps serving while a restore upload is checked.
- */
+/** The 32-byte snapshot key for a password. */
 export async function deriveKey(password: string, params: KdfParamsWithSalt): Promise<Buffer> {
-  const problem = checkKdfParams(params);
-  if (problem) throw new Error(`invalid KDF parameters: ${problem}`);
   if (params.salt.length < SALT_LENGTH) throw new Error(`KDF salt must be at least ${SALT_LENGTH} bytes`);
-  // NFC: the same password typed on macOS (NFD input) and elsewhere must give the same key.
-  const secret = Buffer.from(password.normalize('NFC'), 'utf8');
-  // OpenSSL needs 128·r·(N + p + 2) bytes; Node's default cap (32 MiB) is just below what the
-  // default parameters need, so the cap follows the parameters (already bounded above).
-  const maxmem = 128 * params.r * (params.N + params.p + 2) + 1024 * 1024;
-  return new Promise((resolve, reject) => {
-    scrypt(secret, params.salt, KEY_LENGTH, { N: params.N, r: params.r, p: params.p, maxmem }, (err, key) => {
-      if (err) reject(err);
-      else resolve(key);
-    });
-  });
+  return scryptAsync(password, params.salt, KEY_LENGTH, params);
 }
 
 /*

@@ -10,7 +10,8 @@
  *   lets authentication look a token up by its hash.
  * - The administrator password is chosen by a person: it gets a slow, salted scrypt.
  */
-import { createCipheriv, createDecipheriv, createHash, randomBytes, scrypt, timingSafeEqual } from 'node:crypto';
+import { createCipheriv, createDecipheriv, createHash, randomBytes, timingSafeEqual } from 'node:crypto';
+import { checkKdfParams, DEFAULT_KDF_PARAMS, scryptAsync, type KdfParams } from '../crypto.js';
 
 const KEY_LENGTH = 32;
 const IV_LENGTH = 12;
@@ -82,42 +83,14 @@ export const hashToken = (token: string): string => sha256Hex(token);
 /*
  * Administrator password: scrypt$N$r$p$salt$hash, salt and hash in base64. The parameters
  * travel with the hash, so raising the cost later leaves old hashes verifiable. Independent
- * of the snapshot key derivation on purpose (its own salt): see snapshots/crypto.ts.
+ * of the snapshot key derivation on purpose (its own salt): see src/crypto.ts. Parameters
+ * and their bounds are src/crypto.ts's, the same as for snapshot keys.
  */
-export interface ScryptParams {
-  N: number;
-  r: number;
-  p: number;
-}
-
-/** RFC 7914's interactive tier, ~100 ms on a server core. */
-export const ADMIN_SCRYPT_PARAMS: Readonly<ScryptParams> = Object.freeze({ N: 2 ** 15, r: 8, p: 1 });
 const ADMIN_HASH_LENGTH = 32;
 const ADMIN_SALT_LENGTH = 16;
 
-/** null when the parameters are sane, else why not; bounds a stored hash's demands on memory and CPU. */
-function scryptParamsProblem({ N, r, p }: ScryptParams): string | null {
-  if (!Number.isSafeInteger(N) || N < 2 || N > 2 ** 20 || (N & (N - 1)) !== 0) return `N ${N} is not a power of two 2-2^20`;
-  if (!Number.isSafeInteger(r) || r < 1 || r > 32) return `r ${r} is out of range 1-32`;
-  if (!Number.isSafeInteger(p) || p < 1 || p > 16) return `p ${p} is out of range 1-16`;
-  if (128 * N * r > 256 * 2 ** 20) return 'N·r needs more than 256 MiB';
-  return null;
-}
-
-function scryptAsync(password: string, salt: Buffer, length: number, params: ScryptParams): Promise<Buffer> {
-  // NFC: the same password typed on macOS (NFD input) and elsewhere must verify the same.
-  const secret = Buffer.from(password.normalize('NFC'), 'utf8');
-  // Node's default cap (32 MiB) is just below what N = 2^15, r = 8 needs.
-  const maxmem = 128 * params.r * (params.N + params.p + 2) + 1024 * 1024;
-  return new Promise((resolve, reject) => {
-    scrypt(secret, salt, length, { ...params, maxmem }, (err, key) => (err ? reject(err) : resolve(key)));
-  });
-}
-
 /** Async: scrypt runs on libuv's pool, so a login does not stall the API. Tests may pass a cheaper N. */
-export async function hashAdminPassword(password: string, params: ScryptParams = ADMIN_SCRYPT_PARAMS): Promise<string> {
-  const problem = scryptParamsProblem(params);
-  if (problem) throw new Error(`invalid scrypt parameters: ${problem}`);
+export async function hashAdminPassword(password: string, params: KdfParams = DEFAULT_KDF_PARAMS): Promise<string> {
   const salt = randomBytes(ADMIN_SALT_LENGTH);
   const hash = await scryptAsync(password, salt, ADMIN_HASH_LENGTH, params);
   return ['scrypt', params.N, params.r, params.p, salt.toString('base64'), hash.toString('base64')].join('$');
@@ -131,7 +104,7 @@ export async function verifyAdminPassword(password: string, encoded: string): Pr
   const parts = encoded.split('$');
   const [scheme, n, r, p, saltB64, hashB64] = parts;
   const params = { N: Number(n), r: Number(r), p: Number(p) };
-  const problem = parts.length === 6 && scheme === 'scrypt' ? scryptParamsProblem(params) : 'not scrypt$N$r$p$salt$hash';
+  const problem = parts.length === 6 && scheme === 'scrypt' ? checkKdfParams(params) : 'not scrypt$N$r$p$salt$hash';
   const salt = Buffer.from(saltB64 ?? '', 'base64');
   const expected = Buffer.from(hashB64 ?? '', 'base64');
   if (problem || salt.length === 0 || expected.length < 16) {

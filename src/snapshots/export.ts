@@ -7,7 +7,9 @@
 import { readFileSync } from 'node:fs';
 import { DomainError } from '../domain/errors.js';
 import { unseal, type KdfParamsWithSalt } from '../crypto.js';
-import { SNAPSHOT_FORMAT_VERSION, type SnapshotEnvelope, type SnapshotPayload, type SnapshotWriterEnvelope } from './format.js';
+import { SNAPSHOT_FORMAT_VERSION } from './container.js';
+import type { SnapshotEnvelope, SnapshotPayload } from './payload.js';
+import type { SnapshotWriterEnvelope } from './writer.js';
 import type { SnapshotTables } from './tables.js';
 
 export const APP_VERSION = (JSON.parse(readFileSync(new URL('../../package.json', import.meta.url), 'utf8')) as { version: string }).version;

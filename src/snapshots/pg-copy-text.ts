@@ -74,7 +74,7 @@ export const PG_COPY_TEXT_SESSION = "set local timezone to 'UTC'; set local date
 
 /**
  * Output pieces are handed on at about this size, each in a buffer of its own (the writer
- * compresses each as a gzip member as it comes, see format.ts), with room past it for the
+ * compresses each as a gzip member as it comes, see writer.ts), with room past it for the
  * row that crosses the line.
  */
 const PIECE_BYTES = 4 * 1024 * 1024;

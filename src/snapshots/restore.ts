@@ -8,15 +8,16 @@
  * seal opens, the staged bytes hash to that value and this process runs that same schema
  * and app version; an upgrade in between, a changed byte or an old staged upload means
  * checking everything again. Only a holder of SECRET_KEY can write such a seal.
+ *
+ * Nothing here touches the database: the API stages a checked upload and the restore job
+ * loads it (src/jobs/processors/snapshots.ts).
  */
-import type { UnitOfWork } from '../db/unit-of-work.js';
 import { DomainError } from '../domain/errors.js';
-import { createRepositories } from '../repositories/index.js';
-import type { SnapshotView } from '../repositories/snapshots.js';
 import { decryptSecret } from '../domain/secrets.js';
 import { seal, unseal } from '../crypto.js';
+import { deriveFileKey } from './container.js';
 import { SnapshotInvalidError } from './errors.js';
-import { decodeSnapshot, deriveFileKey, type SnapshotPayload } from './format.js';
+import { decodeSnapshot, DEFAULT_INFLATION_LIMITS, type InflationLimits, type SnapshotPayload } from './payload.js';
 import { createHash } from 'node:crypto';
 import { LATEST_SCHEMA_VERSION } from '../migrations/index.js';
 import { APP_VERSION } from './export.js';
@@ -112,44 +113,29 @@ function checkSealedColumns(tables: SnapshotTables, serverKey: Buffer): void {
   }
 }
 
+/** A checked upload, ready to stage: the file's data key sealed under the server key. */
+export type OpenedUpload = PreparedSnapshot & { sealedKey: string };
+
 /**
  * An upload: derives the file's data key from the password, decrypts and validates
  * everything. Returns the key sealed under the server key for staging: the job decrypts
- * the staged file with it, and the password itself is dropped here.
+ * the staged file with it, and the password itself is dropped here. Synchronous work on
+ * the whole file: the API runs it in a worker thread (upload-check.ts).
  */
 export async function openUpload(
   file: Buffer,
   password: string,
   specs: readonly TableSpec[],
   serverKey: Buffer,
-): Promise<PreparedSnapshot & { sealedKey: string }> {
+  limits: InflationLimits = DEFAULT_INFLATION_LIMITS,
+): Promise<OpenedUpload> {
   const key = await deriveFileKey(file, password);
   try {
-    const prepared = prepareSnapshot(decodeSnapshot(file, key), specs, serverKey);
+    const prepared = prepareSnapshot(decodeSnapshot(file, key, limits), specs, serverKey);
     return { ...prepared, sealedKey: sealStaged(key, file, serverKey) };
   } finally {
     key.fill(0);
   }
-}
-
-/**
- * Keeps a checked upload for the restore job: the encrypted bytes as uploaded, and the
- * file's data key sealed under the server key. The job gets only the staged id.
- */
-export async function stageUpload(
-  deps: { uow: UnitOfWork; serverKey: Buffer },
-  file: Buffer,
-  prepared: PreparedSnapshot & { sealedKey: string },
-): Promise<SnapshotView> {
-  return deps.uow.write((em) =>
-    createRepositories(em, { serverKey: deps.serverKey }).snapshots.storeArchive({
-      kind: 'staged',
-      data: file,
-      schemaVersion: prepared.meta.schemaVersion,
-      counts: prepared.meta.counts,
-      sealedKey: prepared.sealedKey,
-    }),
-  );
 }
 
 /** A staged upload, in the restore job. */

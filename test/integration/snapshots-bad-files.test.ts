@@ -11,7 +11,7 @@ import { gzipSync } from 'node:zlib';
 import pg from 'pg';
 import { LATEST_SCHEMA_VERSION } from '../../src/migrations/index.js';
 import { deriveKey, newKdfParams } from '../../src/crypto.js';
-import { encryptSnapshotBody } from '../../src/snapshots/format.js';
+import { encryptSnapshotBody } from '../../src/snapshots/container.js';
 import type { SnapshotTables } from '../../src/snapshots/tables.js';
 import { QUEUES } from '../../src/jobs/names.js';
 import { DIALECTS } from '../support/db.js';

@@ -11,7 +11,7 @@ import { createHash } from 'node:crypto';
 import { SnapshotArchive } from '../../src/domain/entities/system.js';
 import { createRepositories } from '../../src/repositories/index.js';
 import { LATEST_SCHEMA_VERSION } from '../../src/migrations/index.js';
-import { readHeader } from '../../src/snapshots/format.js';
+import { readHeader } from '../../src/snapshots/container.js';
 import type { SnapshotTables } from '../../src/snapshots/tables.js';
 import { basic, startStack, type JobView, type Stack } from '../support/stack.js';
 import { businessRows, uploadSnapshot } from '../support/snapshot-data.js';

@@ -10,7 +10,7 @@ import { ADMIN_NAME } from '../../src/repositories/admin-account.js';
 import { createRepositories } from '../../src/repositories/index.js';
 import { REDACTED_PATHS } from '../../src/logger.js';
 import { deriveKey } from '../../src/crypto.js';
-import { readHeader } from '../../src/snapshots/format.js';
+import { readHeader } from '../../src/snapshots/container.js';
 import { DIALECTS } from '../support/db.js';
 import { dumpPrefix } from '../support/redis.js';
 import { encodeTestSnapshot, generateBusinessTables, uploadSnapshot } from '../support/snapshot-data.js';

@@ -8,7 +8,10 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { readFileSync } from 'node:fs';
 import { createRepositories } from '../../src/repositories/index.js';
 import { LATEST_SCHEMA_VERSION } from '../../src/migrations/index.js';
-import { openSnapshot, readHeader } from '../../src/snapshots/format.js';
+import { deriveFileKey, readHeader } from '../../src/snapshots/container.js';
+import { decodeSnapshot } from '../../src/snapshots/payload.js';
+
+const openSnapshot = async (file: Buffer, password: string) => decodeSnapshot(file, await deriveFileKey(file, password));
 import { DIALECTS } from '../support/db.js';
 import { businessRows, sortedByKey, uploadSnapshot } from '../support/snapshot-data.js';
 import { startStack, type JobView, type Stack } from '../support/stack.js';

@@ -11,20 +11,13 @@ import {
   unseal,
 } from '../../src/crypto.js';
 import type { KdfParamsWithSalt } from '../../src/crypto.js';
-import {
-  decodeSnapshot,
-  decryptSnapshotBody,
-  encodeSnapshot,
-  encodeSnapshotAsync,
-  encryptSnapshotBody,
-  openSnapshot,
-  readHeader,
-  SNAPSHOT_FORMAT_VERSION,
-} from '../../src/snapshots/format.js';
-import type { SnapshotPayload } from '../../src/snapshots/format.js';
+import { decryptSnapshotBody, deriveFileKey, encryptSnapshotBody, readHeader, SNAPSHOT_FORMAT_VERSION } from '../../src/snapshots/container.js';
+import { decodeSnapshot, DEFAULT_INFLATION_LIMITS, inflationCap, type SnapshotPayload } from '../../src/snapshots/payload.js';
+import { encodeSnapshot, encodeSnapshotAsync } from '../../src/snapshots/writer.js';
 import { SnapshotInvalidError } from '../../src/snapshots/errors.js';
 
 const CHEAP = { N: 2 ** 10 };
+const openSnapshot = async (file: Buffer, password: string) => decodeSnapshot(file, await deriveFileKey(file, password));
 const PASSWORD = 'correct horse battery staple';
 
 function payload(overrides: Partial<SnapshotPayload> = {}): SnapshotPayload {
@@ -271,21 +264,37 @@ describe('snapshot file format', () => {
       }
     });
 
-    it('stops inflating at the size limit (zip bomb guard)', () => {
+    it('stops inflating at the absolute cap and at the ratio cap (zip bomb guard)', () => {
       // 64 MiB of zeros gzip to ~64 KiB.
       const bomb = wrap(gzipSync(Buffer.alloc(64 * 1024 * 1024)));
       expect(bomb.length).toBeLessThan(200 * 1024);
-      const e = refusal(() => decodeSnapshot(bomb, key, { maxDecompressedBytes: 1024 * 1024 }));
+      const absolute = { ...DEFAULT_INFLATION_LIMITS, maxBytes: 1024 * 1024, floorBytes: 1024 * 1024 };
+      const e = refusal(() => decodeSnapshot(bomb, key, absolute));
       expect(e.reason).toBe('too_large');
-      expect(e.message).toMatch(/zip bomb/);
+      expect(e.message).toMatch(/inflate beyond 1048576 bytes .*zip bomb/);
+      // The default limits: the ratio stops it far below its 64 MiB.
+      const byRatio = refusal(() => decodeSnapshot(bomb, key));
+      expect(byRatio.reason).toBe('too_large');
+      expect(byRatio.message).toMatch(new RegExp(`beyond ${DEFAULT_INFLATION_LIMITS.floorBytes} bytes`));
 
       const big = encodeSnapshot(
         payload({ tables: { blob: [{ data: 'a'.repeat(2 * 1024 * 1024) }] }, counts: { blob: 1 } }),
         key,
         kdf,
       );
-      expect(refusal(() => decodeSnapshot(big, key, { maxDecompressedBytes: 1024 * 1024 })).reason).toBe('too_large');
+      expect(refusal(() => decodeSnapshot(big, key, absolute)).reason).toBe('too_large');
       expect(decodeSnapshot(big, key).counts).toEqual({ blob: 1 });
+    });
+
+    it('caps inflation at the larger of the floor and ratio times the compressed size, never above the absolute cap', () => {
+      const limits = { maxBytes: 1000, maxRatio: 10, floorBytes: 100 };
+      expect(inflationCap(5, limits)).toBe(100);
+      expect(inflationCap(50, limits)).toBe(500);
+      expect(inflationCap(500, limits)).toBe(1000);
+      // A file of random rows compresses far less than the ratio allows.
+      const rows = Array.from({ length: 2000 }, (_, i) => ({ id: i, key: randomBytes(32).toString('base64'), name: `node-${i}` }));
+      const text = JSON.stringify(rows);
+      expect(Buffer.byteLength(text) / gzipSync(text).length).toBeLessThan(DEFAULT_INFLATION_LIMITS.maxRatio / 8);
     });
   });
 

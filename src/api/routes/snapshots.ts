@@ -15,11 +15,16 @@ import type { AppContext } from '../context.js';
 import { ADMIN_NAME } from '../../repositories/admin-account.js';
 import { ConflictError, InvalidError, NotFoundError } from '../../domain/errors.js';
 import { createRepositories, type Repositories } from '../../repositories/index.js';
-import { openUpload, stageUpload } from '../../snapshots/restore.js';
+import { stageUpload } from '../../jobs/processors/snapshots.js';
+import { UploadChecker, UploadChecksBusyError } from '../../snapshots/upload-check.js';
+import { ApiError } from '../errors.js';
 import { pageQuery } from '../validation.js';
 import { replyWithJob, waitQuery } from './jobs.js';
 
-/** Largest accepted upload. The whole file is held, decrypted and parsed in memory. */
+/**
+ * Largest accepted upload. The whole file is held here, and decrypted and parsed in a
+ * worker thread whose heap and inflation are capped (src/snapshots/upload-check.ts).
+ */
 export const MAX_SNAPSHOT_UPLOAD_BYTES = 512 * 1024 * 1024;
 const MAX_PASSWORD_BYTES = 4096;
 
@@ -34,6 +39,8 @@ export async function snapshotRoutes(api: FastifyInstance, opts: { app: AppConte
   const { app } = opts;
   const repos = (): Repositories => createRepositories(app.uow.fork(), { serverKey: app.serverKey });
   const tags = ['snapshots'];
+  // At most two uploads are checked at once; another one meanwhile gets 429.
+  const checker = new UploadChecker({ maxConcurrent: 2 });
 
   // Registered here, not globally: only this plugin's routes accept multipart bodies.
   await api.register(multipart, {
@@ -108,8 +115,14 @@ export async function snapshotRoutes(api: FastifyInstance, opts: { app: AppConte
     async (request, reply) => {
       const { wait } = request.query as z.infer<typeof waitQuery>;
       const { file, password } = await readUpload(request);
-      const r = repos();
-      const prepared = await openUpload(file, password, r.snapshots.tableSpecs(), app.serverKey);
+      let prepared;
+      try {
+        prepared = await checker.check(file, password, repos().snapshots.tableSpecs(), app.serverKey);
+      } catch (err) {
+        if (!(err instanceof UploadChecksBusyError)) throw err;
+        void reply.header('retry-after', '5');
+        throw new ApiError(429, 'TOO_MANY_REQUESTS', err.message);
+      }
       const staged = await stageUpload(app, file, prepared);
       const job = await app.queues.submit('snapshot.restore', { stagedId: staged.id }, { actor: request.actor });
       request.log.info(

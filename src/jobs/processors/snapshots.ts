@@ -2,15 +2,20 @@
  * snapshot.export and snapshot.restore. Both run inside the runner's transaction like
  * every job; restore's takes the data lock exclusively (src/jobs/worker.ts), so no
  * operation writes while it runs and operations submitted meanwhile run after it, against
- * the restored data.
+ * the restored data. Staging an upload for restore is here too: it is the write that
+ * hands a checked file over to the restore job (src/snapshots checks files but never
+ * touches the database).
  */
+import type { UnitOfWork } from '../../db/unit-of-work.js';
 import { ADMIN_NAME } from '../../repositories/admin-account.js';
+import { createRepositories } from '../../repositories/index.js';
+import type { SnapshotView } from '../../repositories/snapshot-archives.js';
 import { DomainError } from '../../domain/errors.js';
 import { MIGRATIONS } from '../../migrations/index.js';
 import { parseServerKey } from '../../crypto.js';
 import { exportEnvelope, exportSchemaVersion, unsealExportKey } from '../../snapshots/export.js';
-import { SnapshotWriter } from '../../snapshots/format.js';
 import { openStaged, type PreparedSnapshot } from '../../snapshots/restore.js';
+import { SnapshotWriter } from '../../snapshots/writer.js';
 import type { JobContext } from '../context.js';
 import type { SnapshotExport, SnapshotRestore } from '../payloads.js';
 
@@ -55,6 +60,28 @@ export interface RestoreResult {
   /** When the restore held the data lock: from the start of its work to just before commit. */
   startedAt: string;
   finishedAt: string;
+}
+
+/** What staging needs of a checked upload (src/snapshots/upload-check.ts). */
+export interface StageableUpload {
+  meta: { schemaVersion: string; counts: Record<string, number> };
+  sealedKey: string;
+}
+
+/**
+ * Keeps a checked upload for the restore job: the encrypted bytes as uploaded, and the
+ * file's data key sealed under the server key. The job gets only the staged id.
+ */
+export async function stageUpload(deps: { uow: UnitOfWork; serverKey: Buffer }, file: Buffer, checked: StageableUpload): Promise<SnapshotView> {
+  return deps.uow.write((em) =>
+    createRepositories(em, { serverKey: deps.serverKey }).snapshots.storeArchive({
+      kind: 'staged',
+      data: file,
+      schemaVersion: checked.meta.schemaVersion,
+      counts: checked.meta.counts,
+      sealedKey: checked.sealedKey,
+    }),
+  );
 }
 
 /** Staged uploads that never got restored are kept this long. */

@@ -1,0 +1,32 @@
+/**
+ * The worker thread that checks a restore upload (upload-check.ts starts one per upload):
+ * key derivation, decryption, inflation, JSON parsing and every row check run here, so a
+ * hostile file costs this thread's bounded heap and never the API's event loop. Input
+ * comes as workerData, the answer goes back as one message; the thread then ends and its
+ * whole heap with it.
+ */
+import { parentPort, workerData } from 'node:worker_threads';
+import { DomainError } from '../domain/errors.js';
+import { SnapshotInvalidError } from './errors.js';
+import { openUpload } from './restore.js';
+import type { CheckAnswer, CheckRequest } from './upload-check.js';
+import type { TableSpec } from './tables.js';
+
+async function check(request: CheckRequest): Promise<CheckAnswer> {
+  // Entity classes cannot cross a thread boundary and the checks never use them.
+  const specs = request.specs.map((spec) => ({ ...spec, entity: undefined }) as unknown as TableSpec);
+  const file = Buffer.from(request.file.buffer, request.file.byteOffset, request.file.byteLength);
+  const serverKey = Buffer.from(request.serverKey);
+  try {
+    const opened = await openUpload(file, request.password, specs, serverKey, request.limits);
+    return { ok: true, meta: opened.meta, upgradedThrough: opened.upgradedThrough, sealedKey: opened.sealedKey };
+  } catch (err) {
+    if (err instanceof SnapshotInvalidError) return { ok: false, invalid: { reason: err.reason, message: err.message } };
+    if (err instanceof DomainError) return { ok: false, domain: { code: err.code, message: err.message, details: err.details } };
+    return { ok: false, error: { message: (err as Error).message ?? String(err) } };
+  } finally {
+    serverKey.fill(0);
+  }
+}
+
+parentPort!.postMessage(await check(workerData as CheckRequest));

@@ -1,0 +1,205 @@
+/**
+ * Writing a snapshot file: JSON text handed over table by table, compressed while it is
+ * produced, then encrypted into the container (container.ts).
+ */
+import { promisify } from 'node:util';
+import { gzip, gzipSync } from 'node:zlib';
+import type { KdfParamsWithSalt } from '../crypto.js';
+import { assertDataKey, encryptSnapshotBody, SNAPSHOT_FORMAT_VERSION } from './container.js';
+import { checkWritable, describePayloadIssues, envelopeSchema, type SnapshotEnvelope, type SnapshotPayload } from './payload.js';
+
+/** zlib level for exports (see SnapshotWriter). */
+const GZIP_LEVEL = 3;
+/** JSON text per gzip member of an export: large enough that members cost nothing, small enough to overlap. */
+const GZIP_PIECE_BYTES = 4 * 1024 * 1024;
+/**
+ * zlib's output buffer per member. Its default (16 KiB) makes each member hop between the
+ * thread pool and the main thread once per 16 KiB of output, which the main thread pays
+ * for on every export.
+ */
+const GZIP_CHUNK_BYTES = 256 * 1024;
+/** Rows per JSON.stringify call while writing an export. */
+const STRINGIFY_ROWS = 2000;
+const gzipAsync = promisify(gzip);
+
+/** What a SnapshotWriter is given: the counts may be left to what it writes. */
+export type SnapshotWriterEnvelope = Omit<SnapshotEnvelope, 'counts'> & { counts?: Record<string, number> };
+
+/** gzip members compressing at once; past this, the writer waits (bounds the text held in memory). */
+const MAX_MEMBERS_IN_FLIGHT = 4;
+
+/**
+ * Writes a file from JSON text handed over table by table: the export's way, where the
+ * rows' JSON is written by the database (SQLite) or converted from COPY's bytes
+ * (PostgreSQL; src/repositories/snapshots.ts) and the rows never become JS
+ * objects.
+ *
+ * The text is gathered into pieces of about GZIP_PIECE_BYTES, and each piece is
+ * compressed on libuv's thread pool as its own gzip member while the next piece is being
+ * produced. A gzip file is by definition a series of members whose contents concatenate
+ * (RFC 1952, 2.2), so this is the same gzip(JSON) any gunzip reads, format version 1
+ * unchanged; each member adds only a gzip header and trailer. Level GZIP_LEVEL: deflate's
+ * fast levels (1-3) take far less time than the default 6 for slightly larger files (the
+ * rows are mostly random keys and hashes, which no level compresses). Nothing ever holds
+ * the whole JSON text.
+ *
+ * The writer checks the envelope and that every table of `counts` is written with exactly
+ * that many rows, in any case; the rows themselves are trusted to be JSON objects in the
+ * snapshot's form (the callers: JSON.stringify of checked rows, and the repository's
+ * SQL and COPY conversion, which the snapshot-export tests hold to the same output).
+ */
+export class SnapshotWriter {
+  private readonly members: Promise<Buffer>[] = [];
+  /** Leading members already awaited by drain(). */
+  private settled = 0;
+  private pending: (string | Buffer)[] = [];
+  private pendingLength = 0;
+  private readonly written = new Map<string, number>();
+  private current: string | undefined;
+  private finished = false;
+
+  /**
+   * Without `counts` in the envelope, the file states the rows written (an export reads
+   * one consistent snapshot, so what it wrote is what there was, and counting the tables
+   * first would be a second pass over every table). With them, every table must match.
+   */
+  constructor(
+    readonly envelope: SnapshotWriterEnvelope,
+    private readonly key: Buffer,
+    private readonly kdf: KdfParamsWithSalt,
+  ) {
+    assertDataKey(key);
+    if (envelope.formatVersion !== SNAPSHOT_FORMAT_VERSION) {
+      throw new Error(`payload formatVersion ${envelope.formatVersion} is not ${SNAPSHOT_FORMAT_VERSION}`);
+    }
+    const checked = (envelope.counts === undefined ? envelopeSchema.omit({ counts: true }) : envelopeSchema).safeParse(envelope);
+    if (!checked.success) throw new Error(describePayloadIssues(checked.error));
+  }
+
+  /** Rows written per table: the file's counts. */
+  get counts(): Record<string, number> {
+    return Object.fromEntries(this.written);
+  }
+
+  /** Starts the next table; its rows follow through rows(). */
+  table(name: string): void {
+    if (this.finished) throw new Error('snapshot writer: already finished');
+    if (this.written.has(name)) throw new Error(`snapshot writer: table ${name} written twice`);
+    if (this.envelope.counts && !Object.hasOwn(this.envelope.counts, name)) throw new Error(`snapshot writer: table ${name} is not in counts`);
+    this.push(`${this.current === undefined ? '' : '],'}${JSON.stringify(name)}:[`);
+    this.current = name;
+    this.written.set(name, 0);
+  }
+
+  /**
+   * `count` rows of the current table as JSON objects joined by commas (no brackets).
+   * Resolves once there is room for more: await it to keep memory bounded.
+   */
+  rows(text: string, count: number): Promise<void> | undefined {
+    const table = this.current;
+    if (table === undefined || this.finished) throw new Error('snapshot writer: rows outside a table');
+    if (count === 0) return undefined;
+    const before = this.written.get(table)!;
+    this.push(before === 0 ? text : `,${text}`);
+    return this.wrote(table, before + count);
+  }
+
+  /**
+   * `count` rows of the current table as UTF-8 JSON bytes that continue what was written
+   * of it so far: objects joined by commas, with a comma before the first one too when
+   * rows came before (src/snapshots/pg-copy-text.ts writes them so). A piece as large as
+   * a gzip member is compressed as it is, without a copy.
+   */
+  rowBytes(bytes: Buffer, count: number): Promise<void> | undefined {
+    const table = this.current;
+    if (table === undefined || this.finished) throw new Error('snapshot writer: rows outside a table');
+    if (count === 0) return undefined;
+    const before = this.written.get(table)!;
+    if ((bytes[0] === 0x2c) !== before > 0) throw new Error(`snapshot writer: rows of ${table} must start with a comma exactly when rows came before`);
+    this.push(bytes);
+    return this.wrote(table, before + count);
+  }
+
+  private wrote(table: string, rows: number): Promise<void> | undefined {
+    this.written.set(table, rows);
+    const waiting = this.members.length - this.settled;
+    return waiting > MAX_MEMBERS_IN_FLIGHT ? this.drain() : undefined;
+  }
+
+  private async drain(): Promise<void> {
+    while (this.members.length - this.settled > MAX_MEMBERS_IN_FLIGHT) {
+      await this.members[this.settled];
+      this.settled++;
+    }
+  }
+
+  /**
+   * The file: checks that every table was written whole (where counts were given),
+   * compresses the rest, encrypts. The envelope, counts included, is the first gzip
+   * member, compressed last.
+   */
+  async finish(): Promise<Buffer> {
+    if (this.finished) throw new Error('snapshot writer: already finished');
+    this.finished = true;
+    const declared = this.envelope.counts;
+    if (declared) {
+      const wrong = Object.keys(declared)
+        .filter((t) => this.written.get(t) !== declared[t])
+        .map((t) => `${t}: count ${declared[t]}, written ${this.written.get(t) ?? 'no'} rows`);
+      if (wrong.length > 0) throw new Error(`snapshot writer: rows do not match the counts (${wrong.join('; ')})`);
+    }
+    this.push(`${this.current === undefined ? '' : ']'}}}`, true);
+    // Same text as JSON.stringify(payload): the envelope's fields, then "tables" last.
+    const { formatVersion, schemaVersion, appVersion, createdAt } = this.envelope;
+    const head = JSON.stringify({ formatVersion, schemaVersion, appVersion, createdAt, counts: declared ?? this.counts, tables: {} }).slice(0, -2);
+    const body = Buffer.concat([gzipSync(head, { level: GZIP_LEVEL }), ...(await Promise.all(this.members))]);
+    return encryptSnapshotBody(body, this.key, this.kdf);
+  }
+
+  private push(text: string | Buffer, force = false): void {
+    if (text.length > 0) {
+      this.pending.push(text);
+      this.pendingLength += text.length;
+    }
+    if (this.pendingLength >= GZIP_PIECE_BYTES || (force && this.pendingLength > 0)) {
+      const pending = this.pending;
+      const piece =
+        pending.length === 1 && Buffer.isBuffer(pending[0])
+          ? pending[0]
+          : pending.every((p) => typeof p === 'string')
+            ? Buffer.from(pending.join(''), 'utf8')
+            : Buffer.concat(pending.map((p) => (typeof p === 'string' ? Buffer.from(p, 'utf8') : p)));
+      const member = gzipAsync(piece, { level: GZIP_LEVEL, chunkSize: GZIP_CHUNK_BYTES });
+      // Awaited by drain() or finish(); a writer abandoned half-way must not leave an
+      // unhandled rejection behind.
+      member.catch(() => undefined);
+      this.members.push(member);
+      this.pending = [];
+      this.pendingLength = 0;
+    }
+  }
+}
+
+/** The file for a payload whose rows are JS objects (SnapshotWriter does the work). */
+export async function encodeSnapshotAsync(payload: SnapshotPayload, key: Buffer, kdf: KdfParamsWithSalt): Promise<Buffer> {
+  assertDataKey(key);
+  checkWritable(payload);
+  const { tables, ...envelope } = payload;
+  const writer = new SnapshotWriter(envelope, key, kdf);
+  for (const [name, rows] of Object.entries(tables)) {
+    writer.table(name);
+    for (let at = 0; at < rows.length; at += STRINGIFY_ROWS) {
+      const slice = at === 0 && rows.length <= STRINGIFY_ROWS ? rows : rows.slice(at, at + STRINGIFY_ROWS);
+      await writer.rows(JSON.stringify(slice).slice(1, -1), slice.length);
+    }
+  }
+  return writer.finish();
+}
+
+/** The file for a payload. `key` is the 32-byte key derived with `kdf` (see crypto.ts). */
+export function encodeSnapshot(payload: SnapshotPayload, key: Buffer, kdf: KdfParamsWithSalt): Buffer {
+  checkWritable(payload);
+  const body = gzipSync(Buffer.from(JSON.stringify(payload), 'utf8'), { level: GZIP_LEVEL });
+  return encryptSnapshotBody(body, key, kdf);
+}
+
