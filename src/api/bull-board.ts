@@ -25,7 +25,8 @@ import { hasScope } from '../domain/scopes.js';
 import { assignScopes, type RouteScope } from './auth.js';
 
 export const BULL_BOARD_PATH = '/admin/queues';
-const SECRET_KEY = /password|token|secret|privateKey|hash|salt/i;
+// `sig` is the job envelope's HMAC: no secret, but nothing a reader of the board needs.
+const SECRET_KEY = /password|token|secret|privateKey|hash|salt|^sig$/i;
 export const REDACTED = '[redacted]';
 
 /** The board's writes the administrator keeps: retry failed jobs, clean finished ones. */

@@ -165,7 +165,8 @@ describe.each(DIALECTS)('HTTP API on %s', (dialect) => {
   });
 
   it('creates a token that authenticates as Bearer, is recorded as the actor, and stops working once revoked', async () => {
-    const res = await call({ method: 'POST', url: '/api/v1/tokens?wait=10000', payload: { name: 'ci' } });
+    const expiresAt = new Date(Date.now() + 3_600_000).toISOString();
+    const res = await call({ method: 'POST', url: '/api/v1/tokens?wait=10000', payload: { name: 'ci', scopes: ['read', 'operate'], expiresAt } });
     expect(res.statusCode, res.body).toBe(200);
     const { job, id, token } = res.json<{ job: JobView; id: string; token: string }>();
     expect(job.state).toBe('completed');
@@ -179,7 +180,7 @@ describe.each(DIALECTS)('HTTP API on %s', (dialect) => {
     expect(audit.body.items[0]!.actor).toBe(`token:${id}`);
 
     const tokens = await get<{ items: { id: string; name: string; lastUsedAt: string | null }[] }>('/api/v1/tokens');
-    expect(tokens.body.items).toEqual([expect.objectContaining({ id, name: 'ci' })]);
+    expect(tokens.body.items).toEqual([expect.objectContaining({ id, name: 'ci', scopes: ['read', 'operate'], expiresAt })]);
     expect(tokens.text).not.toContain(token);
     expect(tokens.text).not.toMatch(SECRET_FIELDS);
     await waitFor('lastUsedAt to be recorded', async () => {
