@@ -59,6 +59,10 @@ function nameSchema(max = 64) {
     .regex(HAS_ALNUM, { error: (iss) => `${show(iss.input)} must contain a letter or a digit` });
 }
 
+/** nameSchema's verdict without its messages: for checks over many rows (a restore). */
+export const isValidName = (s: unknown, max = 64): boolean =>
+  typeof s === 'string' && s.length >= 1 && s.length <= max && NAME_CHARS.test(s) && HAS_ALNUM.test(s);
+
 export const configNameSchema = nameSchema();
 export const nodeNameSchema = nameSchema();
 

@@ -23,7 +23,9 @@
 import { JsonType, ReferenceKind, UuidType, type EntityMetadata, type EntityProperty, type MetadataStorage } from '@mikro-orm/core';
 import { z } from 'zod';
 import { BUSINESS_ENTITIES } from '../domain/entities/index.js';
+import { describeJsonProblem, jsonValueProblem } from '../domain/json-values.js';
 import { SnapshotInvalidError } from './errors.js';
+import { checkDomainRules } from './row-rules.js';
 
 export type SnapshotRow = Record<string, unknown>;
 export type SnapshotTables = Record<string, SnapshotRow[]>;
@@ -158,16 +160,10 @@ function kindOf(meta: EntityMetadata, prop: EntityProperty): ColumnKind {
 
 const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/;
 // PostgreSQL text and jsonb cannot hold NUL; SQLite can. Refused everywhere, so that a file
-// that restores on one database restores on the other.
+// that restores on one database restores on the other. JSON values follow the stored-value
+// rules of src/domain/json-values.ts, the same that settings.update applies.
 const NUL_MESSAGE = 'contains a NUL character, which PostgreSQL cannot store';
 const noNul = (s: string) => !s.includes('\u0000');
-/** No NUL in any string or object key of a JSON value. */
-const noNulDeep = (v: unknown): boolean => {
-  if (typeof v === 'string') return noNul(v);
-  if (typeof v !== 'object' || v === null) return true;
-  if (Array.isArray(v)) return v.every(noNulDeep);
-  return Object.entries(v).every(([k, x]) => noNul(k) && noNulDeep(x));
-};
 
 function columnSchema(col: ColumnSpec): z.ZodType {
   let s: z.ZodType;
@@ -191,11 +187,17 @@ function columnSchema(col: ColumnSpec): z.ZodType {
       s = z.iso.datetime({ offset: true, error: 'must be an ISO 8601 date-time with a zone' });
       break;
     case 'json':
-      // A JSON null in a NOT NULL column would be stored as SQL NULL: refuse it as missing.
-      s = z
-        .json()
-        .refine((v) => v !== null || col.nullable, { error: 'must not be null' })
-        .refine(noNulDeep, { error: NUL_MESSAGE });
+      // Not z.json(), which recurses without a bound: a file may nest a value a million
+      // levels deep. jsonValueProblem stops at the depth bound and checks JSON-ness itself.
+      s = z.unknown().superRefine((v, ctx) => {
+        if (v === undefined) ctx.addIssue({ code: 'invalid_type', expected: 'unknown', message: 'is missing', input: v });
+        // A JSON null in a NOT NULL column would be stored as SQL NULL: refuse it as missing.
+        else if (v === null) ctx.addIssue({ code: 'custom', message: 'must not be null', input: v });
+        else {
+          const problem = jsonValueProblem(v);
+          if (problem) ctx.addIssue({ code: 'custom', message: describeJsonProblem(problem), input: undefined });
+        }
+      });
       break;
   }
   return col.nullable ? s.nullable() : s;
@@ -216,32 +218,6 @@ const isCanonicalDateTime = (v: unknown): boolean => {
   const t = Date.parse(v);
   return !Number.isNaN(t) && new Date(t).toISOString() === v;
 };
-
-/** JSON values as JSON.parse makes them, without NUL in any string or key. */
-function isCleanJson(v: unknown, depth = 0): boolean {
-  switch (typeof v) {
-    case 'string':
-      return noNul(v);
-    case 'number':
-      return Number.isFinite(v);
-    case 'boolean':
-      return true;
-    case 'object': {
-      if (v === null) return true;
-      if (depth > 64) return false;
-      if (Array.isArray(v)) {
-        for (const item of v) if (!isCleanJson(item, depth + 1)) return false;
-        return true;
-      }
-      const proto = Object.getPrototypeOf(v) as unknown;
-      if (proto !== Object.prototype && proto !== null) return false;
-      for (const key of Object.keys(v)) if (!noNul(key) || !isCleanJson((v as Record<string, unknown>)[key], depth + 1)) return false;
-      return true;
-    }
-    default:
-      return false;
-  }
-}
 
 function valueCheck(col: ColumnSpec): ValueCheck {
   let check: ValueCheck;
@@ -268,7 +244,7 @@ function valueCheck(col: ColumnSpec): ValueCheck {
       break;
     case 'json':
       // null is the JSON null here; nullability is decided below like every column's.
-      check = (v) => v !== null && isCleanJson(v);
+      check = (v) => v !== null && jsonValueProblem(v) === null;
       break;
   }
   return col.nullable ? (v) => v === null || check(v) : check;
@@ -346,7 +322,8 @@ const show = (v: unknown): string => {
  * Row numbers are 1-based positions in the file's table.
  */
 export function validateSnapshotTables(tables: SnapshotTables, specs: readonly TableSpec[]): void {
-  const known = new Set(specs.map((s) => s.table));
+  const specsByName = new Map(specs.map((s) => [s.table, s]));
+  const known = new Set(specsByName.keys());
   const unknown = Object.keys(tables).filter((t) => !known.has(t));
   const missing = specs.filter((s) => !Object.hasOwn(tables, s.table)).map((s) => s.table);
   if (unknown.length > 0 || missing.length > 0) {
@@ -375,6 +352,14 @@ export function validateSnapshotTables(tables: SnapshotTables, specs: readonly T
         problems.add(`${where(spec, i, rows[i] ?? {})}: ${issues.join(', ')}`);
       }
     }
+  }
+  // Domain rules next (they too assume well-formed values), then keys: a value the jobs
+  // would refuse is reported as such even where it also breaks a key.
+  if (problems.list.length === 0) {
+    checkDomainRules(tables, (_table, index, row, column, problem) => {
+      problems.add(`${where(specsByName.get(_table)!, index, row)}: column ${column}: ${problem}`);
+      return !problems.full;
+    });
   }
   if (problems.list.length === 0) checkKeys(tables, specs, problems);
   if (problems.list.length > 0) {

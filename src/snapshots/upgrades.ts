@@ -38,6 +38,15 @@ export const UPGRADES: Readonly<Record<string, UpgradeStep | null>> = Object.fre
   Migration20261125100000_token_expiry: null,
 });
 
+/**
+ * Tables files may carry that a restore ignores, at any schema version (files exported
+ * since keep carrying them at the same schema, so no migration step can tell). Their rows
+ * are dropped before the steps run and never reach validation or the database.
+ * - api_token: tokens are access control, not business data, like the administrator: a
+ *   restore neither brings back a revoked token nor removes a current one.
+ */
+export const IGNORED_TABLES: readonly string[] = Object.freeze(['api_token']);
+
 const MIGRATION_NAME = /^Migration\d{14}_[A-Za-z0-9_]+$/;
 
 export interface UpgradeOutcome {
@@ -68,6 +77,10 @@ export function upgradeSnapshotTables(schemaVersion: string, tables: SnapshotTab
     );
   }
   let current = tables;
+  if (IGNORED_TABLES.some((t) => Object.hasOwn(tables, t))) {
+    current = { ...tables };
+    for (const t of IGNORED_TABLES) delete current[t];
+  }
   const applied = names.slice(at + 1);
   for (const name of applied) {
     if (!Object.hasOwn(UPGRADES, name)) {

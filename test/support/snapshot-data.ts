@@ -12,8 +12,11 @@ import { encryptSecret } from '../../src/domain/secrets.js';
 import { LATEST_SCHEMA_VERSION } from '../../src/migrations/index.js';
 import { TEST_SECRET_KEY } from './db.js';
 import { deriveKey, newKdfParams } from '../../src/crypto.js';
-import { encodeSnapshot, SNAPSHOT_FORMAT_VERSION, type SnapshotPayload } from '../../src/snapshots/format.js';
-import type { SnapshotTables } from '../../src/snapshots/tables.js';
+import { SNAPSHOT_FORMAT_VERSION } from '../../src/snapshots/container.js';
+import type { SnapshotPayload } from '../../src/snapshots/payload.js';
+import { encodeSnapshot } from '../../src/snapshots/writer.js';
+import type { SnapshotRow, SnapshotTables } from '../../src/snapshots/tables.js';
+import { selectTable, snapshotRows } from '../../src/repositories/snapshot-rows.js';
 
 export interface GenerateOptions {
   configs?: number;
@@ -23,6 +26,7 @@ export interface GenerateOptions {
   forwardsPerNode?: number;
   audit?: number;
   settings?: number;
+  /** api_token rows, as files from before tokens left snapshots carry them (none by default). */
   tokens?: number;
   /** Prefix for names, so two generated sets differ visibly. */
   label?: string;
@@ -38,7 +42,7 @@ const at = (base: number, i: number) => new Date(base + i * 1_003 + 7).toISOStri
 
 /** Valid rows for every business table at the current schema. */
 export function generateBusinessTables(opts: GenerateOptions = {}): SnapshotTables {
-  const o = { configs: 1, nodesPerConfig: 10, neighbours: 2, forwardsPerNode: 1, audit: 20, settings: 4, tokens: 2, label: 'gen', staticEvery: 4, ...opts };
+  const o = { configs: 1, nodesPerConfig: 10, neighbours: 2, forwardsPerNode: 1, audit: 20, settings: 4, tokens: 0, label: 'gen', staticEvery: 4, ...opts };
   const base = Date.UTC(2026, 0, 2, 3, 4, 5, 678);
   const serverKey = o.serverKey ?? Buffer.from(TEST_SECRET_KEY, 'hex');
   const tables: SnapshotTables = {
@@ -48,7 +52,6 @@ export function generateBusinessTables(opts: GenerateOptions = {}): SnapshotTabl
     peer_link: [],
     mqtt_credential: [],
     port_forward_rule: [],
-    api_token: [],
     audit_record: [],
   };
   const settingValues: unknown[] = ['text', 42, { nested: { on: true, list: [1, 'two', null] } }, [1, 2, 3], true, 'Zürich ↔ 東京 🛰️'];
@@ -65,7 +68,7 @@ export function generateBusinessTables(opts: GenerateOptions = {}): SnapshotTabl
       listen_port: 51820 + c,
       dns: ['1.1.1.1', `10.${c % 250}.0.1`],
       protocol: awg ? 'amneziawg' : 'wireguard',
-      awg: awg ? { jc: 4, jmin: 40, jmax: 70, s1: 0, s2: 0, h1: 1, h2: 2, h3: 3, h4: 4 } : null,
+      awg: awg ? { jc: 4, jmin: 40, jmax: 70, s1: 0, s2: 0, h1: 5, h2: 6, h3: 7, h4: 8 } : null,
       mtu: 1280 + c,
       created_at: at(base, c),
       updated_at: at(base, c + 1),
@@ -139,6 +142,7 @@ export function generateBusinessTables(opts: GenerateOptions = {}): SnapshotTabl
       }
     }
   }
+  if (o.tokens > 0) tables.api_token = [];
   for (let t = 0; t < o.tokens; t++) {
     tables.api_token!.push({
       id: uuidv7(),
@@ -209,9 +213,19 @@ export function uploadSnapshot(api: FastifyInstance, auth: Record<string, string
   return api.inject({ method: 'POST', url: `/api/v1/snapshots/restore${query}`, payload: body.payload, headers: { ...auth, ...body.headers } });
 }
 
-/** Every business row through the snapshot repository (one consistent read), sorted by key. */
+/**
+ * Every business row as the snapshot carries it, read in one consistent read by plain
+ * SELECTs and converted in JS: a reader independent of the export's JSON paths (COPY text,
+ * SQLite's json_object), to compare them with. Sorted by key.
+ */
 export async function businessRows(app: Pick<AppContext, 'uow' | 'serverKey'>): Promise<SnapshotTables> {
-  return app.uow.read((em) => createRepositories(em, { serverKey: app.serverKey }).snapshots.readBusinessTables());
+  return app.uow.read(async (em) => {
+    const tables: SnapshotTables = {};
+    for (const spec of createRepositories(em, { serverKey: app.serverKey }).snapshots.tableSpecs()) {
+      tables[spec.table] = snapshotRows(em, spec, await em.execute<SnapshotRow[]>(selectTable(em, spec)));
+    }
+    return tables;
+  });
 }
 
 /** Rows of a generated set as the database returns them: ordered by primary key. */

@@ -14,7 +14,7 @@ import { LATEST_SCHEMA_VERSION } from '../../src/migrations/index.js';
 import { SnapshotInvalidError } from '../../src/snapshots/errors.js';
 import { openStaged, openUpload, prepareSnapshot } from '../../src/snapshots/restore.js';
 import { deriveKey, newKdfParams, seal } from '../../src/crypto.js';
-import { encodeSnapshot } from '../../src/snapshots/format.js';
+import { encodeSnapshot } from '../../src/snapshots/writer.js';
 import { rowCheck, rowSchema, snapshotTableSpecs, toIsoString, validateSnapshotTables, type SnapshotTables, type TableSpec } from '../../src/snapshots/tables.js';
 import { upgradeSnapshotTables } from '../../src/snapshots/upgrades.js';
 import { TEST_SECRET_KEY } from '../support/db.js';
@@ -65,11 +65,13 @@ describe('snapshot rows against the current schema', () => {
   it('refuses a missing required column and an unknown one', () => {
     const t = clone(good);
     delete t.mesh_config![0]!.subnet;
-    t.api_token![1]!.colour = 'blue';
+    t.audit_record![1]!.colour = 'blue';
+    delete t.audit_record![2]!.detail;
     const err = refusal(() => validateSnapshotTables(t, specs));
     expect(err.message).toContain('table mesh_config row 1');
     expect(err.message).toContain('column subnet: is missing');
-    expect(err.message).toMatch(/table api_token row 2 .*colour/);
+    expect(err.message).toMatch(/table audit_record row 2 .*colour/);
+    expect(err.message).toMatch(/table audit_record row 3 .*column detail: is missing/);
   });
 
   it('refuses null in a NOT NULL column, an over-long string and a NUL character', () => {
@@ -97,6 +99,116 @@ describe('snapshot rows against the current schema', () => {
     const err = refusal(() => validateSnapshotTables(t, specs));
     expect(err.message).toMatch(/table node row 6 .*unique node_config_name_unique \(config_id, name\) .* repeats row 5/);
     expect(err.message).toMatch(/table audit_record row 4 .*primary key \(id\) .* repeats row 2/);
+  });
+
+  describe('the jobs\' domain rules', () => {
+    const problemsOf = (edit: (t: SnapshotTables) => void): string => {
+      const t = clone(good);
+      edit(t);
+      const err = refusal(() => validateSnapshotTables(t, specs));
+      expect(err.reason).toBe('constraint_violation');
+      return err.message;
+    };
+
+    it('refuses an EMQX username or client id other than node-<nodeId>', () => {
+      const message = problemsOf((t) => {
+        t.mqtt_credential![0]!.username = 'dashboard-admin';
+        t.mqtt_credential![1]!.client_id = `node-${String(t.mqtt_credential![0]!.node_id)}`;
+      });
+      expect(message).toMatch(/table mqtt_credential row 1 \(id [0-9a-f-]{36}\): column username: must be "node-" followed by node_id \(node-[0-9a-f-]{36}\), got "dashboard-admin"/);
+      expect(message).toMatch(/table mqtt_credential row 2 .*column client_id: must be "node-" followed by node_id/);
+    });
+
+    it('refuses names, endpoints, ports, keys and hashes the jobs would refuse', () => {
+      const message = problemsOf((t) => {
+        t.node![0]!.name = '../etc';
+        t.node![3]!.endpoint = 'no-port.example.net';
+        t.port_forward_rule![0]!.to_port = 0;
+        t.node![1]!.public_key = 'not-a-key';
+        t.mqtt_credential![2]!.password_hash = 'XYZ';
+      });
+      expect(message).toMatch(/table node row 1 .*column name: "\.\.\/etc" may contain only letters, digits/);
+      expect(message).toMatch(/table node row 2 .*column public_key: is not a WireGuard key/);
+      expect(message).toMatch(/table node row 4 .*column endpoint: "no-port.example.net" has no port/);
+      expect(message).toMatch(/table mqtt_credential row 3 .*column password_hash: must be 64 lowercase hex/);
+      expect(message).toMatch(/table port_forward_rule row 1 .*column to_port: 0 is out of range 1-65535/);
+    });
+
+    it('refuses a subnet with host bits, awg outside its limits or on wireguard, and a bad mtu', () => {
+      const message = problemsOf((t) => {
+        t.mesh_config![0]!.subnet = '10.0.0.1/16';
+        t.mesh_config![0]!.awg = { jc: 4 };
+        t.mesh_config![1]!.awg = { jc: 4, h1: 1 };
+      });
+      expect(message).toMatch(/table mesh_config row 1 .*column subnet: 10.0.0.1\/16 has host bits set/);
+      expect(message).toMatch(/table mesh_config row 1 .*column awg: awg parameters are given but protocol is wireguard/);
+      expect(message).toMatch(/table mesh_config row 2 .*column awg: h1: 1 is out of range 5-4294967295/);
+    });
+
+    it('refuses a node address outside, or reserved in, its own config\'s subnet, and a non-canonical one', () => {
+      const message = problemsOf((t) => {
+        // Inside the other config's subnet, not its own.
+        const other = t.mesh_config!.find((c) => c.id !== t.node![0]!.config_id)!;
+        t.node![0]!.address = String(other.subnet).replace('.0/16', '.9');
+        t.node![1]!.address = String(t.mesh_config!.find((c) => c.id === t.node![1]!.config_id)!.subnet).replace('/16', '');
+      });
+      expect(message).toMatch(/table node row 1 .*column address: address 10\.\d+\.0\.9 is outside subnet 10\.\d+\.0\.0\/16 of config "gen-config-\d"/);
+      expect(message).toMatch(/table node row 2 .*column address: address 10\.\d+\.0\.0 is the network address of subnet/);
+    });
+
+    it('refuses links and forwards across configs, and a credential of a static node', () => {
+      const message = problemsOf((t) => {
+        const foreign = t.node!.find((n) => n.config_id !== t.peer_link![0]!.config_id)!;
+        t.peer_link![0]!.to_node_id = foreign.id;
+        t.port_forward_rule![0]!.to_node_id = t.port_forward_rule![0]!.from_node_id;
+        const staticNode = t.node!.find((n) => n.kind === 'static')!;
+        t.mqtt_credential![0]!.node_id = staticNode.id;
+        t.mqtt_credential![0]!.username = `node-${String(staticNode.id)}`;
+        t.mqtt_credential![0]!.client_id = `node-${String(staticNode.id)}`;
+      });
+      expect(message).toMatch(/table peer_link row 1 .*column to_node_id: node "[0-9a-f-]{36}" belongs to config "[0-9a-f-]{36}", not to this row's config/);
+      expect(message).toMatch(/table port_forward_rule row 1 .*column to_node_id: is the same node as from_node_id/);
+      expect(message).toMatch(/table mqtt_credential row 1 .*column node_id: node "[0-9a-f-]{36}" is "static": only dynamic nodes have MQTT credentials/);
+    });
+
+    it('refuses settings the settings job would refuse: key, NUL, depth, size', () => {
+      let deep: unknown = 1;
+      for (let i = 0; i < 200_000; i++) deep = [deep];
+      const message = problemsOf((t) => {
+        t.setting![0]!.key = 'has space';
+        t.setting![2]!.value = { list: ['x'.repeat(70_000)] };
+      });
+      expect(message).toMatch(/table setting row 1 .*column key: setting key "has space" must be 1-128 letters/);
+      expect(message).toMatch(/table setting row 3 .*column value: is \d+ bytes of JSON, more than 65536/);
+      // Depth is a rule of every JSON column, checked with the types (without deep recursion).
+      expect(problemsOf((t) => (t.setting![1]!.value = deep))).toMatch(/table setting row 2 .*column value: is nested more than 64 levels deep/);
+      // A NUL anywhere in a JSON column, with where it is.
+      expect(problemsOf((t) => (t.audit_record![0]!.detail = { a: [{ 'b\u0000': 1 }] }))).toMatch(
+        /table audit_record row 1 .*column detail: a\[0\] key "b\\u0000" contains a NUL character/,
+      );
+    });
+  });
+
+  describe('API tokens in older files', () => {
+    const withTokens = () => generateBusinessTables({ configs: 1, nodesPerConfig: 3, tokens: 2 });
+
+    it('drops their rows at any schema: a restore neither brings tokens back nor touches current ones', () => {
+      const tables = withTokens();
+      expect(tables.api_token).toHaveLength(2);
+      for (const schema of [LATEST_SCHEMA_VERSION, 'Migration20261124200000_config_mtu']) {
+        const prepared = prepareSnapshot(snapshotPayload(tables, schema), specs, SERVER_KEY);
+        expect(prepared.tables).not.toHaveProperty('api_token');
+        expect(prepared.tables.node).toHaveLength(3);
+      }
+      // The file's own rows are left as they were.
+      expect(tables.api_token).toHaveLength(2);
+    });
+
+    it('ignores their rows even when they would not validate', () => {
+      const tables = withTokens();
+      tables.api_token![0]!.colour = 'blue';
+      expect(() => prepareSnapshot(snapshotPayload(tables), specs, SERVER_KEY)).not.toThrow();
+    });
   });
 
   it('takes the quick path only for rows the full schema accepts', () => {

@@ -23,12 +23,13 @@ export const BUSINESS_ENTITIES = [
   PeerLinkSchema,
   MqttCredentialSchema,
   PortForwardRuleSchema,
-  ApiTokenSchema,
   AuditRecordSchema,
 ] as const;
 
+/** Not carried by snapshots. API tokens are access control, like the administrator. */
 export const SYSTEM_ENTITIES = [
   AdminUserSchema,
+  ApiTokenSchema,
   JobRecordSchema,
   SystemStateSchema,
   SnapshotArchiveSchema,
