@@ -3,16 +3,18 @@
  * receives its configuration with the right peers (and its own private key, nobody
  * else's); after a snapshot restore the broker sync pushes to every dynamic node again.
  * With MQTT disabled node.push-config fails with MQTT_DISABLED and nothing is enqueued.
+ * Against an EMQX whose authorization does not deny by default, pushes (they carry a
+ * private key) fail with BROKER_INSECURE and the broker status says why.
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { connect, type MqttClient } from 'mqtt';
-import { configPushTopic } from '../../src/broker/mqtt-link.js';
+import { configPushTopic } from '../../src/broker/topics.js';
 import { createRepositories } from '../../src/repositories/index.js';
-import type { NodeView } from '../../src/repositories/mesh.js';
+import type { NodeView } from '../../src/repositories/nodes.js';
 import type { PushedConfig } from '../../src/jobs/processors/push-config.js';
 import { QUEUES } from '../../src/jobs/names.js';
 import { DIALECTS } from '../support/db.js';
-import { startEmqxDouble, type EmqxDouble } from '../support/emqx-double.js';
+import { SECURE_AUTHORIZATION, startEmqxDouble, STOCK_EMQX_AUTHORIZATION, type EmqxDouble } from '../support/emqx-double.js';
 import { createHarness, type Harness } from '../support/harness.js';
 import { SHARED_MQTT_URL } from '../support/mosquitto.js';
 import { waitFor } from '../support/processes.js';
@@ -126,6 +128,46 @@ describe.each(DIALECTS)('MQTT config push on %s', (dialect) => {
       }));
     expect(peers).toEqual(expected);
   }
+
+  // First: a good verdict is remembered for a while, so the insecure cases come before any
+  // push has succeeded against this double.
+  it('refuses to push a private key through an EMQX that does not deny by default, says why, and pushes once it does', async () => {
+    const node = dynamic[0]!;
+    const status = async () => {
+      const res = await s.call({ method: 'GET', url: '/api/v1/broker/status' });
+      expect(res.statusCode, res.body).toBe(200);
+      return res.json<{ authorization: { ok: boolean; reason: string | null } | null }>().authorization;
+    };
+
+    emqx.setAuthorization(STOCK_EMQX_AUTHORIZATION);
+    const stock = await s.job('node.push-config', { nodeId: node.id });
+    expect(stock).toMatchObject({ state: 'failed', attempts: 1, error: { code: 'BROKER_INSECURE' } });
+    expect(stock.error!.message).toContain('no_match');
+    expect(await status()).toEqual({ ok: false, reason: expect.stringContaining('no_match = "allow"') });
+
+    // Denying by default is not enough when a file source is asked first.
+    emqx.setAuthorization({ noMatch: 'deny', sources: STOCK_EMQX_AUTHORIZATION.sources });
+    const fileFirst = await s.job('node.push-config', { nodeId: node.id });
+    expect(fileFirst).toMatchObject({ state: 'failed', error: { code: 'BROKER_INSECURE' } });
+    expect(fileFirst.error!.message).toContain('"file" is consulted before');
+    expect(await status()).toEqual({ ok: false, reason: expect.stringContaining('"file"') });
+    await new Promise((r) => setTimeout(r, 300));
+    expect(received).toEqual([]);
+
+    emqx.setAuthorization(SECURE_AUTHORIZATION);
+    expect(await status()).toEqual({ ok: true, reason: null });
+    const pushed = await s.job('node.push-config', { nodeId: node.id });
+    expect(pushed).toMatchObject({ state: 'completed', result: { nodeId: node.id } });
+    await waitFor('the push', async () => received.length === 1, 10_000, 50);
+    // No links yet: the node's own interface and no peers.
+    expect(received[0]!.topic).toBe(configPushTopic(configId, node.id));
+    expect(received[0]!.body.interface.privateKey).toBe(await repos().nodes.privateKey(node.id));
+    expect(received[0]!.body.peers).toEqual([]);
+
+    // The tests below count pushes from here.
+    received.length = 0;
+    for (const job of await pushJobs()) await job.remove();
+  });
 
   it('after mesh.generate each dynamic node receives its configuration with its peers; static nodes get none', async () => {
     const generated = await s.job('mesh.generate', { configId });

@@ -14,6 +14,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 
 export const SHARED_MQTT_URL = 'mqtt://127.0.0.1:1883';
+const SHARED_MQTT_ADDRESS = '127.0.0.1:1883';
 
 export interface TestBroker {
   readonly port: number;
@@ -25,6 +26,17 @@ export interface TestBroker {
   /** Starts it again on the same port and waits until it accepts connections. */
   start(): Promise<void>;
   close(): Promise<void>;
+}
+
+export interface TestBrokerOptions {
+  /**
+   * Feeds `$SYS/brokers/#` of this broker from `<sysFeedPrefix>brokers/#` on the shared
+   * broker, through a bridge. Mosquitto refuses `$SYS` publishes from clients but not from
+   * its bridges, so this is how a test delivers EMQX-shaped client events
+   * (`$SYS/brokers/<node>/clients/<id>/connected`) through a real broker: publish them on
+   * the shared broker under the prefix.
+   */
+  sysFeedPrefix?: string;
 }
 
 async function freePort(): Promise<number> {
@@ -53,14 +65,25 @@ async function until(what: string, check: () => Promise<boolean>, timeoutMs = 10
   }
 }
 
-export async function startTestBroker(): Promise<TestBroker> {
+export async function startTestBroker(opts: TestBrokerOptions = {}): Promise<TestBroker> {
   const port = await freePort();
   const dir = mkdtempSync(join(tmpdir(), 'meshq-mosquitto-'));
   chmodSync(dir, 0o755);
   const configFile = join(dir, 'mosquitto.conf');
   writeFileSync(
     configFile,
-    [`listener ${port} 127.0.0.1`, 'allow_anonymous true', 'persistence false', 'log_dest stderr', 'log_type error', 'log_type warning', ''].join('\n'),
+    [
+      `listener ${port} 127.0.0.1`,
+      'allow_anonymous true',
+      'persistence false',
+      'log_dest stderr',
+      'log_type error',
+      'log_type warning',
+      ...(opts.sysFeedPrefix
+        ? [`connection sysfeed-${port}`, `address ${SHARED_MQTT_ADDRESS}`, 'cleansession true', `topic brokers/# in 1 $SYS/ ${opts.sysFeedPrefix}`]
+        : []),
+      '',
+    ].join('\n'),
   );
   chmodSync(configFile, 0o644);
 
