@@ -19,13 +19,13 @@ const file = await encodeTestSnapshot(tables, PASSWORD);
 const db = await benchDatabase(dialect, { ADMIN_PASSWORD: PASSWORD });
 const app = await bootstrap('profile', db.config);
 const deps = { uow: app.uow, config: app.config, log: app.log, serverKey: app.serverKey, enqueue: async () => undefined };
-const job = (type: JobType, payload: unknown, exclusive = false) => runJob(deps, { jobId: randomUUID(), type, envelope: { actor: 'bench', payload }, exclusive });
+const job = (type: JobType, payload: unknown) => runJob(deps, { jobId: randomUUID(), type, envelope: { actor: 'bench', payload } });
 const restore = async () => {
   const repos = createRepositories(app.uow.fork(), { serverKey: app.serverKey });
   const prepared = await openUpload(file, PASSWORD, repos.snapshots.tableSpecs(), app.serverKey);
   const staged = await stageUpload(app, file, prepared);
   const t0 = process.hrtime.bigint();
-  await job('snapshot.restore', { stagedId: staged.id }, true);
+  await job('snapshot.restore', { stagedId: staged.id });
   return seconds(t0);
 };
 console.log(`${rowCount(tables)} rows`);

@@ -26,6 +26,7 @@ import type { Config } from '../src/config.js';
 import { connectOrm } from '../src/db/orm.js';
 import { migrateUnderLock } from '../src/db/migrate.js';
 import { createRepositories } from '../src/repositories/index.js';
+import type { JobInput } from '../src/jobs/table.js';
 import { openUpload, stageUpload } from '../src/snapshots/restore.js';
 import { encodeTestSnapshot, generateBusinessTables, rowCount } from '../test/support/snapshot-data.js';
 import { benchDatabase, dropRedisPrefix, record, seconds } from './support.js';
@@ -76,7 +77,7 @@ async function startWorker(config: Config): Promise<Worker> {
 }
 
 /** The job's own duration in seconds, once it completed. */
-async function jobSeconds(app: AppContext, type: 'snapshot.export' | 'snapshot.restore', payload: unknown): Promise<{ s: number; result: unknown }> {
+async function jobSeconds<T extends 'snapshot.export' | 'snapshot.restore'>(app: AppContext, type: T, payload: JobInput<T>): Promise<{ s: number; result: unknown }> {
   const job = await app.queues.submit(type, payload, { actor: 'bench' });
   const view = await app.queues.waitFor(job, JOB_TIMEOUT_MS);
   if (view.state !== 'completed') throw new Error(`${type} did not complete: ${JSON.stringify(view.error)}`);

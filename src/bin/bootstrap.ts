@@ -33,7 +33,7 @@ export async function bootstrap(role: string, config?: Config, opts: { logDestin
   }
   const uow = new UnitOfWork(orm, cfg.dialect);
   const serverKey = parseServerKey(cfg.secretKey);
-  const queues = new JobQueues(cfg);
+  const queues = new JobQueues(cfg, serverKey);
   await ensureAdmin({ uow, serverKey, log }, cfg.adminPassword);
 
   return {

@@ -4,7 +4,7 @@ import type { Config } from '../config.js';
 import type { Em } from '../db/orm.js';
 import type { Repositories } from '../repositories/index.js';
 import type { MqttPublisher } from '../broker/mqtt-link.js';
-import type { JobType } from './table.js';
+import type { JobInput, JobType } from './payloads.js';
 
 /**
  * What a processor gets. A processor is a plain async function `(data, ctx) => result`:
@@ -24,7 +24,7 @@ export interface JobContext {
   /** Runs after the transaction committed (follow-up jobs); never on rollback. */
   afterCommit(fn: () => Promise<unknown>): void;
   /** Enqueues a follow-up job once the transaction committed (never on rollback). */
-  enqueue(type: JobType, payload: unknown, opts?: { jobId?: string }): void;
+  enqueue<T extends JobType>(type: T, payload: JobInput<T>, opts?: { jobId?: string }): void;
   /** The worker process's MQTT link; absent when MQTT is disabled. */
   readonly mqtt?: MqttPublisher;
   /** Reports progress (0-100) on the job; outside the transaction. */

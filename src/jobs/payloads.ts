@@ -180,9 +180,13 @@ export type PortForwardCreate = z.infer<typeof portForwardCreate>;
 export type SettingsUpdate = z.infer<typeof settingsUpdate>;
 export type TokenCreate = z.infer<typeof tokenCreate>;
 
+/** The scheduled reconcile's reason: a sync with it only acts when something is pending. */
+export const SCHEDULED_SYNC_REASON = 'scheduled';
+
 /**
  * `reason` is for logs only. A sync reconciles everything, except the scheduled one
- * (reason "scheduled", src/jobs/broker-requests.ts), which returns at once when nothing is pending.
+ * (reason SCHEDULED_SYNC_REASON, src/jobs/broker-requests.ts), which returns at once when
+ * nothing is pending.
  */
 export const brokerSync = z.strictObject({
   reason: z.string().min(1, { error: 'must not be empty' }).max(200, { error: 'is longer than 200 characters' }).optional(),
@@ -204,3 +208,35 @@ export type SnapshotRestore = z.infer<typeof snapshotRestore>;
 /** Pushes the node's desired configuration to its agent over MQTT (dynamic nodes only). */
 export const nodePushConfig = z.strictObject({ nodeId: uuid() });
 export type NodePushConfig = z.infer<typeof nodePushConfig>;
+
+/**
+ * Every job type and its payload schema. The job table (table.ts) holds each type's other
+ * rules; the names and payload types live here, below the processors, so that the job
+ * context (ctx.enqueue) can be typed by job type without importing the table.
+ */
+export const PAYLOADS = {
+  'config.create': configCreate,
+  'config.update': configUpdate,
+  'config.delete': byId,
+  'node.create': nodeCreate,
+  'node.update': nodeUpdate,
+  'node.delete': byId,
+  'node.rotate-credentials': nodeRotateCredentials,
+  'node.presence': nodePresence,
+  'mesh.generate': meshGenerate,
+  'port-forward.create': portForwardCreate,
+  'port-forward.delete': byId,
+  'settings.update': settingsUpdate,
+  'token.create': tokenCreate,
+  'token.revoke': byId,
+  'broker.sync': brokerSync,
+  'snapshot.export': snapshotExport,
+  'snapshot.restore': snapshotRestore,
+  'node.push-config': nodePushConfig,
+} as const;
+
+export type JobType = keyof typeof PAYLOADS;
+/** A payload as a processor sees it: parsed, defaults filled in. */
+export type JobPayload<T extends JobType> = z.output<(typeof PAYLOADS)[T]>;
+/** A payload as a submitter writes it: fields with defaults may be left out. */
+export type JobInput<T extends JobType> = z.input<(typeof PAYLOADS)[T]>;

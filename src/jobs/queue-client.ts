@@ -1,6 +1,7 @@
 /**
  * The submitting side of the queues: validates a payload with its schema before it ever
- * reaches Redis, gives every job a UUIDv7 id (ids are also ledger keys, so they must be
+ * reaches Redis, signs its envelope (envelope.ts), adds it with its row's retries and
+ * deduplication, gives every job a UUIDv7 id (ids are also ledger keys, so they must be
  * unique forever, not per Redis instance), and maps BullMQ jobs to the API's job view.
  */
 import { createHash } from 'node:crypto';
@@ -11,10 +12,10 @@ import type { Config } from '../config.js';
 import { redactUrl } from '../config.js';
 import { InvalidError } from '../domain/errors.js';
 import { parseFailedReason, type JobError } from './errors.js';
-import { jobDefinition, isJobType, type JobType } from './table.js';
-import { describeZodError } from '../domain/zod-errors.js';
+import { jobDefinition, jobOptions, isJobType, type JobInput, type JobPayload, type JobType } from './table.js';
+import { compactIssues, describeZodError } from '../domain/zod-errors.js';
 import { QUEUE_NAMES, type QueueName } from './names.js';
-import type { JobEnvelope } from './runner.js';
+import { envelopeKey, signEnvelope, type JobEnvelope } from './envelope.js';
 
 export type JobState = 'waiting' | 'delayed' | 'active' | 'completed' | 'failed';
 
@@ -31,10 +32,11 @@ export interface JobView {
   finishedAt: string | null;
 }
 
-/** Retention is bounded: BullMQ keeps finished jobs by age and count. */
-export const DEFAULT_JOB_OPTIONS: JobsOptions = {
-  attempts: 8,
-  backoff: { type: 'exponential', delay: 500 },
+/**
+ * Retention is bounded: BullMQ keeps finished jobs by age and count. Retries and
+ * deduplication are per job type (table.ts jobOptions), set on every add.
+ */
+const RETENTION: JobsOptions = {
   removeOnComplete: { age: 24 * 3600, count: 10_000 },
   removeOnFail: { age: 7 * 24 * 3600, count: 10_000 },
 };
@@ -78,15 +80,19 @@ export class JobQueues {
   private readonly events = new Map<QueueName, { events: QueueEvents; connection: Redis }>();
   /** Jobs returned by `add` in this process whose state is known without asking Redis (see view). */
   readonly #justAdded = new WeakSet<Job>();
+  /** Signs every envelope this process adds (derived from the server key). */
+  readonly #envelopeKey: Buffer;
 
   constructor(
     private readonly config: Pick<Config, 'redisUrl' | 'queuePrefix'>,
+    serverKey: Buffer,
     connection?: Redis,
   ) {
+    this.#envelopeKey = envelopeKey(serverKey);
     this.connection = connection ?? redisConnection(config.redisUrl);
     this.connection.on('error', () => undefined); // surfaced by the calls that fail
     for (const name of QUEUE_NAMES) {
-      this.queues.set(name, new Queue(name, { connection: this.connection, prefix: config.queuePrefix, defaultJobOptions: DEFAULT_JOB_OPTIONS }));
+      this.queues.set(name, new Queue(name, { connection: this.connection, prefix: config.queuePrefix, defaultJobOptions: RETENTION }));
     }
   }
 
@@ -102,12 +108,15 @@ export class JobQueues {
     return [...this.queues.values()];
   }
 
-  /** Validates, then enqueues. An invalid payload throws InvalidError and nothing is enqueued. */
-  async submit(type: string, payload: unknown, opts: SubmitOptions): Promise<Job> {
-    if (!isJobType(type)) throw new InvalidError(`unknown job type "${type}"`, { type });
+  /**
+   * Validates, then enqueues. An invalid payload throws InvalidError and nothing is
+   * enqueued (the type says what a payload holds; the schema still checks its values).
+   */
+  async submit<T extends JobType>(type: T, payload: JobInput<T>, opts: SubmitOptions): Promise<Job> {
+    if (!isJobType(type)) throw new InvalidError(`unknown job type "${String(type)}"`, { type });
     const parsed = jobDefinition(type).schema.safeParse(payload ?? {});
-    if (!parsed.success) throw new InvalidError(describeZodError(parsed.error, type), parsed.error.issues);
-    return this.enqueueValidated(type, parsed.data, opts);
+    if (!parsed.success) throw new InvalidError(describeZodError(parsed.error, type), compactIssues(parsed.error.issues));
+    return this.enqueueValidated(type, parsed.data as JobPayload<T>, opts);
   }
 
   /**
@@ -115,18 +124,24 @@ export class JobQueues {
    * run its semantic checks on the parsed form): parsing it again here would double the
    * validation work on the submission hot path.
    */
-  async enqueueValidated(type: JobType, payload: unknown, opts: SubmitOptions): Promise<Job> {
+  async enqueueValidated<T extends JobType>(type: T, payload: JobPayload<T>, opts: SubmitOptions): Promise<Job> {
     const def = jobDefinition(type);
-    const envelope: JobEnvelope = { actor: opts.actor, payload };
+    const envelope = signEnvelope(this.#envelopeKey, type, opts.actor, payload);
     const jobId = opts.jobId ?? (opts.idempotencyKey ? idempotentJobId(opts.actor, opts.idempotencyKey) : uuidv7());
     const queue = this.queue(def.queue);
-    const added = await queue.add(type, envelope, { jobId, delay: opts.delayMs });
-    if (!opts.idempotencyKey && !opts.jobId) {
+    const added = await queue.add(type, envelope, { ...jobOptions(type), jobId, delay: opts.delayMs });
+    // Deduplicated (the row's deduplication) or an existing id: BullMQ adds nothing and
+    // hands back a local object carrying the existing job's id.
+    if (!opts.idempotencyKey && !opts.jobId && !def.deduplication) {
       this.#justAdded.add(added);
       return added;
     }
-    // With an existing id BullMQ adds nothing and hands back a local object: read the real one.
     return (await queue.getJob(added.id!)) ?? added;
+  }
+
+  /** A signed envelope for a job added other than by enqueue (a job scheduler's template). */
+  signedEnvelope<T extends JobType>(type: T, actor: string, payload: JobPayload<T>): JobEnvelope {
+    return signEnvelope(this.#envelopeKey, type, actor, payload);
   }
 
   async find(id: string): Promise<Job | undefined> {

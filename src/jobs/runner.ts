@@ -18,14 +18,9 @@ import { createRepositories, type Repositories } from '../repositories/index.js'
 import type { MqttPublisher } from '../broker/mqtt-link.js';
 import type { JobContext } from './context.js';
 import { permanentFailure, toDomainError } from './errors.js';
-import { jobDefinition, type JobType } from './table.js';
-import { describeZodError } from '../domain/zod-errors.js';
-
-/** What a job's data holds in Redis: who asked, and the validated payload. No secrets. */
-export interface JobEnvelope {
-  actor: string;
-  payload: unknown;
-}
+import { jobDefinition, type JobInput, type JobType } from './table.js';
+import { compactIssues, describeZodError } from '../domain/zod-errors.js';
+import type { JobEnvelope } from './envelope.js';
 
 export interface RunnerDeps {
   uow: UnitOfWork;
@@ -33,7 +28,7 @@ export interface RunnerDeps {
   log: Logger;
   serverKey: Buffer;
   /** Enqueues a follow-up job (after commit). */
-  enqueue(type: JobType, payload: unknown, opts?: { jobId?: string; actor?: string }): Promise<unknown>;
+  enqueue<T extends JobType>(type: T, payload: JobInput<T>, opts?: { jobId?: string; actor?: string }): Promise<unknown>;
   /** Test seam: called right after commit, before acknowledgement. */
   onCommitted?(jobId: string, type: JobType): void;
   /** The worker process's MQTT link (config pushes); absent when MQTT is disabled. */
@@ -49,17 +44,16 @@ export interface RunnerDeps {
 export interface RunInput {
   jobId: string;
   type: JobType;
-  envelope: JobEnvelope;
+  /** Who asked and the payload; the worker verified the envelope's signature already. */
+  envelope: Pick<JobEnvelope, 'actor' | 'payload'>;
   job?: Job;
-  /** Exclusive data lock (snapshot.restore). */
-  exclusive?: boolean;
 }
 
 export async function runJob(deps: RunnerDeps, input: RunInput): Promise<unknown> {
   const def = jobDefinition(input.type);
   const parsed = def.schema.safeParse(input.envelope.payload);
   if (!parsed.success) {
-    throw permanentFailure(new InvalidError(describeZodError(parsed.error, input.type), parsed.error.issues));
+    throw permanentFailure(new InvalidError(describeZodError(parsed.error, input.type), compactIssues(parsed.error.issues)));
   }
   // Made on first use: most jobs log nothing, and a child logger per job showed in profiles.
   let childLog: Logger | undefined;
@@ -96,7 +90,7 @@ export async function runJob(deps: RunnerDeps, input: RunInput): Promise<unknown
         tx.closeWith(...repos.ledger.closingWrite(input.jobId, input.type, value, repos.audit.takePending()));
         return value;
       },
-      { exclusive: input.exclusive },
+      { exclusive: def.exclusive ?? false },
     );
   } catch (err) {
     // Checked only on failure, to keep a query off every job's hot path: a re-run of a

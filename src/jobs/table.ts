@@ -1,11 +1,23 @@
 /**
- * THE job table: every job type, its queue, its payload schema and its processor.
- * A type without a processor does not compile, and the worker starts one BullMQ worker
- * for every queue named here, so no queue can be left without one.
+ * THE job table: every rule of every job type, in its row. Nothing outside this module
+ * decides per job type; the queue client, the runner, the worker and the API read rows.
+ *
+ * A type without a row (or a row without a processor) does not compile. The worker starts
+ * one BullMQ worker for every queue named here, so no queue is left without one. How each
+ * queue runs (concurrency, global serialization) sits with the queue names (names.ts);
+ * each type's payload schema with the payloads (payloads.ts PAYLOADS), copied into its row
+ * here.
  */
+import type { BackoffStrategy, JobsOptions } from 'bullmq';
 import type { z } from 'zod';
+import { backoffDelay } from '../backoff.js';
+import type { Scope } from '../domain/scopes.js';
+import { NotFoundError } from '../domain/errors.js';
+import type { Repositories } from '../repositories/index.js';
+import type { Processor } from './context.js';
 import { QUEUES, type QueueName } from './names.js';
-import * as payloads from './payloads.js';
+import { PAYLOADS, type JobInput, type JobPayload, type JobType } from './payloads.js';
+import { requireConfigNameFree, requireNode, type CheckContext } from './prechecks.js';
 import * as configs from './processors/configs.js';
 import * as nodes from './processors/nodes.js';
 import * as mesh from './processors/mesh.js';
@@ -15,18 +27,42 @@ import * as tokens from './processors/tokens.js';
 import * as broker from './processors/broker.js';
 import * as pushes from './processors/push-config.js';
 import * as snapshots from './processors/snapshots.js';
-import type { Processor } from './context.js';
-import type { Repositories } from '../repositories/index.js';
-import type { Scope } from '../domain/scopes.js';
 
-export interface JobDefinition<S extends z.ZodType, R> {
-  /** The token scope a caller needs to submit it (POST /api/v1/jobs or its own endpoint). */
+export type { JobInput, JobPayload, JobType };
+
+/** How often a job runs before it fails for good, and how long it waits between runs (src/backoff.ts). */
+export interface Retry {
+  readonly attempts: number;
+  readonly backoff: { readonly baseMs: number; readonly capMs: number };
+}
+
+/** Most jobs: a few quick retries, enough to ride out a database or Redis blip. */
+export const DEFAULT_RETRY: Retry = { attempts: 8, backoff: { baseMs: 500, capMs: 60_000 } };
+
+export interface JobDefinition<T extends JobType> {
+  /** The token scope a caller needs to submit it (POST /api/v1/jobs, or its own endpoint). */
   readonly scope: Scope;
   readonly queue: QueueName;
-  readonly schema: S;
-  readonly processor: Processor<z.infer<S>, R>;
-  /** Submitted only by their own endpoints (they carry a hash made by the API). */
-  readonly internal?: boolean;
+  readonly schema: (typeof PAYLOADS)[T];
+  readonly processor: Processor<JobPayload<T>, unknown>;
+  /**
+   * The API's semantic check before enqueueing (see prechecks.ts): a 404 or 409 at once
+   * for the obvious mistakes. A courtesy; the job checks again in its transaction.
+   */
+  readonly precheck?: (data: JobPayload<T>, ctx: CheckContext) => Promise<void>;
+  /** Runs holding the data lock exclusively: no other write runs meanwhile (its queue is globally serial). */
+  readonly exclusive?: boolean;
+  readonly retry: Retry;
+  /**
+   * BullMQ deduplication: any number of submissions collapse into one pending job;
+   * `keepLastIfActive` keeps one submitted while a job is active, to run after it.
+   */
+  readonly deduplication?: { readonly id: string; readonly keepLastIfActive: boolean };
+  /**
+   * Submitted only by meshq itself, never through POST /api/v1/jobs: `endpoint` names
+   * the endpoint a client asks through (it makes the secret, or the hash the job carries).
+   */
+  readonly internal?: { readonly endpoint?: string };
   readonly description: string;
   /**
    * Runs after a failed attempt's transaction rolled back, in a small transaction of its
@@ -36,40 +72,191 @@ export interface JobDefinition<S extends z.ZodType, R> {
   readonly onFailure?: (err: unknown, repos: Repositories) => Promise<void>;
 }
 
-const job = <S extends z.ZodType, R>(d: JobDefinition<S, R>) => d;
+type Row<T extends JobType> = Omit<JobDefinition<T>, 'schema' | 'retry'> & { readonly retry?: Retry };
 
-export const JOBS = {
-  'config.create': job({ scope: 'operate', queue: QUEUES.operations, schema: payloads.configCreate, processor: configs.createConfig, description: 'Create a mesh config' }),
-  'config.update': job({ scope: 'operate', queue: QUEUES.operations, schema: payloads.configUpdate, processor: configs.updateConfig, description: 'Update a mesh config (not its subnet)' }),
-  'config.delete': job({ scope: 'operate', queue: QUEUES.operations, schema: payloads.byId, processor: configs.deleteConfig, description: 'Delete a config and everything in it' }),
-  'node.create': job({ scope: 'operate', queue: QUEUES.operations, schema: payloads.nodeCreate, processor: nodes.createNode, description: 'Create a node; its address is allocated when not given' }),
-  'node.update': job({ scope: 'operate', queue: QUEUES.operations, schema: payloads.nodeUpdate, processor: nodes.updateNode, description: 'Rename a node or change its endpoint or listen port' }),
-  'node.delete': job({ scope: 'operate', queue: QUEUES.operations, schema: payloads.byId, processor: nodes.deleteNode, description: 'Delete a node with its links, rules and credential' }),
-  'node.rotate-credentials': job({ scope: 'credentials', queue: QUEUES.operations, schema: payloads.nodeRotateCredentials, processor: nodes.rotateCredentials, internal: true, description: 'Store a new MQTT credential hash (POST /api/v1/nodes/:id/credentials)' }),
-  'node.presence': job({ scope: 'admin', queue: QUEUES.operations, schema: payloads.nodePresence, processor: nodes.recordPresence, internal: true, description: 'Record a node going online or offline' }),
-  'mesh.generate': job({ scope: 'operate', queue: QUEUES.operations, schema: payloads.meshGenerate, processor: mesh.generateMesh, description: 'Create every missing peer pair of a config' }),
-  'port-forward.create': job({ scope: 'operate', queue: QUEUES.operations, schema: payloads.portForwardCreate, processor: forwards.createPortForward, description: 'Create a port-forward rule' }),
-  'port-forward.delete': job({ scope: 'operate', queue: QUEUES.operations, schema: payloads.byId, processor: forwards.deletePortForward, description: 'Delete a port-forward rule' }),
-  'settings.update': job({ scope: 'operate', queue: QUEUES.operations, schema: payloads.settingsUpdate, processor: settings.updateSettings, description: 'Set settings (key -> JSON value)' }),
-  'token.create': job({ scope: 'admin', queue: QUEUES.operations, schema: payloads.tokenCreate, processor: tokens.createToken, internal: true, description: 'Store a new API token hash (POST /api/v1/tokens)' }),
-  'token.revoke': job({ scope: 'admin', queue: QUEUES.operations, schema: payloads.byId, processor: tokens.revokeToken, description: 'Revoke an API token' }),
-  'broker.sync': job({ scope: 'operate', queue: QUEUES.brokerSync, schema: payloads.brokerSync, processor: broker.syncBroker, onFailure: broker.recordSyncFailure, internal: true, description: 'Reconcile EMQX users and rules with the database (POST /api/v1/broker/sync; requested after credential changes)' }),
-  'snapshot.export': job({ scope: 'snapshots', queue: QUEUES.snapshots, schema: payloads.snapshotExport, processor: snapshots.exportSnapshot, description: 'Export every business row into an encrypted snapshot stored in the database (GET /api/v1/snapshots)' }),
-  'snapshot.restore': job({ scope: 'snapshots', queue: QUEUES.snapshotRestore, schema: payloads.snapshotRestore, processor: snapshots.restoreSnapshot, internal: true, description: 'Replace every business row with a staged upload (POST /api/v1/snapshots/restore)' }),
-  'node.push-config': job({ scope: 'credentials', queue: QUEUES.brokerSync, schema: payloads.nodePushConfig, processor: pushes.pushConfig, description: 'Publish a dynamic node\'s desired configuration (address, peers) to its agent over MQTT' }),
-} as const;
+const operation = { scope: 'operate', queue: QUEUES.operations } as const;
 
-export type JobType = keyof typeof JOBS;
-export type JobPayload<T extends JobType> = z.infer<(typeof JOBS)[T]['schema']>;
-export const JOB_TYPES = Object.keys(JOBS) as JobType[];
+const ROWS: { readonly [T in JobType]: Row<T> } = {
+  'config.create': {
+    ...operation,
+    processor: configs.createConfig,
+    precheck: async (d, ctx) => requireConfigNameFree(ctx.repos(), d.name),
+    description: 'Create a mesh config',
+  },
+  'config.update': {
+    ...operation,
+    processor: configs.updateConfig,
+    precheck: async (d, ctx) => {
+      const repos = ctx.repos();
+      await repos.configs.require(d.id);
+      if (d.name !== undefined) await requireConfigNameFree(repos, d.name, d.id);
+    },
+    description: 'Update a mesh config (not its subnet)',
+  },
+  'config.delete': {
+    ...operation,
+    processor: configs.deleteConfig,
+    precheck: async (d, ctx) => void (await ctx.repos().configs.require(d.id)),
+    description: 'Delete a config and everything in it',
+  },
+  'node.create': {
+    ...operation,
+    processor: nodes.createNode,
+    precheck: async (d, ctx) => void (await ctx.repos().configs.require(d.configId)),
+    description: 'Create a node; its address is allocated when not given',
+  },
+  'node.update': {
+    ...operation,
+    processor: nodes.updateNode,
+    precheck: async (d, ctx) => requireNode(ctx, d.id),
+    description: 'Rename a node or change its endpoint or listen port',
+  },
+  'node.delete': {
+    ...operation,
+    processor: nodes.deleteNode,
+    precheck: async (d, ctx) => requireNode(ctx, d.id),
+    description: 'Delete a node with its links, rules and credential',
+  },
+  'node.rotate-credentials': {
+    scope: 'credentials',
+    queue: QUEUES.operations,
+    processor: nodes.rotateCredentials,
+    internal: { endpoint: 'POST /api/v1/nodes/{id}/credentials' },
+    description: 'Store a new MQTT credential hash (POST /api/v1/nodes/:id/credentials)',
+  },
+  'node.presence': {
+    scope: 'admin',
+    queue: QUEUES.operations,
+    processor: nodes.recordPresence,
+    internal: {},
+    description: 'Record a node going online or offline',
+  },
+  'mesh.generate': {
+    ...operation,
+    processor: mesh.generateMesh,
+    precheck: async (d, ctx) => void (await ctx.repos().configs.require(d.configId)),
+    description: 'Create every missing peer pair of a config',
+  },
+  'port-forward.create': {
+    ...operation,
+    processor: forwards.createPortForward,
+    precheck: async (d, ctx) => {
+      const repos = ctx.repos();
+      const config = await repos.configs.require(d.configId);
+      await repos.nodes.requireInConfig(config, d.fromNodeId);
+      await repos.nodes.requireInConfig(config, d.toNodeId);
+    },
+    description: 'Create a port-forward rule',
+  },
+  'port-forward.delete': {
+    ...operation,
+    processor: forwards.deletePortForward,
+    precheck: async (d, ctx) => void (await ctx.repos().forwards.require(d.id)),
+    description: 'Delete a port-forward rule',
+  },
+  'settings.update': {
+    ...operation,
+    processor: settings.updateSettings,
+    description: 'Set settings (key -> JSON value)',
+  },
+  'token.create': {
+    scope: 'admin',
+    queue: QUEUES.operations,
+    processor: tokens.createToken,
+    internal: { endpoint: 'POST /api/v1/tokens' },
+    description: 'Store a new API token hash (POST /api/v1/tokens)',
+  },
+  'token.revoke': {
+    scope: 'admin',
+    queue: QUEUES.operations,
+    processor: tokens.revokeToken,
+    precheck: async (d, ctx) => {
+      if (!(await ctx.repos().tokens.exists(d.id))) throw new NotFoundError('API token', d.id);
+    },
+    description: 'Revoke an API token',
+  },
+  'broker.sync': {
+    scope: 'operate',
+    queue: QUEUES.brokerSync,
+    processor: broker.syncBroker,
+    onFailure: broker.recordSyncFailure,
+    // About 45 minutes of retries at the cap; the scheduled reconcile carries on after that.
+    retry: { attempts: 50, backoff: { baseMs: 1_000, capMs: 60_000 } },
+    // At most one running and one waiting sync: a request while one is waiting joins it;
+    // one while a sync is ACTIVE (it may already have read the database) is kept and runs
+    // after it, so no change waits for the scheduled reconcile unless a request is lost
+    // outright (a crash between commit and request), which the pending mark covers.
+    deduplication: { id: 'broker-sync', keepLastIfActive: true },
+    internal: { endpoint: 'POST /api/v1/broker/sync' },
+    description: 'Reconcile EMQX users and rules with the database (POST /api/v1/broker/sync; requested after credential changes)',
+  },
+  'snapshot.export': {
+    scope: 'snapshots',
+    queue: QUEUES.snapshots,
+    processor: snapshots.exportSnapshot,
+    description: 'Export every business row into an encrypted snapshot stored in the database (GET /api/v1/snapshots)',
+  },
+  'snapshot.restore': {
+    scope: 'snapshots',
+    queue: QUEUES.snapshotRestore,
+    processor: snapshots.restoreSnapshot,
+    exclusive: true,
+    internal: { endpoint: 'POST /api/v1/snapshots/restore' },
+    description: 'Replace every business row with a staged upload (POST /api/v1/snapshots/restore)',
+  },
+  'node.push-config': {
+    scope: 'credentials',
+    queue: QUEUES.brokerSync,
+    processor: pushes.pushConfig,
+    description: "Publish a dynamic node's desired configuration (address, peers) to its agent over MQTT",
+  },
+};
+
+export const JOB_TYPES = Object.keys(ROWS) as JobType[];
+
+export const JOBS = Object.fromEntries(
+  JOB_TYPES.map((type) => [type, { retry: DEFAULT_RETRY, ...ROWS[type], schema: PAYLOADS[type] }]),
+) as unknown as { readonly [T in JobType]: JobDefinition<T> };
 
 export const isJobType = (t: unknown): t is JobType => typeof t === 'string' && Object.hasOwn(JOBS, t);
 
-export function jobDefinition(type: JobType): JobDefinition<z.ZodType, unknown> {
-  return JOBS[type] as unknown as JobDefinition<z.ZodType, unknown>;
+/** A row seen through a type known only at run time (the runner, the API, the queue client). */
+export interface AnyJobDefinition extends Omit<JobDefinition<JobType>, 'schema' | 'processor' | 'precheck'> {
+  readonly schema: z.ZodType;
+  readonly processor: Processor<unknown, unknown>;
+  readonly precheck?: (data: unknown, ctx: CheckContext) => Promise<void>;
+}
+
+export function jobDefinition(type: JobType): AnyJobDefinition {
+  return JOBS[type] as unknown as AnyJobDefinition;
 }
 
 /** Job types a client may submit through POST /api/v1/jobs. */
-export const PUBLIC_JOB_TYPES = JOB_TYPES.filter((t) => !jobDefinition(t).internal);
+export const PUBLIC_JOB_TYPES = JOB_TYPES.filter((t) => !JOBS[t].internal);
 
 export const queueOf = (type: JobType): QueueName => JOBS[type].queue;
+
+/**
+ * The one backoff type jobs are added with. BullMQ hands every non-builtin type to the
+ * workers' strategy (below), which reads the job's row: its builtin `exponential` has no cap.
+ */
+export const RETRY_BACKOFF_TYPE = 'meshq-capped-exponential';
+
+/** The wait before retry number `attemptsMade` of a job of `type` (an unknown type gets the default). */
+export function retryDelay(type: string, attemptsMade: number, random?: () => number): number {
+  const { backoff } = isJobType(type) ? JOBS[type].retry : DEFAULT_RETRY;
+  return backoffDelay(attemptsMade, { ...backoff, ...(random ? { random } : {}) });
+}
+
+/** Installed on the workers (`settings.backoffStrategy`). */
+export const retryStrategy: BackoffStrategy = (attemptsMade, _type, _err, job) => retryDelay(job?.name ?? '', attemptsMade);
+
+/** The BullMQ options a job of `type` is added with: its retries and deduplication. */
+export function jobOptions(type: JobType): JobsOptions {
+  const def = jobDefinition(type);
+  return {
+    attempts: def.retry.attempts,
+    backoff: { type: RETRY_BACKOFF_TYPE, delay: def.retry.backoff.baseMs },
+    ...(def.deduplication ? { deduplication: { ...def.deduplication } } : {}),
+  };
+}

@@ -8,12 +8,13 @@ import type { Redis } from 'ioredis';
 import type { Logger } from 'pino';
 import type { Config } from '../config.js';
 import type { UnitOfWork } from '../db/unit-of-work.js';
-import { JOBS, JOB_TYPES, type JobType, isJobType } from './table.js';
+import { JOBS, JOB_TYPES, isJobType, retryStrategy } from './table.js';
 import { redisConnection, type JobQueues } from './queue-client.js';
-import { QUEUES, type QueueName } from './names.js';
-import { runJob, type JobEnvelope, type RunnerDeps } from './runner.js';
+import { QUEUES, QUEUE_RULES, concurrencyOf } from './names.js';
+import { runJob, type RunnerDeps } from './runner.js';
 import { UnrecoverableError } from 'bullmq';
-import { brokerBackoffStrategy, configureScheduledReconcile, requestBrokerSync } from './broker-requests.js';
+import { configureScheduledReconcile, requestBrokerSync } from './broker-requests.js';
+import { envelopeKey, verifyEnvelope } from './envelope.js';
 import { MQTT_CONNECTED_SYNC_REASON, startMqttLink, type MqttLink, type MqttLinkOptions } from '../broker/mqtt-link.js';
 
 export interface WorkerOptions {
@@ -35,15 +36,6 @@ export interface WorkerPool {
   /** This process's MQTT connection; only with MQTT_ENABLED=true. */
   mqtt?: MqttLink;
   close(): Promise<void>;
-}
-
-/** Queues whose jobs must never run two at a time, across every worker process. */
-const GLOBALLY_SERIAL: QueueName[] = [QUEUES.snapshotRestore, QUEUES.brokerSync];
-
-function concurrencyOf(queue: QueueName, config: Config): number {
-  if (GLOBALLY_SERIAL.includes(queue)) return 1;
-  if (queue === QUEUES.snapshots) return 2;
-  return config.workerConcurrency;
 }
 
 /**
@@ -96,7 +88,8 @@ export async function startWorkers(
   };
 
   const served = new Set(JOB_TYPES.map((t) => JOBS[t].queue));
-  for (const q of GLOBALLY_SERIAL) if (served.has(q)) await queues.queue(q).setGlobalConcurrency(1);
+  for (const q of served) if (QUEUE_RULES[q].globallySerial) await queues.queue(q).setGlobalConcurrency(1);
+  const key = envelopeKey(deps.serverKey);
 
   // BullMQ never closes a connection it was given: these are quit in close(), below.
   const connections: Redis[] = [];
@@ -106,28 +99,28 @@ export async function startWorkers(
     const worker = new Worker(
       queueName,
       async (job: Job) => {
+        // Before anything else: whoever could write to Redis could have written this job.
+        const envelope = verifyEnvelope(key, job.name, job.data);
+        if (!envelope) {
+          log.warn({ jobId: job.id, type: job.name, queue: queueName }, 'refused a job whose envelope is not signed by meshq');
+          throw new UnrecoverableError(`[UNVERIFIED] job ${job.id} has no valid envelope signature: it was not submitted by meshq; nothing was applied`);
+        }
         if (!isJobType(job.name) || JOBS[job.name].queue !== queueName) {
           throw new UnrecoverableError(`[INVALID] job type "${job.name}" is not served by queue ${queueName}`);
         }
-        return runJob(runnerDeps, {
-          jobId: job.id!,
-          type: job.name as JobType,
-          envelope: job.data as JobEnvelope,
-          job,
-          exclusive: queueName === QUEUES.snapshotRestore,
-        });
+        return runJob(runnerDeps, { jobId: job.id!, type: job.name, envelope, job });
       },
       {
         connection,
         prefix: config.queuePrefix,
         // Recorded on each job as processedBy: which process ran it (scaling, debugging).
         name: `${hostname()}:${process.pid}`,
-        concurrency: concurrencyOf(queueName, config),
+        concurrency: concurrencyOf(queueName, config.workerConcurrency),
         // BullMQ rejects an explicit undefined: only pass what was set.
         ...(opts.stalledIntervalMs ? { stalledInterval: opts.stalledIntervalMs } : {}),
         ...(opts.lockDurationMs ? { lockDuration: opts.lockDurationMs } : {}),
-        // The broker sync's capped backoff; BullMQ's builtin types never reach it.
-        settings: { backoffStrategy: brokerBackoffStrategy },
+        // Each job type's capped backoff, from its row; BullMQ's builtin types never reach it.
+        settings: { backoffStrategy: retryStrategy },
         autorun: true,
       },
     );

@@ -18,7 +18,7 @@ import { generateKeyPair } from '../../src/domain/keys.js';
 import { createRepositories, type Repositories } from '../../src/repositories/index.js';
 import { hashMqttPassword, newSalt } from '../../src/domain/secrets.js';
 import { BrokerApplied } from '../../src/domain/entities/system.js';
-import type { JobType } from '../../src/jobs/table.js';
+import type { JobInput, JobType } from '../../src/jobs/table.js';
 import { JobQueues } from '../../src/jobs/queue-client.js';
 import { QUEUES } from '../../src/jobs/names.js';
 import { createHarness } from '../support/harness.js';
@@ -381,7 +381,7 @@ describe.each(DIALECTS)('broker sync through the queues on %s', (dialect) => {
   });
 
   const repos = () => repositories(stack.app.uow, stack.app.serverKey);
-  const submit = async <R = Id>(type: string, data: unknown): Promise<R> => {
+  const submit = async <R = Id, T extends JobType = JobType>(type: T, data: JobInput<T>): Promise<R> => {
     const job = await stack.app.queues.submit(type, data, { actor: 'admin' });
     const view = await stack.app.queues.waitFor(job, 20_000);
     expect(view.state, JSON.stringify(view.error)).toBe('completed');
@@ -409,7 +409,7 @@ describe.each(DIALECTS)('broker sync through the queues on %s', (dialect) => {
 
   it('coalesces requests: a waiting sync absorbs them, and one made during an active sync runs once after it', async () => {
     // Without a worker on this prefix the first job stays waiting: every request returns it.
-    const idle = new JobQueues({ redisUrl: REDIS_URL, queuePrefix: `${stack.app.config.queuePrefix}-idle` });
+    const idle = new JobQueues({ redisUrl: REDIS_URL, queuePrefix: `${stack.app.config.queuePrefix}-idle` }, stack.app.serverKey);
     try {
       const jobs = await Promise.all(Array.from({ length: 20 }, (_, i) => requestBrokerSync(idle, `r${i}`)));
       expect(new Set(jobs.map((j) => j.id)).size).toBe(1);
@@ -564,7 +564,7 @@ describe('broker sync with MQTT disabled', () => {
   });
 
   it('sends nothing to EMQX for credential changes, keeps the work recorded, and says disabled', async () => {
-    const submit = async (type: string, data: unknown) => {
+    const submit = async <T extends JobType>(type: T, data: JobInput<T>) => {
       const view = await stack.app.queues.waitFor(await stack.app.queues.submit(type, data, { actor: 'admin' }), 20_000);
       expect(view.state, JSON.stringify(view.error)).toBe('completed');
       return view.result as Id;

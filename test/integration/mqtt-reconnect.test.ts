@@ -18,6 +18,7 @@ import { startEmqxDouble, type EmqxDouble } from '../support/emqx-double.js';
 import { startTestBroker, type TestBroker } from '../support/mosquitto.js';
 import { killAll, startWorkerProcess, waitFor, type Child } from '../support/processes.js';
 import { deletePrefix } from '../support/redis.js';
+import type { JobInput, JobType } from '../../src/jobs/table.js';
 
 describe.each(DIALECTS)('MQTT reconnect with a worker process on %s', (dialect) => {
   let broker: TestBroker;
@@ -66,7 +67,7 @@ describe.each(DIALECTS)('MQTT reconnect with a worker process on %s', (dialect) 
     return jobs.filter((_, i) => states[i] === 'completed');
   };
 
-  const submitAndWait = async (type: string, data: unknown) => {
+  const submitAndWait = async <T extends JobType>(type: T, data: JobInput<T>) => {
     const job = await app.queues.submit(type, data, { actor: 'test' });
     const view = await app.queues.waitFor(job, 20_000);
     expect(view.state, JSON.stringify(view.error)).toBe('completed');

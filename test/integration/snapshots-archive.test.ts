@@ -44,8 +44,8 @@ describe.each(DIALECTS)('stored snapshots on %s', (dialect) => {
   });
 
   const run = <R>(type: JobType, payload: unknown) =>
-    // A restore holds the data lock exclusively, as the worker runs it (src/jobs/worker.ts).
-    runJob({ uow, config, log: pino({ level: 'silent' }), serverKey, enqueue: async () => undefined }, { jobId: randomUUID(), type, envelope: { actor: 'admin', payload }, exclusive: type === 'snapshot.restore' }) as Promise<R>;
+    // A restore holds the data lock exclusively: the runner reads that from its job table row.
+    runJob({ uow, config, log: pino({ level: 'silent' }), serverKey, enqueue: async () => undefined }, { jobId: randomUUID(), type, envelope: { actor: 'admin', payload } }) as Promise<R>;
   const failure = async (type: JobType, payload: unknown) => {
     try {
       await run(type, payload);

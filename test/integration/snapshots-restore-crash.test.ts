@@ -12,6 +12,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { Job } from 'bullmq';
 import type { SnapshotTables } from '../../src/snapshots/tables.js';
 import { parseFailedReason } from '../../src/jobs/errors.js';
+import type { JobInput, JobType } from '../../src/jobs/table.js';
 import { DIALECTS } from '../support/db.js';
 import { killAll, startWorkerProcess, waitFor, type Child } from '../support/processes.js';
 import { businessRows, encodeTestSnapshot, generateBusinessTables, rowCount, sortedByKey, uploadSnapshot } from '../support/snapshot-data.js';
@@ -123,7 +124,7 @@ describe.each(DIALECTS)('restore under crashes and concurrency on %s', (dialect)
     const id = await submitRestore(next);
     await midRestore(id);
 
-    const submit = (type: Parameters<Stack['app']['queues']['submit']>[0], payload: unknown) => s.app.queues.submit(type, payload, { actor: 'admin' });
+    const submit = <T extends JobType>(type: T, payload: JobInput<T>) => s.app.queues.submit(type, payload, { actor: 'admin' });
     const create = await submit('node.create', { configId: restoredConfig, name: 'arrived-during-restore', kind: 'static' });
     const update = await submit('config.update', { id: goneConfig, listenPort: 40000 });
     const setting = await submit('settings.update', { values: { 'written.during.restore': true } });

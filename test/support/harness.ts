@@ -62,8 +62,6 @@ export async function createHarness(dialect: Dialect, label: string, opts: Harne
       jobId: opts.jobId ?? randomUUID(),
       type,
       envelope: { actor: opts.actor ?? 'admin', payload },
-      // A restore holds the data lock exclusively, as the worker runs it (src/jobs/worker.ts).
-      exclusive: type === 'snapshot.restore',
     }) as Promise<R>;
   return {
     db,

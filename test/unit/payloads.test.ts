@@ -1,7 +1,10 @@
 import { randomUUID } from 'node:crypto';
 import { describe, expect, it } from 'vitest';
 import { z } from 'zod';
-import { JOBS, JOB_TYPES } from '../../src/jobs/table.js';
+import { JOBS, JOB_TYPES, PUBLIC_JOB_TYPES, jobOptions, retryDelay } from '../../src/jobs/table.js';
+import { QUEUE_RULES } from '../../src/jobs/names.js';
+import { SCOPES } from '../../src/domain/scopes.js';
+import { canonicalJson, envelopeKey, signEnvelope, verifyEnvelope } from '../../src/jobs/envelope.js';
 import * as payloads from '../../src/jobs/payloads.js';
 
 const id = randomUUID();
@@ -132,8 +135,8 @@ describe('job payload schemas', () => {
     expect(parse(Object.fromEntries(Array.from({ length: 101 }, (_, i) => [`k${i}`, i])))).toBe(false);
   });
 
-  it('tokenCreate defaults scopes to admin and takes only a hash', () => {
-    expect(payloads.tokenCreate.parse(VALID.tokenCreate)).toEqual({ ...VALID.tokenCreate, scopes: ['admin'] });
+  it('tokenCreate defaults scopes to read (least privilege) and takes only a hash', () => {
+    expect(payloads.tokenCreate.parse(VALID.tokenCreate)).toEqual({ ...VALID.tokenCreate, scopes: ['read'] });
     expect(payloads.tokenCreate.safeParse({ ...VALID.tokenCreate, tokenHash: 'mq_secret' }).success).toBe(false);
     expect(payloads.tokenCreate.safeParse({ ...VALID.tokenCreate, name: '' }).success).toBe(false);
   });
@@ -143,5 +146,63 @@ describe('job payload schemas', () => {
     expect(r.error!.issues[0]).toMatchObject({ path: ['listenPort'], message: '70000 is out of range 1-65535' });
     const u = payloads.byId.safeParse({ id: 'nope' });
     expect(u.error!.issues[0]!.message).toBe('must be a UUID (got "nope")');
+  });
+});
+
+describe('the job table', () => {
+  it('names a known scope for every job type', () => {
+    for (const type of JOB_TYPES) expect(SCOPES, type).toContain(JOBS[type].scope);
+    expect(JOBS['node.rotate-credentials'].scope).toBe('credentials');
+    expect(JOBS['node.push-config'].scope).toBe('credentials');
+    expect(JOBS['token.create'].scope).toBe('admin');
+    expect(JOBS['snapshot.restore'].scope).toBe('snapshots');
+    expect(JOBS['node.update'].scope).toBe('operate');
+  });
+
+  it('runs every exclusive job type on a globally serial queue', () => {
+    const exclusive = JOB_TYPES.filter((t) => JOBS[t].exclusive);
+    expect(exclusive).toEqual(['snapshot.restore']);
+    for (const type of exclusive) expect(QUEUE_RULES[JOBS[type].queue].globallySerial, type).toBe(true);
+  });
+
+  it('keeps internal types out of the public ones', () => {
+    for (const type of ['token.create', 'node.rotate-credentials', 'node.presence', 'broker.sync', 'snapshot.restore'] as const) {
+      expect(PUBLIC_JOB_TYPES).not.toContain(type);
+    }
+    expect(PUBLIC_JOB_TYPES).toContain('config.create');
+  });
+
+  it('adds a broker sync with its own retries and coalescing, and other jobs with the default retries', () => {
+    expect(jobOptions('broker.sync')).toMatchObject({ attempts: 50, deduplication: { id: 'broker-sync', keepLastIfActive: true } });
+    expect(jobOptions('node.update')).toMatchObject({ attempts: 8, backoff: { delay: 500 } });
+    expect(jobOptions('node.update')).not.toHaveProperty('deduplication');
+    const max = () => 0;
+    expect([1, 2, 3].map((n) => retryDelay('node.update', n, max))).toEqual([500, 1000, 2000]);
+    expect(retryDelay('node.update', 30, max)).toBe(60_000);
+  });
+});
+
+describe('job envelopes', () => {
+  const key = envelopeKey(Buffer.alloc(32, 7));
+  const payload = { id, name: 'x', nested: { b: 1, a: [2, { d: 3, c: 4 }] } };
+
+  it('verify what was signed, whatever the key order after a round trip', () => {
+    const signed = JSON.parse(JSON.stringify(signEnvelope(key, 'config.update', 'admin', payload)));
+    const reordered = { ...signed, payload: { nested: { a: [2, { c: 4, d: 3 }], b: 1 }, name: 'x', id } };
+    expect(verifyEnvelope(key, 'config.update', signed)).toMatchObject({ actor: 'admin', payload });
+    expect(verifyEnvelope(key, 'config.update', reordered)).toBeDefined();
+    expect(canonicalJson(reordered.payload)).toBe(canonicalJson(payload));
+  });
+
+  it('refuse a changed type, actor or payload, a missing or malformed signature, and another key', () => {
+    const signed = signEnvelope(key, 'token.revoke', 'token:abc', { id });
+    expect(verifyEnvelope(key, 'token.create', signed)).toBeUndefined();
+    expect(verifyEnvelope(key, 'token.revoke', { ...signed, actor: 'admin' })).toBeUndefined();
+    expect(verifyEnvelope(key, 'token.revoke', { ...signed, payload: { id: randomUUID() } })).toBeUndefined();
+    expect(verifyEnvelope(key, 'token.revoke', { actor: signed.actor, payload: signed.payload })).toBeUndefined();
+    expect(verifyEnvelope(key, 'token.revoke', { ...signed, sig: 'zz' })).toBeUndefined();
+    expect(verifyEnvelope(key, 'token.revoke', null)).toBeUndefined();
+    expect(verifyEnvelope(envelopeKey(Buffer.alloc(32, 8)), 'token.revoke', signed)).toBeUndefined();
+    expect(verifyEnvelope(key, 'token.revoke', signed)).toBeDefined();
   });
 });

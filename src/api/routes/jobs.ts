@@ -9,9 +9,9 @@ import { z } from 'zod';
 import type { AppContext } from '../context.js';
 import { ConflictError, InvalidError, NotFoundError } from '../../domain/errors.js';
 import { JOB_TYPES, PUBLIC_JOB_TYPES, isJobType, jobDefinition, type JobPayload, type JobType } from '../../jobs/table.js';
-import { describeZodError } from '../../domain/zod-errors.js';
+import { compactIssues, describeZodError } from '../../domain/zod-errors.js';
 import { idempotentJobId, type JobQueues, type JobView } from '../../jobs/queue-client.js';
-import { compactIssues } from '../errors.js';
+import { canonicalJson } from '../../jobs/envelope.js';
 import { Prechecks } from '../../jobs/prechecks.js';
 import { toJsonSchema } from '../validation.js';
 import type { Scope } from '../../domain/scopes.js';
@@ -38,12 +38,6 @@ const submitHeaders = z.looseObject({
     .describe('The same key from the same caller submits one job, once'),
 });
 
-/** Internal job types a client reaches through an endpoint of their own (which makes the secret). */
-const INTERNAL_ENDPOINTS: Partial<Record<JobType, string>> = {
-  'node.rotate-credentials': 'POST /api/v1/nodes/{id}/credentials',
-  'token.create': 'POST /api/v1/tokens',
-};
-
 const JOB_STATES = ['waiting', 'delayed', 'active', 'completed', 'failed'] as const;
 
 /** 202 while the job is pending; 200 once it finished (completed or failed) within `wait`. */
@@ -58,8 +52,9 @@ export function assertPublicJobType(type: string): asserts type is JobType {
   if (!isJobType(type)) {
     throw new InvalidError(`unknown job type "${type}"; GET /api/v1/job-types lists them`, { type, known: PUBLIC_JOB_TYPES });
   }
-  if (jobDefinition(type).internal) {
-    const endpoint = INTERNAL_ENDPOINTS[type];
+  const internal = jobDefinition(type).internal;
+  if (internal) {
+    const endpoint = internal.endpoint;
     throw new InvalidError(
       endpoint ? `job type "${type}" is internal: submit it through its own endpoint, ${endpoint}` : `job type "${type}" is internal: meshq submits it itself`,
       { type, ...(endpoint ? { endpoint } : {}) },
@@ -67,14 +62,8 @@ export function assertPublicJobType(type: string): asserts type is JobType {
   }
 }
 
+/** The job type's scope (its row); an unknown type needs only `read` to be told it is unknown. */
 const jobTypeScope = (type: string | undefined): Scope => (type !== undefined && isJobType(type) ? jobDefinition(type).scope : 'read');
-
-/** Sorted-key JSON: two payloads that differ only in key order are the same request. */
-function canonical(value: unknown): string {
-  return JSON.stringify(value, (_k, v: unknown) =>
-    v && typeof v === 'object' && !Array.isArray(v) ? Object.fromEntries(Object.entries(v as object).sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0))) : v,
-  );
-}
 
 export async function jobRoutes(api: FastifyInstance, opts: { app: AppContext }): Promise<void> {
   const { app } = opts;
@@ -84,7 +73,6 @@ export async function jobRoutes(api: FastifyInstance, opts: { app: AppContext })
   api.post(
     '/jobs',
     {
-      // The job type's scope; an unknown type needs only `read` to be told it is unknown.
       config: { scope: (request) => jobTypeScope((request.body as { type?: string } | undefined)?.type) },
       schema: {
         tags: ['jobs'],
@@ -110,14 +98,16 @@ export async function jobRoutes(api: FastifyInstance, opts: { app: AppContext })
       if (key) {
         const existing = await queues.find(idempotentJobId(request.actor, key));
         if (existing) {
-          const same = existing.name === type && canonical((existing.data as { payload?: unknown }).payload) === canonical(parsed.data);
+          // Sorted-key JSON: two payloads that differ only in key order are the same request.
+          const same = existing.name === type && canonicalJson((existing.data as { payload?: unknown }).payload) === canonicalJson(parsed.data);
           if (!same) throw new ConflictError('this Idempotency-Key was already used for a different request', { jobId: existing.id });
           return replyWithJob(reply, queues, existing, wait);
         }
       }
 
-      await prechecks.check(type, parsed.data as JobPayload<typeof type>);
-      const job = await queues.enqueueValidated(type, parsed.data, { actor: request.actor, idempotencyKey: key });
+      const def = jobDefinition(type);
+      await def.precheck?.(parsed.data, prechecks.context());
+      const job = await queues.enqueueValidated(type, parsed.data as JobPayload<JobType>, { actor: request.actor, idempotencyKey: key });
       request.log.info({ jobId: job.id, type }, 'job submitted');
       return replyWithJob(reply, queues, job, wait);
     },
@@ -149,10 +139,10 @@ export async function jobRoutes(api: FastifyInstance, opts: { app: AppContext })
   });
 
   let catalogue: object[] | undefined;
-  api.get('/job-types', { config: { scope: 'read' }, schema: { tags: ['jobs'], summary: 'Every job type, its queue and its payload JSON Schema' } }, async () => {
+  api.get('/job-types', { config: { scope: 'read' }, schema: { tags: ['jobs'], summary: 'Every job type, its queue, the token scope it needs and its payload JSON Schema' } }, async () => {
     catalogue ??= JOB_TYPES.map((type) => {
       const def = jobDefinition(type);
-      return { type, queue: def.queue, description: def.description, internal: def.internal ?? false, schema: toJsonSchema(def.schema) };
+      return { type, queue: def.queue, scope: def.scope, description: def.description, internal: def.internal !== undefined, schema: toJsonSchema(def.schema) };
     });
     return { items: catalogue, next: null };
   });
