@@ -83,11 +83,13 @@ export interface AuthLimits {
   global: number;
   /** The window, in ms (default 60 s). */
   windowMs: number;
-  /** Password verifications running at once; more are refused with 503 (default 4). */
+  /** Password verifications running at once (default 4). */
   concurrentVerifications: number;
+  /** Logins waiting for a verification slot; more are refused with 429 (default 16). */
+  waitingVerifications: number;
 }
 
-export const DEFAULT_AUTH_LIMITS: AuthLimits = Object.freeze({ perClient: 10, global: 100, windowMs: 60_000, concurrentVerifications: 4 });
+export const DEFAULT_AUTH_LIMITS: AuthLimits = Object.freeze({ perClient: 10, global: 100, windowMs: 60_000, concurrentVerifications: 4, waitingVerifications: 16 });
 
 const unauthorized = (message: string) => new ApiError(401, 'UNAUTHORIZED', message);
 
@@ -116,6 +118,7 @@ export class Authenticator {
   private readonly touchedAt = new Map<string, number>();
   private readonly pending = new Set<Promise<unknown>>();
   private verifying = 0;
+  private readonly waiting: (() => void)[] = [];
 
   constructor(
     private readonly app: Pick<AppContext, 'uow' | 'serverKey' | 'log'>,
@@ -153,10 +156,7 @@ export class Authenticator {
 
     // Throttled before any hashing: a guesser pays nothing but a counter read.
     await this.refuseIfThrottled(request);
-    if (this.verifying >= this.limits.concurrentVerifications) {
-      throw new RetryLaterError(503, 'too many password checks in progress; retry shortly', 1);
-    }
-    this.verifying++;
+    await this.acquireVerification();
     let ok: boolean;
     try {
       // Checked again with the slot held: requests that queued up behind the first
@@ -164,7 +164,7 @@ export class Authenticator {
       await this.refuseIfThrottled(request);
       ok = admin !== undefined && (await verifyAdminPassword(password, admin.passwordHash));
     } finally {
-      this.verifying--;
+      this.releaseVerification();
     }
     if (!ok) {
       await this.throttle.recordFailure(request);
@@ -173,6 +173,29 @@ export class Authenticator {
     if (this.basicCache.size >= BASIC_CACHE_MAX) this.basicCache.delete(this.basicCache.keys().next().value!);
     this.basicCache.set(cacheKey, { until: Date.now() + BASIC_CACHE_TTL_MS, passwordHash: admin!.passwordHash });
     return ADMIN_PRINCIPAL;
+  }
+
+  /**
+   * Each verification costs a 32 MiB scrypt on the libuv pool that DNS, file and zlib
+   * work share: only a few run at once, a few more may wait, and the rest are refused at
+   * once rather than queued without bound.
+   */
+  private async acquireVerification(): Promise<void> {
+    if (this.verifying < this.limits.concurrentVerifications) {
+      this.verifying++;
+      return;
+    }
+    if (this.waiting.length >= this.limits.waitingVerifications) {
+      throw new RetryLaterError(429, 'too many password checks in progress; retry shortly', 1);
+    }
+    // The slot is handed over by releaseVerification, so `verifying` stays counted.
+    await new Promise<void>((resolve) => this.waiting.push(resolve));
+  }
+
+  private releaseVerification(): void {
+    const next = this.waiting.shift();
+    if (next) next();
+    else this.verifying--;
   }
 
   private async refuseIfThrottled(request: FastifyRequest): Promise<void> {

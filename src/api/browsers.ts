@@ -22,15 +22,16 @@ export function crossSiteReason(request: FastifyRequest): string | undefined {
   if (site !== undefined && site !== 'same-origin' && site !== 'none') return `Sec-Fetch-Site is "${site}"`;
   const origin = headerValue(request, 'origin');
   if (origin === undefined) return undefined;
-  let originHost: string;
-  try {
-    originHost = new URL(origin).host;
-  } catch {
-    return `Origin "${origin}" is not this server`;
-  }
   const host = headerValue(request, 'host');
-  if (!host || originHost.toLowerCase() !== host.toLowerCase()) return `Origin "${origin}" is not this server`;
-  return undefined;
+  try {
+    const from = new URL(origin);
+    // The Host header read with the Origin's scheme, so a default port written out
+    // (`localhost:80`) compares equal to one left implicit.
+    if (host && from.host === new URL(`${from.protocol}//${host}`).host) return undefined;
+  } catch {
+    // "null" (sandboxed frames, file: pages) or garbage: not this server either.
+  }
+  return `Origin "${origin}" is not this server`;
 }
 
 const headerValue = (request: FastifyRequest, name: string): string | undefined => {
