@@ -36,9 +36,19 @@ const auth = { authorization: 'Basic ' + Buffer.from(`admin:${ADMIN_PASSWORD}`).
 type SyncResult = { created: number; updated: number; deleted: number; kicked: number; epoch: number };
 type Id = { id: string };
 
+/** Least privilege: its status and acknowledgement out, its config push in, exactly; nothing else. */
 const rulesFor = (configId: string, nodeId: string) => [
-  { topic: `meshq/${configId}/${nodeId}/#`, permission: 'allow', action: 'publish', qos: [0, 1, 2], retain: 'all' },
-  { topic: `meshq/${configId}/${nodeId}/#`, permission: 'allow', action: 'subscribe', qos: [0, 1, 2], retain: 'all' },
+  { topic: `eq meshq/${configId}/${nodeId}/status`, permission: 'allow', action: 'publish', qos: [0, 1, 2], retain: 'all' },
+  { topic: `eq meshq/${configId}/${nodeId}/config/applied`, permission: 'allow', action: 'publish', qos: [0, 1, 2], retain: 'all' },
+  { topic: `eq meshq/${configId}/${nodeId}/config/push`, permission: 'allow', action: 'subscribe', qos: [0, 1, 2], retain: 'all' },
+  { topic: '#', permission: 'deny', action: 'all', qos: [0, 1, 2], retain: 'all' },
+  { topic: '$SYS/#', permission: 'deny', action: 'all', qos: [0, 1, 2], retain: 'all' },
+];
+
+/** What earlier versions of meshq wrote: the node's whole subtree, both ways. */
+const broadRulesFor = (configId: string, nodeId: string) => [
+  { topic: `meshq/${configId}/${nodeId}/#`, permission: 'allow' as const, action: 'publish' as const, qos: [0, 1, 2], retain: 'all' as const },
+  { topic: `meshq/${configId}/${nodeId}/#`, permission: 'allow' as const, action: 'subscribe' as const, qos: [0, 1, 2], retain: 'all' as const },
 ];
 
 const repositories = (uow: UnitOfWork, serverKey: Buffer) => createRepositories(uow.fork(), { serverKey });
@@ -151,7 +161,7 @@ describe.each(DIALECTS)('broker sync reconcile on %s', (dialect) => {
     (await rig.run<Id>('node.create', { configId, name: `n-${++seq}`, kind })).id;
   const syncState = () => rig.repos().system.brokerSyncState();
 
-  it('creates every dynamic node user with its hash and salt and its two rules; static nodes get none', async () => {
+  it('creates every dynamic node user with its hash and salt and its least-privilege rules; static nodes get none', async () => {
     const configId = await newConfig();
     const dynamic = [await newNode(configId, 'dynamic'), await newNode(configId, 'dynamic'), await newNode(configId, 'dynamic')];
     const statics = [await newNode(configId, 'static'), await newNode(configId, 'static')];
@@ -283,6 +293,25 @@ describe.each(DIALECTS)('broker sync reconcile on %s', (dialect) => {
     expect(double.rules.get(`node-${b}`)).toEqual(rulesFor(configId, b));
     expect(double.rules.get(`node-${c}`)).toEqual(rulesFor(configId, c));
     expect(await emqxMatchesDatabase(double, rig.repos())).toBe(true);
+  });
+
+  it('replaces the broad rules of existing users with least-privilege ones once, without touching the users', async () => {
+    const configId = await newConfig();
+    const nodes = [await newNode(configId, 'dynamic'), await newNode(configId, 'dynamic')];
+    await sync();
+    for (const n of nodes) double.rules.set(`node-${n}`, broadRulesFor(configId, n));
+    const users = new Map(double.users);
+    const before = double.requests.length;
+
+    expect(await sync()).toEqual({ created: 0, updated: 0, deleted: 0, kicked: 0, epoch: 0 });
+    const puts = double.requests.slice(before).filter((r) => r.method !== 'GET');
+    expect(puts.map((r) => r.method)).toEqual(['PUT', 'PUT']);
+    for (const n of nodes) expect(double.rules.get(`node-${n}`)).toEqual(rulesFor(configId, n));
+    expect(double.users).toEqual(users);
+
+    const writes = double.writeRequests();
+    await sync();
+    expect(double.writeRequests()).toBe(writes);
   });
 
   it('fails retryably when EMQX is down or not running, records why, and leaves the work pending', async () => {
