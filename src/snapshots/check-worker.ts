@@ -1,11 +1,10 @@
 /**
- * The worker thread that checks a restore upload (upload-check.ts starts one per upload):
- * key derivation, decryption, inflation, JSON parsing and every row check run here, so a
- * hostile file costs this thread's bounded heap and never the API's event loop. Input
- * comes as workerData, the answer goes back as one message; the thread then ends and its
- * whole heap with it.
+ * A worker thread that checks restore uploads (upload-check.ts runs a few): key
+ * derivation, decryption, inflation, JSON parsing and every row check run here, so a
+ * hostile file costs this thread's bounded heap and never the API's event loop. One
+ * request at a time: a request message in, one answer message out.
  */
-import { parentPort, workerData } from 'node:worker_threads';
+import { parentPort } from 'node:worker_threads';
 import { DomainError } from '../domain/errors.js';
 import { SnapshotInvalidError } from './errors.js';
 import { openUpload } from './restore.js';
@@ -29,4 +28,6 @@ async function check(request: CheckRequest): Promise<CheckAnswer> {
   }
 }
 
-parentPort!.postMessage(await check(workerData as CheckRequest));
+parentPort!.on('message', (request: CheckRequest) => {
+  void check(request).then((answer) => parentPort!.postMessage(answer));
+});

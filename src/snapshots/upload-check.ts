@@ -4,8 +4,8 @@
  * makes them; on the API's thread one upload would stall every request and could exhaust
  * the process's heap. So each upload is checked in a worker thread of its own:
  *
- * - its heap is bounded (resourceLimits), sized from the most this file may inflate to;
- *   a file that needs more ends that thread, not the API, and is refused as too large;
+ * - its heap is bounded (resourceLimits), sized from the most a file may inflate to; a
+ *   file that needs more ends that thread, not the API, and is refused as too large;
  * - inflation is capped absolutely and by ratio to the compressed size while it happens
  *   (payload.ts), so a small gzip bomb stops at a few MiB;
  * - the KDF parameters are bounded before any key derivation (container.ts, src/crypto.ts);
@@ -14,14 +14,16 @@
  *   is already in memory, and queueing would let many large uploads pile up there.
  *
  * Only the outcome comes back (the file's meta data and its sealed data key), never the
- * rows. The thread ends after each check, returning its whole heap.
+ * rows. Threads are started on the first upload and kept while uploads come (loading the
+ * checking code costs more than a small check); one idle for a minute ends, returning its
+ * heap, and so does one whose check failed in an unexpected way.
  */
 import { existsSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { Worker } from 'node:worker_threads';
 import { DomainError, type DomainErrorCode } from '../domain/errors.js';
 import { SnapshotInvalidError, type SnapshotInvalidReason } from './errors.js';
-import { DEFAULT_INFLATION_LIMITS, inflationCap, type InflationLimits, type SnapshotEnvelope } from './payload.js';
+import { DEFAULT_INFLATION_LIMITS, type InflationLimits, type SnapshotEnvelope } from './payload.js';
 import type { TableSpec } from './tables.js';
 
 /** What the worker thread is given (structured-cloned: no classes, no functions). */
@@ -63,10 +65,13 @@ export interface UploadCheckOptions {
 const MiB = 1024 * 1024;
 
 /**
- * The check's heap: parsed rows take a few times their JSON text, which itself is bounded
- * by the inflation cap; the constant covers the modules the thread loads.
+ * A check's heap: parsed rows take a few times their JSON text, which itself is bounded by
+ * the inflation cap; the constant covers the modules the thread loads.
  */
 const heapLimitMb = (inflatedCap: number): number => Math.ceil((6 * inflatedCap) / MiB) + 128;
+
+/** An idle thread ends after this long. */
+const IDLE_MS = 60_000;
 
 /**
  * Where the worker's code is: next to this module, compiled (.js, run by node) or as
@@ -81,8 +86,11 @@ function workerEntry(): { url: URL; execArgv: string[] } {
 
 export class UploadChecker {
   private running = 0;
+  private readonly idle: { worker: Worker; timer: NodeJS.Timeout }[] = [];
+  private readonly busy = new Set<Worker>();
   private readonly maxConcurrent: number;
   private readonly limits: InflationLimits;
+  private closed = false;
 
   constructor(options: UploadCheckOptions = {}) {
     this.maxConcurrent = options.maxConcurrent ?? 2;
@@ -91,49 +99,110 @@ export class UploadChecker {
 
   /** Checks an upload in a worker thread; every refusal of the file is a SnapshotInvalidError. */
   async check(file: Buffer, password: string, specs: readonly TableSpec[], serverKey: Buffer): Promise<CheckedUpload> {
+    if (this.closed) throw new Error('the snapshot upload checker is closed');
     if (this.running >= this.maxConcurrent) throw new UploadChecksBusyError(this.running);
     this.running++;
     try {
-      return await this.run(file, password, specs, serverKey);
+      const request: CheckRequest = {
+        file,
+        password,
+        specs: specs.map(({ entity: _entity, ...portable }) => portable),
+        serverKey,
+        limits: this.limits,
+      };
+      return await this.run(this.take(), request);
     } finally {
       this.running--;
     }
   }
 
-  private run(file: Buffer, password: string, specs: readonly TableSpec[], serverKey: Buffer): Promise<CheckedUpload> {
-    const request: CheckRequest = {
-      file,
-      password,
-      specs: specs.map(({ entity: _entity, ...portable }) => portable),
-      serverKey,
-      limits: this.limits,
-    };
+  /** Ends every thread (the API is closing); a check under way fails. */
+  async close(): Promise<void> {
+    this.closed = true;
+    const workers = [...this.busy, ...this.idle.map((i) => i.worker)];
+    for (const { timer } of this.idle) clearTimeout(timer);
+    this.idle.length = 0;
+    this.busy.clear();
+    await Promise.all(workers.map((w) => w.terminate()));
+  }
+
+  private take(): Worker {
+    const reused = this.idle.pop();
+    if (reused) {
+      clearTimeout(reused.timer);
+      reused.worker.ref();
+      this.busy.add(reused.worker);
+      return reused.worker;
+    }
     const { url, execArgv } = workerEntry();
-    const cap = inflationCap(file.length, this.limits);
+    const worker = new Worker(url, {
+      execArgv,
+      resourceLimits: { maxOldGenerationSizeMb: heapLimitMb(this.limits.maxBytes), maxYoungGenerationSizeMb: 32 },
+    });
+    this.busy.add(worker);
+    return worker;
+  }
+
+  private release(worker: Worker): void {
+    this.busy.delete(worker);
+    if (this.closed) return void worker.terminate();
+    // An idle thread must not keep the process alive, and ends after a while.
+    worker.unref();
+    const timer = setTimeout(() => {
+      const at = this.idle.findIndex((i) => i.worker === worker);
+      if (at >= 0) this.idle.splice(at, 1);
+      void worker.terminate();
+    }, IDLE_MS);
+    timer.unref();
+    this.idle.push({ worker, timer });
+  }
+
+  private discard(worker: Worker): void {
+    this.busy.delete(worker);
+    void worker.terminate();
+  }
+
+  private run(worker: Worker, request: CheckRequest): Promise<CheckedUpload> {
     return new Promise<CheckedUpload>((resolve, reject) => {
-      let answer: CheckAnswer | undefined;
-      const worker = new Worker(url, {
-        workerData: request,
-        execArgv,
-        resourceLimits: { maxOldGenerationSizeMb: heapLimitMb(cap), maxYoungGenerationSizeMb: 32 },
-        stdout: false,
-        stderr: false,
-      });
-      worker.once('message', (message: CheckAnswer) => (answer = message));
-      worker.once('error', (err: NodeJS.ErrnoException) => {
-        if (err.code === 'ERR_WORKER_OUT_OF_MEMORY') {
-          reject(new SnapshotInvalidError('too_large', `checking the snapshot needs more memory than its size allows (${heapLimitMb(cap)} MiB); refused`));
-        } else {
-          reject(new Error(`the snapshot check failed: ${err.message}`));
+      const done = () => {
+        worker.off('message', onMessage);
+        worker.off('error', onError);
+        worker.off('exit', onExit);
+      };
+      const onMessage = (answer: CheckAnswer) => {
+        done();
+        if (answer.ok) {
+          this.release(worker);
+          return resolve({ meta: answer.meta, upgradedThrough: answer.upgradedThrough, sealedKey: answer.sealedKey });
         }
-      });
-      worker.once('exit', (code) => {
-        if (!answer) return reject(new Error(`the snapshot check ended without an answer (exit code ${code})`));
-        if (answer.ok) return resolve({ meta: answer.meta, upgradedThrough: answer.upgradedThrough, sealedKey: answer.sealedKey });
-        if ('invalid' in answer) return reject(new SnapshotInvalidError(answer.invalid.reason, answer.invalid.message));
-        if ('domain' in answer) return reject(new DomainError(answer.domain.code, answer.domain.message, answer.domain.details));
+        if ('invalid' in answer) {
+          this.release(worker);
+          return reject(new SnapshotInvalidError(answer.invalid.reason, answer.invalid.message));
+        }
+        if ('domain' in answer) {
+          this.release(worker);
+          return reject(new DomainError(answer.domain.code, answer.domain.message, answer.domain.details));
+        }
+        this.discard(worker);
         return reject(new Error(`the snapshot check failed: ${answer.error.message}`));
-      });
+      };
+      const onError = (err: NodeJS.ErrnoException) => {
+        done();
+        this.discard(worker);
+        if (err.code === 'ERR_WORKER_OUT_OF_MEMORY') {
+          return reject(new SnapshotInvalidError('too_large', 'checking the snapshot needs more memory than a check may use; refused'));
+        }
+        return reject(new Error(`the snapshot check failed: ${err.message}`));
+      };
+      const onExit = (code: number) => {
+        done();
+        this.busy.delete(worker);
+        reject(new Error(`the snapshot check ended without an answer (exit code ${code})`));
+      };
+      worker.on('message', onMessage);
+      worker.once('error', onError);
+      worker.once('exit', onExit);
+      worker.postMessage(request);
     });
   }
 }

@@ -7,7 +7,7 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createHash, randomBytes } from 'node:crypto';
 import { existsSync, readFileSync } from 'node:fs';
-import { gzipSync } from 'node:zlib';
+import { createGzip, gzipSync } from 'node:zlib';
 import pg from 'pg';
 import { LATEST_SCHEMA_VERSION } from '../../src/migrations/index.js';
 import { deriveKey, newKdfParams } from '../../src/crypto.js';
@@ -40,6 +40,27 @@ async function databaseFingerprint(s: Stack): Promise<string> {
   } finally {
     await client.end();
   }
+}
+
+/**
+ * gzip of a valid-looking payload whose rows array is `spaces` bytes of whitespace: JSON
+ * that would parse if it were ever inflated, so only its size can refuse it. Compressed
+ * as a stream, so building it never holds the inflated text.
+ */
+async function gzipBomb(spaces: number): Promise<Buffer> {
+  const gzip = createGzip({ level: 9 });
+  const out: Buffer[] = [];
+  gzip.on('data', (chunk: Buffer) => out.push(chunk));
+  const ended = new Promise((resolve) => gzip.on('end', resolve));
+  const head = { formatVersion: 1, schemaVersion: LATEST_SCHEMA_VERSION, appVersion: '0.1.0', createdAt: new Date().toISOString(), counts: { node: 0 } };
+  gzip.write(`${JSON.stringify(head).slice(0, -1)},"tables":{"node":[`);
+  const blank = Buffer.alloc(1024 * 1024, 0x20);
+  for (let written = 0; written < spaces; written += blank.length) {
+    if (!gzip.write(blank)) await new Promise((resolve) => gzip.once('drain', resolve));
+  }
+  gzip.end(']}}');
+  await ended;
+  return Buffer.concat(out);
 }
 
 async function encryptBody(body: Buffer, password: string): Promise<Buffer> {
@@ -122,6 +143,63 @@ describe.each(DIALECTS)('refused snapshot uploads on %s', (dialect) => {
     expect(error.code).toBe('SNAPSHOT_INVALID');
     expect(error.details.reason).toBe(reason);
     expect(error.message).toMatch(message);
+    expect(await databaseFingerprint(s)).toBe(before);
+  });
+
+  it('refuses a gzip bomb inside a correctly encrypted file as too_large, off the event loop: RSS stays flat and /healthz answers meanwhile', async () => {
+    // 512 MiB of JSON whitespace: about half a MiB once compressed, sealed with the real
+    // container code under the administrator's own password.
+    const bomb = await encryptBody(await gzipBomb(512 * 1024 * 1024), 'bad-files-admin');
+    expect(bomb.length).toBeLessThan(1024 * 1024);
+    // Check threads start with the first upload and are kept; start them first, so what is
+    // measured is the bomb's own cost.
+    expect((await uploadSnapshot(s.api, s.auth, goodFile, 'not-the-password')).statusCode).toBe(400);
+
+    const rssBefore = process.memoryUsage().rss;
+    let peak = rssBefore;
+    const sampler = setInterval(() => (peak = Math.max(peak, process.memoryUsage().rss)), 5);
+    let settled = false;
+    const upload = uploadSnapshot(s.api, s.auth, bomb, 'bad-files-admin').finally(() => (settled = true));
+    const health: number[] = [];
+    try {
+      while (!settled) {
+        const started = performance.now();
+        const res = await s.api.inject({ method: 'GET', url: '/healthz' });
+        expect(res.statusCode).toBe(200);
+        if (!settled) health.push(performance.now() - started);
+        await new Promise((resolve) => setTimeout(resolve, 2));
+      }
+    } finally {
+      clearInterval(sampler);
+    }
+    const res = await upload;
+    peak = Math.max(peak, process.memoryUsage().rss);
+
+    expect(res.statusCode, res.body).toBe(400);
+    const { error } = res.json<{ error: { code: string; message: string; details: { reason: string } } }>();
+    expect(error.details.reason).toBe('too_large');
+    expect(error.message).toMatch(/zip bomb/);
+    expect(peak - rssBefore).toBeLessThan(100 * 1024 * 1024);
+    // The API answered while the file was being checked, and promptly.
+    expect(health.length).toBeGreaterThan(0);
+    expect(Math.max(...health)).toBeLessThan(1000);
+    expect(await databaseFingerprint(s)).toBe(before);
+  });
+
+  it('refuses KDF parameters above the bound from the header alone, before deriving any key', async () => {
+    // N = 2^18, r = 8, p = 4: 256 MiB and seconds of scrypt per attempt, far above what
+    // meshq writes. Patched into a good file's header: the check must stop at the header.
+    const costly = Buffer.from(goodFile);
+    costly.writeUInt32BE(2 ** 18, 13);
+    costly.writeUInt32BE(4, 21);
+    const started = performance.now();
+    const res = await uploadSnapshot(s.api, s.auth, costly, PASSWORD);
+    const took = performance.now() - started;
+    expect(res.statusCode, res.body).toBe(400);
+    const { error } = res.json<{ error: { message: string; details: { reason: string } } }>();
+    expect(error.details.reason).toBe('bad_header');
+    expect(error.message).toMatch(/scrypt N must be a power of two between 2 and 65536 \(got 262144\)/);
+    expect(took).toBeLessThan(2000);
     expect(await databaseFingerprint(s)).toBe(before);
   });
 

@@ -41,6 +41,7 @@ export async function snapshotRoutes(api: FastifyInstance, opts: { app: AppConte
   const tags = ['snapshots'];
   // At most two uploads are checked at once; another one meanwhile gets 429.
   const checker = new UploadChecker({ maxConcurrent: 2 });
+  api.addHook('onClose', () => checker.close());
 
   // Registered here, not globally: only this plugin's routes accept multipart bodies.
   await api.register(multipart, {
