@@ -353,15 +353,15 @@ export function validateSnapshotTables(tables: SnapshotTables, specs: readonly T
       }
     }
   }
-  // Domain rules next (they too assume well-formed values), then keys: a value the jobs
-  // would refuse is reported as such even where it also breaks a key.
+  if (problems.list.length === 0) checkKeys(tables, specs, problems);
+  // The jobs' rules last: those across rows look rows up by key, so they assume the keys
+  // hold (a node's config exists, a credential's node is one node).
   if (problems.list.length === 0) {
-    checkDomainRules(tables, (_table, index, row, column, problem) => {
-      problems.add(`${where(specsByName.get(_table)!, index, row)}: column ${column}: ${problem}`);
+    checkDomainRules(tables, (table, index, row, column, problem) => {
+      problems.add(`${where(specsByName.get(table)!, index, row)}: column ${column}: ${problem}`);
       return !problems.full;
     });
   }
-  if (problems.list.length === 0) checkKeys(tables, specs, problems);
   if (problems.list.length > 0) {
     throw new SnapshotInvalidError(
       'constraint_violation',

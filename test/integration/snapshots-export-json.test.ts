@@ -28,7 +28,7 @@ const EDGE_DATES = ['1969-12-31T23:59:59.999Z', '1970-01-01T00:00:00.000Z', '197
 
 /** Generated rows with awkward values in every kind of column. */
 function awkwardTables(): SnapshotTables {
-  const t = generateBusinessTables({ configs: 2, nodesPerConfig: 12, neighbours: 2, audit: 30, settings: 0, tokens: 3, label: 'awk' });
+  const t = generateBusinessTables({ configs: 2, nodesPerConfig: 12, neighbours: 2, audit: 30, settings: 0, label: 'awk' });
   const values: unknown[] = [
     0.1 + 0.2,
     1e300,
