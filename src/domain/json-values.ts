@@ -20,8 +20,15 @@
 
 /** Levels of arrays and objects inside each other: `[[1]]` has two. */
 export const MAX_JSON_DEPTH = 64;
-/** A setting's value, as UTF-8 JSON text. */
+/** A setting's value, as UTF-8 JSON text, when settings.update writes it. */
 export const MAX_SETTING_VALUE_BYTES = 64 * 1024;
+/**
+ * A setting's value in a snapshot row. Larger than what a write may set: before the write
+ * bound existed, settings.update took values up to the API's request size (1 MiB by
+ * default), and a database holding one must still export a file that restores. Anything a
+ * write accepts today is far inside it.
+ */
+export const MAX_RESTORED_SETTING_VALUE_BYTES = 1024 * 1024;
 
 export interface JsonValueLimits {
   /** Levels of nesting allowed (MAX_JSON_DEPTH unless given). */

@@ -17,7 +17,7 @@ import type { z } from 'zod';
 import { formatAddress, parseCidr, type Cidr } from '../domain/cidr.js';
 import { usableRange, validateRequestedAddress } from '../domain/allocation.js';
 import { InvalidError } from '../domain/errors.js';
-import { describeJsonProblem, jsonValueProblem, MAX_SETTING_VALUE_BYTES } from '../domain/json-values.js';
+import { describeJsonProblem, jsonValueProblem, MAX_RESTORED_SETTING_VALUE_BYTES } from '../domain/json-values.js';
 import { isWireguardKey } from '../domain/keys.js';
 import {
   awgSchema,
@@ -198,7 +198,7 @@ function rulesFor(tables: Readonly<Record<string, readonly Row[]>>): Record<stri
         [
           'value',
           (v) => {
-            const problem = jsonValueProblem(v, { maxBytes: MAX_SETTING_VALUE_BYTES });
+            const problem = jsonValueProblem(v, { maxBytes: MAX_RESTORED_SETTING_VALUE_BYTES });
             return problem && describeJsonProblem(problem);
           },
         ],
