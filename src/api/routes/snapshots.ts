@@ -16,6 +16,7 @@ import { ADMIN_NAME } from '../../repositories/admin-account.js';
 import { ConflictError, InvalidError, NotFoundError } from '../../domain/errors.js';
 import { createRepositories, type Repositories } from '../../repositories/index.js';
 import { stageUpload } from '../../jobs/processors/snapshots.js';
+import { DEFAULT_INFLATION_LIMITS } from '../../snapshots/payload.js';
 import { UploadChecker, UploadChecksBusyError } from '../../snapshots/upload-check.js';
 import { ApiError } from '../errors.js';
 import { pageQuery } from '../validation.js';
@@ -27,6 +28,7 @@ import { replyWithJob, waitQuery } from './jobs.js';
  */
 export const MAX_SNAPSHOT_UPLOAD_BYTES = 512 * 1024 * 1024;
 const MAX_PASSWORD_BYTES = 4096;
+const MiB = 1024 * 1024;
 
 const idParams = z.strictObject({ id: z.uuid({ error: 'must be a UUID' }) });
 const page = pageQuery(50);
@@ -109,7 +111,11 @@ export async function snapshotRoutes(api: FastifyInstance, opts: { app: AppConte
           'multipart/form-data with a `file` part (the .meshq file) and a `password` field (the administrator password ' +
           'at the time of export). The file is decrypted and validated before anything changes: 400 with ' +
           '`details.reason` if it cannot be restored, else 202 with the restore job. The administrator, API access ' +
-          'and system tables are not part of a snapshot and stay as they are.',
+          'and system tables are not part of a snapshot and stay as they are. The check runs in a worker thread: ' +
+          `contents that inflate beyond ${DEFAULT_INFLATION_LIMITS.maxRatio} times the file (at least ${DEFAULT_INFLATION_LIMITS.floorBytes / MiB} MiB, ` +
+          `at most ${Math.floor(DEFAULT_INFLATION_LIMITS.maxBytes / MiB)} MiB) are refused with ` +
+          '`too_large`, KDF parameters above twice what meshq writes with `bad_header` before any key is derived, ' +
+          'and while two uploads are being checked another one gets 429 with `Retry-After`.',
         querystring: waitQuery,
       },
     },
