@@ -9,6 +9,7 @@ import {
   endpointSchema,
   forwardProtocolSchema,
   ipAddressSchema,
+  isValidName,
   listenPortSchema,
   nodeKindSchema,
   nodeNameSchema,
@@ -17,6 +18,7 @@ import {
   persistentKeepaliveSchema,
   portSchema,
   protocolSchema,
+  settingKeySchema,
   subnetSchema,
   wireguardKeySchema,
 } from '../../src/domain/validation.js';
@@ -50,6 +52,22 @@ describe('names', () => {
     expect(problem(nodeNameSchema, '..', 'name')).toBe('name: ".." must contain a letter or a digit');
     expect(problem(nodeNameSchema, undefined, 'name')).toBe('name: is required');
     expect(problem(nodeNameSchema, 42, 'name')).toBe('name: must be a string (got 42)');
+  });
+
+  it('isValidName (the restore\'s quick check) agrees with the schema on every kind of name', () => {
+    for (const name of ['home', 'a.b_c-d', 'n'.repeat(64), 'n'.repeat(65), '', '..', '-', 'my config', 'ä', 'a/b', 'a\u0000', 42, null]) {
+      expect(isValidName(name), String(name)).toBe(nodeNameSchema.safeParse(name).success);
+    }
+  });
+});
+
+describe('setting keys', () => {
+  it('take 1-128 letters, digits, ".", "_" and "-", and say so otherwise', () => {
+    expect(settingKeySchema.parse('ui.theme_2-x')).toBe('ui.theme_2-x');
+    expect(settingKeySchema.safeParse('k'.repeat(128)).success).toBe(true);
+    for (const bad of ['', 'k'.repeat(129), 'has space', 'nul\u0000', 'ü']) {
+      expect(problem(settingKeySchema, bad, 'key')).toMatch(/^key: setting key ".*" must be 1-128 letters, digits/);
+    }
   });
 });
 
