@@ -219,6 +219,27 @@ describe('docker-compose.yml', () => {
   });
 });
 
+describe('package.json', () => {
+  it('builds dist on npm ci, so `npm ci && npm start` is all a fresh clone needs', () => {
+    expect(scripts.build).toMatch(/\btsc -p tsconfig\.build\.json\b/);
+    expect(scripts.prepare).toMatch(/^npm run build\b/);
+    const build = JSON.parse(read('tsconfig.build.json').replace(/^\s*\/\/.*$/gm, '')) as { compilerOptions: Record<string, unknown>; include: string[] };
+    expect(build.compilerOptions).toMatchObject({ rootDir: 'src', outDir: 'dist', noEmit: false });
+    expect(build.include).toEqual(['src']);
+    expect(read('.gitignore')).toMatch(/^\/?dist\/?$/m);
+  });
+
+  it.each([
+    ['start', 'both'],
+    ['api', 'api'],
+    ['worker', 'worker'],
+    ['migrate', 'migrate'],
+    ['admin', 'admin'],
+  ])('runs `npm run %s` as node on dist/bin/%s.js, with no tsx', (script, entry) => {
+    expect(scripts[script]).toMatch(new RegExp(`^node (--[a-z-]+=\\S+ )*dist/bin/${entry}\\.js$`));
+  });
+});
+
 describe('.env.example', () => {
   const text = read('.env.example');
   const lines = text.split('\n').filter((l) => l.trim() !== '');
