@@ -98,7 +98,7 @@ describe('snapshot round trip SQLite -> PostgreSQL -> SQLite', () => {
     const token = await a.call({ method: 'POST', url: '/api/v1/tokens?wait=20000', payload: { name: 'ci' } });
     expect(token.statusCode, token.body).toBe(200);
     // Presence carries the broker's time to the millisecond.
-    const presence = await a.app.queues.submit('node.presence', { nodeId: nodes[0], online: true, at: '2026-11-24T10:11:12.345Z' }, { actor: 'system' });
+    const presence = await a.app.queues.submit('node.presence', { nodeId: nodes[0]!, online: true, at: '2026-11-24T10:11:12.345Z' }, { actor: 'system' });
     expect((await a.app.queues.waitFor(presence, 20_000)).state).toBe('completed');
 
     rowsBefore = await businessRows(a.app);
