@@ -6,7 +6,7 @@
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { InjectOptions } from 'fastify';
-import { PUBLIC_JOB_TYPES, JOB_TYPES } from '../../src/jobs/table.js';
+import { PUBLIC_JOB_TYPES, JOB_TYPES, JOBS, type JobType } from '../../src/jobs/table.js';
 import { QUEUE_NAMES } from '../../src/jobs/names.js';
 import { hashMqttPassword } from '../../src/domain/secrets.js';
 import { DIALECTS } from '../support/db.js';
@@ -206,6 +206,9 @@ describe.each(DIALECTS)('HTTP API on %s', (dialect) => {
       expect(entry.schema.type).toBe('object');
     }
     expect(res.body.items.find((t) => t.type === 'token.create')!.internal).toBe(true);
+    // Each type names the scope a caller needs, from its row in the job table.
+    for (const item of res.body.items as { type: JobType; scope?: string }[]) expect(item.scope, item.type).toBe(JOBS[item.type].scope);
+    expect(res.body.items.find((t) => t.type === 'node.rotate-credentials')).toMatchObject({ scope: 'credentials', endpoint: 'POST /api/v1/nodes/{id}/credentials' });
   });
 
   it('answers health probes without credentials and readiness with its checks', async () => {

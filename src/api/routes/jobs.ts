@@ -1,7 +1,8 @@
 /**
  * Writes: POST /jobs validates a payload with its job type's schema, runs the cheap
- * semantic checks (see prechecks.ts) and enqueues; nothing is enqueued for a rejected
- * request. Plus job status, job listing and the job-type catalogue.
+ * semantic check of its job table row (precheck; see src/jobs/prechecks.ts) and enqueues;
+ * nothing is enqueued for a rejected request. Plus job status, job listing and the
+ * job-type catalogue (each type's queue, scope and payload JSON Schema).
  */
 import type { FastifyInstance, FastifyReply } from 'fastify';
 import type { Job } from 'bullmq';
@@ -142,7 +143,16 @@ export async function jobRoutes(api: FastifyInstance, opts: { app: AppContext })
   api.get('/job-types', { config: { scope: 'read' }, schema: { tags: ['jobs'], summary: 'Every job type, its queue, the token scope it needs and its payload JSON Schema' } }, async () => {
     catalogue ??= JOB_TYPES.map((type) => {
       const def = jobDefinition(type);
-      return { type, queue: def.queue, scope: def.scope, description: def.description, internal: def.internal !== undefined, schema: toJsonSchema(def.schema) };
+      const endpoint = def.internal?.endpoint;
+      return {
+        type,
+        queue: def.queue,
+        scope: def.scope,
+        description: def.description,
+        internal: def.internal !== undefined,
+        ...(endpoint ? { endpoint } : {}),
+        schema: toJsonSchema(def.schema),
+      };
     });
     return { items: catalogue, next: null };
   });
