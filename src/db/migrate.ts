@@ -7,10 +7,9 @@
 import Database from 'better-sqlite3';
 import pg from 'pg';
 import type { Config } from '../config.js';
+import { pgMigrationLock, pgMigrationUnlock } from './locks.js';
 import type { Orm } from './orm.js';
 
-/** Arbitrary, fixed 64-bit key for pg_advisory_lock; shared by every meshq process. */
-const PG_MIGRATION_LOCK_KEY = 7_364_201_553n;
 const POLL_MS = 50;
 
 export interface MigrationOutcome {
@@ -45,10 +44,10 @@ async function lockPostgres(url: string): Promise<() => Promise<void>> {
   // the migration on any connection, and the lock must be held across all of them.
   const client = new pg.Client({ connectionString: url });
   await client.connect();
-  await client.query('select pg_advisory_lock($1)', [PG_MIGRATION_LOCK_KEY.toString()]);
+  await client.query(pgMigrationLock);
   return async () => {
     try {
-      await client.query('select pg_advisory_unlock($1)', [PG_MIGRATION_LOCK_KEY.toString()]);
+      await client.query(pgMigrationUnlock);
     } finally {
       await client.end();
     }

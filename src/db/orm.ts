@@ -10,9 +10,11 @@ import { PostgreSqlDriver } from '@mikro-orm/postgresql';
 import { SqliteDriver } from '@mikro-orm/sqlite';
 import type { EntityManager } from '@mikro-orm/sql';
 import type { Logger } from 'pino';
+import { CompiledQuery, type DatabaseConnection as KyselyConnection } from 'kysely';
 import { redactUrl, type Config } from '../config.js';
 import { ALL_ENTITIES } from '../domain/entities/index.js';
 import { MIGRATIONS } from '../migrations/index.js';
+import { assertUtf8, UTF8_SESSION } from './encoding.js';
 
 export type Orm = MikroORM;
 export type Em = EntityManager;
@@ -46,6 +48,11 @@ export function ormOptions(config: Pick<Config, 'dialect' | 'databaseUrl' | 'sql
     driver: PostgreSqlDriver,
     clientUrl: config.databaseUrl,
     pool: { min: 0, max: config.dbPoolMax },
+    // Once per connection, when the ORM's Kysely first uses it (src/db/pg-client.ts).
+    onCreateConnection: async (connection) => {
+      const results = await (connection as KyselyConnection).executeQuery<Record<string, unknown>>(CompiledQuery.raw(UTF8_SESSION));
+      assertUtf8(results.rows);
+    },
   };
 }
 

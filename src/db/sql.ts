@@ -12,11 +12,10 @@
  * written unquoted and lower case, so one text serves both dialects; placeholders are `?`.
  */
 import { CompiledQuery } from 'kysely';
-import type { QueryResultRow } from 'pg';
+import type { PoolClient, QueryResultRow } from 'pg';
 import type { Dialect } from '../config.js';
 import { isPostgres } from '../migrations/dialect.js';
 import type { Em } from './orm.js';
-import { heldClientOf } from './pg-client.js';
 
 export type SqlValue = string | number | boolean | Date | null | object;
 
@@ -35,9 +34,13 @@ function pgText(text: string): string {
   return out;
 }
 
-/** A text cut at its `?` placeholders; memoized like pgText. */
+/**
+ * A text cut at its `?` placeholders; memoized like pgText (src/db/closing-write.ts writes
+ * values in between). Texts are looked up by value, and V8 keeps a string's hash on the
+ * string: callers that make a text at run time make it once and pass the same string.
+ */
 const textPartsMemo = new Map<string, string[]>();
-function textParts(text: string): string[] {
+export function textParts(text: string): string[] {
   let parts = textPartsMemo.get(text);
   if (parts === undefined) {
     parts = text.split('?');
@@ -53,7 +56,7 @@ function textParts(text: string): string[] {
  * (node-postgres would turn a JS array into a PostgreSQL array, not JSON). Bytes
  * (Buffers, for blob / bytea columns) go as they are, binary, on both.
  */
-function toParam(dialect: Dialect, v: SqlValue): unknown {
+export function toParam(dialect: Dialect, v: SqlValue): unknown {
   if (v instanceof Date) return dialect === 'sqlite' ? v.getTime() : v.toISOString();
   if (typeof v === 'boolean') return dialect === 'sqlite' ? (v ? 1 : 0) : v;
   if (v instanceof Uint8Array) return v; // bytea / blob: both drivers send bytes as they are
@@ -67,41 +70,6 @@ export interface SqlStatement {
   params: readonly SqlValue[];
 }
 
-/**
- * A statement with its values written into the text as PostgreSQL literals, for a
- * multi-statement simple query (which cannot carry bound parameters). Only values a
- * closing write uses are accepted.
- */
-export function inlinePostgres({ text, params }: SqlStatement): string {
-  const parts = textParts(text);
-  const placeholders = parts.length - 1;
-  if (placeholders > params.length) throw new Error(`inlinePostgres: more placeholders than the ${params.length} values in: ${text}`);
-  if (placeholders < params.length) throw new Error(`inlinePostgres: ${params.length} values for ${placeholders} placeholders in: ${text}`);
-  let out = parts[0]!;
-  for (let i = 0; i < placeholders; i++) out += pgLiteral(toParam('postgresql', params[i]!)) + parts[i + 1]!;
-  return out;
-}
-
-
-function pgLiteral(v: unknown): string {
-  if (v === null || v === undefined) return 'null';
-  if (typeof v === 'string') return quoteLiteral(v);
-  if (typeof v === 'boolean') return v ? 'true' : 'false';
-  if (typeof v === 'number' && Number.isFinite(v)) return String(v);
-  throw new TypeError(`inlinePostgres: cannot write ${typeof v === 'number' ? v : typeof v} as a literal`);
-}
-
-/**
- * node-postgres's escapeLiteral, output for output (a test compares them): quotes doubled,
- * and with any backslash, backslashes doubled in an E'' string, which reads the same
- * whatever standard_conforming_strings says. Its character-by-character loop profiled at
- * 15 µs of every job (the JSON of the audit and ledger rows); two native replaces do not.
- */
-export function quoteLiteral(s: string): string {
-  const body = s.replaceAll("'", "''");
-  return s.includes('\\') ? ` E'${body.replaceAll('\\', '\\\\')}'` : `'${body}'`;
-}
-
 /** The commands whose row count is rows changed (as Kysely's numAffectedRows). */
 const CHANGES = new Set(['INSERT', 'UPDATE', 'DELETE', 'MERGE']);
 
@@ -112,9 +80,16 @@ export interface SqlResult<R> {
 }
 
 export class BoundSql {
+  /**
+   * `client`: the pg client a PostgreSQL write transaction runs on (src/db/unit-of-work.ts
+   * holds one for each); statements then go to it directly, without Kysely's per-query
+   * layers. Without one they run on the entity manager's transaction context, or on the
+   * pool outside a transaction.
+   */
   constructor(
     private readonly em: Em,
     readonly dialect: Dialect,
+    private readonly client?: PoolClient,
   ) {}
 
   /**
@@ -125,13 +100,9 @@ export class BoundSql {
   async query<R = Record<string, unknown>>(text: string, params: readonly SqlValue[] = []): Promise<SqlResult<R>> {
     const values = params.map((p) => toParam(this.dialect, p));
     try {
-      if (this.dialect === 'postgresql') {
-        // In a write transaction, straight to the pg client the unit of work holds.
-        const client = heldClientOf(this.em);
-        if (client) {
-          const res = await client.query<R & QueryResultRow>(pgText(text), values);
-          return { rows: res.rows, affected: CHANGES.has(res.command) ? (res.rowCount ?? 0) : 0 };
-        }
+      if (this.client) {
+        const res = await this.client.query<R & QueryResultRow>(pgText(text), values);
+        return { rows: res.rows, affected: CHANGES.has(res.command) ? (res.rowCount ?? 0) : 0 };
       }
       const executor = (this.em.getTransactionContext() ?? this.em.getConnection().getClient()) as Executor;
       const res = await executor.executeQuery<R>(CompiledQuery.raw(this.dialect === 'postgresql' ? pgText(text) : text, values));

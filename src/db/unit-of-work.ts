@@ -28,23 +28,24 @@
  * `em.transactional` inside a write transaction is not supported (savepoints; nothing
  * uses them).
  *
- * The end carries work too: a transaction may be given closing statements (a job's
- * ledger and audit rows), run after the flush. On PostgreSQL they are sent with COMMIT
- * as one simple query, their values written in as literals, so a job pays one round trip
- * for its closing write and its commit; if one fails, PostgreSQL skips the rest of the
- * query (COMMIT included) and the transaction rolls back as for any other failure.
+ * The transaction's function gets a handle (WriteTransaction) besides the entity manager:
+ * whether the data lock is held exclusively, the pg client for COPY, bound statements on
+ * the transaction's connection. Repositories are given it rather than looking transaction
+ * state up from the entity manager.
+ *
+ * The end carries work too: a job's closing write (its ledger and audit rows,
+ * src/db/closing-write.ts), run after the flush; on PostgreSQL sent with COMMIT in one
+ * round trip. The flush itself is skipped when it has nothing to write (hasPendingChanges).
  */
 import { Mutex } from 'async-mutex';
 import { CompiledQuery, type Kysely } from 'kysely';
+import type { Pool, PoolClient } from 'pg';
 import type { Dialect } from '../config.js';
+import { closingStatements, pgCommitQuery, recordedResult, type JobClosing } from './closing-write.js';
+import { pgDataLock } from './locks.js';
 import type { Em, Orm } from './orm.js';
-import { JobLedgerRepository } from '../repositories/system.js';
-import { boundSql, inlinePostgres, type SqlStatement } from './sql.js';
 import { contextOnClient, pgPool } from './pg-client.js';
-import type { Pool } from 'pg';
-
-/** Fixed advisory-lock key shared by every meshq process: "business data". */
-const PG_DATA_LOCK_KEY = '7364201554';
+import { BoundSql, type SqlStatement } from './sql.js';
 
 /**
  * The first statement of a write transaction, with its lock. SQLite: BEGIN IMMEDIATE takes
@@ -58,8 +59,8 @@ const PG_DATA_LOCK_KEY = '7364201554';
 const BEGIN = {
   sqlite: { shared: 'begin immediate', exclusive: 'begin immediate' },
   postgresql: {
-    shared: `begin; select pg_advisory_xact_lock_shared(${PG_DATA_LOCK_KEY})`,
-    exclusive: `begin; select pg_advisory_xact_lock(${PG_DATA_LOCK_KEY})`,
+    shared: `begin; ${pgDataLock('shared')}`,
+    exclusive: `begin; ${pgDataLock('exclusive')}`,
   },
 } as const;
 
@@ -70,25 +71,36 @@ export interface WriteOptions {
 
 /**
  * Whether a flush has anything to write. A flush walks the identity map and the persist
- * and remove stacks for changes; with all three empty (a job that wrote only through
- * src/db/sql.ts, like node.update) it finds none, and skipping it saves its event and
- * change-set machinery on every such job.
+ * and remove stacks for changes; with all three empty it finds none, and skipping it
+ * saves its event and change-set machinery. A job that reads its rows as views only
+ * (repositories read those with `unmanaged`, below) and writes through src/db/sql.ts,
+ * like node.update, never pays for a flush.
  */
 function hasPendingChanges(em: Em): boolean {
   const uow = em.getUnitOfWork();
   return uow.getPersistStack().size > 0 || uow.getRemoveStack().size > 0 || !uow.getIdentityMap()[Symbol.iterator]().next().done;
 }
 
-/** Entity managers of write transactions that hold the data lock exclusively (a restore). */
-const exclusiveWrites = new WeakSet<Em>();
+/**
+ * Find options for a read whose rows only become plain views: kept out of the identity
+ * map, a transaction that reads nothing else managed skips its flush (hasPendingChanges).
+ */
+export const unmanaged = { disableIdentityMap: true } as const;
 
-/** Whether `em` is that of a write transaction holding the data lock exclusively. */
-export const isExclusiveWrite = (em: Em): boolean => exclusiveWrites.has(em);
+/** What a repository may know of the write transaction it runs in. */
+export interface TransactionHandle {
+  /** Whether the transaction holds the data lock exclusively (a restore). */
+  readonly exclusive: boolean;
+  /** PostgreSQL: the pooled client the transaction runs on (for COPY); undefined on SQLite. */
+  readonly pgClient: PoolClient | undefined;
+  /** Bound statements on the transaction's connection. */
+  readonly sql: BoundSql;
+}
 
 /** What a write transaction's function can ask of the transaction itself. */
-export interface WriteTransaction {
-  /** Runs these statements, in order, at the end of the transaction: after the flush, just before COMMIT. */
-  closeWith(...statements: SqlStatement[]): void;
+export interface WriteTransaction extends TransactionHandle {
+  /** The job's ledger and audit rows, written at the end: after the flush, with COMMIT. */
+  closeWith(closing: JobClosing): void;
 }
 
 export class UnitOfWork {
@@ -108,7 +120,7 @@ export class UnitOfWork {
     return this.sqliteWriter.runExclusive(() =>
       this.kysely()
         .connection()
-        .execute((conn) => this.inTransaction(conn, (sql) => conn.executeQuery(CompiledQuery.raw(sql)), begin, fn, exclusive)),
+        .execute((conn) => this.inTransaction(conn, (sql) => conn.executeQuery(CompiledQuery.raw(sql)), begin, fn, exclusive, undefined)),
     );
   }
 
@@ -122,22 +134,28 @@ export class UnitOfWork {
     begin: string,
     fn: (em: Em, tx: WriteTransaction) => Promise<T>,
     exclusive: boolean,
+    pgClient: PoolClient | undefined,
   ): Promise<T> {
     // Driver errors of begin and commit become the ORM's exceptions, like those of every
     // query the ORM runs (a processor's own errors pass through untouched).
     const control = (sql: string) => run(sql).catch((err: Error) => Promise.reject(this.orm.em.getDriver().convertException(err)));
     const em = this.orm.em.fork() as Em;
-    if (exclusive) exclusiveWrites.add(em);
+    const sql = new BoundSql(em, this.dialect, pgClient);
     const closing: SqlStatement[] = [];
+    const tx: WriteTransaction = {
+      exclusive,
+      pgClient,
+      sql,
+      closeWith: (c) => closing.push(...closingStatements(this.dialect, c)),
+    };
     try {
       await control(begin);
       em.setTransactionContext(ctx as never);
-      const result = await fn(em, { closeWith: (...statements) => closing.push(...statements) });
+      const result = await fn(em, tx);
       if (hasPendingChanges(em)) await em.flush();
       if (this.dialect === 'postgresql') {
-        await control([...closing.map(inlinePostgres), 'commit'].join('; '));
+        await control(pgCommitQuery(closing));
       } else {
-        const sql = boundSql(em);
         for (const statement of closing) await sql.query(statement.text, statement.params);
         await control('commit');
       }
@@ -161,11 +179,14 @@ export class UnitOfWork {
   private async writeOnHeldClient<T>(begin: string, fn: (em: Em, tx: WriteTransaction) => Promise<T>, exclusive: boolean): Promise<T> {
     const pool = await (this.pgPool ??= pgPool(this.orm.em as Em));
     const client = await pool.connect();
-    let discard = false;
+    // A client that fails its first check (contextOnClient) is discarded too.
+    let discard = true;
     try {
-      return await this.inTransaction(contextOnClient(client, pool), (sql) => client.query(sql), begin, fn, exclusive);
+      const ctx = await contextOnClient(client, pool);
+      discard = false;
+      return await this.inTransaction(ctx, (sql) => client.query(sql), begin, fn, exclusive, client);
     } catch (err) {
-      discard = exclusive;
+      discard ||= exclusive;
       throw err;
     } finally {
       client.release(discard);
@@ -191,7 +212,7 @@ export class UnitOfWork {
 
   /** The recorded result of a job that committed, outside any transaction. */
   async readLedger(jobId: string): Promise<{ result: unknown } | undefined> {
-    return new JobLedgerRepository(this.fork()).recordedResult(jobId);
+    return recordedResult(this.fork(), jobId);
   }
 
   /** A fork for single-statement reads (API listings) outside any transaction. */

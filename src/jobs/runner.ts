@@ -66,7 +66,7 @@ export async function runJob(deps: RunnerDeps, input: RunInput): Promise<unknown
     result = await deps.uow.write(
       async (em, tx) => {
         afterCommit.length = 0; // a retried transaction starts over
-        repos = createRepositories(em, { serverKey: deps.serverKey });
+        repos = createRepositories(em, { serverKey: deps.serverKey, tx });
         const ctx: JobContext = {
           em,
           repos,
@@ -87,7 +87,7 @@ export async function runJob(deps: RunnerDeps, input: RunInput): Promise<unknown
         const value = await def.processor(parsed.data, ctx);
         // The ledger row's primary key is the job id: if this job already committed
         // once, this insert fails and the whole transaction rolls back (below).
-        tx.closeWith(...repos.ledger.closingWrite(input.jobId, input.type, value, repos.audit.takePending()));
+        tx.closeWith({ jobId: input.jobId, type: input.type, result: value, audit: repos.audit.takePending() });
         return value;
       },
       { exclusive: def.exclusive ?? false },

@@ -1,4 +1,5 @@
 import type { FilterQuery } from '@mikro-orm/core';
+import type { AuditRow } from '../db/closing-write.js';
 import type { Em } from '../db/orm.js';
 import { newId } from '../domain/ids.js';
 import { idCursor, pageLimit, toPage, type Page, type PageRequest } from '../domain/paging.js';
@@ -36,21 +37,15 @@ export const auditView = (r: AuditRecord): AuditView => ({
   detail: r.detail,
 });
 
-/** An audit row waiting for the job's closing write. */
-export interface PendingAuditRow extends AuditEntry {
-  id: string;
-  at: Date;
-}
-
 export class AuditRepository {
-  readonly #pending: PendingAuditRow[] = [];
+  readonly #pending: AuditRow[] = [];
 
   constructor(private readonly em: Em) {}
 
   /**
-   * Kept until the job's closing write (the runner hands `takePending()` to
-   * `JobLedgerRepository.record`), which inserts it with the ledger row in the job's
-   * transaction: the record commits if and only if the change does.
+   * Kept until the job's closing write (the runner hands `takePending()` to the
+   * transaction, src/db/closing-write.ts), which inserts it with the ledger row in the
+   * job's transaction: the record commits if and only if the change does.
    */
   record(entry: AuditEntry): string {
     const id = newId();
@@ -59,7 +54,7 @@ export class AuditRepository {
   }
 
   /** The rows recorded so far in this unit of work; they are the caller's to write now. */
-  takePending(): PendingAuditRow[] {
+  takePending(): AuditRow[] {
     return this.#pending.splice(0);
   }
 

@@ -3,22 +3,20 @@
  * worker, a plain fork for API reads. Nothing outside these classes builds a query.
  */
 import type { Em } from '../db/orm.js';
+import type { TransactionHandle } from '../db/unit-of-work.js';
 import { AdminRepository, TokenRepository } from './access.js';
 import { AuditRepository } from './audit.js';
-import {
-  ConfigRepository,
-  CredentialRepository,
-  ForwardRepository,
-  LinkRepository,
-  NodeRepository,
-} from './mesh.js';
-import { SettingsRepository } from './settings.js';
 import { BrokerAppliedRepository } from './broker-applied.js';
-import { JobLedgerRepository, SystemStateRepository } from './system.js';
+import { ConfigRepository } from './configs.js';
+import { CredentialRepository } from './credentials.js';
+import { ForwardRepository } from './forwards.js';
+import { LinkRepository } from './links.js';
+import { NodeRepository } from './nodes.js';
+import { SettingsRepository } from './settings.js';
 import { SnapshotRepository } from './snapshots.js';
+import { SystemStateRepository } from './system-state.js';
 
 export interface Repositories {
-  readonly ledger: JobLedgerRepository;
   readonly system: SystemStateRepository;
   readonly brokerApplied: BrokerAppliedRepository;
   readonly configs: ConfigRepository;
@@ -33,18 +31,23 @@ export interface Repositories {
   readonly snapshots: SnapshotRepository;
 }
 
-export interface RepositoryDeps {
+interface RepositoryDeps {
   /** Encrypts node private keys at rest. */
   serverKey: Buffer;
+  /**
+   * The write transaction `em` runs in, when there is one (the job runner passes it): bound
+   * statements then go to its connection directly, and a restore finds its lock mode and
+   * its client for COPY.
+   */
+  tx?: TransactionHandle;
 }
 
 export function createRepositories(em: Em, deps: RepositoryDeps): Repositories {
   return {
-    ledger: new JobLedgerRepository(em),
     system: new SystemStateRepository(em),
     brokerApplied: new BrokerAppliedRepository(em),
     configs: new ConfigRepository(em),
-    nodes: new NodeRepository(em, deps.serverKey),
+    nodes: new NodeRepository(em, deps.serverKey, deps.tx),
     links: new LinkRepository(em),
     credentials: new CredentialRepository(em),
     forwards: new ForwardRepository(em),
@@ -52,6 +55,6 @@ export function createRepositories(em: Em, deps: RepositoryDeps): Repositories {
     tokens: new TokenRepository(em),
     audit: new AuditRepository(em),
     admin: new AdminRepository(em),
-    snapshots: new SnapshotRepository(em),
+    snapshots: new SnapshotRepository(em, deps.tx),
   };
 }

@@ -58,7 +58,7 @@ describe.each(DIALECTS)('export writes the database rows as JSON on %s', (dialec
   beforeAll(async () => {
     db = await createTestDatabase(dialect, 'snap_json');
     app = await bootstrap('test', db.config());
-    await app.uow.write((em) => createRepositories(em, { serverKey: app.serverKey }).snapshots.replaceBusinessData(tables), { exclusive: true });
+    await app.uow.write((em, tx) => createRepositories(em, { serverKey: app.serverKey, tx }).snapshots.replaceBusinessData(tables), { exclusive: true });
   });
   afterAll(async () => {
     await app?.close();
@@ -92,14 +92,14 @@ describe.each(DIALECTS)('export writes the database rows as JSON on %s', (dialec
     expect(payload.tables).toEqual(sortedByKey(tables));
     expect(payload.tables.setting!.map((s) => s.key)).toEqual([...tables.setting!.map((s) => s.key as string)].sort());
 
-    await app.uow.write((em) => createRepositories(em, { serverKey: app.serverKey }).snapshots.replaceBusinessData(payload.tables), { exclusive: true });
+    await app.uow.write((em, tx) => createRepositories(em, { serverKey: app.serverKey, tx }).snapshots.replaceBusinessData(payload.tables), { exclusive: true });
     expect(await businessRows(app)).toEqual(viaJs);
   });
 
   it('leaves every row as it was when a restore fails half-way, in the database or while decoding; later transactions run normally', async () => {
     const before = await businessRows(app);
     const replace = (rows: Parameters<SnapshotRepository['replaceBusinessData']>[0]) =>
-      app.uow.write((em) => createRepositories(em, { serverKey: app.serverKey }).snapshots.replaceBusinessData(rows), { exclusive: true });
+      app.uow.write((em, tx) => createRepositories(em, { serverKey: app.serverKey, tx }).snapshots.replaceBusinessData(rows), { exclusive: true });
     // A repeated primary key the database refuses after earlier tables went in (restore
     // trusts rows the API checked; the database is the last line).
     const broken = structuredClone(before);
@@ -121,7 +121,7 @@ describe.each(DIALECTS)('export writes the database rows as JSON on %s', (dialec
     expect(await businessRows(app)).toEqual(before);
     // On PostgreSQL only an exclusive write transaction may replace the data (operations
     // take the lock shared and could interleave); SQLite has one writer at a time anyway.
-    const shared = app.uow.write((em) => createRepositories(em, { serverKey: app.serverKey }).snapshots.replaceBusinessData({}));
+    const shared = app.uow.write((em, tx) => createRepositories(em, { serverKey: app.serverKey, tx }).snapshots.replaceBusinessData({}));
     if (dialect === 'postgresql') await expect(shared).rejects.toThrow(/exclusive write transaction/);
     else await shared;
     if (dialect === 'sqlite') expect(Object.values(await businessRows(app)).every((rows) => rows.length === 0)).toBe(true);
@@ -133,7 +133,7 @@ describe.each(DIALECTS)('export writes the database rows as JSON on %s', (dialec
   });
 
   it('writes empty tables', async () => {
-    await app.uow.write((em) => createRepositories(em, { serverKey: app.serverKey }).snapshots.replaceBusinessData({}), { exclusive: true });
+    await app.uow.write((em, tx) => createRepositories(em, { serverKey: app.serverKey, tx }).snapshots.replaceBusinessData({}), { exclusive: true });
     const kdf = newKdfParams(TEST_KDF);
     const key = await deriveKey('pw', kdf);
     const payload = decodeSnapshot(await exportFile(key, kdf), key);

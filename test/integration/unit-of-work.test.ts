@@ -1,20 +1,25 @@
 /**
- * A write transaction's closing statements (a job's ledger and audit rows). On PostgreSQL
- * they travel with COMMIT as one simple query, their values written in as literals, so
- * these tests put values that quoting gets wrong through that path and read them back,
- * and check that a failing closing statement rolls back the whole transaction, and that
- * bound statements and the ORM share the transaction's one connection.
+ * A write transaction's closing write (a job's ledger and audit rows). On PostgreSQL it
+ * travels with COMMIT as one simple query, its values written in as literals, so these
+ * tests put values that quoting gets wrong through that path and read them back, and check
+ * that a failing closing write rolls back the whole transaction, that bound statements and
+ * the ORM share the transaction's one connection, and that every PostgreSQL connection of
+ * the unit of work speaks UTF8 whatever the database's default.
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { randomUUID } from 'node:crypto';
-import { escapeLiteral } from 'pg';
-import type { Em } from '../../src/db/orm.js';
-import { boundSql, inlinePostgres, quoteLiteral } from '../../src/db/sql.js';
-import { AuditRecord } from '../../src/domain/entities/audit.js';
-import { createRepositories } from '../../src/repositories/index.js';
-import { JobRecord } from '../../src/domain/entities/system.js';
+import pg, { escapeLiteral } from 'pg';
 import { UniqueConstraintViolationException } from '@mikro-orm/core';
-import { DIALECTS } from '../support/db.js';
+import { pgCommitQuery } from '../../src/db/closing-write.js';
+import { connectOrm, type Em } from '../../src/db/orm.js';
+import { assertUtf8 } from '../../src/db/encoding.js';
+import { pgPool } from '../../src/db/pg-client.js';
+import { boundSql, type SqlStatement } from '../../src/db/sql.js';
+import { UnitOfWork, type WriteTransaction } from '../../src/db/unit-of-work.js';
+import { AuditRecord } from '../../src/domain/entities/audit.js';
+import { JobRecord } from '../../src/domain/entities/system.js';
+import { createRepositories } from '../../src/repositories/index.js';
+import { createTestDatabase, DIALECTS, PG_ADMIN_URL } from '../support/db.js';
 import { createHarness, type Harness } from '../support/harness.js';
 
 const AWKWARD = [
@@ -44,7 +49,7 @@ describe.each(DIALECTS)('unit of work write transactions on %s', (dialect) => {
     await app.uow.write(async (em, tx) => {
       const repos = createRepositories(em, { serverKey: app.serverKey });
       for (const text of AWKWARD) repos.audit.record({ actor: text, action: 'test.awkward', entityType: 'test', entityId: jobId, detail: { text } });
-      tx.closeWith(...repos.ledger.closingWrite(jobId, 'test.awkward', result, repos.audit.takePending()));
+      tx.closeWith({ jobId, type: 'test.awkward', result, audit: repos.audit.takePending() });
     });
 
     const em = app.uow.fork();
@@ -62,7 +67,7 @@ describe.each(DIALECTS)('unit of work write transactions on %s', (dialect) => {
       app.uow.write(async (em, tx) => {
         const repos = createRepositories(em, { serverKey: app.serverKey });
         repos.audit.record({ actor: 'admin', action: 'test.dup', entityType: 'test', entityId: marker, detail: {} });
-        tx.closeWith(...repos.ledger.closingWrite(jobId, 'test.dup', { marker }, repos.audit.takePending()));
+        tx.closeWith({ jobId, type: 'test.dup', result: { marker }, audit: repos.audit.takePending() });
       });
     await closeWithLedger('first');
     // Same ledger key: the insert collides, so the audit row of the same statement list
@@ -75,21 +80,27 @@ describe.each(DIALECTS)('unit of work write transactions on %s', (dialect) => {
     expect((await em.findOneOrFail(JobRecord, { jobId })).result).toEqual({ marker: 'first' });
 
     const next = randomUUID();
-    await app.uow.write(async (em2, tx) => {
-      tx.closeWith(...createRepositories(em2, { serverKey: app.serverKey }).ledger.closingWrite(next, 'test.next', 1));
+    await app.uow.write(async (_em, tx) => {
+      tx.closeWith({ jobId: next, type: 'test.next', result: 1, audit: [] });
     });
+    expect(await app.uow.readLedger(next)).toEqual({ result: 1 });
     expect((await app.uow.fork().findOneOrFail(JobRecord, { jobId: next })).result).toBe(1);
   });
 
   // Bound statements, the ORM and the closing write must all be on the transaction's one
-  // connection (on PostgreSQL, src/db/sql.ts goes to the held pg client directly).
-  it('runs bound statements and ORM queries in one transaction, committed or rolled back together', async () => {
-    const ledgerRow = (em: Em, jobId: string) =>
-      boundSql(em).query('insert into job_record (job_id, type, result, completed_at) values (?, ?, ?, ?)', [jobId, 'test.conn', { ok: true }, new Date()]);
+  // connection (on PostgreSQL, the handle's statements go to the held pg client directly;
+  // boundSql(em) without the handle goes through the entity manager's transaction context).
+  const ledgerRows = {
+    'the transaction handle': (_em: Em, tx: WriteTransaction) => tx.sql,
+    'boundSql of the entity manager': (em: Em) => boundSql(em),
+  };
+  it.each(Object.entries(ledgerRows))('runs bound statements through %s and ORM queries in one transaction, committed or rolled back together', async (_name, sqlOf) => {
+    const ledgerRow = (em: Em, tx: WriteTransaction, jobId: string) =>
+      sqlOf(em, tx).query('insert into job_record (job_id, type, result, completed_at) values (?, ?, ?, ?)', [jobId, 'test.conn', { ok: true }, new Date()]);
 
     const kept = randomUUID();
-    const seen = await app.uow.write(async (em) => {
-      const res = await ledgerRow(em, kept);
+    const seen = await app.uow.write(async (em, tx) => {
+      const res = await ledgerRow(em, tx, kept);
       expect(res.affected).toBe(1);
       return em.count(JobRecord, { jobId: kept }); // the ORM sees the uncommitted row
     });
@@ -98,32 +109,95 @@ describe.each(DIALECTS)('unit of work write transactions on %s', (dialect) => {
 
     const dropped = randomUUID();
     await expect(
-      app.uow.write(async (em) => {
-        await ledgerRow(em, dropped);
+      app.uow.write(async (em, tx) => {
+        await ledgerRow(em, tx, dropped);
         expect(await em.count(JobRecord, { jobId: dropped })).toBe(1);
         throw new Error('abandon');
       }),
     ).rejects.toThrow('abandon');
     expect(await app.uow.fork().count(JobRecord, { jobId: dropped })).toBe(0);
   });
+
+  it('tells repositories whether the transaction is exclusive, and gives its pg client on PostgreSQL only', async () => {
+    const seen = async (exclusive: boolean) => app.uow.write(async (_em, tx) => ({ exclusive: tx.exclusive, client: tx.pgClient !== undefined }), { exclusive });
+    expect(await seen(true)).toEqual({ exclusive: true, client: dialect === 'postgresql' });
+    expect(await seen(false)).toEqual({ exclusive: false, client: dialect === 'postgresql' });
+  });
 });
 
-describe('quoteLiteral', () => {
-  it("writes what node-postgres's escapeLiteral writes", () => {
+const commitOf = (...statements: SqlStatement[]) => pgCommitQuery(statements);
+
+describe('the PostgreSQL closing query', () => {
+  it("quotes texts as node-postgres's escapeLiteral does", () => {
     const samples = [...AWKWARD, "''", '\\', "\\'", JSON.stringify({ a: "b'c\\d", e: 'f\ng' })];
     for (let i = 0; i < 500; i++) {
       samples.push(Array.from({ length: i % 40 }, () => "ab'\\\n€🛰 ?$"[Math.floor(Math.random() * 12)]).join(''));
     }
-    for (const s of samples) expect(quoteLiteral(s), s).toBe(escapeLiteral(s));
+    for (const s of samples) expect(commitOf({ text: 'select ?', params: [s] }), s).toBe(`select ${escapeLiteral(s)}; commit`);
+  });
+
+  it('writes values, ends with commit, and refuses what it cannot write', () => {
+    expect(commitOf({ text: 'select ?, ?, ?, ?', params: ["o'k", null, true, 3] }, { text: 'select 1', params: [] })).toBe("select 'o''k', null, true, 3; select 1; commit");
+    expect(commitOf()).toBe('commit');
+    expect(() => commitOf({ text: 'select ?', params: [] })).toThrow(/more placeholders/);
+    expect(() => commitOf({ text: 'select ?', params: [1, 2] })).toThrow(/2 values for 1 placeholders/);
+    expect(() => commitOf({ text: 'select ?', params: [Number.NaN] })).toThrow(/cannot write NaN/);
+    expect(() => commitOf({ text: 'select ?', params: [Buffer.from('x')] })).toThrow(/cannot write/);
+  });
+
+  // `0-?` with -5 written bare is `0--5`: a comment from there on, COMMIT included.
+  it('keeps a negative number after a minus sign a number, and the COMMIT behind it', async () => {
+    const client = new pg.Client({ connectionString: PG_ADMIN_URL });
+    await client.connect();
+    try {
+      for (const [value, expected] of [[-5, 5], [-0.25, 0.25], [-1e300, 1e300], [7, -7]] as const) {
+        await client.query('begin');
+        const results = (await client.query(commitOf({ text: 'select (0-?)::float8 as v', params: [value] }))) as unknown as pg.QueryResult[];
+        expect(results.map((r) => r.command)).toEqual(['SELECT', 'COMMIT']);
+        expect(results[0]!.rows[0].v).toBe(expected);
+      }
+    } finally {
+      await client.end();
+    }
   });
 });
 
-describe('inlinePostgres', () => {
-  it('quotes values and refuses what it cannot write', () => {
-    expect(inlinePostgres({ text: 'select ?, ?, ?, ?', params: ["o'k", null, true, 3] })).toBe("select 'o''k', null, true, 3");
-    expect(() => inlinePostgres({ text: 'select ?', params: [] })).toThrow(/more placeholders/);
-    expect(() => inlinePostgres({ text: 'select ?', params: [1, 2] })).toThrow(/2 values for 1 placeholders/);
-    expect(() => inlinePostgres({ text: 'select ?', params: [Number.NaN] })).toThrow(/cannot write NaN/);
-    expect(() => inlinePostgres({ text: 'select ?', params: [Buffer.from('x')] })).toThrow(/cannot write/);
+describe('client_encoding on PostgreSQL', () => {
+  // node-postgres asks for UTF8 when it connects, but a session can be switched later (a
+  // pooler handing over a server connection, a stray SET): the unit of work sets it itself.
+  it('is UTF8 in every write transaction, even on pooled connections switched to LATIN1 before', async () => {
+    const db = await createTestDatabase('postgresql', 'uow_enc');
+    const orm = await connectOrm(db.config());
+    try {
+      const pool = await pgPool(orm.em.fork() as Em);
+      const clients = await Promise.all([pool.connect(), pool.connect(), pool.connect()]);
+      for (const client of clients) await client.query("set client_encoding to 'LATIN1'");
+      expect((await clients[0]!.query('show client_encoding')).rows[0].client_encoding).toBe('LATIN1');
+      for (const client of clients) client.release();
+
+      const uow = new UnitOfWork(orm, 'postgresql');
+      const show = 'show client_encoding';
+      // Several at once, so that every pooled client is held.
+      const seen = await Promise.all(
+        clients.map(() =>
+          uow.write(async (em, tx) => {
+            const viaHandle = (await tx.sql.query<{ client_encoding: string }>(show)).rows[0]!.client_encoding;
+            const viaOrm = (await em.execute(show))[0]!.client_encoding;
+            await new Promise((r) => setTimeout(r, 20)); // keep the client until all three hold one
+            return [viaHandle, viaOrm];
+          }),
+        ),
+      );
+      expect(seen.flat()).toEqual(Array(6).fill('UTF8'));
+    } finally {
+      await orm.close(true);
+      await db.drop();
+    }
+  });
+
+  it('is checked: a connection that is not UTF8 is refused', () => {
+    expect(() => assertUtf8([{ client_encoding: 'LATIN1' }])).toThrow(/client_encoding LATIN1.*needs UTF8/);
+    expect(() => assertUtf8([])).toThrow(/needs UTF8/);
+    expect(() => assertUtf8([{ client_encoding: 'UTF8' }])).not.toThrow();
   });
 });

@@ -1,5 +1,5 @@
 import { newId } from '../../domain/ids.js';
-import type { NewLink } from '../../repositories/mesh.js';
+import type { NewLink } from '../../repositories/links.js';
 import { linksForPair, missingPairs, pairCount, type NodePair } from '../../domain/pairs.js';
 import type { JobContext } from '../context.js';
 import { pushConfigNodes } from './push-config.js';

@@ -1,7 +1,8 @@
 import { ConflictError, InvalidError, NotFoundError } from '../../domain/errors.js';
 import { allocateAddress, validateRequestedAddress } from '../../domain/allocation.js';
 import { generateKeyPair } from '../../domain/keys.js';
-import type { ConfigView, NodeView } from '../../repositories/mesh.js';
+import type { ConfigView } from '../../repositories/configs.js';
+import type { NodeView } from '../../repositories/nodes.js';
 import { generateSecret, hashMqttPassword, newSalt } from '../../domain/secrets.js';
 import type { JobContext } from '../context.js';
 import type { ById, NodeCreate, NodePresence, NodeRotateCredentials, NodeUpdate } from '../payloads.js';

@@ -1,68 +1,12 @@
+/**
+ * meshq's own state rows (system_state): the data epoch (restore count) and the broker
+ * sync's bookkeeping. The job ledger is the database layer's (src/db/closing-write.ts).
+ */
 import { LockMode } from '@mikro-orm/core';
 import type { Em } from '../db/orm.js';
-import { dialectOf, type SqlStatement, type SqlValue } from '../db/sql.js';
-import type { PendingAuditRow } from './audit.js';
-import { JobRecord, SystemState } from '../domain/entities/system.js';
+import { SystemState } from '../domain/entities/system.js';
 
-/**
- * The exactly-once ledger. A job's id and result are written in the job's own
- * transaction: a job re-run after a crash between commit and acknowledgement finds its
- * record and returns the recorded result instead of applying twice.
- */
-const LEDGER_INSERT = 'insert into job_record (job_id, type, result, completed_at) values (?, ?, ?, ?)';
-const AUDIT_ROW = '(?, ?, ?, ?, ?, ?, ?)';
-
-/**
- * The closing write's texts by number of audit rows, made once: the same string each time
- * lets src/db/sql.ts find its memoized forms of it by a hash V8 keeps on the string.
- */
-const auditTexts = new Map<number, { audit: string; withLedger: string }>();
-function closingTexts(rows: number): { audit: string; withLedger: string } {
-  let texts = auditTexts.get(rows);
-  if (!texts) {
-    const audit = `insert into audit_record (id, at, actor, action, entity_type, entity_id, detail) values ${Array.from({ length: rows }, () => AUDIT_ROW).join(', ')}`;
-    texts = { audit, withLedger: `with audit as (${audit}) ${LEDGER_INSERT}` };
-    auditTexts.set(rows, texts);
-  }
-  return texts;
-}
-
-export class JobLedgerRepository {
-  constructor(private readonly em: Em) {}
-
-  async recordedResult(jobId: string): Promise<{ result: unknown } | undefined> {
-    const row = await this.em.findOne(JobRecord, { jobId });
-    return row ? { result: row.result } : undefined;
-  }
-
-  /**
-   * The job's closing write: its ledger row and the audit rows its processor recorded, as
-   * one statement for the transaction to run just before COMMIT (src/db/unit-of-work.ts;
-   * on PostgreSQL a CTE, sent with COMMIT in one round trip). If the job committed
-   * before, the ledger insert collides and the whole transaction rolls back (the runner
-   * then answers with the recorded result).
-   */
-  closingWrite(jobId: string, type: string, result: unknown, audit: readonly PendingAuditRow[] = []): SqlStatement[] {
-    const ledger: SqlValue[] = [jobId, type, JSON.stringify(result ?? null), new Date()];
-    if (audit.length === 0) return [{ text: LEDGER_INSERT, params: ledger }];
-    const auditValues = audit.flatMap((r) => [r.id, r.at, r.actor, r.action, r.entityType, r.entityId, r.detail]);
-    const texts = closingTexts(audit.length);
-    if (dialectOf(this.em) === 'postgresql') {
-      return [{ text: texts.withLedger, params: [...auditValues, ...ledger] }];
-    }
-    return [
-      { text: texts.audit, params: auditValues },
-      { text: LEDGER_INSERT, params: ledger },
-    ];
-  }
-
-  /** Ledger rows only need to outlive BullMQ's retention of the same jobs. */
-  async pruneOlderThan(cutoff: Date): Promise<number> {
-    return this.em.nativeDelete(JobRecord, { completedAt: { $lt: cutoff } });
-  }
-}
-
-export const STATE_KEYS = {
+const STATE_KEYS = {
   dataEpoch: 'data-epoch',
   brokerSync: 'broker-sync',
 } as const;

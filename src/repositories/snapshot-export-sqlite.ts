@@ -1,0 +1,81 @@
+/**
+ * The snapshot export on SQLite, in the caller's transaction (which already reads one WAL
+ * snapshot; SQLite's one connection cannot open a second): json_object writes every row's
+ * JSON in the database, in key ranges, and the rows never become JS objects.
+ */
+import type { Em } from '../db/orm.js';
+import type { BoundSql } from '../db/sql.js';
+import type { ColumnSpec, SnapshotRow, TableSpec } from '../snapshots/tables.js';
+import { keyOrder, rangeKey, type SnapshotJsonSink } from './snapshot-rows.js';
+
+/**
+ * Rows per statement of a SQLite export: ~1.5 MB of JSON text on the widest table, small
+ * enough that gzip starts on the first piece early, large enough that statements cost
+ * nothing next to their rows.
+ */
+const JSON_CHUNK_ROWS = 5000;
+
+const sqlString = (s: string): string => `'${s.replace(/'/g, "''")}'`;
+
+/**
+ * One column as SQLite's json_object writes the snapshot value (tables.ts); the reverse of
+ * databaseRowConverter. Texts are escaped by json_object, numbers printed round-trip exact.
+ */
+function sqliteValueJson(col: ColumnSpec, q: (id: string) => string): string {
+  const c = q(col.name);
+  switch (col.kind) {
+    case 'boolean':
+      return `case when ${c} is null then null when ${c} <> 0 then json('true') else json('false') end`;
+    case 'datetime':
+      // The ORM keeps date-times as epoch milliseconds. Whole non-negative ones (all that
+      // meshq writes from 1970 on) take datetime() plus the milliseconds printed, which
+      // costs less than strftime's %f; the rest take strftime. Text (never written by
+      // meshq) is read as SQLite reads date-time text.
+      return (
+        `case when typeof(${c}) = 'integer' and ${c} >= 0 then replace(datetime(${c} / 1000, 'unixepoch'), ' ', 'T') || printf('.%03dZ', ${c} % 1000) ` +
+        `when typeof(${c}) in ('integer', 'real') then strftime('%Y-%m-%dT%H:%M:%fZ', ${c} / 1000.0, 'unixepoch') else strftime('%Y-%m-%dT%H:%M:%fZ', ${c}) end`
+      );
+    case 'json':
+      // JSON text (or a bare number, stored as one by the column's NUMERIC affinity).
+      return `json(${c})`;
+    default:
+      return c;
+  }
+}
+
+const sqliteRowJson = (spec: TableSpec, q: (id: string) => string): string =>
+  `json_object(${spec.columns.map((c) => `${sqlString(c.name)}, ${sqliteValueJson(c, q)}`).join(', ')})`;
+
+export async function writeJsonSqlite<S extends SnapshotJsonSink>(em: Em, sql: BoundSql, specs: readonly TableSpec[], sink: S): Promise<S> {
+  const platform = em.getPlatform();
+  const q = (id: string) => platform.quoteIdentifier(id);
+  for (const spec of specs) {
+    sink.table(spec.table);
+    const row = sqliteRowJson(spec, q);
+    const key = rangeKey(spec);
+    if (key) {
+      const k = q(key.name);
+      // Rows joined here rather than by group_concat: only `group_concat(… order by k)`
+      // is documented to keep the order, and it sorts every range again.
+      const text = (where: string) => `select ${k} as k, ${row} as j from ${q(spec.table)}${where} order by ${k} limit ${JSON_CHUNK_ROWS}`;
+      const first = text('');
+      const next = text(` where ${k} > ?`);
+      let after: string | number | undefined;
+      for (;;) {
+        const { rows } = await sql.query<{ k: string | number; j: string }>(after === undefined ? first : next, after === undefined ? [] : [after]);
+        if (rows.length > 0) await sink.rows(rows.map((r) => r.j).join(','), rows.length);
+        if (rows.length < JSON_CHUNK_ROWS) break;
+        after = rows.at(-1)!.k;
+      }
+    } else {
+      const keys = spec.primaryKey.map(q).join(', ');
+      const res = await sql.query<SnapshotRow>(`select ${keys}, ${row} as ${q('__row_json')} from ${q(spec.table)}`);
+      const rows = res.rows.sort(keyOrder(spec));
+      for (let at = 0; at < rows.length; at += JSON_CHUNK_ROWS) {
+        const slice = rows.slice(at, at + JSON_CHUNK_ROWS);
+        await sink.rows(slice.map((r) => r.__row_json as string).join(','), slice.length);
+      }
+    }
+  }
+  return sink;
+}
