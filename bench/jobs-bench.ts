@@ -86,11 +86,13 @@ export async function seed(app: AppContext): Promise<string[]> {
   return ids;
 }
 
-const nodeUpdate = (ids: string[]) => (i: number) => ({ actor: 'bench', payload: { id: ids[i % ids.length], listenPort: 1024 + (i % 60_000) } });
+const nodeUpdatePayload = (ids: string[], i: number) => ({ id: ids[i % ids.length]!, listenPort: 1024 + (i % 60_000) });
+/** Signed as the API signs them: workers refuse an envelope they cannot verify. */
+const nodeUpdate = (app: AppContext, ids: string[]) => (i: number) => app.queues.signedEnvelope('node.update', 'bench', nodeUpdatePayload(ids, i));
 
 export async function meshqNodeUpdateRate(app: AppContext, ids: string[], n: number): Promise<number> {
   const queue = app.queues.queue(QUEUES.operations);
-  await fillQueue(queue, 'node.update', n, nodeUpdate(ids));
+  await fillQueue(queue, 'node.update', n, nodeUpdate(app, ids));
   return timedDrain(queue, n, async () => {
     const pool = await startWorkers(app);
     return { worker: pool.workers.find((w) => w.name === QUEUES.operations)!, close: () => pool.close() };
@@ -117,7 +119,7 @@ export async function pgBaselineRate(url: string, ids: string[], n: number): Pro
       client.release();
     }
     return { id };
-  }, n, nodeUpdate(ids));
+  }, n, (i) => ({ actor: 'bench', payload: nodeUpdatePayload(ids, i) }));
   await pool.end();
   return rate;
 }

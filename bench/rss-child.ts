@@ -35,7 +35,11 @@ const ids: string[] = [];
 for (let i = 0; i < 20; i++) ids.push((await run('node.create', { configId, name: `n${i}`, kind: 'static' })).id);
 
 const producerScript = fileURLToPath(new URL('./rss-producer.ts', import.meta.url));
-const producer = fork(producerScript, [app.config.queuePrefix, QUEUES.operations, String(TOTAL), JSON.stringify(ids)], { execArgv: ['--import', 'tsx'] });
+// The server key through the environment (never argv): the producer signs each job's envelope as the API would.
+const producer = fork(producerScript, [app.config.queuePrefix, QUEUES.operations, String(TOTAL), JSON.stringify(ids)], {
+  execArgv: ['--import', 'tsx'],
+  env: { ...process.env, BENCH_SECRET_KEY: app.config.secretKey },
+});
 const producerDone = new Promise<void>((resolve, reject) => producer.on('exit', (code) => (code === 0 ? resolve() : reject(new Error(`rss producer exited ${code}`)))));
 const gc = (globalThis as { gc?: () => void }).gc ?? (() => undefined);
 async function idleMemory(): Promise<{ rss: number; heapUsed: number }> {
