@@ -139,6 +139,9 @@ describe('administrator password', () => {
   it('refuses malformed stored hashes instead of saying "wrong password"', async () => {
     await expect(verifyAdminPassword('x', 'bcrypt$...')).rejects.toThrow(/malformed/);
     await expect(verifyAdminPassword('x', 'scrypt$3$8$1$c2FsdA==$aGFzaA==')).rejects.toThrow(/power of two/);
+    // The same bounds as snapshot keys: a stored hash cannot ask for a costlier scrypt either.
+    await expect(verifyAdminPassword('x', 'scrypt$1048576$8$1$c2FsdA==$aGFzaGhhc2hoYXNoaGFzaA==')).rejects.toThrow(/malformed .*between 2 and 65536/);
+    await expect(hashAdminPassword('x', { N: 2 ** 20, r: 8, p: 1 })).rejects.toThrow(/invalid KDF parameters/);
   });
 });
 

@@ -222,6 +222,15 @@ describe('snapshot file format', () => {
     const err = await openSnapshot(hugeN, PASSWORD).catch((e: unknown) => e);
     expect((err as SnapshotInvalidError).reason).toBe('bad_header');
 
+    // Within what scrypt allows but far above what meshq writes: refused from the header too.
+    const costly = Buffer.from(file);
+    costly.writeUInt32BE(2 ** 18, 13);
+    expect(refusal(() => readHeader(costly)).message).toMatch(/scrypt N must be a power of two between 2 and 65536 \(got 262144\)/);
+    const manyLanes = Buffer.from(file);
+    manyLanes.writeUInt32BE(2 ** 15, 13);
+    manyLanes.writeUInt32BE(3, 21);
+    expect(refusal(() => readHeader(manyLanes)).message).toMatch(/costs more than 64 MiB of work/);
+
     const notPow2 = Buffer.from(file);
     notPow2.writeUInt32BE(1000, 13);
     expect(refusal(() => readHeader(notPow2)).message).toMatch(/power of two/);
