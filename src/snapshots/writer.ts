@@ -18,8 +18,6 @@ const GZIP_PIECE_BYTES = 4 * 1024 * 1024;
  * for on every export.
  */
 const GZIP_CHUNK_BYTES = 256 * 1024;
-/** Rows per JSON.stringify call while writing an export. */
-const STRINGIFY_ROWS = 2000;
 const gzipAsync = promisify(gzip);
 
 /** What a SnapshotWriter is given: the counts may be left to what it writes. */
@@ -178,22 +176,6 @@ export class SnapshotWriter {
       this.pendingLength = 0;
     }
   }
-}
-
-/** The file for a payload whose rows are JS objects (SnapshotWriter does the work). */
-export async function encodeSnapshotAsync(payload: SnapshotPayload, key: Buffer, kdf: KdfParamsWithSalt): Promise<Buffer> {
-  assertDataKey(key);
-  checkWritable(payload);
-  const { tables, ...envelope } = payload;
-  const writer = new SnapshotWriter(envelope, key, kdf);
-  for (const [name, rows] of Object.entries(tables)) {
-    writer.table(name);
-    for (let at = 0; at < rows.length; at += STRINGIFY_ROWS) {
-      const slice = at === 0 && rows.length <= STRINGIFY_ROWS ? rows : rows.slice(at, at + STRINGIFY_ROWS);
-      await writer.rows(JSON.stringify(slice).slice(1, -1), slice.length);
-    }
-  }
-  return writer.finish();
 }
 
 /** The file for a payload. `key` is the 32-byte key derived with `kdf` (see crypto.ts). */
