@@ -54,7 +54,7 @@ const scryptMemory = ({ N, r }: KdfParams): number => 128 * N * r;
  * refusing older files, and no way for a crafted header to make the API spend seconds of
  * CPU or hundreds of MiB per request.
  */
-export const SCRYPT_LIMITS = Object.freeze({
+const SCRYPT_LIMITS = Object.freeze({
   maxN: 2 * DEFAULT_KDF_PARAMS.N,
   maxR: 2 * DEFAULT_KDF_PARAMS.r,
   maxP: 4,

@@ -26,7 +26,7 @@ import type { KdfParamsWithSalt } from '../crypto.js';
 import { SnapshotInvalidError } from './errors.js';
 import type { SnapshotInvalidReason } from './errors.js';
 
-export const SNAPSHOT_MAGIC = Buffer.from('MESHQSNP', 'ascii');
+const SNAPSHOT_MAGIC = Buffer.from('MESHQSNP', 'ascii');
 export const SNAPSHOT_FORMAT_VERSION = 1;
 
 const KDF_SCRYPT = 1;
