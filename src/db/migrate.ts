@@ -12,7 +12,7 @@ import type { Orm } from './orm.js';
 
 const POLL_MS = 50;
 
-export interface MigrationOutcome {
+interface MigrationOutcome {
   applied: string[];
   schemaVersion: string | undefined;
 }
@@ -30,7 +30,7 @@ export async function migrateUnderLock(
   }
 }
 
-export async function currentSchemaVersion(orm: Orm): Promise<string | undefined> {
+async function currentSchemaVersion(orm: Orm): Promise<string | undefined> {
   const executed = await orm.migrator.getExecuted();
   return executed.at(-1)?.name;
 }

@@ -20,7 +20,7 @@ export type Orm = MikroORM;
 export type Em = EntityManager;
 
 /** How long SQLite waits for another process's write lock before SQLITE_BUSY. */
-export const SQLITE_BUSY_TIMEOUT_MS = 5_000;
+const SQLITE_BUSY_TIMEOUT_MS = 5_000;
 
 export function ormOptions(config: Pick<Config, 'dialect' | 'databaseUrl' | 'sqlitePath' | 'dbPoolMax'>): Partial<Options> {
   const common: Partial<Options> = {
@@ -56,7 +56,7 @@ export function ormOptions(config: Pick<Config, 'dialect' | 'databaseUrl' | 'sql
   };
 }
 
-export class DatabaseUnavailableError extends Error {
+class DatabaseUnavailableError extends Error {
   constructor(url: string, waitedMs: number, cause: unknown) {
     super(
       `database ${redactUrl(url)} did not accept connections within ${waitedMs} ms ` +
@@ -134,8 +134,8 @@ async function applySqlitePragmas(orm: Orm): Promise<void> {
 const STATEMENT_CACHE_SIZE = 256;
 
 /**
- * Kysely's SQLite driver prepares every query anew, and preparing was a tenth of a
- * job's CPU time in profiles. MikroORM inlines parameter values into the SQL text, so its
+ * Kysely's SQLite driver prepares every query anew, and preparing showed as a large
+ * part of a job's CPU time in profiles. MikroORM inlines parameter values into the SQL text, so its
  * queries rarely hit; what does is constant text: transaction control and the
  * bound-parameter statements of src/db/sql.ts (the hot path of every job).
  * better-sqlite3 statements are reusable once a call has returned (kysely runs them

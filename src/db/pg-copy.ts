@@ -7,7 +7,7 @@
  *  - withPgReadSnapshot: a pooled client of its own, in a REPEATABLE READ, READ ONLY
  *    transaction (the export's one consistent read, on a second connection next to the
  *    job's transaction);
- *  - heldClientOf(em) (src/db/pg-client.ts): the client of the entity manager's write
+ *  - the transaction handle's pgClient (src/db/unit-of-work.ts): the client of the write
  *    transaction, which the unit of work holds itself on PostgreSQL, so that a restore's
  *    rows go in by COPY inside the same transaction as its deletes and the job's other
  *    writes.

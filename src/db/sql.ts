@@ -73,7 +73,7 @@ export interface SqlStatement {
 /** The commands whose row count is rows changed (as Kysely's numAffectedRows). */
 const CHANGES = new Set(['INSERT', 'UPDATE', 'DELETE', 'MERGE']);
 
-export interface SqlResult<R> {
+interface SqlResult<R> {
   rows: R[];
   /** Rows changed by an INSERT, UPDATE or DELETE. */
   affected: number;
@@ -113,6 +113,6 @@ export class BoundSql {
   }
 }
 
-export const dialectOf = (em: Em): Dialect => (isPostgres(em.getDriver()) ? 'postgresql' : 'sqlite');
+const dialectOf = (em: Em): Dialect => (isPostgres(em.getDriver()) ? 'postgresql' : 'sqlite');
 
 export const boundSql = (em: Em): BoundSql => new BoundSql(em, dialectOf(em));

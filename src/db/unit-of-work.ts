@@ -17,7 +17,7 @@
  * two reasons, both on the path of every job: the transaction's first statement can
  * carry its lock (PostgreSQL: `begin` and the advisory lock in one round trip; SQLite:
  * BEGIN IMMEDIATE, which the ORM cannot issue), and the ORM's transaction machinery
- * (forks, event broadcasting, savepoint bookkeeping) was a sixth of a job's CPU time.
+ * (forks, event broadcasting, savepoint bookkeeping) was a large part of a job's CPU time.
  * The entity manager takes the transaction's connection as its transaction context, so
  * the ORM's queries, its flush, `em.getKysely()` and src/db/sql.ts all run on it, as
  * inside `em.transactional`. On SQLite that is the ORM's Kysely bound to its one
@@ -64,7 +64,7 @@ const BEGIN = {
   },
 } as const;
 
-export interface WriteOptions {
+interface WriteOptions {
   /** Take the data lock exclusively (restore); operations take it shared. */
   exclusive?: boolean;
 }

@@ -15,19 +15,19 @@ export interface AuditEntry {
   detail: Record<string, unknown>;
 }
 
-export interface AuditView extends AuditEntry {
+interface AuditView extends AuditEntry {
   id: string;
   at: string;
 }
 
-export interface AuditFilter {
+interface AuditFilter {
   actor?: string;
   action?: string;
   entityType?: string;
   entityId?: string;
 }
 
-export const auditView = (r: AuditRecord): AuditView => ({
+const auditView = (r: AuditRecord): AuditView => ({
   id: r.id,
   at: r.at.toISOString(),
   actor: r.actor,

@@ -8,7 +8,7 @@ import { newId } from '../domain/ids.js';
 import { idCursor, pageLimit, toPage, type Page, type PageRequest } from '../domain/paging.js';
 import type { AwgParams, TunnelProtocol } from '../domain/validation.js';
 
-export interface ConfigFields {
+interface ConfigFields {
   name: string;
   subnet: string;
   listenPort: number;
@@ -18,7 +18,7 @@ export interface ConfigFields {
   awg?: AwgParams | null;
 }
 
-export type ConfigPatch = Partial<Omit<ConfigFields, 'subnet'>>;
+type ConfigPatch = Partial<Omit<ConfigFields, 'subnet'>>;
 
 export interface ConfigView extends Required<Omit<ConfigFields, 'awg'>> {
   id: string;
@@ -27,7 +27,7 @@ export interface ConfigView extends Required<Omit<ConfigFields, 'awg'>> {
   updatedAt: string;
 }
 
-export const configView = (c: MeshConfig): ConfigView => ({
+const configView = (c: MeshConfig): ConfigView => ({
   id: c.id,
   name: c.name,
   subnet: c.subnet,

@@ -4,14 +4,14 @@ import { MqttCredential, Node } from '../domain/entities/mesh.js';
 import { newId } from '../domain/ids.js';
 
 /** What the API may show of an MQTT credential: never the hash or the salt. */
-export interface CredentialView {
+interface CredentialView {
   username: string;
   clientId: string;
   version: number;
   rotatedAt: string;
 }
 
-export const credentialView = (c: MqttCredential): CredentialView => ({
+const credentialView = (c: MqttCredential): CredentialView => ({
   username: c.username,
   clientId: c.clientId,
   version: c.version,

@@ -7,7 +7,7 @@ import { newId } from '../domain/ids.js';
 import { idCursor, pageLimit, toPage, type Page, type PageRequest } from '../domain/paging.js';
 import type { ForwardProtocol } from '../domain/validation.js';
 
-export interface NewForward {
+interface NewForward {
   configId: string;
   fromNodeId: string;
   fromPort: number;
@@ -16,13 +16,13 @@ export interface NewForward {
   protocol: ForwardProtocol;
 }
 
-export interface ForwardView extends NewForward {
+interface ForwardView extends NewForward {
   id: string;
   enabled: boolean;
   createdAt: string;
 }
 
-export const forwardView = (f: PortForwardRule): ForwardView => ({
+const forwardView = (f: PortForwardRule): ForwardView => ({
   id: f.id,
   configId: f.config,
   fromNodeId: f.fromNode,

@@ -15,11 +15,11 @@ export interface NewLink {
   persistentKeepalive: number | null;
 }
 
-export interface LinkView extends NewLink {
+interface LinkView extends NewLink {
   id: string;
 }
 
-export const linkView = (l: PeerLink): LinkView => ({
+const linkView = (l: PeerLink): LinkView => ({
   id: l.id,
   configId: l.config,
   fromNodeId: l.fromNode,

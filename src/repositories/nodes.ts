@@ -17,7 +17,7 @@ import type { NodeKind } from '../domain/validation.js';
 
 const iso = (d: Date | null | undefined): string | null => d?.toISOString() ?? null;
 
-export interface NewNode {
+interface NewNode {
   configId: string;
   name: string;
   kind: NodeKind;
@@ -29,7 +29,7 @@ export interface NewNode {
   privateKey: string;
 }
 
-export interface NodePatch {
+interface NodePatch {
   name?: string;
   endpoint?: string | null;
   listenPort?: number | null;
@@ -59,7 +59,7 @@ export interface NodeView {
   updatedAt: string;
 }
 
-export const nodeView = (n: Node): NodeView => ({
+const nodeView = (n: Node): NodeView => ({
   id: n.id,
   configId: n.config,
   name: n.name,
@@ -75,7 +75,7 @@ export const nodeView = (n: Node): NodeView => ({
   updatedAt: n.updatedAt.toISOString(),
 });
 
-export interface NodeFilter {
+interface NodeFilter {
   kind?: NodeKind;
   online?: boolean;
 }

@@ -2,13 +2,13 @@ import type { Em } from '../db/orm.js';
 import { pageLimit, toPage, type Page, type PageRequest } from '../domain/paging.js';
 import { Setting } from '../domain/entities/settings.js';
 
-export interface SettingView {
+interface SettingView {
   key: string;
   value: unknown;
   updatedAt: string;
 }
 
-export const settingView = (s: Setting): SettingView => ({
+const settingView = (s: Setting): SettingView => ({
   key: s.key,
   value: s.value,
   updatedAt: s.updatedAt.toISOString(),

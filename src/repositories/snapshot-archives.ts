@@ -10,7 +10,7 @@ import { SnapshotArchive } from '../domain/entities/system.js';
 import { newId } from '../domain/ids.js';
 import { idCursor, pageLimit, toPage, type Page, type PageRequest } from '../domain/paging.js';
 
-export type ArchiveKind = 'export' | 'staged';
+type ArchiveKind = 'export' | 'staged';
 
 /** A stored file as the API shows it (never its bytes, never a key). */
 export interface SnapshotView {
@@ -23,7 +23,7 @@ export interface SnapshotView {
   counts: Record<string, number>;
 }
 
-export interface StagedSnapshot extends SnapshotView {
+interface StagedSnapshot extends SnapshotView {
   data: Buffer;
   sealedKey: string;
 }

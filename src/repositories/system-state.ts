@@ -28,7 +28,7 @@ export interface BrokerSyncState {
   lastReason?: string;
 }
 
-export const INITIAL_BROKER_SYNC_STATE: BrokerSyncState = Object.freeze({
+const INITIAL_BROKER_SYNC_STATE: BrokerSyncState = Object.freeze({
   pendingSeq: 0,
   appliedSeq: 0,
   syncedEpoch: 0,

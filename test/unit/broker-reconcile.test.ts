@@ -18,7 +18,7 @@ import {
 import { retryDelay } from '../../src/jobs/table.js';
 import type { Repositories } from '../../src/repositories/index.js';
 import type { AppliedCredential } from '../../src/repositories/broker-applied.js';
-import { INITIAL_BROKER_SYNC_STATE } from '../../src/repositories/system-state.js';
+import type { BrokerSyncState } from '../../src/repositories/system-state.js';
 
 const user = (n: number, hash = `h${n}`): DesiredUser => ({
   username: `node-${n}`,
@@ -151,7 +151,7 @@ describe('sameRules', () => {
 
 describe('broker sync bookkeeping', () => {
   it('is pending while a mark or a newer epoch is not applied', () => {
-    const s = { ...INITIAL_BROKER_SYNC_STATE };
+    const s: BrokerSyncState = { pendingSeq: 0, appliedSeq: 0, syncedEpoch: 0, lastError: null, lastSyncAt: null };
     expect(isBrokerSyncPending(s, 0)).toBe(false);
     expect(isBrokerSyncPending({ ...s, pendingSeq: 1 }, 0)).toBe(true);
     expect(isBrokerSyncPending(s, 1)).toBe(true);
