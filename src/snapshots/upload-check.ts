@@ -139,8 +139,20 @@ export class UploadChecker {
       execArgv,
       resourceLimits: { maxOldGenerationSizeMb: heapLimitMb(this.limits.maxBytes), maxYoungGenerationSizeMb: 32 },
     });
+    // A thread that fails or ends while idle is dropped (an 'error' without a listener
+    // would throw in the API); one that fails during a check is answered by run().
+    worker.on('error', () => this.forget(worker));
+    worker.on('exit', () => this.forget(worker));
     this.busy.add(worker);
     return worker;
+  }
+
+  private forget(worker: Worker): void {
+    const at = this.idle.findIndex((i) => i.worker === worker);
+    if (at >= 0) {
+      clearTimeout(this.idle[at]!.timer);
+      this.idle.splice(at, 1);
+    }
   }
 
   private release(worker: Worker): void {
