@@ -3,7 +3,8 @@
 import { randomUUID } from 'node:crypto';
 import { bootstrap } from '../src/bin/bootstrap.js';
 import { createRepositories } from '../src/repositories/index.js';
-import { openUpload, stageUpload } from '../src/snapshots/restore.js';
+import { stageUpload } from '../src/jobs/processors/snapshots.js';
+import { openUpload } from '../src/snapshots/restore.js';
 import { runJob } from '../src/jobs/runner.js';
 import type { JobType } from '../src/jobs/table.js';
 import { encodeTestSnapshot, generateBusinessTables, rowCount } from '../test/support/snapshot-data.js';

@@ -26,8 +26,9 @@ import type { Config } from '../src/config.js';
 import { connectOrm } from '../src/db/orm.js';
 import { migrateUnderLock } from '../src/db/migrate.js';
 import { createRepositories } from '../src/repositories/index.js';
+import { stageUpload } from '../src/jobs/processors/snapshots.js';
 import type { JobInput } from '../src/jobs/table.js';
-import { openUpload, stageUpload } from '../src/snapshots/restore.js';
+import { openUpload } from '../src/snapshots/restore.js';
 import { encodeTestSnapshot, generateBusinessTables, rowCount } from '../test/support/snapshot-data.js';
 import { benchDatabase, dropRedisPrefix, record, seconds } from './support.js';
 
