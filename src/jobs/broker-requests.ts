@@ -6,10 +6,8 @@ import type { Job } from 'bullmq';
 import type { Config } from '../config.js';
 import { SCHEDULED_SYNC_REASON } from './payloads.js';
 import type { JobQueues } from './queue-client.js';
-import { QUEUES } from './names.js';
-import type { JobType } from './table.js';
+import { JOBS } from './table.js';
 
-const BROKER_SYNC: JobType = 'broker.sync';
 export const BROKER_RECONCILE_SCHEDULER_ID = 'broker-reconcile';
 export const DEFAULT_RECONCILE_EVERY_MS = 60_000;
 
@@ -34,7 +32,7 @@ export async function configureScheduledReconcile(
   config: Pick<Config, 'mqtt'>,
   everyMs = DEFAULT_RECONCILE_EVERY_MS,
 ): Promise<void> {
-  const queue = queues.queue(QUEUES.brokerSync);
+  const queue = queues.queue(JOBS['broker.sync'].queue);
   if (!config.mqtt.enabled) {
     await queue.removeJobScheduler(BROKER_RECONCILE_SCHEDULER_ID);
     return;
@@ -43,7 +41,7 @@ export async function configureScheduledReconcile(
     BROKER_RECONCILE_SCHEDULER_ID,
     { every: everyMs },
     {
-      name: BROKER_SYNC,
+      name: 'broker.sync' satisfies keyof typeof JOBS,
       // Signed like every job: the worker refuses an envelope it cannot verify.
       data: queues.signedEnvelope('broker.sync', 'system', { reason: SCHEDULED_SYNC_REASON }),
       // No retries: the next tick is the retry.

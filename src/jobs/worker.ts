@@ -10,7 +10,7 @@ import type { Config } from '../config.js';
 import type { UnitOfWork } from '../db/unit-of-work.js';
 import { JOBS, JOB_TYPES, isJobType, retryStrategy } from './table.js';
 import { redisConnection, type JobQueues } from './queue-client.js';
-import { QUEUES, QUEUE_RULES, concurrencyOf } from './names.js';
+import { QUEUE_RULES, concurrencyOf } from './names.js';
 import { runJob, type RunnerDeps } from './runner.js';
 import { UnrecoverableError } from 'bullmq';
 import { configureScheduledReconcile, requestBrokerSync } from './broker-requests.js';
@@ -131,7 +131,7 @@ export async function startWorkers(
     return worker;
   });
   await Promise.all(workers.map((w) => w.waitUntilReady()));
-  if (served.has(QUEUES.brokerSync)) await configureScheduledReconcile(queues, config, opts.brokerReconcileEveryMs);
+  if (served.has(JOBS['broker.sync'].queue)) await configureScheduledReconcile(queues, config, opts.brokerReconcileEveryMs);
   log.info({ queues: [...served], concurrency: config.workerConcurrency }, 'workers started');
 
   return {
