@@ -1,6 +1,6 @@
 /**
  * snapshot.export and snapshot.restore. Both run inside the runner's transaction like
- * every job; restore's takes the data lock exclusively (src/jobs/worker.ts), so no
+ * every job; restore's takes the data lock exclusively (its row in src/jobs/table.ts), so no
  * operation writes while it runs and operations submitted meanwhile run after it, against
  * the restored data. Staging an upload for restore is here too: it is the write that
  * hands a checked file over to the restore job (src/snapshots checks files but never
