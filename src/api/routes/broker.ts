@@ -46,7 +46,7 @@ export async function brokerRoutes(api: FastifyInstance, opts: { app: AppContext
   // Built once: the client holds no connection of its own, only its configuration.
   const probe = enabled ? createEmqxClient(app.config, PROBE_CLIENT_TUNING) : undefined;
 
-  api.get('/broker/status', { schema: { tags: ['broker'], summary: 'EMQX sync status: enabled, reachable, epochs, pending, last error' } }, async () => {
+  api.get('/broker/status', { config: { scope: 'read' }, schema: { tags: ['broker'], summary: 'EMQX sync status: enabled, reachable, epochs, pending, last error' } }, async () => {
     const repos = createRepositories(app.uow.fork(), { serverKey: app.serverKey });
     const epoch = await repos.system.dataEpoch();
     const sync = await repos.system.brokerSyncState();
@@ -84,6 +84,7 @@ export async function brokerRoutes(api: FastifyInstance, opts: { app: AppContext
   api.post(
     '/broker/sync',
     {
+      config: { scope: 'operate' },
       schema: {
         tags: ['broker'],
         summary: 'Request a full EMQX reconcile',
