@@ -1,6 +1,7 @@
 /**
  * ORM bootstrap: one MikroORM instance per process, SQLite or PostgreSQL by DATABASE_URL.
  */
+import { backoffDelay } from '../backoff.js';
 import { mkdirSync } from 'node:fs';
 import type Database from 'better-sqlite3';
 import { dirname } from 'node:path';
@@ -79,6 +80,9 @@ function redactError(err: unknown, url: string): string {
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
+/** Start-up's connect retries: quick at first (a container coming up), never idle long. */
+const CONNECT_BACKOFF = { baseMs: 100, capMs: 2_000 } as const;
+
 /**
  * Connects with exponential backoff (a PostgreSQL container may still be starting),
  * bounded by DB_CONNECT_TIMEOUT_MS; the error names the URL without its password.
@@ -89,7 +93,6 @@ export async function connectOrm(
 ): Promise<Orm> {
   const orm = new MikroORM(ormOptions(config));
   const started = Date.now();
-  let delay = 100;
   for (let attempt = 1; ; attempt++) {
     const failure = await orm.connect().then(
       async () => {
@@ -100,6 +103,7 @@ export async function connectOrm(
     );
     if (failure === undefined) break;
     const waited = Date.now() - started;
+    const delay = backoffDelay(attempt, CONNECT_BACKOFF);
     if (waited + delay > config.dbConnectTimeoutMs) {
       await orm.close(true).catch(() => undefined);
       throw new DatabaseUnavailableError(config.databaseUrl, waited, failure);
@@ -109,7 +113,6 @@ export async function connectOrm(
       'database not reachable yet; retrying',
     );
     await sleep(delay);
-    delay = Math.min(delay * 2, 2_000);
   }
   if (config.dialect === 'sqlite') await applySqlitePragmas(orm);
   return orm;

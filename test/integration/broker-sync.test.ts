@@ -1,5 +1,5 @@
 /**
- * The EMQX credential and authorization sync (DESIGN §6) against the EMQX contract
+ * The EMQX credential and authorization sync against the EMQX contract
  * double, on SQLite and PostgreSQL:
  *  - reconcile semantics through the real runner (no BullMQ): users with their hash and
  *    salt, rules, kicks, users meshq does not own, idempotency, failures recorded, and

@@ -309,7 +309,7 @@ describe('EmqxClient', () => {
 });
 
 // ---------------------------------------------------------------------------------------
-// The double itself, called directly: these pin the contract of reference/emqx-api.md.
+// The double itself, called directly: these pin the EMQX behaviour the double claims (its header comment).
 
 interface RawAnswer {
   status: number;
