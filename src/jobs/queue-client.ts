@@ -129,7 +129,7 @@ export class JobQueues {
     const envelope = signEnvelope(this.#envelopeKey, type, opts.actor, payload);
     const jobId = opts.jobId ?? (opts.idempotencyKey ? idempotentJobId(opts.actor, opts.idempotencyKey) : uuidv7());
     const queue = this.queue(def.queue);
-    const added = await queue.add(type, envelope, { ...jobOptions(type), jobId, delay: opts.delayMs });
+    const added = await queue.add(type, envelope, { ...jobOptions(type, payload), jobId, delay: opts.delayMs });
     // Deduplicated (the row's deduplication) or an existing id: BullMQ adds nothing and
     // hands back a local object carrying the existing job's id.
     if (!opts.idempotencyKey && !opts.jobId && !def.deduplication) {

@@ -27,6 +27,7 @@ import * as tokens from './processors/tokens.js';
 import * as broker from './processors/broker.js';
 import * as pushes from './processors/push-config.js';
 import * as snapshots from './processors/snapshots.js';
+import { pushDeduplicationId } from './pushes.js';
 
 export type { JobInput, JobPayload, JobType };
 
@@ -57,7 +58,11 @@ export interface JobDefinition<T extends JobType> {
    * BullMQ deduplication: any number of submissions collapse into one pending job;
    * `keepLastIfActive` keeps one submitted while a job is active, to run after it.
    */
-  readonly deduplication?: { readonly id: string; readonly keepLastIfActive: boolean };
+  readonly deduplication?: {
+    /** One id for the type, or one per payload (a node's pushes coalesce per node). */
+    readonly id: string | ((data: JobPayload<T>) => string);
+    readonly keepLastIfActive: boolean;
+  };
   /**
    * Submitted only by meshq itself, never through POST /api/v1/jobs: `endpoint` names
    * the endpoint a client asks through (it makes the secret, or the hash the job carries).
@@ -208,6 +213,12 @@ const ROWS: { readonly [T in JobType]: Row<T> } = {
     scope: 'credentials',
     queue: QUEUES.brokerSync,
     processor: pushes.pushConfig,
+    // At-least-once: a push the broker did not take retries, re-reading the node's state
+    // each time (so a retry carries the newest revision), for about a week at the cap.
+    retry: { attempts: 10_000, backoff: { baseMs: 1_000, capMs: 60_000 } },
+    // Per node: requests while a push waits join it; one made while it runs is kept and
+    // runs after it (it may have read the state before the change that asked).
+    deduplication: { id: (d) => pushDeduplicationId(d.nodeId), keepLastIfActive: true },
     description: "Publish a dynamic node's desired configuration (address, peers) to its agent over MQTT",
   },
 };
@@ -251,12 +262,17 @@ export function retryDelay(type: string, attemptsMade: number, random?: () => nu
 /** Installed on the workers (`settings.backoffStrategy`). */
 export const retryStrategy: BackoffStrategy = (attemptsMade, _type, _err, job) => retryDelay(job?.name ?? '', attemptsMade);
 
-/** The BullMQ options a job of `type` is added with: its retries and deduplication. */
-export function jobOptions(type: JobType): JobsOptions {
+/**
+ * The BullMQ options a job of `type` is added with: its retries and deduplication (a
+ * per-payload deduplication id needs the payload).
+ */
+export function jobOptions(type: JobType, payload?: unknown): JobsOptions {
   const def = jobDefinition(type);
+  const dedup = def.deduplication;
+  const id = typeof dedup?.id === 'function' ? (payload === undefined ? undefined : (dedup.id as (d: unknown) => string)(payload)) : dedup?.id;
   return {
     attempts: def.retry.attempts,
     backoff: { type: RETRY_BACKOFF_TYPE, delay: def.retry.backoff.baseMs },
-    ...(def.deduplication ? { deduplication: { ...def.deduplication } } : {}),
+    ...(dedup && id !== undefined ? { deduplication: { id, keepLastIfActive: dedup.keepLastIfActive } } : {}),
   };
 }

@@ -12,6 +12,7 @@ import { CredentialRepository } from './credentials.js';
 import { ForwardRepository } from './forwards.js';
 import { LinkRepository } from './links.js';
 import { NodeRepository } from './nodes.js';
+import { NodeSyncRepository } from './node-sync.js';
 import { SettingsRepository } from './settings.js';
 import { SnapshotRepository } from './snapshots.js';
 import { SystemStateRepository } from './system-state.js';
@@ -21,6 +22,8 @@ export interface Repositories {
   readonly brokerApplied: BrokerAppliedRepository;
   readonly configs: ConfigRepository;
   readonly nodes: NodeRepository;
+  /** Push receivers and each node's sync state (desired, applied revision). */
+  readonly nodeSync: NodeSyncRepository;
   readonly links: LinkRepository;
   readonly credentials: CredentialRepository;
   readonly forwards: ForwardRepository;
@@ -48,6 +51,7 @@ export function createRepositories(em: Em, deps: RepositoryDeps): Repositories {
     brokerApplied: new BrokerAppliedRepository(em),
     configs: new ConfigRepository(em),
     nodes: new NodeRepository(em, deps.serverKey, deps.tx),
+    nodeSync: new NodeSyncRepository(em, deps.tx),
     links: new LinkRepository(em),
     credentials: new CredentialRepository(em),
     forwards: new ForwardRepository(em),

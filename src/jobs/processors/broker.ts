@@ -13,7 +13,7 @@ import { isBrokerSyncPending, reconcileBroker } from '../../broker/reconcile.js'
 import type { Repositories } from '../../repositories/index.js';
 import type { JobContext } from '../context.js';
 import { SCHEDULED_SYNC_REASON, type BrokerSync } from '../payloads.js';
-import { pushAllDynamicNodes } from './push-config.js';
+import { requestPushes } from '../pushes.js';
 
 export interface BrokerSyncResult {
   created: number;
@@ -57,7 +57,7 @@ export async function syncBroker(data: BrokerSync, ctx: JobContext): Promise<Bro
   // A new data epoch means a restore replaced the data since the last applied sync:
   // every agent's configuration may be stale, so each dynamic node gets a push, enqueued
   // once this sync has committed (its credentials are in EMQX by then).
-  if (epoch > state.syncedEpoch) await pushAllDynamicNodes(ctx);
+  if (epoch > state.syncedEpoch) await requestPushes(ctx, { all: true });
   return { ...counts, epoch };
 }
 

@@ -2,7 +2,7 @@ import { newId } from '../../domain/ids.js';
 import type { NewLink } from '../../repositories/links.js';
 import { linksForPair, missingPairs, pairCount, type NodePair } from '../../domain/pairs.js';
 import type { JobContext } from '../context.js';
-import { pushConfigNodes } from './push-config.js';
+import { requestPushes } from '../pushes.js';
 import type { MeshGenerate } from '../payloads.js';
 
 /**
@@ -53,6 +53,6 @@ export async function generateMesh(data: MeshGenerate, ctx: JobContext): Promise
   });
   // New pairs change the peer lists of the config's agents: push them once committed
   // (MQTT enabled only). A run that created nothing changed nobody's configuration.
-  if (created > 0) await pushConfigNodes(ctx, config.id);
+  if (created > 0) await requestPushes(ctx, { configId: config.id });
   return { created };
 }

@@ -26,7 +26,6 @@
  * (`pushAllDynamicNodes`). Static nodes are managed by hand and have no agent: they get
  * no push, and asking for one is INVALID.
  */
-import { createHash } from 'node:crypto';
 import { BrokerInsecureError, InvalidError, MqttDisabledError } from '../../domain/errors.js';
 import type { Repositories } from '../../repositories/index.js';
 import type { AwgParams, TunnelProtocol } from '../../domain/validation.js';
@@ -145,36 +144,3 @@ export async function pushConfig(data: NodePushConfig, ctx: JobContext): Promise
   return { nodeId: message.nodeId, topic, peers: message.peers.length };
 }
 
-/**
- * Queues a push to every dynamic node, to be enqueued once the calling job commits. For
- * the broker sync: call it from inside the processor when the sync applied a new data
- * epoch (a restore replaced the data, so every agent's configuration may be stale). The
- * nodes are read in the caller's transaction, i.e. exactly the data the sync applied.
- * Returns how many pushes were queued (none with MQTT disabled).
- */
-export async function pushAllDynamicNodes(ctx: JobContext): Promise<number> {
-  if (!ctx.config.mqtt.enabled) return 0;
-  const nodes = await ctx.repos.nodes.dynamicNodes();
-  for (const node of nodes) ctx.enqueue('node.push-config', { nodeId: node.id }, { jobId: pushJobId(node.id, ctx.jobId) });
-  if (nodes.length > 0) ctx.log.info({ nodes: nodes.length }, 'config pushes queued for every dynamic node');
-  return nodes.length;
-}
-
-/** The same for the dynamic nodes of one config (after mesh.generate changed their peers). */
-export async function pushConfigNodes(ctx: JobContext, configId: string): Promise<number> {
-  if (!ctx.config.mqtt.enabled) return 0;
-  const nodes = await ctx.repos.nodes.dynamicNodes(configId);
-  for (const node of nodes) ctx.enqueue('node.push-config', { nodeId: node.id }, { jobId: pushJobId(node.id, ctx.jobId) });
-  return nodes.length;
-}
-
-/**
- * Derived from the job that asked, so a follow-up enqueued twice is still one push; ids
- * are also ledger keys (at most 128 characters, unique forever). Scheduler-made parent
- * ids contain `:`, which BullMQ reserves, hence the sanitising.
- */
-function pushJobId(nodeId: string, parentJobId: string): string {
-  const parent = parentJobId.replace(/[^A-Za-z0-9_-]/g, '_');
-  const id = `push-${nodeId}-${parent}`;
-  return id.length <= 128 ? id : `push-${nodeId}-${createHash('sha256').update(parentJobId).digest('hex').slice(0, 40)}`;
-}
