@@ -6,6 +6,7 @@ import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { dirname, resolve } from 'node:path';
 import { randomBytes } from 'node:crypto';
 import { z } from 'zod';
+import { CronExpressionParser } from 'cron-parser';
 
 const bool = z
   .enum(['true', 'false', '1', '0', 'yes', 'no'])
@@ -46,12 +47,32 @@ const envSchema = z.object({
   EMQX_API_KEY: z.string().optional(),
   EMQX_API_SECRET: z.string().optional(),
   SNAPSHOT_KEEP: int(1, 10_000).default(20),
+  SNAPSHOT_SCHEDULE: z
+    .string()
+    .refine(isCronPattern, {
+      message: 'must be a cron pattern (5 fields, or 6 with seconds first), e.g. "0 3 * * *" for 03:00 every day',
+    })
+    .optional(),
+  WORKER_HTTP_PORT: int(0, 65535).default(3001),
+  LOG_FORMAT: z.enum(['json', 'pretty']).default('json'),
   LOG_LEVEL: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
   QUEUE_PREFIX: z
     .string()
     .regex(/^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$/, 'must be 1-64 letters, digits, _ . - (no : or spaces)')
     .default('meshq'),
 });
+
+/** BullMQ's job schedulers read cron patterns with cron-parser: the same parser checks them here, at start. */
+function isCronPattern(pattern: string): boolean {
+  const fields = pattern.trim().split(/\s+/).length;
+  if (fields < 5 || fields > 6) return false;
+  try {
+    CronExpressionParser.parse(pattern);
+    return true;
+  } catch {
+    return false;
+  }
+}
 
 /** Every variable meshq reads; docker-compose.yml and .env.example are checked against it. */
 export const CONFIG_VARIABLES = Object.keys(envSchema.shape) as (keyof typeof envSchema.shape)[];
@@ -80,7 +101,12 @@ export interface Config {
   };
   readonly emqx: { readonly apiUrl: string; readonly apiKey?: string; readonly apiSecret?: string };
   readonly snapshotKeep: number;
+  /** Cron pattern of scheduled snapshot exports (SNAPSHOT_SCHEDULE); absent: none. */
+  readonly snapshotSchedule?: string;
+  /** Port of a worker process's /healthz, /readyz and /metrics (0: any free port). */
+  readonly workerHttpPort: number;
   readonly logLevel: string;
+  readonly logFormat: 'json' | 'pretty';
   /** Prefix of every BullMQ key (QUEUE_PREFIX): meshq deployments sharing a Redis, and tests, each use their own. */
   readonly queuePrefix: string;
 }
@@ -160,7 +186,10 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
     }),
     emqx: Object.freeze({ apiUrl: e.EMQX_API_URL, apiKey: e.EMQX_API_KEY, apiSecret: e.EMQX_API_SECRET }),
     snapshotKeep: e.SNAPSHOT_KEEP,
+    snapshotSchedule: e.SNAPSHOT_SCHEDULE,
+    workerHttpPort: e.WORKER_HTTP_PORT,
     logLevel: e.LOG_LEVEL,
+    logFormat: e.LOG_FORMAT,
     queuePrefix: opts.queuePrefix ?? e.QUEUE_PREFIX,
   });
 }

@@ -13,6 +13,7 @@ import { registerBullBoard } from './bull-board.js';
 import { registerDocs } from './docs.js';
 import { ApiError, errorHandler, notFoundHandler } from './errors.js';
 import { ApiMetrics } from './metrics.js';
+import { eventRoutes } from './routes/events.js';
 import { brokerRoutes } from './routes/broker.js';
 import { healthRoutes } from './routes/health.js';
 import { jobRoutes } from './routes/jobs.js';
@@ -27,6 +28,8 @@ export interface ApiOptions {
   bodyLimit?: number;
   /** Failed-login throttling and concurrent password checks (defaults: DEFAULT_AUTH_LIMITS). */
   authLimits?: Partial<AuthLimits>;
+  /** The workers' metrics (Prometheus text) when they run in this process: /metrics serves them too, once. */
+  workerMetrics?: () => Promise<string>;
 }
 
 declare module 'fastify' {
@@ -64,14 +67,14 @@ export async function buildApi(app: AppContext, opts: ApiOptions = {}): Promise<
   const limits = { ...DEFAULT_AUTH_LIMITS, ...opts.authLimits };
   const { routes } = registerAuth(api, app, await createLoginThrottle(api, limits), limits);
   api.decorate('meshqRoutes', routes);
-  const metrics = new ApiMetrics(app.queues, app.config, app.log);
-  await metrics.start();
-  api.addHook('onClose', () => metrics.close());
+  const metrics = new ApiMetrics(app, { workers: opts.workerMetrics });
+  metrics.install(api);
 
   await registerDocs(api, VERSION);
   await api.register(healthRoutes, { app });
   await api.register(metricsRoutes, { metrics });
   await api.register(jobRoutes, { app, prefix: API_PREFIX });
+  await api.register(eventRoutes, { app, prefix: API_PREFIX });
   await api.register(readRoutes, { app, prefix: API_PREFIX });
   await api.register(secretRoutes, { app, prefix: API_PREFIX });
   await api.register(brokerRoutes, { app, prefix: API_PREFIX });

@@ -1,37 +1,39 @@
 /**
- * Prometheus metrics, in a registry of this app's own (not prom-client's global one), so
- * several apps can live in one process (tests) without clashing names.
+ * The API's Prometheus metrics, in a registry of this app's own (not prom-client's global
+ * one), so several apps can live in one process (tests) without clashing names.
  *
- * Queue depth is read from BullMQ when scraped: Redis is the truth and a gauge kept in
- * memory would drift. Job durations need a moment in time to be observed, so they come
- * from BullMQ's event stream (QueueEvents completed/failed, the final outcome only: a
- * retried attempt emits no `failed`), looking the job up for its type and its
- * processedOn -> finishedOn. Chosen over "read the recently finished jobs on each scrape"
- * because a histogram is a set of counters: rebuilding it from a sliding window would
- * make counts go down as BullMQ's retention removes jobs. The cost: each API process
- * counts every job it sees finish while it runs (sum over one instance, not over
- * replicas), and one Redis connection per queue.
+ * Counted once, where the work happens: the API counts the HTTP requests it answered;
+ * jobs are counted by the worker process that ran them (src/jobs/metrics.ts), never here,
+ * so summing over API replicas and workers counts nothing twice. Where API and workers
+ * share a process (`npm start`), this endpoint serves the workers' registry too, merged,
+ * with the process metrics once.
+ *
+ * Queue depth and broker lag are read when scraped: Redis and the database are the truth,
+ * and a gauge kept in memory would drift.
  */
-import { QueueEvents } from 'bullmq';
-import type { Redis } from 'ioredis';
-import { Gauge, Histogram, Registry } from 'prom-client';
-import type { Logger } from 'pino';
-import type { Config } from '../config.js';
-import type { JobQueues } from '../jobs/queue-client.js';
-import { QUEUE_NAMES, type QueueName } from '../jobs/names.js';
+import type { FastifyInstance } from 'fastify';
+import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
+import type { AppContext } from './context.js';
+import { createRepositories } from '../repositories/index.js';
 
-const DURATION_BUCKETS = [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300];
+const HTTP_BUCKETS = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30];
+
+export interface ApiMetricsOptions {
+  /**
+   * The workers' metrics (Prometheus text) when they run in this process (`npm start`,
+   * in a thread of their own): served after this registry's, with the process metrics
+   * once (theirs).
+   */
+  workers?: () => Promise<string>;
+}
 
 export class ApiMetrics {
   readonly registry = new Registry();
-  private readonly duration: Histogram<'queue' | 'type' | 'status'>;
-  private readonly watchers: { events: QueueEvents; connection: Redis }[] = [];
+  private readonly requests: Counter<'method' | 'route' | 'status'>;
+  private readonly duration: Histogram<'method' | 'route' | 'status'>;
+  private readonly workers?: () => Promise<string>;
 
-  constructor(
-    private readonly queues: JobQueues,
-    private readonly config: Pick<Config, 'redisUrl' | 'queuePrefix'>,
-    private readonly log: Logger,
-  ) {
+  constructor(app: Pick<AppContext, 'queues' | 'uow' | 'serverKey' | 'config'>, opts: ApiMetricsOptions = {}) {
     const depth = new Gauge({
       name: 'meshq_queue_jobs',
       help: 'Jobs in each queue by state, read from Redis at scrape time',
@@ -39,58 +41,72 @@ export class ApiMetrics {
       registers: [this.registry],
       collect: async () => {
         depth.reset();
-        for (const [queue, counts] of Object.entries(await queues.counts())) {
+        for (const [queue, counts] of Object.entries(await app.queues.counts())) {
           for (const [state, n] of Object.entries(counts)) depth.set({ queue, state }, n);
         }
       },
     });
-    this.duration = new Histogram({
-      name: 'meshq_job_duration_seconds',
-      help: 'Run time of finished jobs (last attempt: processedOn to finishedOn), by final status',
-      labelNames: ['queue', 'type', 'status'] as const,
-      buckets: DURATION_BUCKETS,
+    if (app.config.mqtt.enabled) {
+      const read = async () => {
+        const repos = createRepositories(app.uow.fork(), { serverKey: app.serverKey });
+        return { epoch: await repos.system.dataEpoch(), sync: await repos.system.brokerSyncState() };
+      };
+      let snapshot: Promise<Awaited<ReturnType<typeof read>>> | undefined;
+      // Both gauges come from one read per scrape.
+      const once = () => (snapshot ??= read().finally(() => setTimeout(() => (snapshot = undefined), 0)));
+      const epochLag = new Gauge({
+        name: 'meshq_broker_epoch_lag',
+        help: 'Restores EMQX has not been synced to yet (data epoch minus the epoch the last sync applied)',
+        registers: [this.registry],
+        collect: async () => {
+          const { epoch, sync } = await once();
+          epochLag.set(Math.max(0, epoch - sync.syncedEpoch));
+        },
+      });
+      const pending = new Gauge({
+        name: 'meshq_broker_pending_changes',
+        help: 'Credential changes marked for EMQX and not yet applied by a sync',
+        registers: [this.registry],
+        collect: async () => {
+          const { sync } = await once();
+          pending.set(Math.max(0, sync.pendingSeq - sync.appliedSeq));
+        },
+      });
+    }
+    this.requests = new Counter({
+      name: 'meshq_http_requests_total',
+      help: 'HTTP requests answered, by method, route pattern and status code',
+      labelNames: ['method', 'route', 'status'] as const,
       registers: [this.registry],
+    });
+    this.duration = new Histogram({
+      name: 'meshq_http_request_duration_seconds',
+      help: 'Time to answer HTTP requests, by method, route pattern and status code',
+      labelNames: ['method', 'route', 'status'] as const,
+      buckets: HTTP_BUCKETS,
+      registers: [this.registry],
+    });
+    // The workers' metrics have the process metrics when they share this process.
+    if (!opts.workers) collectDefaultMetrics({ register: this.registry });
+    this.workers = opts.workers;
+  }
+
+  /** Counts every answer by its route pattern (never the raw URL: ids would mint series). */
+  install(api: FastifyInstance): void {
+    api.addHook('onResponse', async (request, reply) => {
+      const labels = { method: request.method, route: request.routeOptions.url ?? 'unmatched', status: String(reply.statusCode) };
+      this.requests.inc(labels);
+      this.duration.observe(labels, reply.elapsedTime / 1000);
     });
   }
 
-  /** Starts listening to every queue's events; resolves when they are subscribed. */
-  async start(): Promise<void> {
-    for (const name of QUEUE_NAMES) {
-      const { events, connection } = await this.queues.eventsFromTail(name);
-      events.on('error', (err) => this.log.warn({ err, queue: name }, 'metrics: queue events error'));
-      events.on('completed', ({ jobId }) => void this.observe(name, jobId, 'completed'));
-      events.on('failed', ({ jobId }) => void this.observe(name, jobId, 'failed'));
-      this.watchers.push({ events, connection });
-    }
-    await Promise.all(this.watchers.map((w) => w.events.waitUntilReady()));
-  }
-
-  private async observe(queue: QueueName, jobId: string, status: 'completed' | 'failed'): Promise<void> {
-    try {
-      const job = await this.queues.queue(queue).getJob(jobId);
-      // Already removed by retention: nothing to measure.
-      if (!job?.processedOn || !job.finishedOn) return;
-      this.duration.observe({ queue, type: job.name, status }, Math.max(0, job.finishedOn - job.processedOn) / 1000);
-    } catch (err) {
-      this.log.debug({ err, jobId }, 'metrics: could not read finished job');
-    }
-  }
-
-  text(): Promise<string> {
-    return this.registry.metrics();
+  async text(): Promise<string> {
+    const own = await this.registry.metrics();
+    if (!this.workers) return own;
+    return (own.endsWith('\n') ? own : own + '\n') + (await this.workers());
   }
 
   get contentType(): string {
     return this.registry.contentType;
-  }
-
-  async close(): Promise<void> {
-    await Promise.all(
-      this.watchers.map(async (w) => {
-        await w.events.close().catch(() => undefined);
-        await w.connection.quit().catch(() => w.connection.disconnect());
-      }),
-    );
-    this.watchers.length = 0;
   }
 }

@@ -19,7 +19,7 @@ export type { AppContext };
 export async function bootstrap(role: string, config?: Config, opts: { logDestination?: DestinationStream } = {}): Promise<AppContext> {
   if (!config) loadDotEnv();
   const cfg = config ?? loadConfig();
-  const log = createLogger(cfg.logLevel, 'meshq', opts.logDestination).child({ role });
+  const log = createLogger(cfg.logLevel, 'meshq', opts.logDestination, cfg.logFormat).child({ role });
   log.info({ database: redactUrl(cfg.databaseUrl), redis: redactUrl(cfg.redisUrl) }, 'starting');
 
   const orm = await connectOrm(cfg, log);

@@ -21,6 +21,7 @@ import { permanentFailure, toDomainError } from './errors.js';
 import { jobDefinition, type JobInput, type JobType } from './table.js';
 import { compactIssues, describeZodError } from '../domain/zod-errors.js';
 import type { JobEnvelope } from './envelope.js';
+import type { CommittedJob } from './events.js';
 
 export interface RunnerDeps {
   uow: UnitOfWork;
@@ -39,6 +40,8 @@ export interface RunnerDeps {
    * that saw changes arrive) and MQTT is enabled; absent, nothing is requested.
    */
   requestBrokerSync?(reason: string): Promise<unknown>;
+  /** Publishes a committed job's domain event (src/jobs/events.ts); absent, none is published. */
+  publishCommitted?(job: CommittedJob): Promise<unknown>;
 }
 
 export interface RunInput {
@@ -119,6 +122,10 @@ export async function runJob(deps: RunnerDeps, input: RunInput): Promise<unknown
   }
 
   deps.onCommitted?.(input.jobId, input.type);
+  if (deps.publishCommitted) {
+    const committed = { jobId: input.jobId, type: input.type, actor: input.envelope.actor, payload: parsed.data, result };
+    await deps.publishCommitted(committed).catch((err: unknown) => jobLog().warn({ err }, 'publishing the event failed'));
+  }
   for (const fn of afterCommit) {
     // The commit stands whatever happens here; a lost follow-up is picked up by the
     // scheduled reconcile (broker sync), so a failure is logged, not thrown.

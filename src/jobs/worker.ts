@@ -15,6 +15,9 @@ import { runJob, type RunnerDeps } from './runner.js';
 import { UnrecoverableError } from 'bullmq';
 import { configureScheduledReconcile, requestBrokerSync } from './broker-requests.js';
 import { envelopeKey, verifyEnvelope } from './envelope.js';
+import { publishCommitted } from './events.js';
+import { WorkerMetrics } from './metrics.js';
+import { configureScheduledExport, lastExportAt } from './snapshot-schedule.js';
 import { MQTT_CONNECTED_SYNC_REASON, startMqttLink, type MqttLink, type MqttLinkOptions } from '../broker/mqtt-link.js';
 
 export interface WorkerOptions {
@@ -29,12 +32,16 @@ export interface WorkerOptions {
   brokerReconcileEveryMs?: number;
   /** Tuning of this process's MQTT link (tests: a shorter presence window). */
   mqttLinkOptions?: MqttLinkOptions;
+  /** prom-client's process metrics in this pool's registry (default true; once per process). */
+  processMetrics?: boolean;
 }
 
 export interface WorkerPool {
   workers: Worker[];
   /** This process's MQTT connection; only with MQTT_ENABLED=true. */
   mqtt?: MqttLink;
+  /** The attempts this process ran, for its /metrics (src/jobs/http.ts). */
+  metrics: WorkerMetrics;
   close(): Promise<void>;
 }
 
@@ -85,7 +92,9 @@ export async function startWorkers(
     onCommitted: opts.onCommitted,
     requestBrokerSync: (reason) => requestBrokerSync(queues, reason),
     mqtt,
+    publishCommitted: (job) => publishCommitted(queues.connection, config.queuePrefix, job),
   };
+  const metrics = new WorkerMetrics({ lastExportAt: () => lastExportAt(deps), processMetrics: opts.processMetrics });
 
   const served = new Set(JOB_TYPES.map((t) => JOBS[t].queue));
   for (const q of served) if (QUEUE_RULES[q].globallySerial) await queues.queue(q).setGlobalConcurrency(1);
@@ -98,7 +107,7 @@ export async function startWorkers(
     connections.push(connection);
     const worker = new Worker(
       queueName,
-      async (job: Job) => {
+      async (job: Job) => metrics.track(job, async () => {
         // Before anything else: whoever could write to Redis could have written this job.
         const envelope = verifyEnvelope(key, job.name, job.data);
         if (!envelope) {
@@ -109,7 +118,7 @@ export async function startWorkers(
           throw new UnrecoverableError(`[INVALID] job type "${job.name}" is not served by queue ${queueName}`);
         }
         return runJob(runnerDeps, { jobId: job.id!, type: job.name, envelope, job });
-      },
+      }),
       {
         connection,
         prefix: config.queuePrefix,
@@ -132,11 +141,13 @@ export async function startWorkers(
   });
   await Promise.all(workers.map((w) => w.waitUntilReady()));
   if (served.has(JOBS['broker.sync'].queue)) await configureScheduledReconcile(queues, config, opts.brokerReconcileEveryMs);
+  if (served.has(JOBS['snapshot.export'].queue)) await configureScheduledExport(queues, config);
   log.info({ queues: [...served], concurrency: config.workerConcurrency }, 'workers started');
 
   return {
     workers,
     mqtt,
+    metrics,
     async close() {
       // worker.close() stops taking jobs and waits for active ones; bound the wait so a
       // stuck job cannot hold shutdown forever (its lock expires and another worker

@@ -42,11 +42,12 @@ describe.each(DIALECTS)('HTTP API on %s', (dialect) => {
   const call = (opts: InjectOptions & { auth?: Record<string, string> | null }) =>
     s.api.inject({ ...opts, headers: { ...(opts.auth === null ? {} : (opts.auth ?? ADMIN)), ...opts.headers } });
 
-  /** Submits and waits for the job to finish (200); returns its view. */
+  /** Submits and waits for the job to finish (200 completed, 422 failed); returns its view. */
   async function run(type: string, data: unknown, headers: Record<string, string> = {}): Promise<JobView> {
     const res = await call({ method: 'POST', url: '/api/v1/jobs?wait=10000', payload: { type, data }, headers });
-    expect(res.statusCode, res.body).toBe(200);
-    return res.json<JobView>();
+    const view = res.json<JobView>();
+    expect(res.statusCode, res.body).toBe(view.state === 'failed' ? 422 : 200);
+    return view;
   }
 
   async function runOk(type: string, data: unknown): Promise<Record<string, unknown>> {

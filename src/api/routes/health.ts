@@ -8,6 +8,7 @@ import type { FastifyInstance } from 'fastify';
 import type { AppContext } from '../context.js';
 import { pendingMigrations } from '../../db/migrate.js';
 import { hasScope } from '../../domain/scopes.js';
+import { scheduleWarnings } from '../../jobs/snapshot-schedule.js';
 
 const CHECK_TIMEOUT_MS = 3_000;
 
@@ -43,6 +44,7 @@ function withoutPassword(text: string, url: string): string {
 
 export async function healthRoutes(api: FastifyInstance, opts: { app: AppContext }): Promise<void> {
   const { app } = opts;
+  const started = Date.now();
 
   api.get('/healthz', { config: { scope: 'public' }, schema: { tags: ['health'], summary: 'Liveness' } }, async () => ({ status: 'ok' }));
 
@@ -57,7 +59,7 @@ export async function healthRoutes(api: FastifyInstance, opts: { app: AppContext
       },
     },
     async (request, reply) => {
-      const [database, redis, migrations] = await Promise.all([
+      const [database, redis, migrations, warned] = await Promise.all([
         bounded('database', async () => {
           const check = await app.orm.checkConnection();
           // Never let a driver message echo the database password, even to a reader.
@@ -71,13 +73,15 @@ export async function healthRoutes(api: FastifyInstance, opts: { app: AppContext
           const pending = await pendingMigrations(app.orm);
           if (pending.length > 0) throw new Error(`pending: ${pending.join(', ')}`);
         }),
+        // Overdue scheduled backups: a warning, not unreadiness.
+        scheduleWarnings(app, started).catch(() => [] as string[]),
       ]);
       // Error texts name hosts, ports and driver internals: only for an authenticated reader.
       const detailed = request.principal !== null && hasScope(request.principal.scopes, 'read');
       const show = (c: CheckResult): CheckResult => (detailed || c.ok ? c : { ok: false });
       const checks = { database: show(database), redis: show(redis), migrations: show(migrations) };
       const failed = Object.entries(checks).filter(([, c]) => !c.ok).map(([name]) => name);
-      return reply.status(failed.length ? 503 : 200).send({ status: failed.length ? 'unavailable' : 'ready', failed, checks });
+      return reply.status(failed.length ? 503 : 200).send({ status: failed.length ? 'unavailable' : 'ready', failed, checks, warnings: warned });
     },
   );
 }

@@ -2,7 +2,7 @@ import type { FastifyInstance } from 'fastify';
 import type { ApiMetrics } from '../metrics.js';
 
 export async function metricsRoutes(api: FastifyInstance, opts: { metrics: ApiMetrics }): Promise<void> {
-  api.get('/metrics', { config: { scope: 'read' }, schema: { tags: ['health'], summary: 'Prometheus metrics: queue depth by state, job durations' } }, async (_req, reply) => {
+  api.get('/metrics', { config: { scope: 'read' }, schema: { tags: ['health'], summary: 'Prometheus metrics: HTTP requests, queue depth by state, broker lag (jobs are counted by the workers)' } }, async (_req, reply) => {
     const text = await opts.metrics.text();
     return reply.type(opts.metrics.contentType).send(text);
   });
