@@ -209,10 +209,6 @@ export type SnapshotRestore = z.infer<typeof snapshotRestore>;
 export const nodePushConfig = z.strictObject({ nodeId: uuid() });
 export type NodePushConfig = z.infer<typeof nodePushConfig>;
 
-/** Retention takes nothing: every age is a rule of the processor or the configuration. */
-export const retentionPrune = z.strictObject({});
-export type RetentionPrune = z.infer<typeof retentionPrune>;
-
 /**
  * Every job type and its payload schema. The job table (table.ts) holds each type's other
  * rules; the names and payload types live here, below the processors, so that the job
@@ -237,7 +233,6 @@ export const PAYLOADS = {
   'snapshot.export': snapshotExport,
   'snapshot.restore': snapshotRestore,
   'node.push-config': nodePushConfig,
-  'retention.prune': retentionPrune,
 } as const;
 
 export type JobType = keyof typeof PAYLOADS;

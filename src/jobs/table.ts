@@ -27,7 +27,6 @@ import * as tokens from './processors/tokens.js';
 import * as broker from './processors/broker.js';
 import * as pushes from './processors/push-config.js';
 import * as snapshots from './processors/snapshots.js';
-import * as retention from './processors/retention.js';
 import { pushDeduplicationId } from './pushes.js';
 
 export type { JobInput, JobPayload, JobType };
@@ -222,12 +221,7 @@ const ROWS: { readonly [T in JobType]: Row<T> } = {
     deduplication: { id: (d) => pushDeduplicationId(d.nodeId), keepLastIfActive: true },
     description: "Publish a dynamic node's desired configuration (address, peers) to its agent over MQTT",
   },
-  'retention.prune': {
-    scope: 'admin',
-    queue: QUEUES.operations,
-    processor: retention.pruneRetention,
-    description: "Prune the ledger and idempotency keys past the jobs' retention, staged uploads past their lifetime, audit records past AUDIT_RETENTION_DAYS (scheduled daily)",
-  },};
+};
 
 export const JOB_TYPES = Object.keys(ROWS) as JobType[];
 
