@@ -49,8 +49,8 @@ describe('entry points', () => {
     expect(code).not.toMatch(/^\s*import\b|\bimport\(|\brequire\(/m);
   });
 
-  it('are the five roles', () => {
-    expect(entries.sort()).toEqual(['admin.ts', 'api.ts', 'both.ts', 'migrate.ts', 'worker.ts']);
+  it('are the five roles and the CLI', () => {
+    expect(entries.sort()).toEqual(['admin.ts', 'api.ts', 'both.ts', 'cli.ts', 'migrate.ts', 'worker.ts']);
   });
 
   it.each(entries)('%s checks the version before it loads anything else', (file) => {

@@ -1,0 +1,220 @@
+/**
+ * The `meshq` CLI end to end, as an operator runs it: a child process
+ * (`node --import tsx src/bin/cli.ts --json ...`) against a meshq listening on a real
+ * port (API and in-process workers, own database and queue prefix), its stdout parsed
+ * as JSON and its exit code checked: 0 done, 1 refused or failed, 2 usage, 3 unreachable.
+ */
+import { spawn } from 'node:child_process';
+import { createHash } from 'node:crypto';
+import { mkdtemp, readFile, rm } from 'node:fs/promises';
+import { createServer } from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { DIALECTS } from '../support/db.js';
+import { startStack, type Stack } from '../support/stack.js';
+
+const root = fileURLToPath(new URL('../..', import.meta.url));
+const PASSWORD = 'cli-admin-password';
+
+interface Run {
+  code: number | null;
+  stdout: string;
+  stderr: string;
+  json: () => any; // eslint-disable-line @typescript-eslint/no-explicit-any
+}
+
+/** Runs the CLI as a child process; never blocks this process's event loop (the API runs in it). */
+function meshq(args: string[], env: Record<string, string>, stdin?: string): Promise<Run> {
+  return new Promise((resolve, reject) => {
+    const child = spawn(process.execPath, ['--import', 'tsx', 'src/bin/cli.ts', ...args], {
+      cwd: root,
+      env: { PATH: process.env.PATH!, HOME: process.env.HOME!, ...env },
+      stdio: [stdin === undefined ? 'ignore' : 'pipe', 'pipe', 'pipe'],
+    });
+    let stdout = '';
+    let stderr = '';
+    child.stdout!.on('data', (d) => (stdout += d));
+    child.stderr!.on('data', (d) => (stderr += d));
+    if (stdin !== undefined) child.stdin!.end(stdin);
+    const timer = setTimeout(() => child.kill('SIGKILL'), 120_000);
+    child.on('error', reject);
+    child.on('exit', (code) => {
+      clearTimeout(timer);
+      resolve({
+        code,
+        stdout,
+        stderr,
+        json: () => {
+          try {
+            return JSON.parse(stdout);
+          } catch {
+            throw new Error(`meshq ${args.join(' ')}: stdout is not JSON (exit ${code}):\n${stdout}\nstderr:\n${stderr}`);
+          }
+        },
+      });
+    });
+  });
+}
+
+async function closedPort(): Promise<number> {
+  const srv = createServer();
+  await new Promise<void>((r) => srv.listen(0, '127.0.0.1', r));
+  const { port } = srv.address() as { port: number };
+  await new Promise((r) => srv.close(r));
+  return port;
+}
+
+describe('meshq CLI without a server', () => {
+  it('exits 3 with a JSON error when meshq is unreachable', async () => {
+    const port = await closedPort();
+    const r = await meshq(['--json', 'configs', 'list'], { MESHQ_URL: `http://127.0.0.1:${port}`, MESHQ_PASSWORD: 'x' });
+    expect(r.code).toBe(3);
+    expect(r.json().error.message).toContain(`http://127.0.0.1:${port} is not reachable`);
+    expect(r.stderr).toMatch(/ECONNREFUSED/);
+  });
+
+  it('exits 2 on a usage error: an unknown command, a missing argument, a bad MESHQ_URL, bad JSON', async () => {
+    expect((await meshq(['jobs', 'frobnicate'], {})).code).toBe(2);
+    expect((await meshq(['jobs', 'submit'], {})).code).toBe(2);
+    const badUrl = await meshq(['configs', 'list'], { MESHQ_URL: 'ftp://example' });
+    expect(badUrl.code).toBe(2);
+    expect(badUrl.stderr).toContain('MESHQ_URL: must be an http:// or https:// URL');
+    const badJson = await meshq(['jobs', 'submit', 'config.create', '{name:'], { MESHQ_URL: 'http://127.0.0.1:9' });
+    expect(badJson.code).toBe(2);
+    expect(badJson.stderr).toContain('data: not valid JSON');
+  });
+
+  it('prints a bash completion script that bash accepts and that names the commands', async () => {
+    const r = await meshq(['completion', 'bash'], {});
+    expect(r.code).toBe(0);
+    expect(r.stdout).toContain('complete -o default -F _meshq_complete meshq');
+    for (const word of ['jobs', 'snapshot', 'tokens', 'submit', 'restore']) expect(r.stdout).toContain(word);
+    const check = await new Promise<number | null>((resolve) => {
+      const bash = spawn('bash', ['-n'], { stdio: ['pipe', 'ignore', 'ignore'] });
+      bash.on('exit', resolve);
+      bash.stdin.end(r.stdout);
+    });
+    expect(check).toBe(0);
+  });
+});
+
+describe.each(DIALECTS)('meshq CLI against a running meshq (%s)', (dialect) => {
+  let stack: Stack;
+  let env: Record<string, string>;
+  let dir: string;
+
+  beforeAll(async () => {
+    stack = await startStack(dialect, 'cli', { adminPassword: PASSWORD });
+    await stack.api.listen({ host: '127.0.0.1', port: 0 });
+    const { port } = stack.api.server.address() as { port: number };
+    env = { MESHQ_URL: `http://127.0.0.1:${port}`, MESHQ_PASSWORD: PASSWORD };
+    dir = await mkdtemp(join(tmpdir(), 'meshq-cli-'));
+  });
+
+  afterAll(async () => {
+    await stack?.stop();
+    if (dir) await rm(dir, { recursive: true, force: true });
+  });
+
+  it('builds a mesh of three nodes, exports and downloads a snapshot, and restores it', async () => {
+    const config = await meshq(['--json', 'jobs', 'submit', 'config.create', '{"name":"home","subnet":"10.10.0.0/24"}'], env);
+    expect(config.code, config.stderr).toBe(0);
+    expect(config.json()).toMatchObject({ type: 'config.create', state: 'completed' });
+    const configId: string = config.json().result.id;
+
+    const nodeIds: string[] = [];
+    for (const name of ['gw', 'laptop', 'phone']) {
+      const node = await meshq(['--json', 'jobs', 'submit', 'node.create', '--data', JSON.stringify({ configId, name, kind: 'static' })], env);
+      expect(node.code, node.stderr).toBe(0);
+      nodeIds.push(node.json().result.id);
+    }
+    const mesh = await meshq(['--json', 'jobs', 'submit', 'mesh.generate', JSON.stringify({ configId })], env);
+    expect(mesh.code, mesh.stderr).toBe(0);
+    expect(mesh.json().result).toEqual({ created: 3 });
+
+    const links = await meshq(['--json', 'links', 'list', configId], env);
+    expect(links.code, links.stderr).toBe(0);
+    const pairs = new Set((links.json() as { fromNodeId: string; toNodeId: string }[]).map((l) => [l.fromNodeId, l.toNodeId].sort().join(' ')));
+    expect(pairs.size).toBe(3);
+    for (const pair of pairs) for (const id of pair.split(' ')) expect(nodeIds).toContain(id);
+
+    const nodes = await meshq(['--json', 'nodes', 'list', configId], env);
+    expect((nodes.json() as { name: string }[]).map((n) => n.name).sort()).toEqual(['gw', 'laptop', 'phone']);
+
+    const file = join(dir, `${dialect}.meshq`);
+    const exported = await meshq(['--json', 'snapshot', 'export', '--download', file], env);
+    expect(exported.code, exported.stderr).toBe(0);
+    const { snapshot, file: downloaded } = exported.json();
+    const bytes = await readFile(file);
+    expect(downloaded).toEqual({ path: file, bytes: bytes.length, sha256: snapshot.sha256 });
+    expect(bytes.length).toBe(snapshot.size);
+    expect(createHash('sha256').update(bytes).digest('hex')).toBe(snapshot.sha256);
+
+    const listed = await meshq(['--json', 'snapshot', 'list'], env);
+    expect((listed.json() as { id: string }[]).map((s) => s.id)).toContain(snapshot.id);
+
+    // A change after the export, which the restore must undo.
+    const other = await meshq(['--json', 'jobs', 'submit', 'config.create', '{"name":"other","subnet":"10.20.0.0/24"}'], env);
+    expect(other.code, other.stderr).toBe(0);
+
+    const wrong = await meshq(['--json', 'snapshot', 'restore', file, '--password', 'not-the-password'], env);
+    expect(wrong.code).toBe(1);
+    expect(wrong.json().error.status).toBe(400);
+
+    const restored = await meshq(['--json', 'snapshot', 'restore', file], env, `${PASSWORD}\n`);
+    expect(restored.code, restored.stderr).toBe(0);
+    expect(restored.json()).toMatchObject({ type: 'snapshot.restore', state: 'completed' });
+
+    const configs = await meshq(['--json', 'configs', 'list'], env);
+    expect((configs.json() as { name: string }[]).map((c) => c.name)).toEqual(['home']);
+    const after = await meshq(['--json', 'links', 'list', configId], env);
+    expect(after.json()).toEqual(links.json());
+  });
+
+  it('queues without waiting, then waits; a refused request exits 1 with the API error as JSON', async () => {
+    const queued = await meshq(['--json', 'jobs', 'submit', 'config.create', '{"name":"later","subnet":"10.30.0.0/24"}', '--no-wait'], env);
+    expect(queued.code, queued.stderr).toBe(0);
+    const id: string = queued.json().id;
+    const waited = await meshq(['--json', 'jobs', 'wait', id], env);
+    expect(waited.code, waited.stderr).toBe(0);
+    expect(waited.json()).toMatchObject({ id, state: 'completed' });
+    const got = await meshq(['--json', 'jobs', 'get', id], env);
+    expect(got.json()).toMatchObject({ id, state: 'completed' });
+    const list = await meshq(['--json', 'jobs', 'list', '--type', 'config.create'], env);
+    expect((list.json() as { id: string }[]).map((j) => j.id)).toContain(id);
+
+    const bad = await meshq(['--json', 'jobs', 'submit', 'config.create', '{"name":"x","subnet":"not a subnet"}'], env);
+    expect(bad.code).toBe(1);
+    expect(bad.json().error).toMatchObject({ status: 400, code: 'INVALID', exitCode: 1 });
+    expect(bad.stderr).toContain('subnet');
+
+    const denied = await meshq(['--json', 'configs', 'list'], { ...env, MESHQ_PASSWORD: 'wrong-password' });
+    expect(denied.code).toBe(1);
+    expect(denied.json().error.status).toBe(401);
+  });
+
+  it('creates a scoped token that works, is refused beyond its scope, and stops working once revoked', async () => {
+    const created = await meshq(['--json', 'tokens', 'create', 'ci-reader', '--scope', 'read'], env);
+    expect(created.code, created.stderr).toBe(0);
+    const { id, token } = created.json();
+    expect(token).toMatch(/^mq_/);
+    const tokenEnv = { MESHQ_URL: env.MESHQ_URL!, MESHQ_TOKEN: token };
+
+    expect((await meshq(['--json', 'configs', 'list'], tokenEnv)).code).toBe(0);
+    const write = await meshq(['--json', 'jobs', 'submit', 'config.create', '{"name":"nope","subnet":"10.40.0.0/24"}'], tokenEnv);
+    expect(write.code).toBe(1);
+    expect(write.json().error.status).toBe(403);
+
+    const tokens = await meshq(['--json', 'tokens', 'list'], env);
+    expect((tokens.json() as { id: string }[]).map((t) => t.id)).toContain(id);
+    expect(tokens.stdout).not.toContain(token);
+
+    const revoked = await meshq(['--json', 'tokens', 'revoke', id], env);
+    expect(revoked.code, revoked.stderr).toBe(0);
+    const after = await meshq(['--json', 'configs', 'list'], tokenEnv);
+    expect(after.code).toBe(1);
+    expect(after.json().error.status).toBe(401);
+  });
+});
