@@ -2,13 +2,15 @@
  * Mesh pairs: every two nodes of a config are linked once, as two directional PeerLinks
  * sharing a linkGroupId.
  *
- * A full mesh of n nodes has n(n-1)/2 pairs (44,850 for 300 nodes), so generation is a
- * generator of batches: a job inserts one batch per statement and never holds every pair
- * (nor every link object) in memory. The order is deterministic (node ids sorted), so a
- * job that is retried after a crash walks the same sequence and, skipping the pairs it
- * already wrote, picks up where it stopped.
+ * A full mesh of n nodes has n(n-1)/2 pairs, so `mesh.generate` never walks them in
+ * JavaScript: it has the database produce them in one INSERT ... SELECT
+ * (src/repositories/links.ts) with ids drawn here (meshLinkIds). `missingPairs` and
+ * `linksForPair` state the same rules (which pairs are missing; a -> b routes b's host
+ * address, b -> a routes a's, one linkGroupId) for code that works on a few pairs at a
+ * time, and the mesh.generate test checks the database's rows against them.
  */
 import { InvalidError } from './errors.js';
+import { randomInt } from 'node:crypto';
 import { hostAddressWithPrefix } from './allocation.js';
 
 /** An unordered pair of node ids, smaller id first. */
@@ -125,4 +127,27 @@ export function linksForPair(a: string, b: string, opts: LinkOptions): [PeerLink
     };
   };
   return [link(a, b), link(b, a)];
+}
+
+/**
+ * Ids for the links of one mesh.generate run, made in SQL as `prefix` followed by 12 hex
+ * digits of `base + counter`. They are UUIDv7 (RFC 9562, with the 48-bit counter method
+ * that RFC allows): the run's millisecond timestamp, version 7, the variant bits, random
+ * bits drawn once per run (the 12 of rand_a, 14 of rand_b, and `base`, 47 bits) and the
+ * counter. The counter of pair ordinal k (the pair of the
+ * i-th and j-th nodes in id order, i < j, has k = j(j-1)/2 + i) is 3k for the lo -> hi link, 3k+1 for hi -> lo
+ * and 3k+2 for their shared linkGroupId, so ids are distinct within a run by
+ * construction, and a run's ids sort after earlier runs' as newId's do. Counters stay
+ * below 2^47 up to several million nodes, so base + counter fits the 12 digits.
+ */
+export interface MeshLinkIds {
+  prefix: string;
+  base: number;
+}
+
+export function meshLinkIds(now: number = Date.now()): MeshLinkIds {
+  const ts = now.toString(16).padStart(12, '0').slice(-12);
+  const randA = randomInt(0, 0x1000).toString(16).padStart(3, '0');
+  const variantAndRandB = (0x8000 | randomInt(0, 0x4000)).toString(16);
+  return { prefix: `${ts.slice(0, 8)}-${ts.slice(8)}-7${randA}-${variantAndRandB}-`, base: randomInt(0, 2 ** 47) };
 }

@@ -2,9 +2,46 @@
 import type { FilterQuery } from '@mikro-orm/core';
 import type { Em } from '../db/orm.js';
 import { PeerLink } from '../domain/entities/mesh.js';
-import { newId } from '../domain/ids.js';
 import { idCursor, pageLimit, toPage, type Page, type PageRequest } from '../domain/paging.js';
-import { pairKeysOfLinks } from '../domain/pairs.js';
+import type { MeshLinkIds } from '../domain/pairs.js';
+import { boundSql } from '../db/sql.js';
+
+/**
+ * mesh.generate's statement, per dialect; parameters: config id, id prefix, id base,
+ * keepalive. `n` is the pair's first counter, base + 3 * ordinal; the lo -> hi link takes
+ * n, hi -> lo n + 1, the link group n + 2 (meshLinkIds). The pair ordinal j(j-1)/2 + i
+ * needs no node count, and row_number over unique ids is the same wherever the CTE is
+ * read. Two anti-joins on the (from, to) unique index skip existing pairs.
+ */
+const missingPairsInsert = (d: { id: (n: string) => string; route: (address: string) => string }): string => `
+with m as (
+  select id, address, config_id, row_number() over (order by id) - 1 as i from node where config_id = ?
+), p as (
+  select a.config_id, a.id as lo, b.id as hi, a.address as lo_address, b.address as hi_address,
+    cast(? as text) as prefix, cast(? as bigint) + 3 * ((b.i * (b.i - 1)) / 2 + a.i) as n
+  from m a join m b on a.i < b.i
+  where not exists (select 1 from peer_link l where l.from_node_id = a.id and l.to_node_id = b.id)
+    and not exists (select 1 from peer_link l where l.from_node_id = b.id and l.to_node_id = a.id)
+)
+insert into peer_link (id, config_id, from_node_id, to_node_id, link_group_id, allowed_ips, persistent_keepalive)
+select ${d.id('n + dir.d')}, p.config_id,
+  case when dir.d = 0 then p.lo else p.hi end,
+  case when dir.d = 0 then p.hi else p.lo end,
+  ${d.id('n + 2')},
+  ${d.route('case when dir.d = 0 then p.hi_address else p.lo_address end')},
+  cast(? as integer)
+from p cross join (select 0 as d union all select 1 as d) as dir`;
+
+const MISSING_PAIRS_INSERT = {
+  sqlite: missingPairsInsert({
+    id: (n) => `p.prefix || printf('%012x', ${n})`,
+    route: (a) => `json_array(${a} || case when instr(${a}, ':') > 0 then '/128' else '/32' end)`,
+  }),
+  postgresql: missingPairsInsert({
+    id: (n) => `cast(p.prefix || lpad(to_hex(${n}), 12, '0') as uuid)`,
+    route: (a) => `jsonb_build_array(${a} || case when strpos(${a}, ':') > 0 then '/128' else '/32' end)`,
+  }),
+} as const;
 
 export interface NewLink {
   configId: string;
@@ -33,39 +70,17 @@ export class LinkRepository {
   constructor(private readonly em: Em) {}
 
   /**
-   * The pairs a config already has, as pairKey strings. Raw rows, not entities: a full
-   * 300-node mesh has 89,700 links and hydrating them would only fill the identity map.
+   * Every missing pair of a config, both directions, in one INSERT ... SELECT: the
+   * database pairs the config's nodes (i < j by position in id order), skips pairs linked
+   * in either direction, and writes two rows per pair. Nothing crosses to JavaScript, so
+   * memory is flat in the number of nodes. Ids and counters: meshLinkIds
+   * (src/domain/pairs.ts). Each direction routes its peer's host address (/32 or /128,
+   * as linksForPair). Returns how many pairs it added.
    */
-  async existingPairKeys(configId: string): Promise<Set<string>> {
-    const rows = await this.em
-      .createQueryBuilder(PeerLink)
-      .select(['fromNode', 'toNode'])
-      .where({ config: configId })
-      .execute<{ fromNode: string; toNode: string }[]>('all');
-    return pairKeysOfLinks(rows.map((r) => ({ fromNodeId: r.fromNode, toNodeId: r.toNode })));
-  }
-
-  /**
-   * One multi-row INSERT per call, straight to the database: nothing enters the identity
-   * map, so memory stays flat however many batches a job inserts. Callers keep batches
-   * to about a thousand rows (7 parameters each, well under SQLite's 32,766 and
-   * PostgreSQL's 65,535 bound parameters).
-   */
-  async insertBatch(rows: NewLink[]): Promise<number> {
-    if (rows.length === 0) return 0;
-    await this.em.insertMany(
-      PeerLink,
-      rows.map((r) => ({
-        id: newId(),
-        config: r.configId,
-        fromNode: r.fromNodeId,
-        toNode: r.toNodeId,
-        linkGroupId: r.linkGroupId,
-        allowedIps: r.allowedIps,
-        persistentKeepalive: r.persistentKeepalive,
-      })),
-    );
-    return rows.length;
+  async insertMissingPairs(configId: string, ids: MeshLinkIds, persistentKeepalive: number | null): Promise<number> {
+    const sql = boundSql(this.em);
+    const { affected } = await sql.query(MISSING_PAIRS_INSERT[sql.dialect], [configId, ids.prefix, ids.base, persistentKeepalive]);
+    return affected / 2;
   }
 
   async get(id: string): Promise<LinkView | undefined> {
