@@ -18,8 +18,10 @@ import type { Queue } from 'bullmq';
 
 /** Who a change affects. Static nodes and ids that do not exist are left out. */
 export type PushTarget =
-  /** These nodes. */
+  /** These nodes (read: static and unknown ones are left out). */
   | { readonly nodeIds: readonly string[] }
+  /** These nodes, which the caller knows are dynamic (no read: a node created in this job). */
+  | { readonly dynamicNodeIds: readonly string[] }
   /** A node and every node linked to it in either direction (its peers). */
   | { readonly nodeAndPeers: string }
   /**
@@ -52,6 +54,7 @@ export async function requestPushes(ctx: JobContext, target: PushTarget): Promis
 async function receivers(ctx: JobContext, target: PushTarget): Promise<string[]> {
   const sync = ctx.repos.nodeSync;
   if ('nodeIds' in target) return sync.dynamicAmong(target.nodeIds);
+  if ('dynamicNodeIds' in target) return [...new Set(target.dynamicNodeIds)];
   if ('nodeAndPeers' in target) {
     const [self, peers] = [await sync.dynamicAmong([target.nodeAndPeers]), await sync.dynamicPeersOf(target.nodeAndPeers)];
     return [...self, ...peers];

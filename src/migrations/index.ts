@@ -6,12 +6,14 @@ import { Migration20261124000000_initial } from './Migration20261124000000_initi
 import { Migration20261124100000_broker_applied } from './Migration20261124100000_broker_applied.js';
 import { Migration20261124200000_config_mtu } from './Migration20261124200000_config_mtu.js';
 import { Migration20261125100000_token_expiry } from './Migration20261125100000_token_expiry.js';
+import { Migration20261201135000_node_sync } from './Migration20261201135000_node_sync.js';
 
 export const MIGRATIONS = [
   { name: 'Migration20261124000000_initial', class: Migration20261124000000_initial },
   { name: 'Migration20261124100000_broker_applied', class: Migration20261124100000_broker_applied },
   { name: 'Migration20261124200000_config_mtu', class: Migration20261124200000_config_mtu },
   { name: 'Migration20261125100000_token_expiry', class: Migration20261125100000_token_expiry },
+  { name: 'Migration20261201135000_node_sync', class: Migration20261201135000_node_sync },
 ];
 
 /** The schema version a database is at once every migration has run. */

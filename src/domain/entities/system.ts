@@ -73,3 +73,32 @@ export const BrokerAppliedSchema = defineEntity({
 });
 export class BrokerApplied extends BrokerAppliedSchema.class {}
 BrokerAppliedSchema.setClass(BrokerApplied);
+
+/**
+ * Each dynamic node's sync state: the revision meshq wants its agent to run (bumped only
+ * when the content of its push changes, recognised by the content's hash) and the last
+ * revision the agent acknowledged. Derived from the business data and the agents' answers,
+ * so not business data: snapshots neither carry nor restore it, and a restore leaves it
+ * alone, which keeps every node's revisions increasing across restores (an agent never
+ * sees a revision number go back). No foreign key to the node for the same reason: a node
+ * that a restore brings back continues its own numbering; rows of deleted nodes are a few
+ * dozen bytes each and never read.
+ */
+export const NodeSyncSchema = defineEntity({
+  name: 'NodeSync',
+  tableName: 'node_sync',
+  properties: {
+    nodeId: p.uuid().primary(),
+    /** The latest revision published to the node (revisions start at 1). */
+    desiredRevision: p.integer(),
+    /** sha256 of the published content (without the private key, whose public key it carries). */
+    contentHash: p.string().length(64),
+    /** When the desired revision was published. */
+    desiredAt: p.datetime().length(3),
+    /** The latest revision the agent acknowledged; null until its first acknowledgement. */
+    appliedRevision: p.integer().nullable(),
+    appliedAt: p.datetime().length(3).nullable(),
+  },
+});
+export class NodeSync extends NodeSyncSchema.class {}
+NodeSyncSchema.setClass(NodeSync);

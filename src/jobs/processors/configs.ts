@@ -2,6 +2,7 @@ import { ConflictError, InvalidError, NotFoundError } from '../../domain/errors.
 import { protocolAwgProblem } from '../../domain/validation.js';
 import type { JobContext } from '../context.js';
 import type { ById, ConfigCreate, ConfigUpdate } from '../payloads.js';
+import { requestPushes } from '../pushes.js';
 
 async function assertNameFree(ctx: JobContext, name: string, exceptId?: string): Promise<void> {
   const other = await ctx.repos.configs.findByName(name);
@@ -35,6 +36,8 @@ export async function updateConfig(data: ConfigUpdate, ctx: JobContext): Promise
     entityId: id,
     detail: { name: patch.name ?? before.name, changed: Object.keys(patch).sort() },
   });
+  // Subnet-wide settings (DNS, listen port, protocol, AmneziaWG) reach every agent of the config.
+  await requestPushes(ctx, { configId: id });
   return { id };
 }
 

@@ -6,6 +6,7 @@ import type { NodeView } from '../../repositories/nodes.js';
 import { generateSecret, hashMqttPassword, newSalt } from '../../domain/secrets.js';
 import type { JobContext } from '../context.js';
 import type { ById, NodeCreate, NodePresence, NodeRotateCredentials, NodeUpdate } from '../payloads.js';
+import { requestPushes } from '../pushes.js';
 
 async function assertNameFree(ctx: JobContext, config: ConfigView, name: string, exceptId?: string): Promise<void> {
   const other = await ctx.repos.nodes.findByName(config.id, name);
@@ -61,6 +62,8 @@ export async function createNode(data: NodeCreate, ctx: JobContext): Promise<{ i
   if (data.kind === 'dynamic') {
     ctx.repos.credentials.create(id, unusableInitialCredential());
     await ctx.repos.system.markBrokerSyncPending(`node.create ${id}`);
+    // Its agent gets its interface as soon as it connects (its peers come with mesh.generate or link.create).
+    await requestPushes(ctx, { dynamicNodeIds: [id] });
   }
   ctx.repos.audit.record({
     actor: ctx.actor,
@@ -91,6 +94,8 @@ export async function updateNode(data: NodeUpdate, ctx: JobContext): Promise<{ i
     entityId: id,
     detail: { configId: updated.configId, name: updated.name, changes: patch },
   });
+  // Its own interface (name, listen port) and its peers' view of it (endpoint, name) may have changed.
+  await requestPushes(ctx, { nodeAndPeers: id });
   return { id };
 }
 
@@ -99,6 +104,8 @@ export async function deleteNode(data: ById, ctx: JobContext): Promise<{ id: str
   const node = await ctx.repos.nodes.get(data.id);
   if (!node) throw new NotFoundError('node', data.id);
   const hadCredential = (await ctx.repos.credentials.forNode(node.id)) !== undefined;
+  // Before the delete: the links that say who its peers were go with it.
+  await requestPushes(ctx, { peersOf: node.id });
   await ctx.repos.nodes.delete(node.id);
   if (hadCredential) await ctx.repos.system.markBrokerSyncPending(`node.delete ${node.id}`);
   ctx.repos.audit.record({

@@ -16,16 +16,19 @@
  * - Per outgoing link the peer's public key, endpoint, listen port, allowed IPs and
  *   keepalive. Never another node's private key.
  *
- * The job's transaction only reads. The publish runs after commit, outside it: waiting for
- * the broker's acknowledgement inside would hold the process's SQLite writer (or a
- * PostgreSQL connection) on the broker's pace. When the broker is down the job fails and
- * is retried, re-reading the desired state each time, rather than queueing a stale copy.
+ * Revisions: each push carries `revision`, which goes up by one only when the content
+ * (everything but `generatedAt` and the private key) changes; its hash is kept per node
+ * (node_sync). A push whose content equals the last published one publishes nothing, so
+ * a change that alters nothing for a node costs it no message. The publish happens inside
+ * the job's transaction and the new revision commits only after the broker acknowledged
+ * it (see pushConfig): at-least-once, with the job's capped backoff (its job table row)
+ * until the broker takes it, each retry re-reading the newest state.
  *
- * Follow-ups: mesh.generate pushes to the dynamic nodes of its config, and a broker sync
- * that applies a new data epoch (a restore) pushes to every dynamic node
- * (`pushAllDynamicNodes`). Static nodes are managed by hand and have no agent: they get
- * no push, and asking for one is INVALID.
+ * Who asks: every job that changes what some dynamic node runs calls requestPushes
+ * (src/jobs/pushes.ts), coalesced per node. Static nodes are managed by hand and have no
+ * agent: they get no push, and asking for one is INVALID.
  */
+import { createHash } from 'node:crypto';
 import { BrokerInsecureError, InvalidError, MqttDisabledError } from '../../domain/errors.js';
 import type { Repositories } from '../../repositories/index.js';
 import type { AwgParams, TunnelProtocol } from '../../domain/validation.js';
@@ -60,7 +63,8 @@ export interface PushedConfig {
     subnet: string;
     listenPort: number;
     publicKey: string;
-    privateKey: string;
+    /** Absent when the node's agent holds its own key (key mode `agent`). */
+    privateKey?: string;
     dns: string[];
     protocol: TunnelProtocol;
     awg: AwgParams | null;
@@ -68,11 +72,25 @@ export interface PushedConfig {
   peers: PushedPeer[];
 }
 
+/** What the agent receives: the desired configuration and its revision. */
+export interface PushMessage extends PushedConfig {
+  /**
+   * Goes up by one each time the content changes; the agent acknowledges it on
+   * `meshq/<configId>/<nodeId>/config/applied` with `{"revision": n}`.
+   */
+  revision: number;
+}
+
 export interface PushConfigResult {
   nodeId: string;
-  topic: string;
+  topic?: string;
   /** How many peers the pushed configuration lists. */
-  peers: number;
+  peers?: number;
+  /** The node's desired revision after this job. */
+  revision?: number;
+  /** False when nothing was published: the content had not changed, or the node is gone. */
+  pushed: boolean;
+  reason?: 'unchanged' | 'node deleted';
 }
 
 /** A node's desired configuration as its agent receives it, read through the repositories. */
@@ -100,6 +118,7 @@ export async function desiredNodeConfig(repos: Repositories, nodeId: string): Pr
       },
     ];
   });
+  const privateKey = await repos.nodes.privateKey(node.id);
   return {
     version: CONFIG_PUSH_FORMAT_VERSION,
     configId: config.id,
@@ -111,7 +130,7 @@ export async function desiredNodeConfig(repos: Repositories, nodeId: string): Pr
       subnet: config.subnet,
       listenPort: node.listenPort ?? config.listenPort,
       publicKey: node.publicKey,
-      privateKey: await repos.nodes.privateKey(node.id),
+      ...(privateKey === null ? {} : { privateKey }),
       dns: config.dns,
       protocol: config.protocol,
       awg: config.awg,
@@ -123,24 +142,47 @@ export async function desiredNodeConfig(repos: Repositories, nodeId: string): Pr
 /** This process's memory of EMQX's last good authorization verdict. */
 const authorizationVerdicts = new AuthorizationVerdicts();
 
+/**
+ * sha256 of what the agent is told, without the moment it was generated and without the
+ * private key: the public key beside it changes with it, and no digest of a secret is kept.
+ */
+export function pushContentHash(message: PushedConfig): string {
+  const { generatedAt: _at, interface: iface, ...rest } = message;
+  const { privateKey: _key, ...publicInterface } = iface;
+  return createHash('sha256').update(JSON.stringify({ ...rest, interface: publicInterface })).digest('hex');
+}
+
 export async function pushConfig(data: NodePushConfig, ctx: JobContext): Promise<PushConfigResult> {
   if (!ctx.config.mqtt.enabled) throw new MqttDisabledError('pushing a node configuration');
   const mqtt = ctx.mqtt;
-  // Infrastructure, not the request's fault: thrown as plain errors, so the job retries.
-  if (!mqtt) throw new Error('MQTT is enabled but this worker has no MQTT link');
-  if (!mqtt.connected) throw new MqttNotConnectedError();
+  // A node deleted after its push was requested has nobody left to tell: nothing to do.
+  if (!(await ctx.repos.nodes.get(data.nodeId))) return { nodeId: data.nodeId, pushed: false, reason: 'node deleted' };
 
   const message = await desiredNodeConfig(ctx.repos, data.nodeId);
+  const topic = configPushTopic(message.configId, message.nodeId);
+  const contentHash = pushContentHash(message);
+  const published = await ctx.repos.nodeSync.published(message.nodeId);
+  const base = { nodeId: message.nodeId, topic, peers: message.peers.length };
+  // Nothing the agent runs would change: no new revision and no message.
+  if (published?.contentHash === contentHash) return { ...base, revision: published.revision, pushed: false, reason: 'unchanged' };
+
+  // Infrastructure, not the request's fault: thrown as plain errors, so the job retries
+  // with its row's capped backoff and reads the (maybe newer) state again next time.
+  if (!mqtt) throw new Error('MQTT is enabled but this worker has no MQTT link');
+  if (!mqtt.connected) throw new MqttNotConnectedError();
   if (message.interface.privateKey) {
     const verdict = await authorizationVerdicts.verdict(ctx.config.emqx.apiUrl, () => createEmqxClient(ctx.config, CHECK_CLIENT_TUNING, ctx.log));
     if (!verdict.ok) throw new BrokerInsecureError(verdict.reason);
   }
-  const topic = configPushTopic(message.configId, message.nodeId);
-  const body = JSON.stringify(message);
-  ctx.afterCommit(async () => {
-    await mqtt.publish(topic, body, { qos: 1, retain: false });
-    ctx.log.info({ nodeId: message.nodeId, topic, peers: message.peers.length }, 'configuration pushed');
-  });
-  return { nodeId: message.nodeId, topic, peers: message.peers.length };
+  const revision = (published?.revision ?? 0) + 1;
+  const body = JSON.stringify({ ...message, revision } satisfies PushMessage);
+  await ctx.repos.nodeSync.recordPublished(message.nodeId, revision, contentHash, new Date());
+  // Published inside the transaction, on purpose: the new revision commits only once the
+  // broker acknowledged the message, and a publish that fails rolls it back, so the retry
+  // computes it again from the newest state (a revision is recorded iff it was sent).
+  // The price is one broker round trip (bounded by the link's publish timeout) while the
+  // transaction is open; pushes coalesce per node, so there are few of them.
+  await mqtt.publish(topic, body, { qos: 1, retain: false });
+  ctx.log.info({ nodeId: message.nodeId, topic, revision, peers: message.peers.length }, 'configuration pushed');
+  return { ...base, revision, pushed: true };
 }
-
