@@ -51,7 +51,7 @@ async function startWorker(config: Config): Promise<Worker> {
   const script = fileURLToPath(new URL('./snapshot-worker-child.ts', import.meta.url));
   const child: ChildProcess = fork(script, [], {
     execArgv: ['--import', 'tsx'],
-    env: { ...process.env, DATABASE_URL: config.databaseUrl, REDIS_URL: config.redisUrl, SECRET_KEY: config.secretKey, LOG_LEVEL: 'warn', BENCH_QUEUE_PREFIX: config.queuePrefix },
+    env: { ...process.env, DATABASE_URL: config.databaseUrl, REDIS_URL: config.redisUrl, SECRET_KEY: config.secretKey, LOG_LEVEL: 'warn', REDIS_DURABILITY: 'none', BENCH_QUEUE_PREFIX: config.queuePrefix },
     stdio: ['ignore', 'inherit', 'inherit', 'ipc'],
   });
   await new Promise<void>((resolve, reject) => {

@@ -32,7 +32,7 @@ export interface BenchDb {
 
 export async function benchDatabase(dialect: Dialect, overrides: Record<string, string> = {}): Promise<BenchDb> {
   const tag = randomBytes(4).toString('hex');
-  const env: Record<string, string> = { REDIS_URL, SECRET_KEY: 'b'.repeat(64), LOG_LEVEL: 'silent', ...overrides };
+  const env: Record<string, string> = { REDIS_URL, SECRET_KEY: 'b'.repeat(64), LOG_LEVEL: 'silent', REDIS_DURABILITY: 'none', ...overrides };
   let drop: () => Promise<void>;
   if (dialect === 'sqlite') {
     const dir = mkdtempSync(join(tmpdir(), 'meshq-bench-'));

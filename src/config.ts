@@ -39,6 +39,11 @@ const envSchema = z.object({
   WORKER_CONCURRENCY: int(1, 1000).default(8),
   DB_POOL_MAX: int(1, 500).default(10),
   DB_CONNECT_TIMEOUT_MS: int(0, 3_600_000).default(30_000),
+  DB_STATEMENT_TIMEOUT_MS: int(0, 86_400_000).default(300_000),
+  SUBMIT_TIMEOUT_MS: int(100, 600_000).default(5_000),
+  REDIS_DURABILITY: z.enum(['aof', 'none']).default('aof'),
+  JOB_RETRY_WINDOW_MS: int(0, 30 * 86_400_000).default(3_600_000),
+  JOB_RETRY_MAX_DELAY_MS: int(10, 3_600_000).default(60_000),
   MQTT_ENABLED: bool.default(false),
   MQTT_URL: url(['mqtt:', 'mqtts:', 'ws:', 'wss:', 'tcp:']).default('mqtt://emqx:1883'),
   MQTT_USERNAME: z.string().optional(),
@@ -93,6 +98,16 @@ export interface Config {
   readonly workerConcurrency: number;
   readonly dbPoolMax: number;
   readonly dbConnectTimeoutMs: number;
+  /** PostgreSQL statement_timeout of every connection (0: none); a stuck statement ends as a retryable error. */
+  readonly dbStatementTimeoutMs: number;
+  /** Bound on a submission's checks and enqueue: past it the API answers 503 and enqueues nothing. */
+  readonly submitTimeoutMs: number;
+  /** `aof`: start-up refuses a Redis without append-only persistence; `none`: accepted jobs may be lost with Redis. */
+  readonly redisDurability: 'aof' | 'none';
+  /** How long infrastructure errors are retried (capped backoff), counted from a job's first failure. */
+  readonly jobRetryWindowMs: number;
+  /** The cap of the retry backoff. */
+  readonly jobRetryMaxDelayMs: number;
   readonly mqtt: {
     readonly enabled: boolean;
     readonly url: string;
@@ -178,6 +193,11 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
     workerConcurrency: e.WORKER_CONCURRENCY,
     dbPoolMax: e.DB_POOL_MAX,
     dbConnectTimeoutMs: e.DB_CONNECT_TIMEOUT_MS,
+    dbStatementTimeoutMs: e.DB_STATEMENT_TIMEOUT_MS,
+    submitTimeoutMs: e.SUBMIT_TIMEOUT_MS,
+    redisDurability: e.REDIS_DURABILITY,
+    jobRetryWindowMs: e.JOB_RETRY_WINDOW_MS,
+    jobRetryMaxDelayMs: e.JOB_RETRY_MAX_DELAY_MS,
     mqtt: Object.freeze({
       enabled: e.MQTT_ENABLED,
       url: e.MQTT_URL,

@@ -21,6 +21,7 @@ import { metricsRoutes } from './routes/metrics.js';
 import { readRoutes } from './routes/reads.js';
 import { secretRoutes } from './routes/secrets.js';
 import { snapshotRoutes } from './routes/snapshots.js';
+import { wireguardRoutes } from './routes/wireguard.js';
 import { zodValidatorCompiler } from './validation.js';
 
 export interface ApiOptions {
@@ -79,6 +80,7 @@ export async function buildApi(app: AppContext, opts: ApiOptions = {}): Promise<
   await api.register(secretRoutes, { app, prefix: API_PREFIX });
   await api.register(brokerRoutes, { app, prefix: API_PREFIX });
   await api.register(snapshotRoutes, { app, prefix: API_PREFIX });
+  await api.register(wireguardRoutes, { app, prefix: API_PREFIX });
   await registerBullBoard(api, app.queues);
 
   await api.ready();

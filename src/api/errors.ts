@@ -72,6 +72,66 @@ export interface MappedError {
   internal: boolean;
 }
 
+/** Seconds a client is told to wait (Retry-After) before retrying a 503. */
+export const RETRY_AFTER_SECONDS = 5;
+
+/** A service meshq needs (database, Redis) did not answer in time: a 503, never a 500. */
+export class UnavailableError extends ApiError {
+  constructor(message: string) {
+    super(503, 'UNAVAILABLE', message);
+    this.name = 'UnavailableError';
+  }
+}
+
+/**
+ * Waits for `work` at most `ms`; past it rejects with a 503 naming `what`. The work is
+ * not cancelled (a database read simply finishes later), so only read-only work may be
+ * bounded this way: the caller must not act on it after the deadline.
+ */
+export async function withDeadline<T>(work: Promise<T>, ms: number, what: string): Promise<T> {
+  let timer: NodeJS.Timeout | undefined;
+  const deadline = new Promise<never>((_, reject) => {
+    timer = setTimeout(() => reject(new UnavailableError(`${what} did not answer within ${ms} ms; nothing was submitted: retry later`)), ms);
+  });
+  try {
+    return await Promise.race([work, deadline]);
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
+const PG_RETRYABLE_CLASSES = ['08', '53', '57', '58'];
+const PG_RETRYABLE_CODES = new Set(['40001', '40P01', '55P03']);
+const NET_CODES = new Set(['ECONNREFUSED', 'ECONNRESET', 'ETIMEDOUT', 'EPIPE', 'EHOSTUNREACH', 'ENETUNREACH', 'ENOTFOUND', 'EAI_AGAIN']);
+const RETRYABLE_MESSAGES = [
+  /enableOfflineQueue options is false/, // ioredis, Redis down (fail-fast producer)
+  /Command timed out/, // ioredis commandTimeout
+  /Connection is closed/, // ioredis
+  /Reached the max retries per request limit/, // ioredis
+  /^(LOADING|BUSY|MASTERDOWN|TRYAGAIN|CLUSTERDOWN) /, // Redis replies meaning "not now"
+  /Connection terminated/, // pg
+  /timeout exceeded when trying to connect/, // pg pool
+  /Client has encountered a connection error/, // pg
+  /the database system is (starting up|shutting down|in recovery mode)/, // PostgreSQL
+];
+
+/**
+ * Whether `err` (or an error it wraps) says a service is down or overloaded rather than
+ * that the request is wrong: PostgreSQL connection and resource classes, serialization
+ * failures, network errors, Redis errors of a fail-fast connection, SQLite's busy file.
+ */
+export function isUnavailable(err: unknown): boolean {
+  for (let e = err as { code?: unknown; name?: unknown; message?: unknown; cause?: unknown } | undefined, depth = 0; e && depth < 5; e = e.cause as typeof e, depth++) {
+    const code = typeof e.code === 'string' ? e.code : '';
+    if (code.length === 5 && (PG_RETRYABLE_CLASSES.includes(code.slice(0, 2)) || PG_RETRYABLE_CODES.has(code))) return true;
+    if (NET_CODES.has(code) || code === 'SQLITE_BUSY' || code === 'SQLITE_LOCKED') return true;
+    const name = typeof e.name === 'string' ? e.name : '';
+    if (name === 'MaxRetriesPerRequestError' || name === 'RedisUnavailableError' || name === 'ConnectionException') return true;
+    if (typeof e.message === 'string' && RETRYABLE_MESSAGES.some((re) => re.test(e!.message as string))) return true;
+  }
+  return false;
+}
+
 export function mapError(err: unknown): MappedError {
   if (err instanceof ApiError) {
     return { status: err.statusCode, body: errorBody(err.code, err.message, err.details), internal: false };
@@ -95,6 +155,13 @@ export function mapError(err: unknown): MappedError {
   if (typeof fe.statusCode === 'number' && fe.statusCode >= 400 && fe.statusCode < 500 && fe.code?.startsWith('FST_')) {
     return { status: fe.statusCode, body: errorBody(CODE_OF_STATUS[fe.statusCode] ?? 'INVALID', fe.message ?? 'bad request'), internal: false };
   }
+  if (isUnavailable(err)) {
+    return {
+      status: 503,
+      body: errorBody('UNAVAILABLE', 'the database or Redis is not answering; retry later (Retry-After)'),
+      internal: false,
+    };
+  }
   return { status: 500, body: errorBody('INTERNAL', 'internal error; the server log has the details'), internal: true };
 }
 
@@ -112,6 +179,7 @@ export function errorHandler(err: unknown, request: FastifyRequest, reply: Fasti
     request.log.info({ status: mapped.status, code: mapped.body.error.code }, mapped.body.error.message);
   }
   if (mapped.status === 401) void reply.header('www-authenticate', 'Basic realm="meshq"');
+  if (mapped.status === 503) void reply.header('retry-after', String(RETRY_AFTER_SECONDS));
   return reply.status(mapped.status).type('application/json; charset=utf-8').send(mapped.body);
 }
 

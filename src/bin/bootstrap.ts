@@ -9,7 +9,10 @@ import { connectOrm } from '../db/orm.js';
 import { migrateUnderLock } from '../db/migrate.js';
 import { UnitOfWork } from '../db/unit-of-work.js';
 import { createLogger } from '../logger.js';
-import { checkRedis, JobQueues } from '../jobs/queue-client.js';
+import { checkRedis, claimQueuePrefix, JobQueues, requireRedisDurability } from '../jobs/queue-client.js';
+import { randomUUID } from 'node:crypto';
+import type { Orm } from '../db/orm.js';
+import { SystemState } from '../domain/entities/system.js';
 import { ensureAdmin } from '../repositories/admin-account.js';
 import { parseServerKey } from '../crypto.js';
 import type { AppContext } from '../api/context.js';
@@ -33,7 +36,19 @@ export async function bootstrap(role: string, config?: Config, opts: { logDestin
   }
   const uow = new UnitOfWork(orm, cfg.dialect);
   const serverKey = parseServerKey(cfg.secretKey);
-  const queues = new JobQueues(cfg, serverKey);
+  // Workers wait out a Redis blip (a follow-up job must not be lost to it); whatever
+  // answers clients fails fast, so a submission answers 503 instead of hanging.
+  const queues = new JobQueues(cfg, serverKey, undefined, { patient: role === 'worker' });
+  try {
+    await queues.ready();
+    const persistence = await requireRedisDurability(queues.connection, cfg);
+    if (persistence.aof !== true) log.warn({ redis: redactUrl(cfg.redisUrl), ...persistence }, 'REDIS_DURABILITY=none: Redis does not persist with AOF (or cannot say); a Redis restart may lose accepted jobs');
+    await claimQueuePrefix(queues.connection, cfg, await installationId(orm));
+  } catch (err) {
+    await queues.close();
+    await orm.close(true);
+    throw err;
+  }
   await ensureAdmin({ uow, serverKey, log }, cfg.adminPassword);
 
   return {
@@ -48,6 +63,17 @@ export async function bootstrap(role: string, config?: Config, opts: { logDestin
       await orm.close(true);
     },
   };
+}
+
+/** The system_state row naming this installation: made by its first process, never exported. */
+const INSTALLATION_KEY = 'installation-id';
+
+/** This database's installation id (created once, by whichever process gets there first). */
+async function installationId(orm: Orm): Promise<string> {
+  const em = orm.em.fork();
+  await em.upsert(SystemState, { key: INSTALLATION_KEY, value: randomUUID(), updatedAt: new Date() }, { onConflictAction: 'ignore' });
+  const row = await orm.em.fork().findOneOrFail(SystemState, { key: INSTALLATION_KEY });
+  return String(row.value);
 }
 
 /**

@@ -23,7 +23,12 @@ export type Em = EntityManager;
 /** How long SQLite waits for another process's write lock before SQLITE_BUSY. */
 const SQLITE_BUSY_TIMEOUT_MS = 5_000;
 
-export function ormOptions(config: Pick<Config, 'dialect' | 'databaseUrl' | 'sqlitePath' | 'dbPoolMax'>): Partial<Options> {
+/** Longest wait for a new PostgreSQL connection (or a free one from the pool) once started. */
+const POOL_CONNECT_TIMEOUT_CAP_MS = 10_000;
+
+export function ormOptions(
+  config: Pick<Config, 'dialect' | 'databaseUrl' | 'sqlitePath' | 'dbPoolMax'> & Partial<Pick<Config, 'dbConnectTimeoutMs' | 'dbStatementTimeoutMs'>>,
+): Partial<Options> {
   const common: Partial<Options> = {
     entities: [...ALL_ENTITIES],
     extensions: [Migrator],
@@ -49,6 +54,14 @@ export function ormOptions(config: Pick<Config, 'dialect' | 'databaseUrl' | 'sql
     driver: PostgreSqlDriver,
     clientUrl: config.databaseUrl,
     pool: { min: 0, max: config.dbPoolMax },
+    driverOptions: {
+      // Without these a frozen or unreachable PostgreSQL holds a request (and its pool
+      // slot) forever: taking a connection fails after a bound, and the server cancels
+      // a statement running past DB_STATEMENT_TIMEOUT_MS (0: never), which the job
+      // retries like any infrastructure error.
+      connectionTimeoutMillis: Math.min(Math.max(config.dbConnectTimeoutMs ?? POOL_CONNECT_TIMEOUT_CAP_MS, 1_000), POOL_CONNECT_TIMEOUT_CAP_MS),
+      ...(config.dbStatementTimeoutMs ? { statement_timeout: config.dbStatementTimeoutMs } : {}),
+    },
     // Once per connection, when the ORM's Kysely first uses it (src/db/pg-client.ts).
     onCreateConnection: async (connection) => {
       const results = await (connection as KyselyConnection).executeQuery<Record<string, unknown>>(CompiledQuery.raw(UTF8_SESSION));

@@ -32,6 +32,7 @@ import {
   settingKeySchema,
   settingValueSchema,
   subnetSchema,
+  wireguardKeySchema,
 } from '../domain/validation.js';
 
 const show = (v: unknown) => (typeof v === 'string' ? JSON.stringify(v.length > 80 ? `${v.slice(0, 80)}…` : v) : typeof v);
@@ -91,17 +92,49 @@ export const nodeCreate = z.strictObject({
   address: ipAddressSchema.optional(),
   endpoint: endpointSchema.nullable().optional(),
   listenPort: portSchema.nullable().optional(),
+  /**
+   * The node's own WireGuard public key (base64 x25519, as `wg pubkey` prints it): its
+   * agent holds the private key, and meshq stores none. Absent: meshq generates the pair.
+   */
+  publicKey: wireguardKeySchema.optional(),
 });
 
-/** `null` clears the endpoint or listen port. */
+/**
+ * `null` clears the endpoint or listen port. `publicKey` is how an agent that holds its
+ * own key rotates it; given for a node whose key meshq holds, meshq forgets that private
+ * key and the agent holds the node's key from then on.
+ */
 export const nodeUpdate = z
   .strictObject({
     id: uuid(),
     name: nodeNameSchema.optional(),
     endpoint: endpointSchema.nullable().optional(),
     listenPort: portSchema.nullable().optional(),
+    publicKey: wireguardKeySchema.optional(),
   })
   .refine(hasChanges, NO_CHANGES);
+
+export const MAX_ALLOWED_IPS = 64;
+
+/**
+ * One peer pair between two nodes of a config, both directions. `allowedIps` is what
+ * fromNode routes through toNode (default: toNode's host address, e.g. a gateway's LAN
+ * added); toNode always routes fromNode's host address. `persistentKeepalive` applies to
+ * both directions, as in mesh.generate.
+ */
+export const linkCreate = z.strictObject({
+  configId: uuid(),
+  fromNodeId: uuid(),
+  toNodeId: uuid(),
+  allowedIps: z
+    .array(subnetSchema)
+    .min(1, { error: 'must list at least one CIDR' })
+    .max(MAX_ALLOWED_IPS, { error: `must list at most ${MAX_ALLOWED_IPS} CIDRs` })
+    .refine((a) => new Set(a).size === a.length, { error: 'lists a CIDR twice' })
+    .optional(),
+  /** Seconds; 0 or null: no keepalive. */
+  persistentKeepalive: persistentKeepaliveSchema.default(DEFAULT_PERSISTENT_KEEPALIVE),
+});
 
 /** The API generated the password, showed it once and sends only EMQX's hash and salt. */
 export const nodeRotateCredentials = z.strictObject({
@@ -174,6 +207,7 @@ export type ConfigUpdate = z.infer<typeof configUpdate>;
 export type NodeCreate = z.infer<typeof nodeCreate>;
 export type NodeUpdate = z.infer<typeof nodeUpdate>;
 export type NodeRotateCredentials = z.infer<typeof nodeRotateCredentials>;
+export type LinkCreate = z.infer<typeof linkCreate>;
 export type NodePresence = z.infer<typeof nodePresence>;
 export type MeshGenerate = z.infer<typeof meshGenerate>;
 export type PortForwardCreate = z.infer<typeof portForwardCreate>;
@@ -209,6 +243,10 @@ export type SnapshotRestore = z.infer<typeof snapshotRestore>;
 export const nodePushConfig = z.strictObject({ nodeId: uuid() });
 export type NodePushConfig = z.infer<typeof nodePushConfig>;
 
+/** Retention takes nothing: every age is a rule of the processor or the configuration. */
+export const retentionPrune = z.strictObject({});
+export type RetentionPrune = z.infer<typeof retentionPrune>;
+
 /**
  * Every job type and its payload schema. The job table (table.ts) holds each type's other
  * rules; the names and payload types live here, below the processors, so that the job
@@ -222,8 +260,11 @@ export const PAYLOADS = {
   'node.update': nodeUpdate,
   'node.delete': byId,
   'node.rotate-credentials': nodeRotateCredentials,
+  'node.rotate-keys': byId,
   'node.presence': nodePresence,
   'mesh.generate': meshGenerate,
+  'link.create': linkCreate,
+  'link.delete': byId,
   'port-forward.create': portForwardCreate,
   'port-forward.delete': byId,
   'settings.update': settingsUpdate,
@@ -233,6 +274,7 @@ export const PAYLOADS = {
   'snapshot.export': snapshotExport,
   'snapshot.restore': snapshotRestore,
   'node.push-config': nodePushConfig,
+  'retention.prune': retentionPrune,
 } as const;
 
 export type JobType = keyof typeof PAYLOADS;

@@ -9,7 +9,7 @@ import { Queue, QueueEvents, type Job, type JobsOptions } from 'bullmq';
 import { Redis } from 'ioredis';
 import { v7 as uuidv7 } from 'uuid';
 import type { Config } from '../config.js';
-import { redactUrl } from '../config.js';
+import { ConfigError, redactUrl } from '../config.js';
 import { InvalidError } from '../domain/errors.js';
 import { parseFailedReason, type JobError } from './errors.js';
 import { jobDefinition, jobOptions, isJobType, type JobInput, type JobPayload, type JobType } from './table.js';
@@ -53,6 +53,98 @@ export function redisConnection(url: string): Redis {
   return new Redis(url, { maxRetriesPerRequest: null, enableReadyCheck: true });
 }
 
+/**
+ * The connection a process that answers clients adds jobs with: it never buffers. With
+ * Redis down a command fails at once (no offline queue, no retry after a lost
+ * connection), and a command Redis does not answer fails after `commandTimeoutMs`, so a
+ * submission can answer 503 instead of hanging and having its job added later, after the
+ * client gave up. (A Redis that is frozen, not down, may still apply a command that timed
+ * out here once it resumes: the command had reached it.)
+ */
+export function producerConnection(url: string, commandTimeoutMs: number): Redis {
+  return new Redis(url, {
+    maxRetriesPerRequest: 0,
+    enableOfflineQueue: false,
+    commandTimeout: commandTimeoutMs,
+    connectTimeout: Math.max(commandTimeoutMs, 1_000),
+    enableReadyCheck: true,
+  });
+}
+
+/** Redis's append-only persistence as one process sees it: `unknown` when neither INFO nor CONFIG GET is allowed. */
+export type RedisPersistence = { aof: true } | { aof: false; detail: string } | { aof: 'unknown'; detail: string };
+
+export async function redisPersistence(connection: Redis): Promise<RedisPersistence> {
+  const failures: string[] = [];
+  try {
+    const info = await connection.info('persistence');
+    const m = /^aof_enabled:(\d)/m.exec(info);
+    if (m) return m[1] === '1' ? { aof: true } : { aof: false, detail: 'aof_enabled:0 (appendonly no)' };
+    failures.push('INFO persistence has no aof_enabled line');
+  } catch (err) {
+    failures.push(`INFO persistence: ${(err as Error).message}`);
+  }
+  try {
+    const reply = (await connection.call('CONFIG', 'GET', 'appendonly')) as string[];
+    if (reply[1] === 'yes') return { aof: true };
+    if (reply[1] === 'no') return { aof: false, detail: 'appendonly no' };
+    failures.push(`CONFIG GET appendonly answered ${JSON.stringify(reply)}`);
+  } catch (err) {
+    failures.push(`CONFIG GET appendonly: ${(err as Error).message}`);
+  }
+  return { aof: 'unknown', detail: failures.join('; ') };
+}
+
+/**
+ * Start-up's durability rule: with REDIS_DURABILITY=aof a Redis that does not persist
+ * (or whose persistence cannot be read) is refused, because an accepted job lives only
+ * in Redis until a worker runs it.
+ */
+export async function requireRedisDurability(connection: Redis, config: Pick<Config, 'redisUrl' | 'redisDurability'>): Promise<RedisPersistence> {
+  const persistence = await redisPersistence(connection);
+  if (config.redisDurability === 'none' || persistence.aof === true) return persistence;
+  const where = `Redis at ${redactUrl(config.redisUrl)}`;
+  throw new ConfigError([
+    persistence.aof === false
+      ? `REDIS_DURABILITY: ${where} does not persist with AOF (${persistence.detail}): a Redis restart may lose accepted jobs. ` +
+        'Turn AOF on (redis-server --appendonly yes), or set REDIS_DURABILITY=none to run without it'
+      : `REDIS_DURABILITY: cannot tell whether ${where} persists with AOF, because this Redis user may run neither INFO nor CONFIG GET ` +
+        `(${persistence.detail}). Allow one of them (ACL: +info or +config|get), or set REDIS_DURABILITY=none to run without the check`,
+  ]);
+}
+
+/** The Redis key naming the database whose installation owns a queue prefix. */
+export const ownerKey = (prefix: string) => `${prefix}:meshq:owner`;
+
+/**
+ * Claims the queue prefix for this installation (its database's id), or refuses: two
+ * installations with one prefix on one Redis would run each other's jobs against the
+ * wrong database. The first process of an installation claims; the others find their own
+ * claim. The stored value names the database by its redacted URL (never a password).
+ */
+export async function claimQueuePrefix(
+  connection: Redis,
+  config: Pick<Config, 'queuePrefix' | 'databaseUrl'>,
+  installationId: string,
+): Promise<void> {
+  const key = ownerKey(config.queuePrefix);
+  const mine = { installation: installationId, database: redactUrl(config.databaseUrl) };
+  await connection.set(key, JSON.stringify(mine), 'NX');
+  const raw = await connection.get(key);
+  let owner: { installation?: string; database?: string } = {};
+  try {
+    owner = JSON.parse(raw ?? '{}') as typeof owner;
+  } catch {
+    /* not ours: refused below */
+  }
+  if (owner.installation === installationId) return;
+  throw new ConfigError([
+    `QUEUE_PREFIX: the prefix "${config.queuePrefix}" on this Redis belongs to another installation, whose database is ${owner.database ?? String(raw)}; ` +
+      `this one's database is ${mine.database}. Two installations on one Redis need different QUEUE_PREFIX values ` +
+      `(if that installation is retired for good, delete the Redis key ${key})`,
+  ]);
+}
+
 /** Fails fast with a clear message instead of hanging when Redis is down. */
 export async function checkRedis(url: string, timeoutMs = 5_000): Promise<void> {
   const probe = new Redis(url, { lazyConnect: true, maxRetriesPerRequest: 0, connectTimeout: timeoutMs, retryStrategy: () => null });
@@ -74,26 +166,47 @@ export interface SubmitOptions {
   delayMs?: number;
 }
 
+const WORKER_COUNT_TTL_MS = 5_000;
+
 export class JobQueues {
   readonly connection: Redis;
   private readonly queues = new Map<QueueName, Queue>();
   private readonly events = new Map<QueueName, { events: QueueEvents; connection: Redis }>();
   /** Jobs returned by `add` in this process whose state is known without asking Redis (see view). */
   readonly #justAdded = new WeakSet<Job>();
+  #workerCounts: { at: number; counts: Record<string, number | null> } | undefined;
   /** Signs every envelope this process adds (derived from the server key). */
   readonly #envelopeKey: Buffer;
 
+  /**
+   * `patient` (workers): commands wait for Redis to come back, so a follow-up job is not
+   * lost to a blip. Otherwise (the API) every command fails fast: see producerConnection.
+   */
   constructor(
-    private readonly config: Pick<Config, 'redisUrl' | 'queuePrefix'>,
+    private readonly config: Pick<Config, 'redisUrl' | 'queuePrefix'> &
+      Partial<Pick<Config, 'submitTimeoutMs' | 'jobRetryWindowMs' | 'jobRetryMaxDelayMs'>>,
     serverKey: Buffer,
     connection?: Redis,
+    opts: { patient?: boolean } = {},
   ) {
     this.#envelopeKey = envelopeKey(serverKey);
-    this.connection = connection ?? redisConnection(config.redisUrl);
+    this.connection =
+      connection ??
+      (opts.patient ? redisConnection(config.redisUrl) : producerConnection(config.redisUrl, commandTimeoutOf(config.submitTimeoutMs)));
     this.connection.on('error', () => undefined); // surfaced by the calls that fail
     for (const name of QUEUE_NAMES) {
       this.queues.set(name, new Queue(name, { connection: this.connection, prefix: config.queuePrefix, defaultJobOptions: RETENTION }));
     }
+  }
+
+  /** The configured retry window and backoff cap (table.ts turns them into attempts). */
+  private get retryLimits(): { windowMs?: number; capMs?: number } {
+    return { windowMs: this.config.jobRetryWindowMs, capMs: this.config.jobRetryMaxDelayMs };
+  }
+
+  /** Resolves once the connection is ready (a fail-fast connection refuses commands before). */
+  async ready(): Promise<void> {
+    await this.queue(QUEUE_NAMES[0]!).waitUntilReady();
   }
 
   get prefix(): string {
@@ -129,7 +242,7 @@ export class JobQueues {
     const envelope = signEnvelope(this.#envelopeKey, type, opts.actor, payload);
     const jobId = opts.jobId ?? (opts.idempotencyKey ? idempotentJobId(opts.actor, opts.idempotencyKey) : uuidv7());
     const queue = this.queue(def.queue);
-    const added = await queue.add(type, envelope, { ...jobOptions(type, payload), jobId, delay: opts.delayMs });
+    const added = await queue.add(type, envelope, { ...jobOptions(type, payload, this.retryLimits), jobId, delay: opts.delayMs });
     // Deduplicated (the row's deduplication) or an existing id: BullMQ adds nothing and
     // hands back a local object carrying the existing job's id.
     if (!opts.idempotencyKey && !opts.jobId && !def.deduplication) {
@@ -137,6 +250,30 @@ export class JobQueues {
       return added;
     }
     return (await queue.getJob(added.id!)) ?? added;
+  }
+
+  /**
+   * How many workers serve each queue (BullMQ lists them with CLIENT LIST), cached a few
+   * seconds because that command walks every client of the Redis. `null`: Redis would
+   * not say (CLIENT LIST not allowed for this user).
+   */
+  async workerCounts(): Promise<Record<string, number | null>> {
+    if (this.#workerCounts && Date.now() - this.#workerCounts.at < WORKER_COUNT_TTL_MS) return this.#workerCounts.counts;
+    const counts: Record<string, number | null> = {};
+    await Promise.all(
+      [...this.queues].map(async ([name, q]) => {
+        counts[name] = await q.getWorkersCount().catch(() => null);
+      }),
+    );
+    this.#workerCounts = { at: Date.now(), counts };
+    return counts;
+  }
+
+  /** What a submission of `type` is told when no worker serves its queue (else undefined). */
+  async unservedWarning(type: JobType): Promise<string | undefined> {
+    const queue = jobDefinition(type).queue;
+    const count = (await this.workerCounts().catch(() => ({}) as Record<string, number | null>))[queue];
+    return count === 0 ? `no worker is serving the ${queue} queue: the job waits until a worker starts` : undefined;
   }
 
   /** A signed envelope for a job added other than by enqueue (a job scheduler's template). */
@@ -243,6 +380,12 @@ export class JobQueues {
     await this.connection.quit().catch(() => this.connection.disconnect());
   }
 }
+
+/**
+ * A submission's Redis share of SUBMIT_TIMEOUT_MS: half of it (the other half bounds its
+ * database checks), so the whole answers within the bound.
+ */
+export const commandTimeoutOf = (submitTimeoutMs = 5_000) => Math.max(50, Math.ceil(submitTimeoutMs / 2));
 
 /** Same key from the same caller -> same job id -> one job, one effect. */
 export function idempotentJobId(actor: string, key: string): string {

@@ -31,14 +31,48 @@ import { pushDeduplicationId } from './pushes.js';
 
 export type { JobInput, JobPayload, JobType };
 
-/** How often a job runs before it fails for good, and how long it waits between runs (src/backoff.ts). */
+/**
+ * How long a job keeps retrying infrastructure errors, and how long it waits between runs
+ * (src/backoff.ts). Without `attempts` a job retries for a window of time
+ * (JOB_RETRY_WINDOW_MS, counted from its first failure) with the backoff capped at
+ * JOB_RETRY_MAX_DELAY_MS: an outage of the database or Redis shorter than the window
+ * costs accepted jobs nothing. Domain errors never retry.
+ */
 export interface Retry {
-  readonly attempts: number;
+  /** A fixed number of runs instead of the window. */
+  readonly attempts?: number;
   readonly backoff: { readonly baseMs: number; readonly capMs: number };
 }
 
-/** Most jobs: a few quick retries, enough to ride out a database or Redis blip. */
-export const DEFAULT_RETRY: Retry = { attempts: 8, backoff: { baseMs: 500, capMs: 60_000 } };
+/** Most jobs: quick retries at first, then one a minute for the whole window. */
+export const DEFAULT_RETRY: Retry = { backoff: { baseMs: 500, capMs: 60_000 } };
+
+/** The window when the configuration names none (JOB_RETRY_WINDOW_MS's default). */
+export const DEFAULT_RETRY_WINDOW_MS = 3_600_000;
+
+/** What the configuration says about retries (config.ts): the window and the backoff cap. */
+export interface RetryLimits {
+  readonly windowMs?: number;
+  readonly capMs?: number;
+}
+
+/**
+ * Runs enough for the retry window: the fewest whose waits add up to the window even
+ * when every wait is shortened by the backoff's full jitter. BullMQ counts attempts, not
+ * time, and a count fixed when the job is added survives every worker restart.
+ */
+export function attemptsFor(retry: Retry, limits: RetryLimits = {}): number {
+  if (retry.attempts !== undefined) return retry.attempts;
+  const windowMs = limits.windowMs ?? DEFAULT_RETRY_WINDOW_MS;
+  const capMs = Math.min(retry.backoff.capMs, limits.capMs ?? retry.backoff.capMs);
+  let waited = 0;
+  let retries = 0;
+  while (waited < windowMs) {
+    retries++;
+    waited += backoffDelay(retries, { baseMs: Math.min(retry.backoff.baseMs, capMs), capMs, random: () => 1 - Number.EPSILON });
+  }
+  return retries + 1;
+}
 
 export interface JobDefinition<T extends JobType> {
   /** The token scope a caller needs to submit it (POST /api/v1/jobs, or its own endpoint). */
@@ -253,25 +287,35 @@ export const queueOf = (type: JobType): QueueName => JOBS[type].queue;
  */
 export const RETRY_BACKOFF_TYPE = 'meshq-capped-exponential';
 
-/** The wait before retry number `attemptsMade` of a job of `type` (an unknown type gets the default). */
-export function retryDelay(type: string, attemptsMade: number, random?: () => number): number {
+/**
+ * The wait before retry number `attemptsMade` of a job of `type` (an unknown type gets
+ * the default), its cap lowered to `capMs` when the configuration says so.
+ */
+export function retryDelay(type: string, attemptsMade: number, random?: () => number, capMs?: number): number {
   const { backoff } = isJobType(type) ? JOBS[type].retry : DEFAULT_RETRY;
-  return backoffDelay(attemptsMade, { ...backoff, ...(random ? { random } : {}) });
+  const cap = Math.min(backoff.capMs, capMs ?? backoff.capMs);
+  return backoffDelay(attemptsMade, { baseMs: Math.min(backoff.baseMs, cap), capMs: cap, ...(random ? { random } : {}) });
 }
 
-/** Installed on the workers (`settings.backoffStrategy`). */
-export const retryStrategy: BackoffStrategy = (attemptsMade, _type, _err, job) => retryDelay(job?.name ?? '', attemptsMade);
+/** Installed on the workers (`settings.backoffStrategy`), with the configured cap (JOB_RETRY_MAX_DELAY_MS). */
+export const retryStrategyFor =
+  (capMs?: number): BackoffStrategy =>
+  (attemptsMade, _type, _err, job) =>
+    retryDelay(job?.name ?? '', attemptsMade, undefined, capMs);
+
+/** The strategy with the rows' own caps. */
+export const retryStrategy: BackoffStrategy = retryStrategyFor();
 
 /**
- * The BullMQ options a job of `type` is added with: its retries and deduplication (a
- * per-payload deduplication id needs the payload).
+ * The BullMQ options a job of `type` is added with: its retries (the configured window)
+ * and deduplication (a per-payload deduplication id needs the payload).
  */
-export function jobOptions(type: JobType, payload?: unknown): JobsOptions {
+export function jobOptions(type: JobType, payload?: unknown, limits?: RetryLimits): JobsOptions {
   const def = jobDefinition(type);
   const dedup = def.deduplication;
   const id = typeof dedup?.id === 'function' ? (payload === undefined ? undefined : (dedup.id as (d: unknown) => string)(payload)) : dedup?.id;
   return {
-    attempts: def.retry.attempts,
+    attempts: attemptsFor(def.retry, limits),
     backoff: { type: RETRY_BACKOFF_TYPE, delay: def.retry.backoff.baseMs },
     ...(dedup && id !== undefined ? { deduplication: { id, keepLastIfActive: dedup.keepLastIfActive } } : {}),
   };

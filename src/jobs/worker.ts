@@ -8,12 +8,12 @@ import type { Redis } from 'ioredis';
 import type { Logger } from 'pino';
 import type { Config } from '../config.js';
 import type { UnitOfWork } from '../db/unit-of-work.js';
-import { JOBS, JOB_TYPES, isJobType, retryStrategy } from './table.js';
+import { JOBS, JOB_TYPES, isJobType, retryStrategyFor } from './table.js';
 import { redisConnection, type JobQueues } from './queue-client.js';
-import { QUEUE_RULES, concurrencyOf } from './names.js';
+import { QUEUE_RULES, concurrencyOf, type QueueName } from './names.js';
 import { runJob, type RunnerDeps } from './runner.js';
 import { UnrecoverableError } from 'bullmq';
-import { configureScheduledReconcile, requestBrokerSync } from './broker-requests.js';
+import { BROKER_RECONCILE_SCHEDULER_ID, configureScheduledReconcile, requestBrokerSync } from './broker-requests.js';
 import { envelopeKey, verifyEnvelope } from './envelope.js';
 import { publishCommitted } from './events.js';
 import { WorkerMetrics } from './metrics.js';
@@ -34,6 +34,8 @@ export interface WorkerOptions {
   mqttLinkOptions?: MqttLinkOptions;
   /** prom-client's process metrics in this pool's registry (default true; once per process). */
   processMetrics?: boolean;
+  /** How often settings that live only in Redis are checked and re-applied when missing (default 60 s). */
+  redisSettingsEveryMs?: number;
 }
 
 export interface WorkerPool {
@@ -129,7 +131,7 @@ export async function startWorkers(
         ...(opts.stalledIntervalMs ? { stalledInterval: opts.stalledIntervalMs } : {}),
         ...(opts.lockDurationMs ? { lockDuration: opts.lockDurationMs } : {}),
         // Each job type's capped backoff, from its row; BullMQ's builtin types never reach it.
-        settings: { backoffStrategy: retryStrategy },
+        settings: { backoffStrategy: retryStrategyFor(config.jobRetryMaxDelayMs) },
         autorun: true,
       },
     );
@@ -142,6 +144,7 @@ export async function startWorkers(
   await Promise.all(workers.map((w) => w.waitUntilReady()));
   if (served.has(JOBS['broker.sync'].queue)) await configureScheduledReconcile(queues, config, opts.brokerReconcileEveryMs);
   if (served.has(JOBS['snapshot.export'].queue)) await configureScheduledExport(queues, config);
+  const stopReapplying = reapplyRedisSettings({ config, log, queues }, served, opts);
   log.info({ queues: [...served], concurrency: config.workerConcurrency }, 'workers started');
 
   return {
@@ -149,6 +152,7 @@ export async function startWorkers(
     mqtt,
     metrics,
     async close() {
+      stopReapplying();
       // worker.close() stops taking jobs and waits for active ones; bound the wait so a
       // stuck job cannot hold shutdown forever (its lock expires and another worker
       // takes it over as stalled).
@@ -163,5 +167,51 @@ export async function startWorkers(
       // After the workers: active jobs may still have been publishing.
       await mqtt?.close();
     },
+  };
+}
+
+/**
+ * Some settings live only in Redis: the global concurrency of 1 of the serial queues
+ * (snapshot-restore, broker-sync) and the broker reconcile's scheduler. A Redis that lost
+ * its data (restarted without persistence, flushed) would run restores side by side and
+ * stop reconciling until every worker restarted. Each worker checks them whenever its
+ * connection comes back and on a timer, and re-applies what is missing. Returns the stop.
+ */
+function reapplyRedisSettings(
+  deps: { config: Config; log: Logger; queues: JobQueues },
+  served: Set<QueueName>,
+  opts: WorkerOptions,
+): () => void {
+  const { config, log, queues } = deps;
+  let running = false;
+  const check = async () => {
+    if (running) return;
+    running = true;
+    try {
+      for (const q of served) {
+        if (!QUEUE_RULES[q].globallySerial) continue;
+        if ((await queues.queue(q).getGlobalConcurrency()) !== 1) {
+          await queues.queue(q).setGlobalConcurrency(1);
+          log.warn({ queue: q }, 'the queue had lost its global concurrency in Redis; set it again');
+        }
+      }
+      const sync = JOBS['broker.sync'].queue;
+      if (config.mqtt.enabled && served.has(sync) && !(await queues.queue(sync).getJobScheduler(BROKER_RECONCILE_SCHEDULER_ID))) {
+        await configureScheduledReconcile(queues, config, opts.brokerReconcileEveryMs);
+        log.warn('the scheduled broker reconcile was missing in Redis; registered it again');
+      }
+    } catch (err) {
+      log.warn({ err }, 'checking the settings kept in Redis failed; trying again later');
+    } finally {
+      running = false;
+    }
+  };
+  const onReady = () => void check();
+  queues.connection.on('ready', onReady);
+  const timer = setInterval(onReady, opts.redisSettingsEveryMs ?? 60_000);
+  timer.unref();
+  return () => {
+    clearInterval(timer);
+    queues.connection.off('ready', onReady);
   };
 }

@@ -58,6 +58,11 @@ export class AuditRepository {
     return this.#pending.splice(0);
   }
 
+  /** Records written before `olderThan` (AUDIT_RETENTION_DAYS); returns how many were removed. */
+  async prune(olderThan: Date): Promise<number> {
+    return this.em.nativeDelete(AuditRecord, { at: { $lt: olderThan } });
+  }
+
   /** Newest first: an audit log is read from the top. */
   async list(filter: AuditFilter = {}, req: PageRequest = {}): Promise<Page<AuditView>> {
     const limit = pageLimit(req);

@@ -10,6 +10,8 @@ import { BrokerAppliedRepository } from './broker-applied.js';
 import { ConfigRepository } from './configs.js';
 import { CredentialRepository } from './credentials.js';
 import { ForwardRepository } from './forwards.js';
+import { IdempotencyRepository } from './idempotency.js';
+import { LedgerRepository } from './ledger.js';
 import { LinkRepository } from './links.js';
 import { NodeRepository } from './nodes.js';
 import { NodeSyncRepository } from './node-sync.js';
@@ -32,6 +34,8 @@ export interface Repositories {
   readonly audit: AuditRepository;
   readonly admin: AdminRepository;
   readonly snapshots: SnapshotRepository;
+  readonly idempotency: IdempotencyRepository;
+  readonly ledger: LedgerRepository;
 }
 
 interface RepositoryDeps {
@@ -60,5 +64,7 @@ export function createRepositories(em: Em, deps: RepositoryDeps): Repositories {
     audit: new AuditRepository(em),
     admin: new AdminRepository(em),
     snapshots: new SnapshotRepository(em, deps.tx),
+    idempotency: new IdempotencyRepository(em),
+    ledger: new LedgerRepository(em),
   };
 }

@@ -96,6 +96,8 @@ function checkSealedColumns(tables: SnapshotTables, serverKey: Buffer): void {
     const rows = tables[table] ?? [];
     let failed = 0;
     for (const row of rows) {
+      // Null: nothing sealed (a node whose agent holds its own key).
+      if (row[column] === null) continue;
       try {
         decryptSecret(row[column] as string, serverKey);
       } catch {

@@ -67,7 +67,7 @@ const CASES: Case[] = [
   },
   { name: 'an invalid CIDR', request: () => job('config.create', { name: 'cidr', subnet: '10.9.0.0/33' }), status: 400, code: 'INVALID', message: /subnet/ },
   { name: 'an address outside IP syntax', request: ({ configId }) => job('node.create', { configId, name: 'n', kind: 'static', address: '10.9.0.300' }), status: 400, code: 'INVALID', message: /address/ },
-  { name: 'a wait beyond 30 s', request: () => ({ ...job('config.create', { name: 'w', subnet: '10.9.0.0/24' }), url: '/api/v1/jobs?wait=60000' }), status: 400, code: 'INVALID', message: /query\.wait/ },
+  { name: 'a wait beyond 10 minutes', request: () => ({ ...job('config.create', { name: 'w', subnet: '10.9.0.0/24' }), url: '/api/v1/jobs?wait=600001' }), status: 400, code: 'INVALID', message: /query\.wait/ },
   { name: 'a malformed Idempotency-Key', request: () => ({ ...job('config.create', { name: 'k', subnet: '10.9.0.0/24' }), headers: { 'idempotency-key': 'has spaces in it' } }), status: 400, code: 'INVALID', message: /idempotency-key/ },
   { name: 'an unknown config id in a job', request: () => job('node.create', { configId: UNKNOWN_ID, name: 'n', kind: 'static' }), status: 404, code: 'NOT_FOUND', message: new RegExp(`config ${UNKNOWN_ID} does not exist`) },
   { name: 'an unknown config id for mesh.generate', request: () => job('mesh.generate', { configId: UNKNOWN_ID }), status: 404, code: 'NOT_FOUND', message: /config .* does not exist/ },

@@ -42,11 +42,12 @@ describe.each(DIALECTS)('HTTP API on %s', (dialect) => {
   const call = (opts: InjectOptions & { auth?: Record<string, string> | null }) =>
     s.api.inject({ ...opts, headers: { ...(opts.auth === null ? {} : (opts.auth ?? ADMIN)), ...opts.headers } });
 
-  /** Submits and waits for the job to finish (200); returns its view. */
+  /** Submits and waits for the job to finish (200 completed, 422 failed); returns its view. */
   async function run(type: string, data: unknown, headers: Record<string, string> = {}): Promise<JobView> {
     const res = await call({ method: 'POST', url: '/api/v1/jobs?wait=10000', payload: { type, data }, headers });
-    expect(res.statusCode, res.body).toBe(200);
-    return res.json<JobView>();
+    const view = res.json<JobView>();
+    expect(res.statusCode, res.body).toBe(view.state === 'failed' ? 422 : 200);
+    return view;
   }
 
   async function runOk(type: string, data: unknown): Promise<Record<string, unknown>> {
@@ -219,16 +220,15 @@ describe.each(DIALECTS)('HTTP API on %s', (dialect) => {
     expect(ready.body.checks).toEqual({ database: { ok: true }, redis: { ok: true }, migrations: { ok: true } });
   });
 
-  it('serves Prometheus metrics with queue depth and HTTP requests (jobs are the workers\' to count), behind authentication', async () => {
+  it('serves Prometheus metrics with queue depth and job durations, behind authentication', async () => {
     expect((await call({ method: 'GET', url: '/metrics', auth: null })).statusCode).toBe(401);
     const res = await call({ method: 'GET', url: '/metrics' });
     expect(res.statusCode).toBe(200);
     expect(res.headers['content-type']).toMatch(/^text\/plain/);
     expect(res.body).toMatch(/^meshq_queue_jobs\{queue="operations",state="completed"\} [1-9]\d*$/m);
     expect(res.body).toMatch(/^meshq_queue_jobs\{queue="snapshot-restore",state="waiting"\} 0$/m);
-    expect(res.body).toMatch(/^meshq_http_requests_total\{method="POST",route="\/api\/v1\/jobs",status="200"\} [1-9]\d*$/m);
-    expect(res.body).toMatch(/^meshq_http_requests_total\{method="GET",route="\/metrics",status="401"\} 1$/m);
-    expect(res.body).not.toMatch(/^meshq_job/m);
+    expect(res.body).toMatch(/^meshq_job_duration_seconds_count\{queue="operations",type="config.create",status="completed"\} 1$/m);
+    expect(res.body).toMatch(/^meshq_job_duration_seconds_count\{queue="operations",type="node.create",status="failed"\} 1$/m);
   });
 
   it('serves the OpenAPI document and Swagger UI at /docs', async () => {

@@ -187,7 +187,7 @@ describe.each(DIALECTS)('operation jobs on %s', (dialect) => {
       expect(view).toMatchObject({ id: first.id, configId, kind: 'static', address: '10.77.0.1', online: false });
       expect(Object.keys(view!)).not.toContain('privateKeyEnc');
       expect(JSON.stringify(view)).not.toContain(privateKey);
-      expect(publicKeyFromPrivate(privateKey)).toBe(view!.publicKey);
+      expect(publicKeyFromPrivate(privateKey!)).toBe(view!.publicKey);
       expect(await h.read((r) => r.credentials.forNode(first.id))).toBeUndefined();
 
       const [audit] = await auditOf(first.id, 'node.create');

@@ -46,6 +46,8 @@ export async function createTestDatabase(dialect: Dialect, label: string): Promi
     SECRET_KEY: TEST_SECRET_KEY,
     LOG_LEVEL: 'silent',
     DB_CONNECT_TIMEOUT_MS: '5000',
+    // The shared test Redis runs without AOF: every test stack says it knows.
+    REDIS_DURABILITY: 'none',
   };
   return {
     dialect,

@@ -67,7 +67,7 @@ export interface Stack {
   pool?: WorkerPool;
   auth: Record<string, string>;
   call(opts: InjectOptions): Promise<LightMyRequestResponse>;
-  /** Submits a public job through the API and waits for it to finish (200). */
+  /** Submits a public job through the API and waits for it to finish (200, or 422 when it failed). */
   job(type: string, data: unknown): Promise<JobView>;
   get<T = unknown>(url: string): Promise<T>;
   stop(): Promise<void>;
@@ -104,7 +104,8 @@ export async function startStack(
     call,
     async job(type, data) {
       const res = await call({ method: 'POST', url: '/api/v1/jobs?wait=20000', payload: { type, data } });
-      if (res.statusCode !== 200) throw new Error(`${type}: ${res.statusCode} ${res.body}`);
+      // 200 completed, 422 failed (with the job and its error): both finished.
+      if (res.statusCode !== 200 && res.statusCode !== 422) throw new Error(`${type}: ${res.statusCode} ${res.body}`);
       return res.json<JobView>();
     },
     async get<T>(url: string) {

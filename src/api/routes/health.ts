@@ -7,8 +7,11 @@
 import type { FastifyInstance } from 'fastify';
 import type { AppContext } from '../context.js';
 import { pendingMigrations } from '../../db/migrate.js';
+import type { Em } from '../../db/orm.js';
 import { hasScope } from '../../domain/scopes.js';
 import { scheduleWarnings } from '../../jobs/snapshot-schedule.js';
+import { SystemState } from '../../domain/entities/system.js';
+import { redisPersistence } from '../../jobs/queue-client.js';
 
 const CHECK_TIMEOUT_MS = 3_000;
 
@@ -42,6 +45,38 @@ function withoutPassword(text: string, url: string): string {
   return password ? text.split(password).join('***') : text;
 }
 
+/** What /readyz says about keeping accepted jobs across a Redis restart. */
+interface Durability {
+  redis: 'aof' | 'none' | 'unknown';
+  required: 'aof' | 'none';
+  note?: string;
+}
+
+function durabilityOf(p: Awaited<ReturnType<typeof redisPersistence>>, required: 'aof' | 'none'): Durability {
+  const redis = p.aof === true ? 'aof' : p.aof === false ? 'none' : 'unknown';
+  return redis === 'aof' ? { redis, required } : { redis, required, note: 'a Redis restart may lose accepted jobs' };
+}
+
+const unservedQueues = (workers: Record<string, number | null>): string[] =>
+  Object.entries(workers)
+    .filter(([, n]) => n === 0)
+    .map(([queue]) => `no worker is serving the ${queue} queue: jobs submitted to it wait until one starts`);
+
+const PROBE_KEY = 'readiness-probe';
+
+/**
+ * Updates one row of system_state. On PostgreSQL on a pooled connection of its own (no
+ * data lock: a restore in progress must not make the API unready); on SQLite through the
+ * unit of work, whose writer lock keeps it out of a job's transaction on the shared
+ * connection.
+ */
+async function writeProbe(app: AppContext): Promise<void> {
+  const write = (em: Em) =>
+    em.upsert(SystemState, { key: PROBE_KEY, value: { at: new Date().toISOString() }, updatedAt: new Date() });
+  if (app.config.dialect === 'postgresql') await write(app.orm.em.fork() as Em);
+  else await app.uow.write(async (em) => void (await write(em)));
+}
+
 export async function healthRoutes(api: FastifyInstance, opts: { app: AppContext }): Promise<void> {
   const { app } = opts;
   const started = Date.now();
@@ -59,15 +94,27 @@ export async function healthRoutes(api: FastifyInstance, opts: { app: AppContext
       },
     },
     async (request, reply) => {
+      let durability: Durability = { redis: 'unknown', required: app.config.redisDurability };
+      let workers: Record<string, number | null> = {};
       const [database, redis, migrations, warned] = await Promise.all([
         bounded('database', async () => {
           const check = await app.orm.checkConnection();
           // Never let a driver message echo the database password, even to a reader.
           if (!check.ok) throw new Error(withoutPassword(check.reason ?? 'not connected', app.config.databaseUrl));
+          // Reachable is not enough (a full disk still answers reads): one tiny write.
+          try {
+            await writeProbe(app);
+          } catch (err) {
+            throw new Error(`cannot write: ${withoutPassword(err instanceof Error ? err.message : String(err), app.config.databaseUrl)}`);
+          }
         }),
         bounded('redis', async () => {
           const pong = await app.queues.connection.ping();
           if (pong !== 'PONG') throw new Error(`unexpected answer ${pong}`);
+          durability = durabilityOf(await redisPersistence(app.queues.connection), app.config.redisDurability);
+          // REDIS_DURABILITY=aof and AOF was turned off since start-up: accepted jobs are at risk.
+          if (durability.redis !== 'aof' && app.config.redisDurability === 'aof') throw new Error(`Redis does not persist with AOF (REDIS_DURABILITY=aof): ${durability.redis}`);
+          workers = await app.queues.workerCounts();
         }),
         bounded('migrations', async () => {
           const pending = await pendingMigrations(app.orm);
@@ -81,7 +128,10 @@ export async function healthRoutes(api: FastifyInstance, opts: { app: AppContext
       const show = (c: CheckResult): CheckResult => (detailed || c.ok ? c : { ok: false });
       const checks = { database: show(database), redis: show(redis), migrations: show(migrations) };
       const failed = Object.entries(checks).filter(([, c]) => !c.ok).map(([name]) => name);
-      return reply.status(failed.length ? 503 : 200).send({ status: failed.length ? 'unavailable' : 'ready', failed, checks, warnings: warned });
+      const warnings = [...warned, ...unservedQueues(workers)];
+      return reply
+        .status(failed.length ? 503 : 200)
+        .send({ status: failed.length ? 'unavailable' : 'ready', failed, checks, durability, warnings, ...(detailed ? { workers } : {}) });
     },
   );
 }

@@ -40,7 +40,8 @@ export const NodeSchema = defineEntity({
     endpoint: p.string().length(300).nullable(),
     listenPort: p.integer().nullable(),
     publicKey: p.string().length(64),
-    privateKeyEnc: p.text(),
+    /** Null when the node's agent holds its own key (node.create with publicKey). */
+    privateKeyEnc: p.text().nullable(),
     clientInitialized: p.boolean().default(false),
     online: p.boolean().default(false),
     lastSeenAt: p.datetime().length(3).nullable(),
