@@ -21,6 +21,7 @@ import { requireConfigNameFree, requireNode, type CheckContext } from './prechec
 import * as configs from './processors/configs.js';
 import * as nodes from './processors/nodes.js';
 import * as mesh from './processors/mesh.js';
+import * as links from './processors/links.js';
 import * as forwards from './processors/port-forwards.js';
 import * as settings from './processors/settings.js';
 import * as tokens from './processors/tokens.js';
@@ -163,6 +164,14 @@ const ROWS: { readonly [T in JobType]: Row<T> } = {
     internal: { endpoint: 'POST /api/v1/nodes/{id}/credentials' },
     description: 'Store a new MQTT credential hash (POST /api/v1/nodes/:id/credentials)',
   },
+  'node.rotate-keys': {
+    // It makes a new private key, which the node's wireguard.conf and pushes then reveal.
+    scope: 'credentials',
+    queue: QUEUES.operations,
+    processor: nodes.rotateKeys,
+    precheck: async (d, ctx) => requireNode(ctx, d.id),
+    description: 'Give a node whose key meshq holds a new WireGuard key pair; its peers get the new public key',
+  },
   'node.presence': {
     scope: 'admin',
     queue: QUEUES.operations,
@@ -175,6 +184,25 @@ const ROWS: { readonly [T in JobType]: Row<T> } = {
     processor: mesh.generateMesh,
     precheck: async (d, ctx) => void (await ctx.repos().configs.require(d.configId)),
     description: 'Create every missing peer pair of a config',
+  },
+  'link.create': {
+    ...operation,
+    processor: links.createLink,
+    precheck: async (d, ctx) => {
+      const repos = ctx.repos();
+      const config = await repos.configs.require(d.configId);
+      await repos.nodes.requireInConfig(config, d.fromNodeId);
+      await repos.nodes.requireInConfig(config, d.toNodeId);
+    },
+    description: 'Create one peer pair between two nodes of a config (both directions)',
+  },
+  'link.delete': {
+    ...operation,
+    processor: links.deleteLink,
+    precheck: async (d, ctx) => {
+      if (!(await ctx.repos().links.get(d.id))) throw new NotFoundError('link', d.id);
+    },
+    description: 'Delete a peer pair, named by either direction',
   },
   'port-forward.create': {
     ...operation,

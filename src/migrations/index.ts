@@ -6,6 +6,7 @@ import { Migration20261124000000_initial } from './Migration20261124000000_initi
 import { Migration20261124100000_broker_applied } from './Migration20261124100000_broker_applied.js';
 import { Migration20261124200000_config_mtu } from './Migration20261124200000_config_mtu.js';
 import { Migration20261125100000_token_expiry } from './Migration20261125100000_token_expiry.js';
+import { Migration20261201134800_agent_held_keys } from './Migration20261201134800_agent_held_keys.js';
 import { Migration20261201135000_node_sync } from './Migration20261201135000_node_sync.js';
 
 export const MIGRATIONS = [
@@ -13,6 +14,7 @@ export const MIGRATIONS = [
   { name: 'Migration20261124100000_broker_applied', class: Migration20261124100000_broker_applied },
   { name: 'Migration20261124200000_config_mtu', class: Migration20261124200000_config_mtu },
   { name: 'Migration20261125100000_token_expiry', class: Migration20261125100000_token_expiry },
+  { name: 'Migration20261201134800_agent_held_keys', class: Migration20261201134800_agent_held_keys },
   { name: 'Migration20261201135000_node_sync', class: Migration20261201135000_node_sync },
 ];
 

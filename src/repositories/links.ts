@@ -2,8 +2,9 @@
 import type { FilterQuery } from '@mikro-orm/core';
 import type { Em } from '../db/orm.js';
 import { PeerLink } from '../domain/entities/mesh.js';
+import { newId } from '../domain/ids.js';
 import { idCursor, pageLimit, toPage, type Page, type PageRequest } from '../domain/paging.js';
-import type { MeshLinkIds } from '../domain/pairs.js';
+import type { MeshLinkIds, PeerLinkDraft } from '../domain/pairs.js';
 import { boundSql } from '../db/sql.js';
 
 /**
@@ -108,5 +109,34 @@ export class LinkRepository {
     };
     const rows = await this.em.find(PeerLink, where, { orderBy: { id: 'asc' }, limit: limit + 1 });
     return toPage(rows, limit, (r) => r.id, linkView);
+  }
+
+  /** The two directions of one pair (link.create); returns their ids in the same order. */
+  async insertPair(configId: string, forward: PeerLinkDraft, reverse: PeerLinkDraft): Promise<[string, string]> {
+    const ids: [string, string] = [newId(), newId()];
+    await this.em.insertMany(
+      PeerLink,
+      [forward, reverse].map((l, i) => ({
+        id: ids[i]!,
+        config: configId,
+        fromNode: l.fromNodeId,
+        toNode: l.toNodeId,
+        linkGroupId: l.linkGroupId,
+        allowedIps: l.allowedIps,
+        persistentKeepalive: l.persistentKeepalive,
+      })),
+    );
+    return ids;
+  }
+
+  /** A link between the two nodes in either direction (a pair exists once), if any. */
+  async between(a: string, b: string): Promise<LinkView | undefined> {
+    const row = await this.em.findOne(PeerLink, { $or: [{ fromNode: a, toNode: b }, { fromNode: b, toNode: a }] });
+    return row ? linkView(row) : undefined;
+  }
+
+  /** Both directions of a pair: the links sharing a linkGroupId. Returns how many went. */
+  async deletePair(linkGroupId: string): Promise<number> {
+    return this.em.nativeDelete(PeerLink, { linkGroupId });
   }
 }

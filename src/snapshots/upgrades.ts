@@ -36,6 +36,8 @@ export const UPGRADES: Readonly<Record<string, UpgradeStep | null>> = Object.fre
   Migration20261124200000_config_mtu: mapRows('mesh_config', (row) => ({ ...row, mtu: 1420 })),
   // api_token.expires_at: API tokens are not in snapshots.
   Migration20261125100000_token_expiry: null,
+  // node.private_key_enc may be null (agent-held keys); every older row has a key, still valid.
+  Migration20261201134800_agent_held_keys: null,
   // node_sync: derived sync state (a system table), not in snapshots.
   Migration20261201135000_node_sync: null,
 });

@@ -15,6 +15,14 @@ async function assertNameFree(ctx: JobContext, config: ConfigView, name: string,
   }
 }
 
+/** WireGuard tells a node's peers apart by public key: two nodes of a config never share one. */
+async function assertPublicKeyFree(ctx: JobContext, configId: string, publicKey: string, exceptId?: string): Promise<void> {
+  const other = await ctx.repos.nodes.findByPublicKey(configId, publicKey);
+  if (other && other.id !== exceptId) {
+    throw new ConflictError(`node "${other.name}" of this config already has public key ${publicKey}`, { nodeId: other.id });
+  }
+}
+
 /**
  * A requested address is checked against the subnet first (INVALID: the request can
  * never succeed), then against the other nodes (CONFLICT, naming the holder).
@@ -48,7 +56,9 @@ export async function createNode(data: NodeCreate, ctx: JobContext): Promise<{ i
   const config = await ctx.repos.configs.requireForUpdate(data.configId);
   await assertNameFree(ctx, config, data.name);
   const address = await addressFor(ctx, config, data.address);
-  const keys = generateKeyPair();
+  // A public key given: the node's agent holds the private key and meshq keeps none.
+  if (data.publicKey !== undefined) await assertPublicKeyFree(ctx, config.id, data.publicKey);
+  const keys = data.publicKey === undefined ? generateKeyPair() : { publicKey: data.publicKey, privateKey: null };
   const id = ctx.repos.nodes.create({
     configId: config.id,
     name: data.name,
@@ -70,13 +80,20 @@ export async function createNode(data: NodeCreate, ctx: JobContext): Promise<{ i
     action: 'node.create',
     entityType: 'node',
     entityId: id,
-    detail: { configId: config.id, name: data.name, kind: data.kind, address, publicKey: keys.publicKey },
+    detail: { configId: config.id, name: data.name, kind: data.kind, address, publicKey: keys.publicKey, keyMode: keys.privateKey === null ? 'agent' : 'server' },
   });
   return { id, address };
 }
 
 export async function updateNode(data: NodeUpdate, ctx: JobContext): Promise<{ id: string }> {
-  const { id, ...patch } = data;
+  const { id, publicKey, ...rest } = data;
+  // A new public key is the agent's rotation; for a node whose key meshq held, meshq
+  // forgets that private key and the agent holds the node's key from now on.
+  const patch = publicKey === undefined ? rest : { ...rest, publicKey, privateKey: null };
+  if (publicKey !== undefined) {
+    const node = await ctx.repos.nodes.require(id);
+    await assertPublicKeyFree(ctx, node.configId, publicKey, id);
+  }
   if (patch.name !== undefined) {
     // A rename checks the name under the config's lock; other changes need no read.
     const node = await ctx.repos.nodes.require(id);
@@ -92,7 +109,7 @@ export async function updateNode(data: NodeUpdate, ctx: JobContext): Promise<{ i
     action: 'node.update',
     entityType: 'node',
     entityId: id,
-    detail: { configId: updated.configId, name: updated.name, changes: patch },
+    detail: { configId: updated.configId, name: updated.name, changes: publicKey === undefined ? rest : { ...rest, publicKey } },
   });
   // Its own interface (name, listen port) and its peers' view of it (endpoint, name) may have changed.
   await requestPushes(ctx, { nodeAndPeers: id });
@@ -116,6 +133,32 @@ export async function deleteNode(data: ById, ctx: JobContext): Promise<{ id: str
     detail: { configId: node.configId, name: node.name, kind: node.kind, address: node.address },
   });
   return { id: node.id };
+}
+
+/**
+ * A new key pair for a node whose key meshq holds (private key encrypted at rest as at
+ * creation). Its peers get the new public key and the node itself the new private key,
+ * by push (dynamic nodes) or in their wireguard.conf. A node whose agent holds its key
+ * rotates by node.update {publicKey}: meshq has no private key to replace.
+ */
+export async function rotateKeys(data: ById, ctx: JobContext): Promise<{ id: string; publicKey: string }> {
+  const node = await ctx.repos.nodes.require(data.id);
+  if (node.keyMode === 'agent') {
+    throw new InvalidError(
+      `node "${node.name}" (${node.id}) holds its own key (key mode agent): its agent rotates it with node.update {id, publicKey}`,
+    );
+  }
+  const keys = generateKeyPair();
+  await ctx.repos.nodes.update(node.id, { publicKey: keys.publicKey, privateKey: keys.privateKey });
+  ctx.repos.audit.record({
+    actor: ctx.actor,
+    action: 'node.rotate-keys',
+    entityType: 'node',
+    entityId: node.id,
+    detail: { configId: node.configId, name: node.name, previousPublicKey: node.publicKey, publicKey: keys.publicKey },
+  });
+  await requestPushes(ctx, { nodeAndPeers: node.id });
+  return { id: node.id, publicKey: keys.publicKey };
 }
 
 function assertDynamic(node: NodeView): void {
