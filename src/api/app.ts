@@ -31,6 +31,8 @@ export interface ApiOptions {
   authLimits?: Partial<AuthLimits>;
   /** The workers' metrics (Prometheus text) when they run in this process: /metrics serves them too, once. */
   workerMetrics?: () => Promise<string>;
+  /** How long a quiet event stream waits before a keep-alive comment (default 15 s). */
+  eventKeepAliveMs?: number;
 }
 
 declare module 'fastify' {
@@ -75,7 +77,7 @@ export async function buildApi(app: AppContext, opts: ApiOptions = {}): Promise<
   await api.register(healthRoutes, { app });
   await api.register(metricsRoutes, { metrics });
   await api.register(jobRoutes, { app, prefix: API_PREFIX });
-  await api.register(eventRoutes, { app, prefix: API_PREFIX });
+  await api.register(eventRoutes, { app, prefix: API_PREFIX, keepAliveMs: opts.eventKeepAliveMs });
   await api.register(readRoutes, { app, prefix: API_PREFIX });
   await api.register(secretRoutes, { app, prefix: API_PREFIX });
   await api.register(brokerRoutes, { app, prefix: API_PREFIX });

@@ -11,6 +11,7 @@ import { z } from 'zod';
 import type { AppContext } from '../context.js';
 import { ApiError } from '../errors.js';
 import { EventReader, typeFilter } from '../../jobs/events.js';
+import { redisConnection } from '../../jobs/queue-client.js';
 
 export const DEFAULT_KEEP_ALIVE_MS = 15_000;
 export const MAX_EVENT_CLIENTS = 200;
@@ -68,7 +69,9 @@ export async function eventRoutes(api: FastifyInstance, opts: EventRouteOptions)
         throw new ApiError(503, 'UNAVAILABLE', `too many open event streams (at most ${MAX_EVENT_CLIENTS} per API process); retry later`);
       }
 
-      const connection = app.queues.connection.duplicate();
+      // Not a copy of the API's submitting connection: that one fails fast (no offline
+      // queue, a short command timeout), and XREAD blocks by design.
+      const connection = redisConnection(app.config.redisUrl);
       connection.on('error', () => undefined); // a failed read ends the stream (below)
       const reader = new EventReader(connection, app.config.queuePrefix);
       try {
