@@ -52,6 +52,7 @@ const envSchema = z.object({
   EMQX_API_KEY: z.string().optional(),
   EMQX_API_SECRET: z.string().optional(),
   SNAPSHOT_KEEP: int(1, 10_000).default(20),
+  AUDIT_RETENTION_DAYS: int(1, 36_500).optional(),
   SNAPSHOT_SCHEDULE: z
     .string()
     .refine(isCronPattern, {
@@ -116,6 +117,8 @@ export interface Config {
   };
   readonly emqx: { readonly apiUrl: string; readonly apiKey?: string; readonly apiSecret?: string };
   readonly snapshotKeep: number;
+  /** Audit records older than this many days are pruned by `retention.prune` (AUDIT_RETENTION_DAYS); absent: kept. */
+  readonly auditRetentionDays?: number;
   /** Cron pattern of scheduled snapshot exports (SNAPSHOT_SCHEDULE); absent: none. */
   readonly snapshotSchedule?: string;
   /** Port of a worker process's /healthz, /readyz and /metrics (0: any free port). */
@@ -206,6 +209,7 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
     }),
     emqx: Object.freeze({ apiUrl: e.EMQX_API_URL, apiKey: e.EMQX_API_KEY, apiSecret: e.EMQX_API_SECRET }),
     snapshotKeep: e.SNAPSHOT_KEEP,
+    auditRetentionDays: e.AUDIT_RETENTION_DAYS,
     snapshotSchedule: e.SNAPSHOT_SCHEDULE,
     workerHttpPort: e.WORKER_HTTP_PORT,
     logLevel: e.LOG_LEVEL,

@@ -25,7 +25,8 @@ export interface JobView {
   queue: string;
   state: JobState;
   progress: unknown;
-  attempts: number;
+  /** Runs started; null when answered from the ledger (Redis no longer has the job). */
+  attempts: number | null;
   result: unknown;
   error: JobError | null;
   createdAt: string;
@@ -40,6 +41,39 @@ const RETENTION: JobsOptions = {
   removeOnComplete: { age: 24 * 3600, count: 10_000 },
   removeOnFail: { age: 7 * 24 * 3600, count: 10_000 },
 };
+
+/** Where a page of GET /api/v1/jobs ends: the last job's creation time and id. */
+export interface JobCursor {
+  at: number;
+  id: string;
+}
+
+export interface JobListFilter {
+  type?: JobType;
+  state?: JobState;
+  actor?: string;
+  /** Created at or after. */
+  since?: Date;
+  /** Created before. */
+  until?: Date;
+  limit: number;
+  cursor?: JobCursor;
+}
+
+const SCAN_BATCH = 200;
+const SCAN_CAP = 20_000;
+
+/** For states BullMQ keeps ordered by a time no earlier than the job's creation: that time. */
+const ORDER_KEYS: Record<string, ((j: Job) => number) | undefined> = {
+  completed: (j) => j.finishedOn ?? j.timestamp,
+  failed: (j) => j.finishedOn ?? j.timestamp,
+  delayed: (j) => j.timestamp + (j.opts.delay ?? 0),
+};
+
+const newestFirst = (a: Job, b: Job): number => b.timestamp - a.timestamp || (a.id! < b.id! ? 1 : a.id! > b.id! ? -1 : 0);
+
+const toJobState = (raw: string): 'unknown' | JobState =>
+  raw === 'unknown' ? 'unknown' : raw === 'completed' || raw === 'failed' || raw === 'active' || raw === 'delayed' ? raw : 'waiting';
 
 export class RedisUnavailableError extends Error {
   constructor(url: string, cause: unknown) {
@@ -164,6 +198,8 @@ export interface SubmitOptions {
   idempotencyKey?: string;
   jobId?: string;
   delayMs?: number;
+  /** BullMQ priority: 1 runs first; absent, jobs run in submission order before any prioritized one. */
+  priority?: number;
 }
 
 const WORKER_COUNT_TTL_MS = 5_000;
@@ -242,7 +278,7 @@ export class JobQueues {
     const envelope = signEnvelope(this.#envelopeKey, type, opts.actor, payload);
     const jobId = opts.jobId ?? (opts.idempotencyKey ? idempotentJobId(opts.actor, opts.idempotencyKey) : uuidv7());
     const queue = this.queue(def.queue);
-    const added = await queue.add(type, envelope, { ...jobOptions(type, payload, this.retryLimits), jobId, delay: opts.delayMs });
+    const added = await queue.add(type, envelope, { ...jobOptions(type, payload, this.retryLimits), jobId, delay: opts.delayMs, ...(opts.priority ? { priority: opts.priority } : {}) });
     // Deduplicated (the row's deduplication) or an existing id: BullMQ adds nothing and
     // hands back a local object carrying the existing job's id.
     if (!opts.idempotencyKey && !opts.jobId && !def.deduplication) {
@@ -306,7 +342,8 @@ export class JobQueues {
       type: job.name,
       queue: job.queueName,
       state,
-      progress: job.progress ?? 0,
+      // A completed job is done whatever its processor last reported.
+      progress: state === 'completed' ? 100 : (job.progress ?? 0),
       attempts: job.attemptsMade,
       result: state === 'completed' ? (job.returnvalue ?? null) : null,
       error: state === 'failed' ? parseFailedReason(job.failedReason) : null,
@@ -315,17 +352,96 @@ export class JobQueues {
     };
   }
 
-  async list(filter: { type?: string; state?: JobState; limit: number }): Promise<JobView[]> {
-    const states = filter.state ? [filter.state === 'waiting' ? 'wait' : filter.state] : ['active', 'wait', 'delayed', 'completed', 'failed'];
-    const queues = filter.type && isJobType(filter.type) ? [this.queue(jobDefinition(filter.type).queue)] : this.allQueues();
-    const jobs: Job[] = [];
-    for (const q of queues) {
-      // Over-fetch when filtering by type: several types share the operations queue.
-      const batch = (await q.getJobs(states as never, 0, filter.type ? filter.limit * 5 : filter.limit - 1, false)) as Job[];
-      jobs.push(...batch.filter((j) => j && (!filter.type || j.name === filter.type)));
+  /** A job of `type` by id, looked up in its own queue only. */
+  async findOf(type: JobType, id: string): Promise<Job | undefined> {
+    return (await this.queue(jobDefinition(type).queue).getJob(id)) ?? undefined;
+  }
+
+  /**
+   * Cancels a job that has not started by removing it from Redis. Otherwise answers the
+   * state that prevented it: active (BullMQ refuses to remove a job a worker holds),
+   * completed or failed; `unknown` when Redis no longer has it.
+   */
+  async cancel(job: Job): Promise<'cancelled' | 'unknown' | JobState> {
+    const raw = await job.getState();
+    if (raw === 'unknown') return 'unknown';
+    if (raw === 'active' || raw === 'completed' || raw === 'failed') return raw;
+    try {
+      await job.remove();
+    } catch {
+      return 'active';
     }
-    jobs.sort((a, b) => b.timestamp - a.timestamp);
-    return Promise.all(jobs.slice(0, filter.limit).map((j) => this.view(j)));
+    return 'cancelled';
+  }
+
+  /**
+   * Runs a failed job again, with its full retries. Whatever it did before, its ledger
+   * row (src/db/closing-write.ts) keeps its effect to one. Otherwise answers the state
+   * that prevented it.
+   */
+  async retry(job: Job): Promise<'retried' | 'unknown' | JobState> {
+    const raw = await job.getState();
+    if (raw !== 'failed') return toJobState(raw);
+    try {
+      await job.retry('failed', { resetAttemptsMade: true, resetAttemptsStarted: true });
+    } catch (err) {
+      // Moved meanwhile (another retry got there first): say where it is now.
+      const now = await job.getState();
+      if (now === 'failed') throw err;
+      return toJobState(now);
+    }
+    return 'retried';
+  }
+
+  /**
+   * Jobs Redis holds, newest first by creation time (then id), a page at a time: the
+   * cursor is the last job of the previous page. BullMQ keeps each state in its own order,
+   * so every queue and state is read newest first in batches; completed, failed and
+   * delayed jobs are ordered by a time no earlier than their creation, so their reading
+   * stops once nothing further can reach the page. At most SCAN_CAP jobs are read per
+   * queue and state.
+   */
+  async list(filter: JobListFilter): Promise<{ items: JobView[]; next: JobCursor | null }> {
+    const states: string[] = filter.state
+      ? filter.state === 'waiting'
+        ? ['wait', 'prioritized']
+        : [filter.state]
+      : ['active', 'wait', 'prioritized', 'delayed', 'completed', 'failed'];
+    const queues = filter.type ? [this.queue(jobDefinition(filter.type).queue)] : this.allQueues();
+    const { cursor, since, until, limit } = filter;
+    const matches = (j: Job): boolean =>
+      (!filter.type || j.name === filter.type) &&
+      (!filter.actor || (j.data as { actor?: unknown } | undefined)?.actor === filter.actor) &&
+      (!since || j.timestamp >= since.getTime()) &&
+      (!until || j.timestamp < until.getTime()) &&
+      (!cursor || j.timestamp < cursor.at || (j.timestamp === cursor.at && j.id! < cursor.id));
+    const candidates: Job[] = [];
+    for (const q of queues) {
+      for (const state of states) {
+        const orderKey = ORDER_KEYS[state];
+        const found: Job[] = [];
+        for (let start = 0; start < SCAN_CAP; start += SCAN_BATCH) {
+          const read = (await q.getJobs([state as never], start, start + SCAN_BATCH - 1, false)) as (Job | undefined)[];
+          const batch = read.filter((j): j is Job => !!j);
+          found.push(...batch.filter(matches));
+          if (read.length < SCAN_BATCH) break;
+          if (!orderKey || batch.length === 0) continue;
+          // Every job further on was created no later than `bound`.
+          const bound = orderKey(batch[batch.length - 1]!);
+          if (since && bound < since.getTime()) break;
+          if (found.length > limit) {
+            found.sort(newestFirst);
+            if (bound < found[limit]!.timestamp) break;
+          }
+        }
+        candidates.push(...found);
+      }
+    }
+    candidates.sort(newestFirst);
+    const page = candidates.slice(0, limit);
+    const last = page[page.length - 1];
+    const next = candidates.length > limit && last ? { at: last.timestamp, id: last.id! } : null;
+    return { items: await Promise.all(page.map((j) => this.view(j))), next };
   }
 
   /** Waits up to `ms` for the job to finish; returns its fresh view either way. */

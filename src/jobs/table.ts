@@ -28,6 +28,7 @@ import * as tokens from './processors/tokens.js';
 import * as broker from './processors/broker.js';
 import * as pushes from './processors/push-config.js';
 import * as snapshots from './processors/snapshots.js';
+import * as retention from './processors/retention.js';
 import { pushDeduplicationId } from './pushes.js';
 
 export type { JobInput, JobPayload, JobType };
@@ -282,6 +283,12 @@ const ROWS: { readonly [T in JobType]: Row<T> } = {
     // runs after it (it may have read the state before the change that asked).
     deduplication: { id: (d) => pushDeduplicationId(d.nodeId), keepLastIfActive: true },
     description: "Publish a dynamic node's desired configuration (address, peers) to its agent over MQTT",
+  },
+  'retention.prune': {
+    scope: 'admin',
+    queue: QUEUES.operations,
+    processor: retention.pruneRetention,
+    description: "Prune the ledger and idempotency keys past the jobs' retention, staged uploads past their lifetime, audit records past AUDIT_RETENTION_DAYS (scheduled daily)",
   },
 };
 

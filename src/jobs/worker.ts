@@ -15,6 +15,7 @@ import { runJob, type RunnerDeps } from './runner.js';
 import { UnrecoverableError } from 'bullmq';
 import { BROKER_RECONCILE_SCHEDULER_ID, configureScheduledReconcile, requestBrokerSync } from './broker-requests.js';
 import { envelopeKey, verifyEnvelope } from './envelope.js';
+import { configureRetentionSchedule } from './retention-schedule.js';
 import { publishCommitted } from './events.js';
 import { WorkerMetrics } from './metrics.js';
 import { configureScheduledExport, lastExportAt } from './snapshot-schedule.js';
@@ -143,6 +144,7 @@ export async function startWorkers(
   });
   await Promise.all(workers.map((w) => w.waitUntilReady()));
   if (served.has(JOBS['broker.sync'].queue)) await configureScheduledReconcile(queues, config, opts.brokerReconcileEveryMs);
+  if (served.has(JOBS['retention.prune'].queue)) await configureRetentionSchedule(queues);
   if (served.has(JOBS['snapshot.export'].queue)) await configureScheduledExport(queues, config);
   const stopReapplying = reapplyRedisSettings({ config, log, queues }, served, opts);
   log.info({ queues: [...served], concurrency: config.workerConcurrency }, 'workers started');

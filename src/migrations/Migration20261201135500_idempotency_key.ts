@@ -7,8 +7,8 @@ import { isPostgres } from './dialect.js';
  * needed). The SQL is what the ORM's schema generator produces for the entity on each
  * dialect, so the "schema diff is empty" check keeps holding.
  */
-export class Migration20261201134000_idempotency_key extends Migration {
-  override name = 'Migration20261201134000_idempotency_key';
+export class Migration20261201135500_idempotency_key extends Migration {
+  override name = 'Migration20261201135500_idempotency_key';
 
   override up(): void {
     for (const statement of isPostgres(this.driver) ? POSTGRESQL : SQLITE) this.addSql(statement);

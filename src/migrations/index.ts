@@ -8,6 +8,7 @@ import { Migration20261124200000_config_mtu } from './Migration20261124200000_co
 import { Migration20261125100000_token_expiry } from './Migration20261125100000_token_expiry.js';
 import { Migration20261201134800_agent_held_keys } from './Migration20261201134800_agent_held_keys.js';
 import { Migration20261201135000_node_sync } from './Migration20261201135000_node_sync.js';
+import { Migration20261201135500_idempotency_key } from './Migration20261201135500_idempotency_key.js';
 
 export const MIGRATIONS = [
   { name: 'Migration20261124000000_initial', class: Migration20261124000000_initial },
@@ -16,6 +17,7 @@ export const MIGRATIONS = [
   { name: 'Migration20261125100000_token_expiry', class: Migration20261125100000_token_expiry },
   { name: 'Migration20261201134800_agent_held_keys', class: Migration20261201134800_agent_held_keys },
   { name: 'Migration20261201135000_node_sync', class: Migration20261201135000_node_sync },
+  { name: 'Migration20261201135500_idempotency_key', class: Migration20261201135500_idempotency_key },
 ];
 
 /** The schema version a database is at once every migration has run. */

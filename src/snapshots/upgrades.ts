@@ -40,6 +40,8 @@ export const UPGRADES: Readonly<Record<string, UpgradeStep | null>> = Object.fre
   Migration20261201134800_agent_held_keys: null,
   // node_sync: derived sync state (a system table), not in snapshots.
   Migration20261201135000_node_sync: null,
+  // Idempotency keys: a system table, not in snapshots.
+  Migration20261201135500_idempotency_key: null,
 });
 
 /**

@@ -18,6 +18,29 @@ export const JobRecordSchema = defineEntity({
 export class JobRecord extends JobRecordSchema.class {}
 JobRecordSchema.setClass(JobRecord);
 
+/**
+ * What an Idempotency-Key was used for: one row per (caller, key), inserted before the
+ * job is enqueued, so concurrent requests with one key serialize on its primary key, and
+ * kept beside the ledger after the job has left Redis, so a late retry finds the job's
+ * recorded outcome instead of running the API's checks against the job's own effect.
+ */
+export const IdempotencyKeySchema = defineEntity({
+  name: 'IdempotencyKey',
+  tableName: 'idempotency_key',
+  properties: {
+    /** sha256 of caller and key: the key itself is the client's and is not kept. */
+    keyHash: p.string().length(64).primary(),
+    actor: p.string().length(128),
+    jobId: p.string().length(128),
+    type: p.string().length(64),
+    /** sha256 of the request (type, payload, delay, priority): another request with the key is a conflict. */
+    requestHash: p.string().length(64),
+    createdAt: p.datetime().length(3).index(),
+  },
+});
+export class IdempotencyKey extends IdempotencyKeySchema.class {}
+IdempotencyKeySchema.setClass(IdempotencyKey);
+
 /** Key -> JSON machine state: data epoch, broker sync bookkeeping. */
 export const SystemStateSchema = defineEntity({
   name: 'SystemState',
