@@ -55,7 +55,7 @@ describe.each(DIALECTS)('worker metrics on %s', (dialect) => {
     const failed = await s.job('node.create', { configId, name: 'twice', kind: 'static' });
     expect(failed.state).toBe('failed');
 
-    const [a, b] = await Promise.all(servers.map(scrape));
+    const [a, b] = (await Promise.all(servers.map(scrape))) as [string, string];
     const completed = (t: string) => series(t, 'meshq_jobs_total', 'type="config.create",status="completed"');
     expect(completed(a) + completed(b)).toBe(jobs);
     const failures = (t: string) => series(t, 'meshq_jobs_total', 'type="node.create",status="failed"');
