@@ -32,7 +32,7 @@
 import { createHash } from 'node:crypto';
 import type { FastifyInstance, FastifyReply, FastifyRequest, RouteOptions } from 'fastify';
 import type { AppContext } from './context.js';
-import { ADMIN_NAME } from '../repositories/admin-account.js';
+import { ADMIN_NAME, NO_ADMIN_MESSAGE } from '../repositories/admin-account.js';
 import { createRepositories } from '../repositories/index.js';
 import { hashToken, verifyAdminPassword } from '../domain/secrets.js';
 import { hasScope, isScope, type Scope } from '../domain/scopes.js';
@@ -118,6 +118,8 @@ export class Authenticator {
   private readonly touchedAt = new Map<string, number>();
   private readonly pending = new Set<Promise<unknown>>();
   private verifying = 0;
+  /** Once an administrator exists it always will (only its password changes). */
+  private adminSeen = false;
   private readonly waiting: (() => void)[] = [];
 
   constructor(
@@ -129,7 +131,10 @@ export class Authenticator {
   /** Resolves to the principal, or throws 401 (or 429/503 with Retry-After). */
   async authenticate(request: FastifyRequest): Promise<Principal> {
     const header = request.headers.authorization;
-    if (!header) throw unauthorized('authentication required: HTTP Basic (administrator) or Bearer <api token>');
+    if (!header) {
+      await this.refuseWithoutAdmin();
+      throw unauthorized('authentication required: HTTP Basic (administrator) or Bearer <api token>');
+    }
     const [scheme, value = ''] = splitOnce(header.trim(), ' ');
     switch (scheme.toLowerCase()) {
       case 'basic':
@@ -145,10 +150,14 @@ export class Authenticator {
     const decoded = Buffer.from(encoded, 'base64').toString('utf8');
     const [name, password] = splitOnce(decoded, ':');
     if (password === undefined || name !== ADMIN_NAME) {
+      await this.refuseWithoutAdmin();
       await this.throttle.recordFailure(request);
       throw unauthorized('wrong administrator name or password');
     }
     const admin = await createRepositories(this.app.uow.fork(), { serverKey: this.app.serverKey }).admin.findByName(ADMIN_NAME);
+    // Nothing to guess yet: say what to do instead of "wrong password".
+    if (!admin) throw unauthorized(NO_ADMIN_MESSAGE);
+    this.adminSeen = true;
     const cacheKey = createHash('sha256').update(header).digest('base64');
     const cached = this.basicCache.get(cacheKey);
     if (admin && cached && cached.until > Date.now() && cached.passwordHash === admin.passwordHash) return ADMIN_PRINCIPAL;
@@ -198,6 +207,14 @@ export class Authenticator {
     else this.verifying--;
   }
 
+  /** Until an administrator exists, every refusal says how to create one (ADMIN_PASSWORD or `npm run admin`). */
+  private async refuseWithoutAdmin(): Promise<void> {
+    if (this.adminSeen) return;
+    const admin = await createRepositories(this.app.uow.fork(), { serverKey: this.app.serverKey }).admin.findByName(ADMIN_NAME);
+    if (!admin) throw unauthorized(NO_ADMIN_MESSAGE);
+    this.adminSeen = true;
+  }
+
   private async refuseIfThrottled(request: FastifyRequest): Promise<void> {
     const wait = await this.throttle.check(request);
     if (wait > 0) throw new RetryLaterError(429, `too many failed logins; retry in ${wait} s`, wait);
@@ -211,7 +228,10 @@ export class Authenticator {
     if (!token) throw unauthorized('empty bearer token');
     // No cache here: a revoked token must stop working at once.
     const identity = await createRepositories(this.app.uow.fork(), { serverKey: this.app.serverKey }).tokens.findByHash(hashToken(token));
-    if (!identity) throw unauthorized('unknown or revoked API token');
+    if (!identity) {
+      await this.refuseWithoutAdmin();
+      throw unauthorized('unknown or revoked API token');
+    }
     if (identity.expiresAt !== null && identity.expiresAt.getTime() <= Date.now()) {
       throw unauthorized(`API token "${identity.name}" expired at ${identity.expiresAt.toISOString()}`);
     }

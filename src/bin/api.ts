@@ -3,12 +3,12 @@
 import { exitOnUnsupportedNode } from './node-guard.js';
 
 exitOnUnsupportedNode();
-const { runRole } = await import('./bootstrap.js');
+const { listenApi, runRole } = await import('./bootstrap.js');
 const { buildApi } = await import('../api/app.js');
 
 await runRole('api', async (app) => {
   const api = await buildApi(app);
-  await api.listen({ host: app.config.host, port: app.config.port });
+  await listenApi(api, app.config.host, app.config.port);
   // close() stops accepting connections and waits for in-flight requests.
   return () => api.close();
 });

@@ -3,6 +3,7 @@
  * with retries, migrate under a lock, check Redis, then hand back what the role needs.
  * Shutdown runs the registered closers in reverse order of start-up.
  */
+import { createServer } from 'node:net';
 import type { DestinationStream } from 'pino';
 import { ConfigError, loadConfig, loadDotEnv, redactUrl, type Config } from '../config.js';
 import { connectOrm } from '../db/orm.js';
@@ -47,6 +48,13 @@ export async function bootstrap(role: string, config?: Config, opts: { logDestin
   } catch (err) {
     await queues.close();
     await orm.close(true);
+    // An ACL that denies INFO stops BullMQ itself (and the durability check): say which.
+    if (err instanceof Error && /^NOPERM/.test(err.message)) {
+      throw new ConfigError([
+        `REDIS_URL: the Redis user of ${redactUrl(cfg.redisUrl)} may not run a command meshq needs (${err.message}); ` +
+          'allow it in the user\'s ACL (BullMQ and the AOF check need +info)',
+      ]);
+    }
     throw err;
   }
   await ensureAdmin({ uow, serverKey, log }, cfg.adminPassword);
@@ -117,4 +125,35 @@ export async function runRole(role: string, start: (app: AppContext) => Promise<
   // action and kills the process in the middle of its jobs.
   process.on('SIGTERM', (signal) => void shutdown(signal));
   process.on('SIGINT', (signal) => void shutdown(signal));
+}
+
+/** A port another process holds: one line at start-up instead of a stack. */
+class PortUnavailableError extends Error {
+  constructor(host: string, port: number) {
+    super(`port ${port} on ${host} is already in use (another meshq, or another program, listens there): stop it or set PORT/HOST`);
+    this.name = 'PortUnavailableError';
+  }
+}
+
+const inUse = (err: unknown) => (err as { code?: unknown } | undefined)?.code === 'EADDRINUSE';
+
+/**
+ * Fails with one line when the API's port is taken. `npm start` calls it before its
+ * workers start, so a second meshq started by mistake takes no job before it stops.
+ */
+export async function assertPortFree(host: string, port: number): Promise<void> {
+  const probe = createServer();
+  await new Promise<void>((resolve, reject) => {
+    probe.once('error', (err) => reject(inUse(err) ? new PortUnavailableError(host, port) : err));
+    probe.listen({ host, port, exclusive: true }, () => probe.close(() => resolve()));
+  });
+}
+
+/** api.listen, with a port in use reported in one line. */
+export async function listenApi(api: { listen(opts: { host: string; port: number }): Promise<unknown> }, host: string, port: number): Promise<void> {
+  try {
+    await api.listen({ host, port });
+  } catch (err) {
+    throw inUse(err) ? new PortUnavailableError(host, port) : err;
+  }
 }

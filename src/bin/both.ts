@@ -8,14 +8,16 @@ import { exitOnUnsupportedNode } from './node-guard.js';
 
 exitOnUnsupportedNode();
 const { buildApi } = await import('../api/app.js');
-const { runRole } = await import('./bootstrap.js');
+const { assertPortFree, listenApi, runRole } = await import('./bootstrap.js');
 const { startWorkers } = await import('../jobs/worker.js');
 
 await runRole('both', async (app) => {
+  // A port in use stops start-up before the workers can take a job.
+  await assertPortFree(app.config.host, app.config.port);
   const pool = await startWorkers(app);
   try {
     const api = await buildApi(app);
-    await api.listen({ host: app.config.host, port: app.config.port });
+    await listenApi(api, app.config.host, app.config.port);
     return async () => {
       await api.close();
       await pool.close();

@@ -80,6 +80,38 @@ class DatabaseUnavailableError extends Error {
   }
 }
 
+/**
+ * PostgreSQL answered and said the database or the role does not exist, or refused the
+ * password: waiting will not change that, so start-up stops at once and says what to run.
+ * Named like DatabaseUnavailableError, so that start-up prints its message alone.
+ */
+class DatabaseNotSetUpError extends Error {
+  constructor(message: string) {
+    super(message);
+    this.name = 'DatabaseUnavailableError';
+  }
+}
+
+/** SQLSTATEs of a missing database (3D000), a missing or refused role (28000), a wrong password (28P01). */
+const NOT_SET_UP = new Set(['3D000', '28000', '28P01']);
+
+function notSetUp(err: unknown, url: string): DatabaseNotSetUpError | undefined {
+  const code = (err as { code?: unknown } | undefined)?.code;
+  if (typeof code !== 'string' || !NOT_SET_UP.has(code)) return undefined;
+  const u = new URL(url);
+  const quote = (v: string) => (/^[\w.-]+$/.test(v) ? v : `'${v.replace(/'/g, `'\\''`)}'`);
+  const user = quote(decodeURIComponent(u.username) || 'postgres');
+  const db = quote(decodeURIComponent(u.pathname.slice(1)) || decodeURIComponent(u.username) || 'postgres');
+  const at = `-h ${quote(u.hostname)} -p ${u.port || '5432'} -U postgres`;
+  const said = `database ${redactUrl(url)}: ${redactError(err, url)} (SQLSTATE ${code})`;
+  return new DatabaseNotSetUpError(
+    code === '3D000'
+      ? `${said}. Create it as a PostgreSQL superuser: \`createdb ${at} -O ${user} ${db}\`, or fix DATABASE_URL`
+      : `${said}. Create the role and its database as a PostgreSQL superuser: \`createuser ${at} -P ${user}\` then ` +
+          `\`createdb ${at} -O ${user} ${db}\`, or fix the user or password in DATABASE_URL`,
+  );
+}
+
 function redactError(err: unknown, url: string): string {
   const text = err instanceof Error ? err.message : String(err);
   let password = '';
@@ -115,6 +147,11 @@ export async function connectOrm(
       (err: unknown) => err,
     );
     if (failure === undefined) break;
+    const notThere = notSetUp(failure, config.databaseUrl);
+    if (notThere) {
+      await orm.close(true).catch(() => undefined);
+      throw notThere;
+    }
     const waited = Date.now() - started;
     const delay = backoffDelay(attempt, CONNECT_BACKOFF);
     if (waited + delay > config.dbConnectTimeoutMs) {

@@ -13,6 +13,8 @@ import { InvalidError } from '../domain/errors.js';
 
 export const ADMIN_NAME = 'admin';
 export const MIN_PASSWORD_LENGTH = 8;
+/** What start-up logs and every authenticated request answers until an administrator exists. */
+export const NO_ADMIN_MESSAGE = 'no administrator yet: set ADMIN_PASSWORD and restart meshq, or run `npm run admin -- set-password`';
 
 interface Deps {
   uow: UnitOfWork;
@@ -25,7 +27,7 @@ export async function ensureAdmin(deps: Deps, password: string | undefined): Pro
   const existing = await createRepositories(deps.uow.fork(), { serverKey: deps.serverKey }).admin.findByName(ADMIN_NAME);
   if (existing) return;
   if (!password) {
-    deps.log?.warn('no administrator yet: set ADMIN_PASSWORD or run `npm run admin -- set-password`');
+    deps.log?.warn(NO_ADMIN_MESSAGE);
     return;
   }
   await setAdminPassword(deps, password);
