@@ -7,7 +7,9 @@
  *
  * Inbound: agents publish a retained `online`/`offline` on `meshq/<configId>/<nodeId>/status`
  * with an `offline` last will, and EMQX announces
- * `$SYS/brokers/<node>/clients/<clientid>/connected|disconnected`. Outbound: config pushes.
+ * `$SYS/brokers/<node>/clients/<clientid>/connected|disconnected`; agents acknowledge the
+ * config revisions they applied on `meshq/<configId>/<nodeId>/config/applied` (handed to
+ * `onApplied`). Outbound: config pushes.
  *
  * Nothing a client sends can crash the process: every message is parsed defensively, and
  * what does not fit is logged (topic, size and a short prefix, never the whole payload)
@@ -20,6 +22,9 @@ import { backoffDelay } from '../backoff.js';
 import { redactUrl, type Config } from '../config.js';
 import { DEFAULT_PRESENCE_WINDOW_MS, PresenceCoalescer, type PresenceEvent } from './presence.js';
 import {
+  APPLIED_SUBSCRIPTION,
+  isAppliedTopic,
+  parseAppliedMessage,
   parsePresenceMessage,
   STATUS_SUBSCRIPTION,
   SYS_CONNECTED_SUBSCRIPTION,
@@ -60,6 +65,19 @@ export interface MqttLinkCallbacks {
   onPresence(event: PresenceEvent): void;
   /** Every time the connection comes (back) up. */
   onConnected?(): void;
+  /**
+   * An agent's well-formed acknowledgement of a config revision (whether meshq issued that
+   * revision is the owner's to check); must not throw.
+   */
+  onApplied?(ack: AppliedEvent): void;
+}
+
+/** `{"revision": n}` on `meshq/<configId>/<nodeId>/config/applied`, as it arrived. */
+export interface AppliedEvent {
+  configId: string;
+  nodeId: string;
+  revision: number;
+  at: Date;
 }
 
 export interface MqttLinkDeps extends MqttLinkCallbacks {
@@ -203,7 +221,12 @@ export class MqttLink implements MqttPublisher {
     this.failedAttempts = 0;
     this.wasConnected = true;
     this.log.info('MQTT connected');
-    const subscriptions = { [STATUS_SUBSCRIPTION]: { qos: 1 as const }, [SYS_CONNECTED_SUBSCRIPTION]: { qos: 1 as const }, [SYS_DISCONNECTED_SUBSCRIPTION]: { qos: 1 as const } };
+    const subscriptions = {
+      [STATUS_SUBSCRIPTION]: { qos: 1 as const },
+      [APPLIED_SUBSCRIPTION]: { qos: 1 as const },
+      [SYS_CONNECTED_SUBSCRIPTION]: { qos: 1 as const },
+      [SYS_DISCONNECTED_SUBSCRIPTION]: { qos: 1 as const },
+    };
     this.client.subscribe(subscriptions, (err, granted) => {
       if (err) {
         // The connection dropped mid-subscribe: the next `connect` subscribes again.
@@ -251,6 +274,10 @@ export class MqttLink implements MqttPublisher {
   }
 
   private onMessage(topic: string, payload: Buffer): void {
+    if (isAppliedTopic(topic)) {
+      this.onAppliedMessage(topic, payload);
+      return;
+    }
     let parsed: PresenceMessage;
     try {
       parsed = parsePresenceMessage(topic, payload);
@@ -268,6 +295,19 @@ export class MqttLink implements MqttPublisher {
     // The time the message reached us: one clock for both sources. Retained statuses
     // delivered on (re)subscribe are the current state, so "now" is right for them too.
     this.presence.push(parsed.nodeId, parsed.configId, parsed.online, new Date());
+  }
+
+  private onAppliedMessage(topic: string, payload: Buffer): void {
+    const parsed = parseAppliedMessage(topic, payload);
+    if (parsed.kind === 'rejected') {
+      this.warnDropped(topic, payload, parsed.reason);
+      return;
+    }
+    try {
+      this.deps.onApplied?.({ configId: parsed.configId, nodeId: parsed.nodeId, revision: parsed.revision, at: new Date() });
+    } catch (err) {
+      this.log.warn({ err, nodeId: parsed.nodeId }, 'the MQTT acknowledgement callback failed');
+    }
   }
 
   private deliver(event: PresenceEvent): void {

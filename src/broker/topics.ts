@@ -10,6 +10,7 @@
 import { z } from 'zod';
 
 export const STATUS_SUBSCRIPTION = 'meshq/+/+/status';
+export const APPLIED_SUBSCRIPTION = 'meshq/+/+/config/applied';
 export const SYS_CONNECTED_SUBSCRIPTION = '$SYS/brokers/+/clients/+/connected';
 export const SYS_DISCONNECTED_SUBSCRIPTION = '$SYS/brokers/+/clients/+/disconnected';
 
@@ -114,4 +115,46 @@ export function parsePresenceMessage(topic: string, payload: Buffer): PresenceMe
     return { kind: 'presence', nodeId: nodeId.toLowerCase(), configId: null, online: event === 'connected' };
   }
   return { kind: 'rejected', reason: 'unexpected topic' };
+}
+
+/** An acknowledgement is `{"revision": n}`, perhaps with a few more fields: never more than this. */
+export const MAX_APPLIED_PAYLOAD_BYTES = 1024;
+
+export type AppliedMessage =
+  | { kind: 'applied'; configId: string; nodeId: string; revision: number }
+  /** Does not fit the protocol: logged as a warning and dropped. */
+  | { kind: 'rejected'; reason: string };
+
+/** Revisions are counted from 1 and stored as a 32-bit integer. */
+const appliedBody = z.looseObject({ revision: z.number().int().min(1).max(2_147_483_647) });
+
+/** Whether `topic` is an agent's acknowledgement topic (any ids): the link routes by this. */
+export function isAppliedTopic(topic: string): boolean {
+  const levels = topic.split('/');
+  return levels.length === 5 && levels[0] === 'meshq' && levels[3] === 'config' && levels[4] === 'applied';
+}
+
+/**
+ * Classifies an agent's acknowledgement `{"revision": n}` on
+ * `meshq/<configId>/<nodeId>/config/applied`. Whether meshq ever issued that revision is
+ * not for this pure check to say: the recorder compares it with the node's state. EMQX's
+ * per-node rules let a node publish only its own acknowledgement topic, so the topic
+ * names the sender.
+ */
+export function parseAppliedMessage(topic: string, payload: Buffer): AppliedMessage {
+  if (!isAppliedTopic(topic)) return { kind: 'rejected', reason: 'not an acknowledgement topic' };
+  if (payload.length > MAX_APPLIED_PAYLOAD_BYTES) {
+    return { kind: 'rejected', reason: `payload of ${payload.length} bytes exceeds ${MAX_APPLIED_PAYLOAD_BYTES}` };
+  }
+  const [, configId, nodeId] = topic.split('/');
+  if (!isUuid(configId) || !isUuid(nodeId)) return { kind: 'rejected', reason: 'config or node id is not a UUID' };
+  let json: unknown;
+  try {
+    json = JSON.parse(payload.toString('utf8'));
+  } catch {
+    return { kind: 'rejected', reason: 'acknowledgement is not JSON' };
+  }
+  const parsed = appliedBody.safeParse(json);
+  if (!parsed.success) return { kind: 'rejected', reason: 'acknowledgement is not {"revision": <integer from 1>}' };
+  return { kind: 'applied', configId: configId.toLowerCase(), nodeId: nodeId.toLowerCase(), revision: parsed.data.revision };
 }

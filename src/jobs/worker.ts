@@ -12,6 +12,8 @@ import { JOBS, JOB_TYPES, isJobType, retryStrategyFor } from './table.js';
 import { redisConnection, type JobQueues } from './queue-client.js';
 import { QUEUE_RULES, concurrencyOf, type QueueName } from './names.js';
 import { runJob, type RunnerDeps } from './runner.js';
+import { AppliedRecorder } from './acks.js';
+import { promoteDelayedPushes } from './pushes.js';
 import { UnrecoverableError } from 'bullmq';
 import { BROKER_RECONCILE_SCHEDULER_ID, configureScheduledReconcile, requestBrokerSync } from './broker-requests.js';
 import { envelopeKey, verifyEnvelope } from './envelope.js';
@@ -53,9 +55,13 @@ export interface WorkerPool {
  * `node.presence` job whose id is the event's key, so every process's copy of one event
  * is one job; each (re)connection requests a broker sync, because credentials changed
  * while EMQX was unreachable are pending (requests coalesce: N workers reconnecting ask
- * for one sync).
+ * for one sync) and runs at once the config pushes waiting out a retry backoff (they
+ * failed while the broker was away). Agents' acknowledgements go to `acks` (acks.ts).
  */
-export function startWorkerMqttLink(deps: { config: Config; log: Logger; queues: JobQueues }, options?: MqttLinkOptions): MqttLink {
+export function startWorkerMqttLink(
+  deps: { config: Config; log: Logger; queues: JobQueues; acks?: AppliedRecorder },
+  options?: MqttLinkOptions,
+): MqttLink {
   const { config, log, queues } = deps;
   return startMqttLink(
     {
@@ -72,6 +78,12 @@ export function startWorkerMqttLink(deps: { config: Config; log: Logger; queues:
         requestBrokerSync(queues, MQTT_CONNECTED_SYNC_REASON).catch((err: unknown) =>
           log.warn({ err }, 'requesting a broker sync after connecting failed'),
         );
+        promoteDelayedPushes(queues.queue(JOBS['node.push-config'].queue)).catch((err: unknown) =>
+          log.warn({ err }, 'running the delayed config pushes after connecting failed'),
+        );
+      },
+      onApplied: (ack) => {
+        deps.acks?.push(ack);
       },
     },
     options,
@@ -85,7 +97,8 @@ export async function startWorkers(
   const { config, log, queues } = deps;
   // One connection per worker process, up before the first job can ask to publish; it
   // connects in the background, so a broker that is down does not hold start-up.
-  const mqtt = config.mqtt.enabled ? startWorkerMqttLink({ config, log, queues }, opts.mqttLinkOptions) : undefined;
+  const acks = config.mqtt.enabled ? new AppliedRecorder({ uow: deps.uow, serverKey: deps.serverKey, log }) : undefined;
+  const mqtt = config.mqtt.enabled ? startWorkerMqttLink({ config, log, queues, acks }, opts.mqttLinkOptions) : undefined;
   const runnerDeps: RunnerDeps = {
     uow: deps.uow,
     config,
@@ -168,6 +181,8 @@ export async function startWorkers(
       await Promise.all(connections.map((c) => c.quit().catch(() => c.disconnect())));
       // After the workers: active jobs may still have been publishing.
       await mqtt?.close();
+      // Acknowledgements that arrived before the link closed.
+      await acks?.flush();
     },
   };
 }

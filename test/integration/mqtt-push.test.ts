@@ -1,7 +1,8 @@
 /**
  * Config pushes over the real Mosquitto: after mesh.generate every dynamic node's agent
  * receives its configuration with the right peers (and its own private key, nobody
- * else's); after a snapshot restore the broker sync pushes to every dynamic node again.
+ * else's); a push whose content did not change publishes nothing; after a snapshot
+ * restore the broker sync pushes to every dynamic node whose content the restore changed.
  * With MQTT disabled node.push-config fails with MQTT_DISABLED and nothing is enqueued.
  * Against an EMQX whose authorization does not deny by default, pushes (they carry a
  * private key) fail with BROKER_INSECURE and the broker status says why.
@@ -48,6 +49,9 @@ describe.each(DIALECTS)('MQTT config push on %s', (dialect) => {
       env: mqttEnv(emqx),
     });
     await s.pool!.mqtt!.ready();
+    // The insecure cases of the first test need a verdict that no push has made good yet:
+    // the pushes node.create requests fail with it, publishing nothing.
+    emqx.setAuthorization(STOCK_EMQX_AUTHORIZATION);
 
     configId = (await s.job('config.create', { name: 'push', subnet: '10.78.0.0/24', dns: ['10.78.0.1'] })).result!.id as string;
     const specs = [
@@ -157,12 +161,13 @@ describe.each(DIALECTS)('MQTT config push on %s', (dialect) => {
     emqx.setAuthorization(SECURE_AUTHORIZATION);
     expect(await status()).toEqual({ ok: true, reason: null });
     const pushed = await s.job('node.push-config', { nodeId: node.id });
-    expect(pushed).toMatchObject({ state: 'completed', result: { nodeId: node.id } });
+    expect(pushed).toMatchObject({ state: 'completed', result: { nodeId: node.id, revision: 1, pushed: true } });
     await waitFor('the push', async () => received.length === 1, 10_000, 50);
     // No links yet: the node's own interface and no peers.
     expect(received[0]!.topic).toBe(configPushTopic(configId, node.id));
     expect(received[0]!.body.interface.privateKey).toBe(await repos().nodes.privateKey(node.id));
     expect(received[0]!.body.peers).toEqual([]);
+    expect((received[0]!.body as PushedConfig & { revision: number }).revision).toBe(1);
 
     // The tests below count pushes from here.
     received.length = 0;
@@ -181,7 +186,9 @@ describe.each(DIALECTS)('MQTT config push on %s', (dialect) => {
     for (const job of await pushJobs()) {
       const nodeId = (job.data as { payload: { nodeId: string } }).payload.nodeId;
       const node = nodes.find((n) => n.id === nodeId)!;
-      expect(job.returnvalue).toEqual({ nodeId, topic: configPushTopic(configId, nodeId), peers: 3 });
+      // The first node had revision 1 already (above); the others get their first.
+      const revision = nodeId === dynamic[0]!.id ? 2 : 1;
+      expect(job.returnvalue).toEqual({ nodeId, topic: configPushTopic(configId, nodeId), peers: 3, revision, pushed: true });
       // Follow-ups carry the submitter of mesh.generate.
       expect((job.data as { actor: string }).actor).toBe('admin');
       expect(node.kind).toBe('dynamic');
@@ -202,34 +209,41 @@ describe.each(DIALECTS)('MQTT config push on %s', (dialect) => {
     expect((await pushJobs()).length).toBe(before);
   });
 
-  it('a push can be asked for directly, and is refused for a static node', async () => {
+  it('a push asked for directly publishes nothing when the content is unchanged, and is refused for a static node', async () => {
     received.length = 0;
     const node = dynamic[0]!;
     const job = await s.job('node.push-config', { nodeId: node.id });
-    expect(job).toMatchObject({ state: 'completed', result: { nodeId: node.id, peers: 3 } });
-    await waitFor('the push', async () => received.length === 1, 10_000, 50);
-    await expectPushedConfig(received[0]!, node);
+    expect(job).toMatchObject({ state: 'completed', result: { nodeId: node.id, peers: 3, revision: 2, pushed: false, reason: 'unchanged' } });
+    await new Promise((r) => setTimeout(r, 300));
+    expect(received).toEqual([]);
 
     const refused = await s.job('node.push-config', { nodeId: staticNode.id });
     expect(refused).toMatchObject({ state: 'failed', error: { code: 'INVALID' } });
     expect(refused.error!.message).toContain('static');
   });
 
-  it('after a snapshot restore the broker sync pushes to every dynamic node', async () => {
+  it('after a snapshot restore the broker sync pushes to every dynamic node whose content the restore changed', async () => {
     const exported = await s.call({ method: 'POST', url: '/api/v1/snapshots/export?wait=30000' });
     expect(exported.statusCode, exported.body).toBe(200);
     const { snapshotId } = exported.json<JobView>().result as { snapshotId: string };
     const file = (await s.call({ method: 'GET', url: `/api/v1/snapshots/${snapshotId}/download` })).rawPayload;
+
+    // A change after the export: its peers hear of it, and the restore takes it back.
+    const moved = dynamic[0]!;
+    expect(await s.job('node.update', { id: moved.id, endpoint: 'moved.example.com:51820' })).toMatchObject({ state: 'completed' });
+    const peersOfMoved = dynamic.filter((n) => n.id !== moved.id);
+    await waitFor('the moved endpoint at its peers', async () => received.filter((m) => m.text.includes('moved.example.com')).length === peersOfMoved.length, 20_000, 50);
 
     received.length = 0;
     const res = await uploadSnapshot(s.api, s.auth, file, ADMIN_PASSWORD, '?wait=30000');
     expect(res.statusCode, res.body).toBe(200);
     expect(res.json<JobView>()).toMatchObject({ type: 'snapshot.restore', state: 'completed' });
 
-    await waitFor('a push per dynamic node after the restore', async () => new Set(received.map((m) => m.body.nodeId)).size === dynamic.length, 30_000, 50);
-    await new Promise((r) => setTimeout(r, 300));
-    expect(received).toHaveLength(dynamic.length);
-    for (const node of dynamic) await expectPushedConfig(received.find((m) => m.body.nodeId === node.id)!, node);
+    // The moved node's own configuration does not carry its endpoint: only its peers change.
+    await waitFor('a push per peer of the moved node after the restore', async () => new Set(received.map((m) => m.body.nodeId)).size === peersOfMoved.length, 30_000, 50);
+    await new Promise((r) => setTimeout(r, 500));
+    expect(received).toHaveLength(peersOfMoved.length);
+    for (const node of peersOfMoved) await expectPushedConfig(received.find((m) => m.body.nodeId === node.id)!, node);
 
     // The sync that applied the restore's epoch is the one that asked.
     const syncs = (await s.app.queues.queue(QUEUES.brokerSync).getJobs(['completed'], 0, 1000)).filter((j) => j?.name === 'broker.sync');
