@@ -20,6 +20,7 @@ const VALID: Record<string, Record<string, unknown>> = {
   nodeRotateCredentials: { nodeId: id, passwordHash: hash, salt: 'b'.repeat(32) },
   nodePresence: { nodeId: id, online: true, at: '2025-01-31T12:00:00.000Z' },
   meshGenerate: { configId: id },
+  linkCreate: { configId: id, fromNodeId: id, toNodeId: randomUUID() },
   portForwardCreate: { configId: id, fromNodeId: id, fromPort: 80, toNodeId: randomUUID(), toPort: 8080, protocol: 'tcp' },
   settingsUpdate: { values: { 'ui.theme': 'dark' } },
   tokenCreate: { id, name: 'ci', tokenHash: hash },
@@ -108,6 +109,25 @@ describe('job payload schemas', () => {
     expect(payloads.nodePresence.safeParse({ ...ok, at: '2025-01-31T13:00:00+01:00' }).success).toBe(true);
     expect(payloads.nodePresence.safeParse({ ...ok, at: '31/01/2025' }).success).toBe(false);
     expect(payloads.nodePresence.safeParse({ ...ok, online: 'yes' }).success).toBe(false);
+  });
+
+  it('nodeCreate and nodeUpdate take an agent-held public key only as wg(8) writes one', () => {
+    const key = 'Fz7d0Cq0Ul1WgPq3v8b2vU8l3cS2JtJd3Vq1n2xQeU0=';
+    expect(payloads.nodeCreate.safeParse({ ...VALID.nodeCreate, publicKey: key }).success).toBe(true);
+    expect(payloads.nodeUpdate.safeParse({ id, publicKey: key }).success).toBe(true);
+    for (const bad of ['', key.slice(1), `${key.slice(0, 42)}B=`, key.replace('=', '')]) {
+      const r = payloads.nodeCreate.safeParse({ ...VALID.nodeCreate, publicKey: bad });
+      expect(r.error?.issues[0]).toMatchObject({ path: ['publicKey'], message: expect.stringContaining('is not a WireGuard key') });
+    }
+  });
+
+  it('linkCreate takes distinct CIDRs without host bits and a keepalive (25 s by default)', () => {
+    const ok = VALID.linkCreate!;
+    expect(payloads.linkCreate.parse(ok)).toEqual({ ...ok, persistentKeepalive: 25 });
+    expect(payloads.linkCreate.safeParse({ ...ok, allowedIps: ['192.168.1.0/24', 'fd00::/64'] }).success).toBe(true);
+    for (const allowedIps of [[], ['192.168.1.1/24'], ['10.0.0.0/8', '10.0.0.0/8'], ['nope']]) {
+      expect(payloads.linkCreate.safeParse({ ...ok, allowedIps }).success, JSON.stringify(allowedIps)).toBe(false);
+    }
   });
 
   it('meshGenerate keeps alive every 25 s unless told otherwise (0 or null: off)', () => {
