@@ -20,7 +20,12 @@ import { assertUtf8, UTF8_SESSION } from './encoding.js';
 export type Orm = MikroORM;
 export type Em = EntityManager;
 
-/** How long SQLite waits for another process's write lock before SQLITE_BUSY. */
+/**
+ * How long SQLite waits for another connection's write lock before SQLITE_BUSY. A write
+ * transaction's BEGIN IMMEDIATE waits asynchronously (sqliteBeginImmediate); the
+ * connection's busy_timeout covers what is left (start-up migrations, and reads in the
+ * rare moments WAL makes them wait), where better-sqlite3 waits synchronously.
+ */
 const SQLITE_BUSY_TIMEOUT_MS = 5_000;
 
 /** Longest wait for a new PostgreSQL connection (or a free one from the pool) once started. */
@@ -168,13 +173,18 @@ export async function connectOrm(
   return orm;
 }
 
+/** The better-sqlite3 database under the ORM's one SQLite connection. */
+export function sqliteNative(orm: Orm): Promise<Database.Database> {
+  const conn = orm.em.getConnection() as unknown as { getNativeClient(): Promise<Database.Database> };
+  return conn.getNativeClient();
+}
+
 /**
  * WAL lets readers proceed while one process writes; busy_timeout makes other processes
  * sharing the file wait for the write lock instead of failing at once.
  */
 async function applySqlitePragmas(orm: Orm): Promise<void> {
-  const conn = orm.em.getConnection() as unknown as { getNativeClient(): Promise<Database.Database> };
-  const db = await conn.getNativeClient();
+  const db = await sqliteNative(orm);
   db.pragma('journal_mode = WAL');
   db.pragma('foreign_keys = ON');
   db.pragma(`busy_timeout = ${SQLITE_BUSY_TIMEOUT_MS}`);
@@ -182,6 +192,45 @@ async function applySqlitePragmas(orm: Orm): Promise<void> {
   // the last transactions but never corrupts the file. FULL would fsync every job.
   db.pragma('synchronous = NORMAL');
   cachePreparedStatements(db);
+}
+
+/**
+ * Retries of a BEGIN IMMEDIATE that found the write lock taken: short at first (most
+ * transactions are short), capped so that a freed lock is taken soon after.
+ */
+const LOCK_RETRY_BACKOFF = { baseMs: 2, capMs: 50 } as const;
+
+const isBusy = (err: unknown): boolean => typeof (err as { code?: unknown })?.code === 'string' && (err as { code: string }).code.startsWith('SQLITE_BUSY');
+
+/**
+ * BEGIN IMMEDIATE without blocking the event loop while another connection (another
+ * process, or the other thread of `npm start`) holds the write lock. better-sqlite3 runs
+ * a statement to completion on the calling thread, busy_timeout's wait included, so the
+ * BEGIN is tried with busy_timeout 0 and, when busy, tried again after an asynchronous
+ * backoff, for as long as busy_timeout would have waited; then the SQLITE_BUSY error is
+ * thrown as before. Once BEGIN IMMEDIATE has the lock, nothing else in the transaction
+ * waits for it (WAL: commits do not wait for readers). The two pragmas and the BEGIN run
+ * in one synchronous step, so no other statement of this thread sees busy_timeout 0.
+ */
+export async function sqliteBeginImmediate(db: Database.Database): Promise<void> {
+  const noWait = db.prepare('pragma busy_timeout = 0');
+  const wait = db.prepare(`pragma busy_timeout = ${SQLITE_BUSY_TIMEOUT_MS}`);
+  const begin = db.prepare('begin immediate');
+  const deadline = Date.now() + SQLITE_BUSY_TIMEOUT_MS;
+  for (let attempt = 1; ; attempt++) {
+    let delay: number;
+    try {
+      noWait.get();
+      begin.run();
+      return;
+    } catch (err) {
+      delay = backoffDelay(attempt, LOCK_RETRY_BACKOFF);
+      if (!isBusy(err) || Date.now() + delay > deadline) throw err;
+    } finally {
+      wait.get();
+    }
+    await sleep(delay);
+  }
 }
 
 const STATEMENT_CACHE_SIZE = 256;

@@ -10,8 +10,10 @@
  *
  * SQLite has one writer, and better-sqlite3 is synchronous: two forks must not
  * interleave statements of two transactions on one connection, and a busy wait would
- * block the event loop. So write transactions are serialized inside the process by an
- * async mutex; busy_timeout covers other processes sharing the file.
+ * block the event loop. So write transactions are serialized per connection by an async
+ * mutex, and the wait for another connection's write lock (another process, or the other
+ * thread of `npm start`) is an asynchronous retry of BEGIN IMMEDIATE, never
+ * better-sqlite3's synchronous busy wait.
  *
  * Write transactions are begun and ended here rather than by `em.transactional`, for
  * two reasons, both on the path of every job: the transaction's first statement can
@@ -43,14 +45,15 @@ import type { Pool, PoolClient } from 'pg';
 import type { Dialect } from '../config.js';
 import { closingStatements, pgCommitQuery, recordedResult, type JobClosing } from './closing-write.js';
 import { pgDataLock } from './locks.js';
-import type { Em, Orm } from './orm.js';
+import type Database from 'better-sqlite3';
+import { sqliteBeginImmediate, sqliteNative, type Em, type Orm } from './orm.js';
 import { contextOnClient, pgPool } from './pg-client.js';
 import { BoundSql, type SqlStatement } from './sql.js';
 
 /**
  * The first statement of a write transaction, with its lock. SQLite: BEGIN IMMEDIATE takes
- * the write lock at once, waiting (busy_timeout) while another process's writer (a
- * restore) holds it; a deferred BEGIN would let the transaction's first read pin a
+ * the write lock at once, waiting (asynchronously, sqliteBeginImmediate) while another
+ * process's writer (a restore) holds it; a deferred BEGIN would let the transaction's first read pin a
  * snapshot from before that writer's commit, and an operation submitted during a restore
  * in another worker process would then see the old data and fail NOT_FOUND for good, or
  * hit SQLITE_BUSY_SNAPSHOT at its first write. PostgreSQL: two statements in one simple
@@ -105,6 +108,8 @@ export interface WriteTransaction extends TransactionHandle {
 
 export class UnitOfWork {
   private readonly sqliteWriter = new Mutex();
+  /** The native SQLite database (SQLite), looked up once. */
+  private sqliteDb: Promise<Database.Database> | undefined;
   /** The ORM's pg pool (PostgreSQL), looked up once. */
   private pgPool: Promise<Pool> | undefined;
 
@@ -117,11 +122,33 @@ export class UnitOfWork {
     const exclusive = opts.exclusive === true;
     const begin = BEGIN[this.dialect][exclusive ? 'exclusive' : 'shared'];
     if (this.dialect === 'postgresql') return this.writeOnHeldClient(begin, fn, exclusive);
-    return this.sqliteWriter.runExclusive(() =>
-      this.kysely()
+    return this.sqliteWriter.runExclusive(() => this.writeOnSqlite(fn, exclusive));
+  }
+
+  /**
+   * SQLite: BEGIN IMMEDIATE is sent on the native connection first, waiting for another
+   * connection's write lock asynchronously (sqliteBeginImmediate), and only then is
+   * Kysely's connection taken for the rest of the transaction, so that this thread's
+   * other queries (the API's reads) are not queued behind a wait for the lock. A read that
+   * slips in between runs inside the transaction before its first write and sees what it
+   * would have seen outside.
+   */
+  private async writeOnSqlite<T>(fn: (em: Em, tx: WriteTransaction) => Promise<T>, exclusive: boolean): Promise<T> {
+    const db = await (this.sqliteDb ??= sqliteNative(this.orm));
+    await sqliteBeginImmediate(db);
+    let entered = false;
+    try {
+      return await this.kysely()
         .connection()
-        .execute((conn) => this.inTransaction(conn, (sql) => conn.executeQuery(CompiledQuery.raw(sql)), begin, fn, exclusive, undefined)),
-    );
+        .execute((conn) => {
+          entered = true;
+          return this.inTransaction(conn, (sql) => conn.executeQuery(CompiledQuery.raw(sql)), undefined, fn, exclusive, undefined);
+        });
+    } catch (err) {
+      // inTransaction rolls back its own failures; this covers not reaching it.
+      if (!entered && db.inTransaction) db.exec('rollback');
+      throw err;
+    }
   }
 
   /**
@@ -131,7 +158,8 @@ export class UnitOfWork {
   private async inTransaction<T>(
     ctx: Kysely<unknown>,
     run: (sql: string) => Promise<unknown>,
-    begin: string,
+    /** Undefined when the caller has begun the transaction already (SQLite). */
+    begin: string | undefined,
     fn: (em: Em, tx: WriteTransaction) => Promise<T>,
     exclusive: boolean,
     pgClient: PoolClient | undefined,
@@ -149,7 +177,7 @@ export class UnitOfWork {
       closeWith: (c) => closing.push(...closingStatements(this.dialect, c)),
     };
     try {
-      await control(begin);
+      if (begin !== undefined) await control(begin);
       em.setTransactionContext(ctx as never);
       const result = await fn(em, tx);
       if (hasPendingChanges(em)) await em.flush();
