@@ -190,10 +190,16 @@ Exit codes: 0 done, 1 job failed or request refused (4xx), 2 usage, 3 meshq unre
     });
   jobs
     .command('retry <id>')
-    .description('run a failed job again')
-    .action(async (id: string) => {
-      const res = await cli.client.json<unknown>('POST', `/api/v1/jobs/${encodeURIComponent(id)}/retry`).catch((err: unknown) => unavailable(err, 'retrying a job'));
-      cli.print(res, () => `job ${id} queued again\n`);
+    .description('run a failed job again (same id: its effect still applies at most once) and wait for it')
+    .option('--no-wait', 'print the queued job at once instead of waiting')
+    .option('--timeout <seconds>', 'how long to wait', String(DEFAULT_WAIT_SECONDS))
+    .action(async (id: string, opts: { wait: boolean; timeout: string }) => {
+      const timeout = seconds(opts.timeout);
+      const job = await cli.client
+        .json<JobView>('POST', `/api/v1/jobs/${encodeURIComponent(id)}/retry`)
+        .catch((err: unknown) => unavailable(err, 'retrying a job'));
+      if (!opts.wait) return cli.print(job, () => `job ${job.id} ${job.type} queued again\n`);
+      cli.finishJob(await cli.waitForJob(job.id, timeout));
     });
   jobs
     .command('cancel <id>')
@@ -352,7 +358,7 @@ Exit codes: 0 done, 1 job failed or request refused (4xx), 2 usage, 3 meshq unre
   program
     .command('events')
     .description('follow the event stream (job lifecycle, domain changes) until interrupted')
-    .option('--type <type...>', 'only these event types')
+    .option('--type <type...>', 'only these event types: exact (job.completed) or a prefix (job.*, node.*)')
     .option('--last-event-id <id>', 'resume after this event')
     .action(async (opts: { type?: string[]; lastEventId?: string }) => {
       let lastId = opts.lastEventId;
@@ -362,7 +368,7 @@ Exit codes: 0 done, 1 job failed or request refused (4xx), 2 usage, 3 meshq unre
         try {
           const res = await cli.client
             .send('GET', '/api/v1/events', {
-              query: { type: opts.type?.join(',') },
+              query: { types: opts.type?.join(',') },
               headers: { accept: 'text/event-stream', ...(lastId ? { 'last-event-id': lastId } : {}) },
               unbounded: true,
               signal: stop.signal,

@@ -6,7 +6,7 @@
  */
 import { spawn } from 'node:child_process';
 import { createHash } from 'node:crypto';
-import { mkdtemp, readFile, rm } from 'node:fs/promises';
+import { mkdtemp, readFile, rm, stat } from 'node:fs/promises';
 import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -143,6 +143,15 @@ describe.each(DIALECTS)('meshq CLI against a running meshq (%s)', (dialect) => {
     const nodes = await meshq(['--json', 'nodes', 'list', configId], env);
     expect((nodes.json() as { name: string }[]).map((n) => n.name).sort()).toEqual(['gw', 'laptop', 'phone']);
 
+    const confFile = join(dir, `${dialect}-gw.conf`);
+    const conf = await meshq(['--json', 'nodes', 'config', nodeIds[0]!, '--output', confFile], env);
+    expect(conf.code, conf.stderr).toBe(0);
+    expect(conf.json()).toEqual({ nodeId: nodeIds[0], file: confFile });
+    const confText = await readFile(confFile, 'utf8');
+    expect(confText).toContain('[Interface]');
+    expect(confText.match(/^\[Peer\]/gm)).toHaveLength(2);
+    expect((await stat(confFile)).mode & 0o777).toBe(0o600);
+
     const file = join(dir, `${dialect}.meshq`);
     const exported = await meshq(['--json', 'snapshot', 'export', '--download', file], env);
     expect(exported.code, exported.stderr).toBe(0);
@@ -193,6 +202,53 @@ describe.each(DIALECTS)('meshq CLI against a running meshq (%s)', (dialect) => {
     const denied = await meshq(['--json', 'configs', 'list'], { ...env, MESHQ_PASSWORD: 'wrong-password' });
     expect(denied.code).toBe(1);
     expect(denied.json().error.status).toBe(401);
+  });
+
+  it('retries a failed job (it fails again, exit 1), refuses to cancel a finished one, and follows the event stream', async () => {
+    const config = await meshq(['--json', 'jobs', 'submit', 'config.create', '{"name":"events","subnet":"10.50.0.0/24"}'], env);
+    const configId: string = config.json().result.id;
+    const node = JSON.stringify({ configId, name: 'twin', kind: 'static' });
+    expect((await meshq(['--json', 'jobs', 'submit', 'node.create', node], env)).code).toBe(0);
+    // The API's precheck looks at the config only: the duplicate name fails in the job.
+    const failed = await meshq(['--json', 'jobs', 'submit', 'node.create', node], env);
+    expect(failed.code).toBe(1);
+    expect(failed.json()).toMatchObject({ type: 'node.create', state: 'failed', error: { code: 'CONFLICT' } });
+    const retried = await meshq(['--json', 'jobs', 'retry', failed.json().id], env);
+    expect(retried.code, retried.stderr).toBe(1);
+    expect(retried.json()).toMatchObject({ id: failed.json().id, state: 'failed' });
+
+    const cancel = await meshq(['--json', 'jobs', 'cancel', config.json().id], env);
+    expect(cancel.code).toBe(1);
+    expect(cancel.json().error.status).toBe(409);
+
+    // The stream starts at "now": submit until one of our jobs is seen completing.
+    const child = spawn(process.execPath, ['--import', 'tsx', 'src/bin/cli.ts', '--json', 'events', '--type', 'job.*'], {
+      cwd: root,
+      env: { PATH: process.env.PATH!, HOME: process.env.HOME!, ...env },
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
+    const exited = new Promise<number | null>((r) => child.on('exit', r));
+    let out = '';
+    child.stdout.on('data', (d) => (out += d));
+    const submitted: string[] = [];
+    const seen = () =>
+      out
+        .split('\n')
+        .filter(Boolean)
+        .map((l) => JSON.parse(l) as { id: string; type: string; data: { jobId?: string } })
+        .find((e) => e.type === 'job.completed' && submitted.includes(e.data.jobId!));
+    try {
+      const deadline = Date.now() + 60_000;
+      for (let i = 0; !seen(); i++) {
+        expect(Date.now(), `no job.completed event in:\n${out}`).toBeLessThan(deadline);
+        const r = await meshq(['--json', 'jobs', 'submit', 'config.create', JSON.stringify({ name: `ev${i}`, subnet: `10.51.${i}.0/24` })], env);
+        submitted.push(r.json().id);
+      }
+      expect(seen()!.id).toBeTruthy();
+    } finally {
+      child.kill('SIGINT');
+    }
+    expect(await exited).toBe(0);
   });
 
   it('creates a scoped token that works, is refused beyond its scope, and stops working once revoked', async () => {
