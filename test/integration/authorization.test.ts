@@ -81,7 +81,9 @@ describe('authorization matrix: every route and every job type against every sco
     const routes: RegisteredRoute[] = s.api.meshqRoutes().filter((r) => typeof r.scope !== 'function');
     const wrong: string[] = [];
     for (const route of routes) {
-      const url = concreteUrl(route.url);
+      // An allowed caller of the event stream would get a stream that never ends; a filter
+      // the route refuses (400) answers at once, after the scope check.
+      const url = route.url === '/api/v1/events' ? `${concreteUrl(route.url)}?types=%21` : concreteUrl(route.url);
       for (const caller of callers) {
         const res = await inject({ method: route.method as InjectOptions['method'], url, headers: caller.headers });
         const where = `${route.method} ${route.url} as ${caller.label}: ${res.statusCode} ${res.body.slice(0, 200)}`;
