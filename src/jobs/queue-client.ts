@@ -208,6 +208,7 @@ export class JobQueues {
   readonly connection: Redis;
   private readonly queues = new Map<QueueName, Queue>();
   private readonly events = new Map<QueueName, { events: QueueEvents; connection: Redis }>();
+  readonly #eventsReady = new Map<QueueName, Promise<QueueEvents>>();
   /** Jobs returned by `add` in this process whose state is known without asking Redis (see view). */
   readonly #justAdded = new WeakSet<Job>();
   #workerCounts: { at: number; counts: Record<string, number | null> } | undefined;
@@ -461,13 +462,20 @@ export class JobQueues {
   }
 
   private async queueEvents(name: QueueName): Promise<QueueEvents> {
-    let ev = this.events.get(name);
-    if (!ev) {
-      ev = await this.eventsFromTail(name);
-      this.events.set(name, ev);
-      await ev.events.waitUntilReady();
+    // One reader per queue however many requests wait at once: the first makes it, the
+    // others wait for the same one (each making its own would leave connections behind).
+    let pending = this.#eventsReady.get(name);
+    if (!pending) {
+      pending = (async () => {
+        const ev = await this.eventsFromTail(name);
+        this.events.set(name, ev);
+        await ev.events.waitUntilReady();
+        return ev.events;
+      })();
+      this.#eventsReady.set(name, pending);
+      pending.catch(() => this.#eventsReady.delete(name));
     }
-    return ev.events;
+    return pending;
   }
 
   /**

@@ -52,10 +52,10 @@ const CASES: Case[] = [
   { name: 'an extra field in the payload', request: () => job('config.create', { name: 'extra', subnet: '10.9.0.0/24', colour: 'red' }), status: 400, code: 'INVALID', message: /colour/ },
   {
     name: 'an extra field beside type and data',
-    request: () => ({ method: 'POST', url: '/api/v1/jobs', payload: { type: 'config.create', data: { name: 'x', subnet: '10.9.0.0/24' }, priority: 1 } }),
+    request: () => ({ method: 'POST', url: '/api/v1/jobs', payload: { type: 'config.create', data: { name: 'x', subnet: '10.9.0.0/24' }, colour: 'red' } }),
     status: 400,
     code: 'INVALID',
-    message: /^body.*priority/,
+    message: /^body.*colour/,
   },
   { name: 'no type at all', request: () => ({ method: 'POST', url: '/api/v1/jobs', payload: { data: {} } }), status: 400, code: 'INVALID', message: /body\.type/ },
   {
@@ -95,7 +95,7 @@ const CASES: Case[] = [
   { name: 'the nodes of an unknown config', request: () => ({ method: 'GET', url: `/api/v1/configs/${UNKNOWN_ID}/nodes` }), status: 404, code: 'NOT_FOUND', message: /config .* does not exist/ },
   { name: 'an unknown node on a read', request: () => ({ method: 'GET', url: `/api/v1/nodes/${UNKNOWN_ID}` }), status: 404, code: 'NOT_FOUND', message: /node .* does not exist/ },
   { name: 'a malformed id in a path', request: () => ({ method: 'GET', url: '/api/v1/nodes/not-a-uuid' }), status: 400, code: 'INVALID', message: /path\.id/ },
-  { name: 'an unknown job id', request: () => ({ method: 'GET', url: '/api/v1/jobs/no-such-job' }), status: 404, code: 'NOT_FOUND', message: /job no-such-job does not exist/ },
+  { name: 'an unknown job id', request: () => ({ method: 'GET', url: '/api/v1/jobs/no-such-job' }), status: 404, code: 'UNKNOWN', message: /job no-such-job is unknown here: it may never have existed, or it finished and has expired/ },
   { name: 'an unknown job state filter', request: () => ({ method: 'GET', url: '/api/v1/jobs?state=sleeping' }), status: 400, code: 'INVALID', message: /query\.state/ },
   { name: 'a job limit of 0', request: () => ({ method: 'GET', url: '/api/v1/jobs?limit=0' }), status: 400, code: 'INVALID', message: /query\.limit/ },
   { name: 'a read limit above 500', request: () => ({ method: 'GET', url: '/api/v1/configs?limit=501' }), status: 400, code: 'INVALID', message: /query\.limit/ },

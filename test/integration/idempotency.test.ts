@@ -80,7 +80,7 @@ describe.each(DIALECTS)('Idempotency-Key on %s', (dialect) => {
     expect(again.json()).toMatchObject({ id: first.json<JobView>().id, state: 'completed' });
   });
 
-  it('a request the checks refuse gives its key back: its retry is checked again, and the key then works for the same request', async () => {
+  it('a request the checks refuse gives its key back: each of its concurrent copies is checked and refused the same way', async () => {
     const missing = '0190a000-0000-7000-8000-000000000000';
     const refused = await Promise.all(Array.from({ length: 5 }, () => submit(`refused-${dialect}`, 'config.delete', { id: missing })));
     for (const r of refused) expect(r.statusCode, r.body).toBe(404);

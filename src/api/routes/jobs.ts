@@ -198,6 +198,7 @@ export async function jobRoutes(api: FastifyInstance, opts: { app: AppContext })
       createdAt: new Date(),
     };
     const deadline = Date.now() + CLAIM_WAIT_MS;
+    let polls = 0;
     for (;;) {
       if (await inTransaction((r) => r.idempotency.claim({ ...claim, createdAt: new Date() }))) {
         let job: Job;
@@ -227,7 +228,7 @@ export async function jobRoutes(api: FastifyInstance, opts: { app: AppContext })
           void reply.header('retry-after', '1');
           throw new ApiError(503, 'UNAVAILABLE', 'the first request with this Idempotency-Key is still being accepted; retry shortly');
         }
-        await pause(25);
+        await pause(Math.min(200, 25 * 2 ** polls++));
       }
     }
   }
