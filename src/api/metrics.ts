@@ -8,7 +8,7 @@
  * share a process (`npm start`), this endpoint serves the workers' registry too, merged,
  * with the process metrics once.
  *
- * Queue depth and broker lag are read when scraped: Redis and the database are the truth,
+ * Queue depth, broker lag and lagging nodes are read when scraped: Redis and the database are the truth,
  * and a gauge kept in memory would drift.
  */
 import type { FastifyInstance } from 'fastify';
@@ -70,6 +70,14 @@ export class ApiMetrics {
         collect: async () => {
           const { sync } = await once();
           pending.set(Math.max(0, sync.pendingSeq - sync.appliedSeq));
+        },
+      });
+      const lagging = new Gauge({
+        name: 'meshq_nodes_config_lagging',
+        help: 'Dynamic nodes whose agent has not acknowledged the config revision last pushed to it',
+        registers: [this.registry],
+        collect: async () => {
+          lagging.set(await createRepositories(app.uow.fork(), { serverKey: app.serverKey }).nodeSync.laggingCount());
         },
       });
     }

@@ -77,8 +77,20 @@ export async function readRoutes(api: FastifyInstance, opts: { app: AppContext }
     const r = repos();
     const node = await r.nodes.get(id);
     if (!node) throw new NotFoundError('node', id);
-    return { ...node, credential: (await r.credentials.forNode(id)) ?? null };
+    // sync: the revision meshq wants the node's agent to run and the one it acknowledged.
+    return { ...node, credential: (await r.credentials.forNode(id)) ?? null, sync: await r.nodeSync.view(id) };
   });
+
+  api.get(
+    '/configs/:id/sync',
+    { config: { scope: 'read' }, schema: { tags, summary: "The config's dynamic nodes whose agent has not acknowledged their desired config revision", params: idParams } },
+    async (req) => {
+      const { id } = req.params as { id: string };
+      const r = repos();
+      await requireConfig(r, id);
+      return { items: await r.nodeSync.lagging(id) };
+    },
+  );
 
   api.get('/settings', { config: { scope: 'read' }, schema: { tags, summary: 'Settings, ordered by key', querystring: page } }, async (req) => {
     return repos().settings.list(req.query as Page);
