@@ -19,6 +19,14 @@ import type { WorkerPool } from './worker.js';
 
 const CHECK_TIMEOUT_MS = 3_000;
 
+/** Start-up prints its message alone (one line), as for the API's port. */
+class PortUnavailableError extends Error {
+  constructor(host: string, port: number) {
+    super(`WORKER_HTTP_PORT ${port} on ${host} is already in use (another meshq worker, or another program, listens there): stop it or set WORKER_HTTP_PORT`);
+    this.name = 'PortUnavailableError';
+  }
+}
+
 export interface WorkerHttpDeps {
   config: Pick<Config, 'host' | 'workerHttpPort' | 'snapshotSchedule'>;
   log: Logger;
@@ -96,9 +104,11 @@ export async function startWorkerHttp(deps: WorkerHttpDeps): Promise<WorkerHttp>
     });
   });
   await new Promise<void>((resolve, reject) => {
-    server.once('error', reject);
+    const failed = (err: NodeJS.ErrnoException) =>
+      reject(err.code === 'EADDRINUSE' ? new PortUnavailableError(deps.config.host, deps.config.workerHttpPort) : err);
+    server.once('error', failed);
     server.listen(deps.config.workerHttpPort, deps.config.host, () => {
-      server.off('error', reject);
+      server.off('error', failed);
       resolve();
     });
   });

@@ -94,6 +94,10 @@ describe.each(DIALECTS)('worker metrics on %s', (dialect) => {
     expect(await ready.json()).toMatchObject({ status: 'ready', checks: { database: { ok: true }, redis: { ok: true }, workers: { ok: true } }, warnings: [] });
     expect((await fetch(`${base}/nope`)).status).toBe(404);
 
+    // A port in use is one clear line naming the variable.
+    const taken = { ...s.app.config, workerHttpPort: servers[0]!.port };
+    await expect(startWorkerHttp({ ...s.app, config: taken, pool: s.pool! })).rejects.toThrow(/^WORKER_HTTP_PORT \d+ on 127\.0\.0\.1 is already in use/);
+
     await second.close();
     const sick = await fetch(`${base}/healthz`);
     expect(sick.status).toBe(503);

@@ -48,6 +48,8 @@ export async function createTestDatabase(dialect: Dialect, label: string): Promi
     DB_CONNECT_TIMEOUT_MS: '5000',
     // The shared test Redis runs without AOF: every test stack says it knows.
     REDIS_DURABILITY: 'none',
+    // Worker processes started by tests each take a free port for their health and metrics.
+    WORKER_HTTP_PORT: '0',
   };
   return {
     dialect,
