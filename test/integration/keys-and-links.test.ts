@@ -20,7 +20,10 @@ import { hashToken } from '../../src/domain/secrets.js';
 import type { Scope } from '../../src/domain/scopes.js';
 import { createRepositories } from '../../src/repositories/index.js';
 import type { NodeView } from '../../src/repositories/nodes.js';
-import { DIALECTS } from '../support/db.js';
+import { connectOrm } from '../../src/db/orm.js';
+import { migrateUnderLock } from '../../src/db/migrate.js';
+import { MIGRATIONS } from '../../src/migrations/index.js';
+import { createTestDatabase, DIALECTS } from '../support/db.js';
 import { startEmqxDouble, type EmqxDouble } from '../support/emqx-double.js';
 import { SHARED_MQTT_URL } from '../support/mosquitto.js';
 import { waitFor } from '../support/processes.js';
@@ -349,5 +352,55 @@ describe.each(DIALECTS)('keys and links on %s', (dialect) => {
     expect(await repos().nodes.privateKey(bravo.id)).toBeNull();
     expect(await repos().nodes.privateKey(delta.id)).toBeNull();
     expect(publicKeyFromPrivate((await repos().nodes.privateKey(alpha.id))!)).toBe(alpha.publicKey);
+  });
+});
+
+describe.each(DIALECTS)('migrating to agent-held keys on %s', (dialect) => {
+  it('makes private_key_enc optional and keeps every row that references a node (links, credential, forwards)', async () => {
+    const db = await createTestDatabase(dialect, 'agent_keys_migration');
+    const orm = await connectOrm(db.config());
+    try {
+      const at = MIGRATIONS.findIndex((m) => m.name === 'Migration20261201134800_agent_held_keys');
+      await orm.migrator.up({ to: MIGRATIONS[at - 1]!.name });
+      const conn = orm.em.getConnection();
+      const ts = dialect === 'sqlite' ? Date.now() : new Date().toISOString();
+      const [c, a, b] = [newId(), newId(), newId()];
+      await conn.execute('insert into mesh_config (id, name, subnet, listen_port, dns, protocol, awg, created_at, updated_at) values (?, ?, ?, ?, ?, ?, ?, ?, ?)', [c, 'm', '10.90.0.0/24', 51820, '[]', 'wireguard', null, ts, ts]);
+      for (const [id, n] of [
+        [a, 2],
+        [b, 3],
+      ] as const) {
+        await conn.execute(
+          'insert into node (id, config_id, name, kind, address, endpoint, listen_port, public_key, private_key_enc, client_initialized, online, last_seen_at, created_at, updated_at) values (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)',
+          [id, c, `n${n}`, 'dynamic', `10.90.0.${n}`, null, null, generateKeyPair().publicKey, 'v1:sealed', false, false, null, ts, ts],
+        );
+      }
+      const group = newId();
+      for (const [from, to] of [
+        [a, b],
+        [b, a],
+      ]) {
+        await conn.execute('insert into peer_link (id, config_id, from_node_id, to_node_id, link_group_id, allowed_ips, persistent_keepalive) values (?, ?, ?, ?, ?, ?, ?)', [newId(), c, from, to, group, '["10.90.0.9/32"]', 25]);
+      }
+      await conn.execute('insert into mqtt_credential (id, node_id, username, client_id, password_hash, salt, version, rotated_at) values (?, ?, ?, ?, ?, ?, ?, ?)', [newId(), a, `node-${a}`, `node-${a}`, 'a'.repeat(64), 'b'.repeat(32), 1, ts]);
+      await conn.execute('insert into port_forward_rule (id, config_id, from_node_id, from_port, to_node_id, to_port, protocol, enabled, created_at) values (?, ?, ?, ?, ?, ?, ?, ?, ?)', [newId(), c, a, 80, b, 8080, 'tcp', true, ts]);
+
+      await migrateUnderLock(orm, db.config());
+      const count = async (table: string) => Number((await conn.execute(`select count(*) as n from ${table}`))[0]!.n);
+      expect({ links: await count('peer_link'), credentials: await count('mqtt_credential'), forwards: await count('port_forward_rule'), nodes: await count('node') }).toEqual({
+        links: 2,
+        credentials: 1,
+        forwards: 1,
+        nodes: 2,
+      });
+      expect((await conn.execute('select private_key_enc from node where id = ?', [a]))[0]).toMatchObject({ private_key_enc: 'v1:sealed' });
+      await conn.execute('update node set private_key_enc = null where id = ?', [b]);
+      // The foreign keys still hold: deleting a node still takes its links and rules along.
+      await conn.execute('delete from node where id = ?', [b]);
+      expect({ links: await count('peer_link'), forwards: await count('port_forward_rule') }).toEqual({ links: 0, forwards: 0 });
+    } finally {
+      await orm.close(true);
+      await db.drop();
+    }
   });
 });
