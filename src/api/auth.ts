@@ -36,7 +36,17 @@ import { ADMIN_NAME, NO_ADMIN_MESSAGE } from '../repositories/admin-account.js';
 import { createRepositories } from '../repositories/index.js';
 import { hashToken, verifyAdminPassword } from '../domain/secrets.js';
 import { hasScope, isScope, type Scope } from '../domain/scopes.js';
-import { ApiError, errorBody } from './errors.js';
+import { ApiError, errorBody, RETRY_AFTER_SECONDS, UnavailableError, withDeadline } from './errors.js';
+
+/**
+ * A credential lookup waits at most this long: a database that does not answer makes the
+ * request a 503 (Retry-After) in bounded time instead of a hang (reads: nothing to undo).
+ */
+const CREDENTIAL_LOOKUP_TIMEOUT_MS = 2_000;
+const bounded = <T>(lookup: Promise<T>) =>
+  withDeadline(lookup, CREDENTIAL_LOOKUP_TIMEOUT_MS, 'the database').catch((err: unknown) => {
+    throw err instanceof UnavailableError ? new RetryLaterError(503, err.message, RETRY_AFTER_SECONDS) : err;
+  });
 
 export type FixedScope = Scope | 'public' | 'never';
 export type RouteScope = FixedScope | ((request: FastifyRequest) => Scope);
@@ -154,7 +164,7 @@ export class Authenticator {
       await this.throttle.recordFailure(request);
       throw unauthorized('wrong administrator name or password');
     }
-    const admin = await createRepositories(this.app.uow.fork(), { serverKey: this.app.serverKey }).admin.findByName(ADMIN_NAME);
+    const admin = await bounded(createRepositories(this.app.uow.fork(), { serverKey: this.app.serverKey }).admin.findByName(ADMIN_NAME));
     // Nothing to guess yet: say what to do instead of "wrong password".
     if (!admin) throw unauthorized(NO_ADMIN_MESSAGE);
     this.adminSeen = true;
@@ -210,7 +220,7 @@ export class Authenticator {
   /** Until an administrator exists, every refusal says how to create one (ADMIN_PASSWORD or `npm run admin`). */
   private async refuseWithoutAdmin(): Promise<void> {
     if (this.adminSeen) return;
-    const admin = await createRepositories(this.app.uow.fork(), { serverKey: this.app.serverKey }).admin.findByName(ADMIN_NAME);
+    const admin = await bounded(createRepositories(this.app.uow.fork(), { serverKey: this.app.serverKey }).admin.findByName(ADMIN_NAME));
     if (!admin) throw unauthorized(NO_ADMIN_MESSAGE);
     this.adminSeen = true;
   }
@@ -227,7 +237,7 @@ export class Authenticator {
   private async bearer(token: string): Promise<Principal> {
     if (!token) throw unauthorized('empty bearer token');
     // No cache here: a revoked token must stop working at once.
-    const identity = await createRepositories(this.app.uow.fork(), { serverKey: this.app.serverKey }).tokens.findByHash(hashToken(token));
+    const identity = await bounded(createRepositories(this.app.uow.fork(), { serverKey: this.app.serverKey }).tokens.findByHash(hashToken(token)));
     if (!identity) {
       await this.refuseWithoutAdmin();
       throw unauthorized('unknown or revoked API token');
@@ -361,7 +371,7 @@ function sendAuthError(request: FastifyRequest, reply: FastifyReply, err: unknow
     return reply.status(err.statusCode).header('www-authenticate', 'Basic realm="meshq"').send(errorBody(err.code, err.message));
   }
   request.log.error({ err }, 'could not verify credentials');
-  return reply.status(503).send(errorBody('UNAVAILABLE', 'credentials cannot be verified right now; try again'));
+  return reply.status(503).header('retry-after', String(RETRY_AFTER_SECONDS)).send(errorBody('UNAVAILABLE', 'credentials cannot be verified right now; try again'));
 }
 
 function splitOnce(s: string, sep: string): [string, string | undefined] {

@@ -154,7 +154,8 @@ describe.each(DIALECTS)('queue prefix ownership (%s)', (dialect) => {
       };
       await done(one.app, jobA.id!);
       await done(two.app, jobB.id!);
-      const names = async (app: AppContext) => (await app.orm.em.fork().getConnection().execute<{ name: string }[]>('select name from mesh_config order by name')).map((r) => r.name);
+      const names = async (app: AppContext) =>
+        ((await app.orm.em.fork().getConnection().execute('select name from mesh_config order by name')) as { name: string }[]).map((r) => r.name);
       expect(await names(one.app)).toEqual(['only-in-a']);
       expect(await names(two.app)).toEqual(['only-in-b']);
       expect(await one.app.queues.find(jobB.id!)).toBeUndefined();
