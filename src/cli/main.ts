@@ -34,7 +34,18 @@ const DEFAULT_WAIT_SECONDS = 600;
 
 interface Globals {
   json?: boolean;
+  get?: string;
   url?: string;
+}
+
+/** The value at a dot path (`result.id`, `items.0.name`), for `--get`. */
+function pick(value: unknown, path: string): unknown {
+  let v = value;
+  for (const key of path.split('.')) {
+    if (v === null || typeof v !== 'object' || !(key in v)) throw new UsageError(`--get ${path}: the output has no "${key}" there`);
+    v = (v as Record<string, unknown>)[key];
+  }
+  return v;
 }
 
 class Cli {
@@ -55,7 +66,13 @@ class Cli {
 
   /** Prints `value` as JSON (--json) or as the human text `human` makes of it. */
   print(value: unknown, human: () => string): void {
-    process.stdout.write(this.globals.json ? JSON.stringify(value, null, 2) + '\n' : human());
+    const { get, json } = this.globals;
+    if (get !== undefined) {
+      const v = pick(value, get);
+      process.stdout.write((typeof v === 'string' ? v : JSON.stringify(v)) + '\n');
+      return;
+    }
+    process.stdout.write(json ? JSON.stringify(value, null, 2) + '\n' : human());
   }
 
   note(text: string): void {
@@ -133,6 +150,7 @@ export function buildProgram(): Command {
   program
     .description("meshq's command line: talks to the HTTP API at MESHQ_URL (default http://127.0.0.1:3000)")
     .option('--json', 'machine output: one JSON document on stdout')
+    .option('--get <path>', 'print only this field of the JSON output, e.g. result.id (strings without quotes)')
     .option('--url <url>', 'the API base URL (overrides MESHQ_URL)')
     .addHelpText(
       'after',
@@ -411,6 +429,11 @@ Exit codes: 0 done, 1 job failed or request refused (4xx), 2 usage, 3 meshq unre
 
 /** Runs the CLI and answers its exit code. */
 export async function runCli(argv: string[]): Promise<number> {
+  // A reader that stops early (`meshq jobs list | head`) is not an error of the CLI.
+  process.stdout.on('error', (err: NodeJS.ErrnoException) => {
+    if (err.code === 'EPIPE') process.exit(EXIT.ok);
+    throw err;
+  });
   const program = buildProgram();
   try {
     await program.parseAsync(argv, { from: 'user' });
