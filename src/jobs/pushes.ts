@@ -12,6 +12,13 @@
  * pushes, the last with the final state. A push whose content did not change since the
  * node's last published revision publishes nothing (push-config.ts), so asking too
  * broadly costs a read, never a message.
+ *
+ * Who asks: node.create (the node), node.update and key changes (the node and its
+ * peers), node.delete (its peers, read before the delete), config.update (every node of
+ * the config), mesh.generate and link changes (the nodes whose links changed), and the
+ * broker sync that applies a restore (every node). config.delete asks nobody: every node
+ * that could hear of it goes with it. Port-forward rules are not part of a push, so
+ * their jobs ask nobody either.
  */
 import type { JobContext } from './context.js';
 import type { Queue } from 'bullmq';

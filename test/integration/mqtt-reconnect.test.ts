@@ -2,9 +2,9 @@
  * Broker outages with a real worker process and a Mosquitto of this test's own: the
  * worker starts, connects and asks for a broker sync; the broker is stopped and started
  * again; the worker reconnects with backoff, asks for a sync again (credentials changed
- * while EMQX was away reach it at once) and subscribes again (presence works), a config
- * push asked for during the outage is retried until the broker is back, and nothing
- * crashes. The worker then shuts down cleanly.
+ * while EMQX was away reach it at once) and subscribes again (presence works), the config
+ * push that a change during the outage requested is retried until the broker is back, and
+ * nothing crashes. The worker then shuts down cleanly.
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { connect, type MqttClient } from 'mqtt';
@@ -93,14 +93,18 @@ describe.each(DIALECTS)('MQTT reconnect with a worker process on %s', (dialect) 
 
     const { id: configId } = await submitAndWait('config.create', { name: 'reconnect', subnet: '10.80.0.0/24' });
     const { id: nodeId } = await submitAndWait('node.create', { configId, name: 'agent', kind: 'dynamic' });
-    await submitAndWait('node.create', { configId, name: 'peer', kind: 'static' });
+    const { id: peerId } = await submitAndWait('node.create', { configId, name: 'peer', kind: 'static' });
     await submitAndWait('mesh.generate', { configId });
 
     await broker.stop();
     await waitFor('the worker to notice', async () => worker.output().includes('MQTT connection lost'), 10_000, 50);
 
-    // Asked for during the outage: fails (not connected) and is retried with backoff.
-    const push = await app.queues.submit('node.push-config', { nodeId }, { actor: 'test' });
+    // A change during the outage: the agent's push it requests fails (not connected) and is
+    // retried with backoff.
+    await submitAndWait('node.update', { id: peerId, endpoint: 'peer.example.com:51820' });
+    const push = await waitFor('the requested push', async () =>
+      (await brokerJobs()).find((j) => j.name === 'node.push-config' && (j.data as { payload: { nodeId: string } }).payload.nodeId === nodeId && !j.finishedOn),
+    10_000, 50);
     await waitFor('a failed push attempt', async () => ((await app.queues.queue(QUEUES.brokerSync).getJob(push.id!))?.attemptsMade ?? 0) >= 1, 10_000, 50);
     await new Promise((r) => setTimeout(r, 1_500));
 
@@ -122,7 +126,7 @@ describe.each(DIALECTS)('MQTT reconnect with a worker process on %s', (dialect) 
     }, 60_000, 100);
     expect(pushed.attemptsMade).toBeGreaterThanOrEqual(1);
     await waitFor('the agent to receive its configuration', async () => pushes.length >= 1, 10_000, 50);
-    expect(JSON.parse(pushes[0]!)).toMatchObject({ nodeId, configId, peers: [expect.objectContaining({ name: 'peer' })] });
+    expect(JSON.parse(pushes[0]!)).toMatchObject({ nodeId, configId, peers: [expect.objectContaining({ name: 'peer', endpoint: 'peer.example.com:51820' })] });
 
     // Subscribed again: presence still reaches the database.
     const agent = await mqttClient({ clientId: `status-${nodeId}` });
