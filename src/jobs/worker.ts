@@ -17,7 +17,7 @@ import { promoteDelayedPushes } from './pushes.js';
 import { UnrecoverableError } from 'bullmq';
 import { BROKER_RECONCILE_SCHEDULER_ID, configureScheduledReconcile, requestBrokerSync } from './broker-requests.js';
 import { envelopeKey, verifyEnvelope } from './envelope.js';
-import { configureRetentionSchedule } from './retention-schedule.js';
+import { RETENTION_SCHEDULER_ID, configureRetentionSchedule } from './retention-schedule.js';
 import { publishCommitted } from './events.js';
 import { WorkerMetrics } from './metrics.js';
 import { configureScheduledExport, lastExportAt } from './snapshot-schedule.js';
@@ -189,9 +189,9 @@ export async function startWorkers(
 
 /**
  * Some settings live only in Redis: the global concurrency of 1 of the serial queues
- * (snapshot-restore, broker-sync) and the broker reconcile's scheduler. A Redis that lost
- * its data (restarted without persistence, flushed) would run restores side by side and
- * stop reconciling until every worker restarted. Each worker checks them whenever its
+ * (snapshot-restore, broker-sync), the broker reconcile's scheduler and the daily retention
+ * run's. A Redis that lost its data (restarted without persistence, flushed) would run
+ * restores side by side and stop reconciling until every worker restarted. Each worker checks them whenever its
  * connection comes back and on a timer, and re-applies what is missing. Returns the stop.
  */
 function reapplyRedisSettings(
@@ -216,6 +216,11 @@ function reapplyRedisSettings(
       if (config.mqtt.enabled && served.has(sync) && !(await queues.queue(sync).getJobScheduler(BROKER_RECONCILE_SCHEDULER_ID))) {
         await configureScheduledReconcile(queues, config, opts.brokerReconcileEveryMs);
         log.warn('the scheduled broker reconcile was missing in Redis; registered it again');
+      }
+      const retention = JOBS['retention.prune'].queue;
+      if (served.has(retention) && !(await queues.queue(retention).getJobScheduler(RETENTION_SCHEDULER_ID))) {
+        await configureRetentionSchedule(queues);
+        log.warn('the daily retention run was missing in Redis; registered it again');
       }
     } catch (err) {
       log.warn({ err }, 'checking the settings kept in Redis failed; trying again later');

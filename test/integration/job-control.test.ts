@@ -21,13 +21,13 @@ describe.each(DIALECTS)('job control on %s', (dialect) => {
   const subnet = () => `10.${70 + (seq % 20)}.${++seq % 250}.0/24`;
 
   beforeAll(async () => {
-    s = await startStack(dialect, 'jobctl', { adminPassword: ADMIN_PASSWORD });
+    s = await startStack(dialect, 'jobctl', { adminPassword: ADMIN_PASSWORD, workerOptions: { redisSettingsEveryMs: 200 } });
   });
   afterAll(async () => {
     await s?.stop();
   });
 
-  const post = (url: string, payload?: unknown) => s.call({ method: 'POST', url, ...(payload === undefined ? {} : { payload }) });
+  const post = (url: string, payload?: Record<string, unknown>) => s.call({ method: 'POST', url, ...(payload === undefined ? {} : { payload }) });
   const configNamed = async (name: string) =>
     (await s.get<{ items: { id: string; name: string }[] }>('/api/v1/configs?limit=500')).items.filter((c) => c.name === name);
 
@@ -127,10 +127,15 @@ describe.each(DIALECTS)('job control on %s', (dialect) => {
     expect(bad.json().error.message).toMatch(/cursor/);
   });
 
-  it('runs retention.prune for the administrator, and the workers schedule it daily', async () => {
+  it('runs retention.prune for the administrator, and the workers schedule it daily, again when Redis lost the schedule', async () => {
     const run = await s.job('retention.prune', {});
     expect(run).toMatchObject({ state: 'completed', result: { ledger: expect.any(Number), idempotencyKeys: expect.any(Number), stagedUploads: expect.any(Number), audit: null } });
-    const scheduler = await waitFor('the retention scheduler', async () => s.app.queues.queue(QUEUES.operations).getJobScheduler(RETENTION_SCHEDULER_ID), 10_000);
+    const queue = s.app.queues.queue(QUEUES.operations);
+    const scheduler = await waitFor('the retention scheduler', async () => queue.getJobScheduler(RETENTION_SCHEDULER_ID), 10_000);
     expect(scheduler).toMatchObject({ name: 'retention.prune', every: RETENTION_EVERY_MS });
+
+    expect(await queue.removeJobScheduler(RETENTION_SCHEDULER_ID)).toBe(true);
+    const back = await waitFor('the retention scheduler registered again', async () => queue.getJobScheduler(RETENTION_SCHEDULER_ID), 10_000);
+    expect(back).toMatchObject({ name: 'retention.prune', every: RETENTION_EVERY_MS });
   });
 });
