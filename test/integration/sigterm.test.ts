@@ -181,7 +181,7 @@ describe('on a Node.js older than 24', () => {
   // The machine's system Node (Debian's is 20); OLD_NODE names another one.
   const oldNode = process.env.OLD_NODE ?? '/usr/bin/node';
 
-  it.each(['api', 'worker', 'both', 'migrate', 'admin'])('dist/bin/%s.js stops at once with one line saying what to do', async (entry) => {
+  it.each(['api', 'worker', 'both', 'migrate', 'admin', 'cli'])('dist/bin/%s.js stops at once with one line saying what to do', async (entry) => {
     expect(existsSync(oldNode), `${oldNode}: this test needs a Node.js older than 24 (set OLD_NODE)`).toBe(true);
     const version = execFileSync(oldNode, ['--version'], { encoding: 'utf8' }).trim();
     expect(Number(/^v(\d+)/.exec(version)?.[1]), `${oldNode} is ${version}; this test needs one older than 24 (set OLD_NODE)`).toBeLessThan(24);
