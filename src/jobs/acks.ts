@@ -27,7 +27,13 @@ export class AppliedRecorder {
   private flushing: Promise<void> = Promise.resolve();
 
   constructor(
-    private readonly deps: { uow: UnitOfWork; serverKey: Buffer; log: Logger },
+    private readonly deps: {
+      uow: UnitOfWork;
+      serverKey: Buffer;
+      log: Logger;
+      /** Told the acknowledgements that were recorded, after commit (the events stream). */
+      onRecorded?: (acks: AppliedAck[], at: Date) => Promise<unknown>;
+    },
     private readonly windowMs = DEFAULT_ACK_WINDOW_MS,
   ) {}
 
@@ -55,11 +61,27 @@ export class AppliedRecorder {
       const outcome = await this.deps.uow.write((em) => createRepositories(em, { serverKey: this.deps.serverKey }).nodeSync.recordApplied(acks, at));
       if (outcome.ignored.length > 0) logIgnored(this.deps.log, outcome.ignored);
       if (outcome.recorded > 0) this.deps.log.debug({ recorded: outcome.recorded }, 'config acknowledgements recorded');
+      if (outcome.recorded > 0 && this.deps.onRecorded) {
+        await this.deps.onRecorded(recordedOf(acks, outcome.ignored), at).catch((err: unknown) => this.deps.log.warn({ err }, 'publishing acknowledgement events failed'));
+      }
     } catch (err) {
       // The agent's next acknowledgement (of this revision or a later one) records it.
       this.deps.log.warn({ err, acknowledgements: acks.length }, 'recording config acknowledgements failed');
     }
   }
+}
+
+/** The acknowledgements not ignored (ignored ones are counted off, so a repeated ack is recorded once). */
+function recordedOf(acks: AppliedAck[], ignored: IgnoredAck[]): AppliedAck[] {
+  const skip = new Map<string, number>();
+  for (const i of ignored) skip.set(`${i.nodeId}:${i.revision}`, (skip.get(`${i.nodeId}:${i.revision}`) ?? 0) + 1);
+  return acks.filter((a) => {
+    const key = `${a.nodeId}:${a.revision}`;
+    const n = skip.get(key) ?? 0;
+    if (n === 0) return true;
+    skip.set(key, n - 1);
+    return false;
+  });
 }
 
 function logIgnored(log: Logger, ignored: IgnoredAck[]): void {

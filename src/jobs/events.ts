@@ -54,10 +54,24 @@ function refs(...sources: unknown[]): Record<string, string> {
   return out;
 }
 
+async function publish(connection: Redis, prefix: string, type: string, data: Record<string, unknown>): Promise<void> {
+  await connection.xadd(eventsStreamKey(prefix), 'MAXLEN', '~', EVENTS_MAXLEN, '*', 'type', type, 'data', JSON.stringify(data));
+}
+
 /** Adds the domain event of a committed job (the runner calls it after commit). */
 export async function publishCommitted(connection: Redis, prefix: string, job: CommittedJob): Promise<void> {
-  const data = { jobId: job.jobId, actor: job.actor, at: new Date().toISOString(), ...refs(job.result, job.payload) };
-  await connection.xadd(eventsStreamKey(prefix), 'MAXLEN', '~', EVENTS_MAXLEN, '*', 'type', job.type, 'data', JSON.stringify(data));
+  await publish(connection, prefix, job.type, { jobId: job.jobId, actor: job.actor, at: new Date().toISOString(), ...refs(job.result, job.payload) });
+}
+
+/** `node.applied`: an agent acknowledged a revision, and it was recorded (src/jobs/acks.ts). */
+export async function publishApplied(connection: Redis, prefix: string, acks: readonly { nodeId: string; revision: number }[], at: Date): Promise<void> {
+  if (acks.length === 0) return;
+  const pipeline = connection.pipeline();
+  for (const ack of acks) {
+    const data = JSON.stringify({ nodeId: ack.nodeId, revision: ack.revision, at: at.toISOString() });
+    pipeline.xadd(eventsStreamKey(prefix), 'MAXLEN', '~', EVENTS_MAXLEN, '*', 'type', 'node.applied', 'data', data);
+  }
+  await pipeline.exec();
 }
 
 interface Source {

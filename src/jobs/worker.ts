@@ -18,7 +18,8 @@ import { UnrecoverableError } from 'bullmq';
 import { BROKER_RECONCILE_SCHEDULER_ID, configureScheduledReconcile, requestBrokerSync } from './broker-requests.js';
 import { envelopeKey, verifyEnvelope } from './envelope.js';
 import { RETENTION_SCHEDULER_ID, configureRetentionSchedule } from './retention-schedule.js';
-import { publishCommitted } from './events.js';
+import { publishApplied, publishCommitted } from './events.js';
+import type { AppliedAck } from '../repositories/node-sync.js';
 import { WorkerMetrics } from './metrics.js';
 import { configureScheduledExport, lastExportAt } from './snapshot-schedule.js';
 import { MQTT_CONNECTED_SYNC_REASON, startMqttLink, type MqttLink, type MqttLinkOptions } from '../broker/mqtt-link.js';
@@ -97,7 +98,8 @@ export async function startWorkers(
   const { config, log, queues } = deps;
   // One connection per worker process, up before the first job can ask to publish; it
   // connects in the background, so a broker that is down does not hold start-up.
-  const acks = config.mqtt.enabled ? new AppliedRecorder({ uow: deps.uow, serverKey: deps.serverKey, log }) : undefined;
+  const onRecorded = (acked: AppliedAck[], at: Date) => publishApplied(queues.connection, config.queuePrefix, acked, at);
+  const acks = config.mqtt.enabled ? new AppliedRecorder({ uow: deps.uow, serverKey: deps.serverKey, log, onRecorded }) : undefined;
   const mqtt = config.mqtt.enabled ? startWorkerMqttLink({ config, log, queues, acks }, opts.mqttLinkOptions) : undefined;
   const runnerDeps: RunnerDeps = {
     uow: deps.uow,

@@ -15,6 +15,7 @@ import { DIALECTS } from '../support/db.js';
 import { startEmqxDouble, type EmqxDouble } from '../support/emqx-double.js';
 import { startTestBroker, type TestBroker } from '../support/mosquitto.js';
 import { waitFor } from '../support/processes.js';
+import { eventsStreamKey } from '../../src/jobs/events.js';
 import { memorySink, mqttEnv, startStack, type Stack } from '../support/stack.js';
 
 interface Received {
@@ -157,6 +158,20 @@ describe.each(DIALECTS)('the data plane on %s', (dialect) => {
     await ack(ids.c, JSON.stringify({ revision: c.sync.desired }));
     await waitFor('every node in sync', async () => (await lagging()).length === 0, 10_000, 50);
     expect(await metrics()).toMatch(/^meshq_nodes_config_lagging 0$/m);
+
+    // The events stream says which revisions were acknowledged, once each, and nothing of the ignored ones.
+    const stream = await s.app.queues.connection.xrange(eventsStreamKey(s.app.config.queuePrefix), '-', '+');
+    const applied = stream
+      .map(([, fields]) => fields)
+      .filter((f) => f[1] === 'node.applied')
+      .map((f) => JSON.parse(f[3]!) as { nodeId: string; revision: number })
+      .map(({ nodeId, revision }) => ({ nodeId, revision }));
+    expect(applied).toEqual([
+      { nodeId: ids.a, revision: a.sync.desired },
+      { nodeId: ids.b, revision: b.sync.desired - 1 },
+      { nodeId: ids.b, revision: b.sync.desired },
+      { nodeId: ids.c, revision: c.sync.desired },
+    ]);
   });
 
   it('a push that cannot be published while the broker is down arrives once it is back, without anyone asking', async () => {
