@@ -11,6 +11,7 @@ import { waitFor } from '../support/processes.js';
 import { startStack, type JobView, type Stack } from '../support/stack.js';
 import { RETENTION_EVERY_MS, RETENTION_SCHEDULER_ID } from '../../src/jobs/retention-schedule.js';
 import { QUEUES } from '../../src/jobs/names.js';
+import { JobRecord } from '../../src/domain/entities/system.js';
 
 const ADMIN_PASSWORD = 'job-control-test-admin-pw';
 
@@ -87,6 +88,26 @@ describe.each(DIALECTS)('job control on %s', (dialect) => {
     const twice = await post(`/api/v1/jobs/${jobId}/retry`);
     expect(twice.statusCode).toBe(409);
     expect(twice.json().error.details).toMatchObject({ state: 'completed' });
+  });
+
+  it('a retried job whose effect had already committed is answered from its ledger row, not applied again', async () => {
+    const config = await s.job('config.create', { name: unique('ledger'), subnet: subnet() });
+    const configId = config.result!.id as string;
+    const holder = await s.job('node.create', { configId, name: unique('holder'), kind: 'static' });
+    const address = (await s.get<{ address: string }>(`/api/v1/nodes/${holder.result!.id}`)).address;
+    const name = unique('once');
+    const failed = await post('/api/v1/jobs?wait=20000', { type: 'node.create', data: { configId, name, kind: 'static', address } });
+    expect(failed.statusCode, failed.body).toBe(422);
+    const jobId = failed.json<JobView>().id;
+
+    // As if this job had committed once and only its acknowledgement was lost.
+    await s.app.orm.em.fork().insert(JobRecord, { jobId, type: 'node.create', result: { id: 'recorded' }, completedAt: new Date() });
+    await s.job('node.delete', { id: holder.result!.id });
+    const retried = await post(`/api/v1/jobs/${jobId}/retry?wait=20000`);
+    expect(retried.statusCode, retried.body).toBe(200);
+    expect(retried.json()).toMatchObject({ id: jobId, state: 'completed', result: { id: 'recorded' } });
+    const nodes = await s.get<{ items: { name: string }[] }>(`/api/v1/configs/${configId}/nodes?limit=500`);
+    expect(nodes.items.filter((n) => n.name === name)).toEqual([]);
   });
 
   it('takes a priority, waits up to ten minutes, and refuses a wait beyond it', async () => {
