@@ -220,6 +220,24 @@ describe.each(DIALECTS)('keys and links on %s', (dialect) => {
     bravo = await node(bravo.id);
   });
 
+  it("node.update {publicKey} refuses another node's key, and hands a server-held node's key over to its agent", async () => {
+    const taken = await s.job('node.update', { id: charlie.id, publicKey: bravo.publicKey });
+    expect(taken.state).toBe('failed');
+    expect(taken.error).toMatchObject({ code: 'CONFLICT', message: expect.stringContaining('"bravo"') });
+    expect(await node(charlie.id)).toMatchObject({ publicKey: charlie.publicKey, keyMode: 'server' });
+
+    const handed = await createNode({ name: 'foxtrot', kind: 'static' });
+    expect(handed.keyMode).toBe('server');
+    const own = generateKeyPair();
+    expect((await s.job('node.update', { id: handed.id, publicKey: own.publicKey })).state).toBe('completed');
+    expect(await node(handed.id)).toMatchObject({ publicKey: own.publicKey, keyMode: 'agent' });
+    expect(await repos().nodes.privateKey(handed.id)).toBeNull();
+    const file = await conf(handed.id, tokens.read);
+    expect(file.statusCode).toBe(200);
+    expect(file.body).not.toMatch(/^PrivateKey/m);
+    expect((await s.job('node.delete', { id: handed.id })).state).toBe('completed');
+  });
+
   it('serves wireguard.conf as an INI attachment with one peer per link and the private key only where meshq holds it', async () => {
     const res = await conf(charlie.id);
     expect(res.statusCode, res.body).toBe(200);

@@ -90,16 +90,15 @@ export async function updateNode(data: NodeUpdate, ctx: JobContext): Promise<{ i
   // A new public key is the agent's rotation; for a node whose key meshq held, meshq
   // forgets that private key and the agent holds the node's key from now on.
   const patch = publicKey === undefined ? rest : { ...rest, publicKey, privateKey: null };
-  if (publicKey !== undefined) {
+  const renamed = patch.name !== undefined;
+  if (renamed || publicKey !== undefined) {
+    // A rename or a new key is checked against the config's other nodes under the
+    // config's lock; other changes need no read.
     const node = await ctx.repos.nodes.require(id);
-    await assertPublicKeyFree(ctx, node.configId, publicKey, id);
-  }
-  if (patch.name !== undefined) {
-    // A rename checks the name under the config's lock; other changes need no read.
-    const node = await ctx.repos.nodes.require(id);
-    if (patch.name !== node.name) {
+    if ((renamed && patch.name !== node.name) || (publicKey !== undefined && publicKey !== node.publicKey)) {
       const config = await ctx.repos.configs.requireForUpdate(node.configId);
-      await assertNameFree(ctx, config, patch.name, id);
+      if (patch.name !== undefined) await assertNameFree(ctx, config, patch.name, id);
+      if (publicKey !== undefined) await assertPublicKeyFree(ctx, config.id, publicKey, id);
     }
   }
   const updated = await ctx.repos.nodes.update(id, patch);
