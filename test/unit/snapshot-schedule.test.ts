@@ -3,11 +3,16 @@
  * variable), and readiness warns when the newest export is older than two periods.
  * LOG_FORMAT takes json or pretty.
  */
+import { execFile } from 'node:child_process';
+import { resolve } from 'node:path';
+import { promisify } from 'node:util';
 import { describe, expect, it } from 'vitest';
 import { ConfigError, loadConfig } from '../../src/config.js';
 import { overdueExport } from '../../src/jobs/snapshot-schedule.js';
 
 const KEY = 'c'.repeat(64);
+const run = promisify(execFile);
+const root = resolve(import.meta.dirname, '../..');
 const load = (env: Record<string, string>) => loadConfig({ SECRET_KEY: KEY, ...env }, { generateSecretKey: false });
 
 describe('SNAPSHOT_SCHEDULE', () => {
@@ -43,6 +48,15 @@ describe('overdue scheduled exports', () => {
 });
 
 describe('LOG_FORMAT', () => {
+  it('pretty writes readable lines, still redacted', async () => {
+    const code = "const { createLogger } = await import('./src/logger.ts'); createLogger('info', 'meshq', undefined, 'pretty').info({ password: 'hunter2' }, 'hello pretty');";
+    const { stdout } = await run(process.execPath, ['--import', 'tsx', '--input-type=module', '-e', code], { cwd: root, timeout: 30_000 });
+    expect(stdout).toMatch(/INFO \(meshq\/\d+\): hello pretty/);
+    expect(stdout).toContain('[redacted]');
+    expect(stdout).not.toContain('hunter2');
+    expect(stdout).not.toContain('{"level"');
+  });
+
   it('is json by default and takes pretty; anything else is refused', () => {
     expect(load({}).logFormat).toBe('json');
     expect(load({ LOG_FORMAT: 'pretty' }).logFormat).toBe('pretty');
