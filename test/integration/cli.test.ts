@@ -4,7 +4,7 @@
  * port (API and in-process workers, own database and queue prefix), its stdout parsed
  * as JSON and its exit code checked: 0 done, 1 refused or failed, 2 usage, 3 unreachable.
  */
-import { spawn } from 'node:child_process';
+import { spawn, spawnSync } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import { mkdtemp, readFile, rm, stat } from 'node:fs/promises';
 import { createServer } from 'node:net';
@@ -155,6 +155,7 @@ describe.each(DIALECTS)('meshq CLI against a running meshq (%s)', (dialect) => {
     const file = join(dir, `${dialect}.meshq`);
     const exported = await meshq(['--json', 'snapshot', 'export', '--download', file], env);
     expect(exported.code, exported.stderr).toBe(0);
+    expect(exported.stderr).toBe(''); // no progress bar into a pipe
     const { snapshot, file: downloaded } = exported.json();
     const bytes = await readFile(file);
     expect(downloaded).toEqual({ path: file, bytes: bytes.length, sha256: snapshot.sha256 });
@@ -163,6 +164,8 @@ describe.each(DIALECTS)('meshq CLI against a running meshq (%s)', (dialect) => {
 
     const listed = await meshq(['--json', 'snapshot', 'list'], env);
     expect((listed.json() as { id: string }[]).map((s) => s.id)).toContain(snapshot.id);
+    const newest = await meshq(['snapshot', 'list', '--get', '0.sha256'], env);
+    expect(newest.stdout).toBe(`${snapshot.sha256}\n`);
 
     // A change after the export, which the restore must undo.
     const other = await meshq(['--json', 'jobs', 'submit', 'config.create', '{"name":"other","subnet":"10.20.0.0/24"}'], env);
@@ -249,6 +252,21 @@ describe.each(DIALECTS)('meshq CLI against a running meshq (%s)', (dialect) => {
       child.kill('SIGINT');
     }
     expect(await exited).toBe(0);
+  });
+
+  // `script` gives the command a pseudo-terminal, as a person at a terminal has.
+  it.runIf(dialect === 'sqlite' && spawnSync('script', ['--version']).status === 0)('shows a progress bar for an export on a terminal', async () => {
+    const child = spawn('script', ['-qec', `${process.execPath} --import tsx src/bin/cli.ts snapshot export`, '/dev/null'], {
+      cwd: root,
+      env: { PATH: process.env.PATH!, HOME: process.env.HOME!, TERM: 'xterm', ...env },
+      stdio: ['pipe', 'pipe', 'pipe'],
+    });
+    let out = '';
+    child.stdout.on('data', (d) => (out += d));
+    const code = await new Promise<number | null>((r) => child.on('exit', r));
+    expect(code, out).toBe(0);
+    expect(out).toMatch(/snapshot\.export \[[^\]]*\] 100%/);
+    expect(out).toMatch(/snapshot \S+ \(\d+ bytes, sha256 [0-9a-f]{64}\)/);
   });
 
   it('creates a scoped token that works, is refused beyond its scope, and stops working once revoked', async () => {
