@@ -240,7 +240,14 @@ export type SnapshotExport = z.infer<typeof snapshotExport>;
 export type SnapshotRestore = z.infer<typeof snapshotRestore>;
 
 /** Pushes the node's desired configuration to its agent over MQTT (dynamic nodes only). */
-export const nodePushConfig = z.strictObject({ nodeId: uuid() });
+export const nodePushConfig = z.strictObject({
+  nodeId: uuid(),
+  /**
+   * Publish the current revision again even though its content did not change, if the
+   * agent has not acknowledged it (meshq asks when a lagging node comes online).
+   */
+  resend: z.boolean().optional(),
+});
 export type NodePushConfig = z.infer<typeof nodePushConfig>;
 
 /** Retention takes nothing: every age is a rule of the processor or the configuration. */

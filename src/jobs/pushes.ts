@@ -75,6 +75,19 @@ async function receivers(ctx: JobContext, target: PushTarget): Promise<string[]>
 const MAX_PROMOTED = 10_000;
 
 /**
+ * Asks for the node's current revision to be published again if its agent has not
+ * acknowledged it: for a node that comes online (a push sent while it was away may never
+ * have reached it). Enqueued after commit; nothing with MQTT disabled.
+ */
+export async function requestResend(ctx: JobContext, nodeId: string): Promise<boolean> {
+  if (!ctx.config.mqtt.enabled) return false;
+  const sync = await ctx.repos.nodeSync.view(nodeId);
+  if (sync.desired === 0 || (sync.applied ?? 0) >= sync.desired) return false;
+  ctx.enqueue('node.push-config', { nodeId, resend: true });
+  return true;
+}
+
+/**
  * Runs every push that is waiting out its retry backoff now: called when this process's
  * MQTT link (re)connects (`queue`: the pushes' queue, from the job table), so that a push that failed while the broker was away goes out
  * as soon as it is back instead of at the end of its backoff.

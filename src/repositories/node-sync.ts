@@ -81,14 +81,15 @@ export class NodeSyncRepository {
     return rows.map((r) => r.id);
   }
 
-  /** The node's published revision and content hash; undefined before its first push. */
-  async published(nodeId: string): Promise<{ revision: number; contentHash: string } | undefined> {
+  /** The node's published revision, its content hash and the revision its agent acknowledged; undefined before its first push. */
+  async published(nodeId: string): Promise<{ revision: number; contentHash: string; applied: number | null } | undefined> {
     const row = await this.em
       .createQueryBuilder(NodeSync)
-      .select(['desiredRevision', 'contentHash'])
+      .select(['desiredRevision', 'contentHash', 'appliedRevision'])
       .where({ nodeId })
-      .execute<{ desiredRevision: number; contentHash: string } | null>('get');
-    return row ? { revision: Number(row.desiredRevision), contentHash: row.contentHash } : undefined;
+      .execute<{ desiredRevision: number; contentHash: string; appliedRevision: number | null } | null>('get');
+    if (!row) return undefined;
+    return { revision: Number(row.desiredRevision), contentHash: row.contentHash, applied: row.appliedRevision === null ? null : Number(row.appliedRevision) };
   }
 
   /** Records that `revision` with content `contentHash` was published to the node. */

@@ -8,7 +8,7 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { Job } from 'bullmq';
 import { connect, type MqttClient } from 'mqtt';
-import { configAppliedTopic } from '../../src/broker/topics.js';
+import { configAppliedTopic, statusTopic } from '../../src/broker/topics.js';
 import type { PushMessage } from '../../src/jobs/processors/push-config.js';
 import { QUEUES } from '../../src/jobs/names.js';
 import { DIALECTS } from '../support/db.js';
@@ -49,8 +49,10 @@ describe.each(DIALECTS)('the data plane on %s', (dialect) => {
       adminPassword: 'data-plane-admin-password',
       env: { ...mqttEnv(emqx), MQTT_URL: broker.url, LOG_LEVEL: 'info' },
       logDestination: memorySink((t) => (logs += t)),
-      // A quick reconnect after the outage below; the agents' client reconnects quicker still.
-      workerOptions: { mqttLinkOptions: { minReconnectMs: 500, maxReconnectMs: 1_000 } },
+      // Reconnects at least 2 s apart: the outage test below brings the broker back right
+      // after a failed attempt, so the agents' client (every 50 ms) has subscribed again
+      // well before meshq's link can connect and publish.
+      workerOptions: { mqttLinkOptions: { minReconnectMs: 2_500, maxReconnectMs: 2_500 } },
     });
     await s.pool!.mqtt!.ready();
 
@@ -187,11 +189,29 @@ describe.each(DIALECTS)('the data plane on %s', (dialect) => {
     }, 10_000, 50);
     expect((await node(ids.b)).sync.desired).toBe(before);
 
+    const seen = logs.length;
+    await waitFor("a failed reconnect of meshq's link", async () => logs.slice(seen).includes('MQTT connection error'), 10_000, 10);
     await broker.start();
     await waitFor('the push after the outage', async () => [ids.b, ids.c].every((p) => peerEndpoint(last(p), ids.a) === 'outage.example.com:51820'), 30_000, 20);
     expect(last(ids.b)!.revision).toBe(before + 1);
     await settled();
     expect((await node(ids.b)).sync.desired).toBe(before + 1);
+  });
+
+  it('a lagging node that comes online gets its unacknowledged revision again; one in sync gets nothing', async () => {
+    const lagging = await node(ids.b);
+    expect(lagging.sync.applied).toBeLessThan(lagging.sync.desired);
+    const revision = last(ids.b)!.revision;
+    const inSync = await node(ids.c);
+    await agent.publishAsync(configAppliedTopic(configId, ids.c), JSON.stringify({ revision: inSync.sync.desired }), { qos: 1 });
+    await waitFor('c in sync', async () => (await node(ids.c)).sync.applied === inSync.sync.desired, 10_000, 50);
+    received.length = 0;
+    await agent.publishAsync(statusTopic(configId, ids.b), 'online', { qos: 1, retain: true });
+    await agent.publishAsync(statusTopic(configId, ids.c), 'online', { qos: 1, retain: true });
+    await waitFor('the resend', async () => last(ids.b)?.revision === revision, 10_000, 20);
+    await settled();
+    expect(received.map((m) => m.nodeId)).toEqual([ids.b]);
+    expect((await node(ids.b)).sync.desired).toBe(lagging.sync.desired);
   });
 
   it('100 node.update jobs in a burst: every peer ends with the final state, in few pushes', async () => {

@@ -6,7 +6,7 @@ import type { NodeView } from '../../repositories/nodes.js';
 import { generateSecret, hashMqttPassword, newSalt } from '../../domain/secrets.js';
 import type { JobContext } from '../context.js';
 import type { ById, NodeCreate, NodePresence, NodeRotateCredentials, NodeUpdate } from '../payloads.js';
-import { requestPushes } from '../pushes.js';
+import { requestPushes, requestResend } from '../pushes.js';
 
 async function assertNameFree(ctx: JobContext, config: ConfigView, name: string, exceptId?: string): Promise<void> {
   const other = await ctx.repos.nodes.findByName(config.id, name);
@@ -203,6 +203,8 @@ export async function recordPresence(data: NodePresence, ctx: JobContext): Promi
       entityId: data.nodeId,
       detail: { online: state.online, at: data.at },
     });
+    // A push sent while the agent was away may never have reached it.
+    if (state.online && before.kind === 'dynamic') await requestResend(ctx, data.nodeId);
   }
   return { nodeId: data.nodeId, online: state.online };
 }

@@ -90,7 +90,8 @@ export interface PushConfigResult {
   revision?: number;
   /** False when nothing was published: the content had not changed, or the node is gone. */
   pushed: boolean;
-  reason?: 'unchanged' | 'node deleted';
+  /** `resent`: the unacknowledged revision published again (`resend`). */
+  reason?: 'unchanged' | 'node deleted' | 'resent';
 }
 
 /** A node's desired configuration as its agent receives it, read through the repositories. */
@@ -163,8 +164,11 @@ export async function pushConfig(data: NodePushConfig, ctx: JobContext): Promise
   const contentHash = pushContentHash(message);
   const published = await ctx.repos.nodeSync.published(message.nodeId);
   const base = { nodeId: message.nodeId, topic, peers: message.peers.length };
+  const unchanged = published?.contentHash === contentHash;
+  // The agent already has it, or was sent it and may still answer: nothing to send.
+  const resend = unchanged && data.resend === true && (published.applied ?? 0) < published.revision;
   // Nothing the agent runs would change: no new revision and no message.
-  if (published?.contentHash === contentHash) return { ...base, revision: published.revision, pushed: false, reason: 'unchanged' };
+  if (unchanged && !resend) return { ...base, revision: published.revision, pushed: false, reason: 'unchanged' };
 
   // Infrastructure, not the request's fault: thrown as plain errors, so the job retries
   // with its row's capped backoff and reads the (maybe newer) state again next time.
@@ -174,15 +178,16 @@ export async function pushConfig(data: NodePushConfig, ctx: JobContext): Promise
     const verdict = await authorizationVerdicts.verdict(ctx.config.emqx.apiUrl, () => createEmqxClient(ctx.config, CHECK_CLIENT_TUNING, ctx.log));
     if (!verdict.ok) throw new BrokerInsecureError(verdict.reason);
   }
-  const revision = (published?.revision ?? 0) + 1;
+  // A resend repeats the revision the agent has not acknowledged: same content, same number.
+  const revision = resend ? published!.revision : (published?.revision ?? 0) + 1;
   const body = JSON.stringify({ ...message, revision } satisfies PushMessage);
-  await ctx.repos.nodeSync.recordPublished(message.nodeId, revision, contentHash, new Date());
+  if (!resend) await ctx.repos.nodeSync.recordPublished(message.nodeId, revision, contentHash, new Date());
   // Published inside the transaction, on purpose: the new revision commits only once the
   // broker acknowledged the message, and a publish that fails rolls it back, so the retry
   // computes it again from the newest state (a revision is recorded iff it was sent).
   // The price is one broker round trip (bounded by the link's publish timeout) while the
   // transaction is open; pushes coalesce per node, so there are few of them.
   await mqtt.publish(topic, body, { qos: 1, retain: false });
-  ctx.log.info({ nodeId: message.nodeId, topic, revision, peers: message.peers.length }, 'configuration pushed');
-  return { ...base, revision, pushed: true };
+  ctx.log.info({ nodeId: message.nodeId, topic, revision, peers: message.peers.length, resend }, 'configuration pushed');
+  return { ...base, revision, pushed: true, ...(resend ? { reason: 'resent' as const } : {}) };
 }
