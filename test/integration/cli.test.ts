@@ -183,7 +183,7 @@ describe.each(DIALECTS)('meshq CLI against a running meshq (%s)', (dialect) => {
     expect((configs.json() as { name: string }[]).map((c) => c.name)).toEqual(['home']);
     const after = await meshq(['--json', 'links', 'list', configId], env);
     expect(after.json()).toEqual(links.json());
-  });
+  }, 240_000); // some twenty CLI processes, each starting Node and tsx
 
   it('queues without waiting, then waits; a refused request exits 1 with the API error as JSON', async () => {
     const queued = await meshq(['--json', 'jobs', 'submit', 'config.create', '{"name":"later","subnet":"10.30.0.0/24"}', '--no-wait'], env);
@@ -205,7 +205,7 @@ describe.each(DIALECTS)('meshq CLI against a running meshq (%s)', (dialect) => {
     const denied = await meshq(['--json', 'configs', 'list'], { ...env, MESHQ_PASSWORD: 'wrong-password' });
     expect(denied.code).toBe(1);
     expect(denied.json().error.status).toBe(401);
-  });
+  }, 120_000);
 
   it('retries a failed job (it fails again, exit 1), refuses to cancel a finished one, and follows the event stream', async () => {
     const config = await meshq(['--json', 'jobs', 'submit', 'config.create', '{"name":"events","subnet":"10.50.0.0/24"}'], env);
@@ -252,7 +252,7 @@ describe.each(DIALECTS)('meshq CLI against a running meshq (%s)', (dialect) => {
       child.kill('SIGINT');
     }
     expect(await exited).toBe(0);
-  });
+  }, 180_000);
 
   // `script` gives the command a pseudo-terminal, as a person at a terminal has.
   it.runIf(dialect === 'sqlite' && spawnSync('script', ['--version']).status === 0)('shows a progress bar for an export on a terminal', async () => {
@@ -290,5 +290,5 @@ describe.each(DIALECTS)('meshq CLI against a running meshq (%s)', (dialect) => {
     const after = await meshq(['--json', 'configs', 'list'], tokenEnv);
     expect(after.code).toBe(1);
     expect(after.json().error.status).toBe(401);
-  });
+  }, 120_000);
 });

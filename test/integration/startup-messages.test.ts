@@ -187,7 +187,7 @@ describe.each(DIALECTS)('npm run admin -- set-password (%s)', (dialect) => {
 
     const onCommandLine = await runEntry(['src/bin/admin.ts', 'set-password', 'visible-in-history'], db.env);
     expect(onCommandLine.code).toBe(2);
-  });
+  }, 120_000);
 
   // `script` gives the command a pseudo-terminal, as a person at a terminal has.
   const hasScript = spawnSync('script', ['--version']).status === 0;
@@ -222,5 +222,5 @@ describe.each(DIALECTS)('npm run admin -- set-password (%s)', (dialect) => {
     expect(out).toContain('password of "admin" set');
     expect(out).not.toContain(password);
     expect(await verify(password)).toBe(true);
-  });
+  }, 120_000);
 });
