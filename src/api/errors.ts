@@ -175,6 +175,9 @@ export function errorHandler(err: unknown, request: FastifyRequest, reply: Fasti
   if (mapped.internal) {
     request.log.error({ err }, 'request failed');
     mapped.body.error.details = { requestId: request.id };
+  } else if (mapped.status === 503) {
+    // An outage: the cause (which service, which error) is for the operator.
+    request.log.warn({ err, status: 503 }, mapped.body.error.message);
   } else {
     request.log.info({ status: mapped.status, code: mapped.body.error.code }, mapped.body.error.message);
   }
