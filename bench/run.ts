@@ -1,5 +1,5 @@
 /**
- * `npm run bench [jobs|broker|snapshots|security]`: every benchmark, one run, one table of figures
+ * `npm run bench [jobs|broker|snapshots|security|scale]`: every benchmark, one run, one table of figures
  * with ratios against baselines measured in the same run (machines here are noisy;
  * ratios travel, absolute times do not). Never part of `npm test`.
  */
@@ -13,6 +13,7 @@ const suites: Record<string, () => Promise<void>> = {
   broker: benchBroker,
   snapshots: async () => (await import('./snapshot-bench.js')).benchSnapshots(),
   security: async () => (await import('./security-bench.js')).benchSecurity(),
+  scale: async () => (await import('./scale-bench.js')).benchScale(),
 };
 for (const [name, run] of Object.entries(suites)) {
   if (!only || only === name) await run();

@@ -21,8 +21,8 @@ with m as (
   select a.config_id, a.id as lo, b.id as hi, a.address as lo_address, b.address as hi_address,
     cast(? as text) as prefix, cast(? as bigint) + 3 * ((b.i * (b.i - 1)) / 2 + a.i) as n
   from m a join m b on a.i < b.i
-  where not exists (select 1 from peer_link l where l.from_node_id = a.id and l.to_node_id = b.id)
-    and not exists (select 1 from peer_link l where l.from_node_id = b.id and l.to_node_id = a.id)
+  where not exists (select 1 from peer_link l where l.config_id = a.config_id and l.from_node_id = a.id and l.to_node_id = b.id)
+    and not exists (select 1 from peer_link l where l.config_id = a.config_id and l.from_node_id = b.id and l.to_node_id = a.id)
 )
 insert into peer_link (id, config_id, from_node_id, to_node_id, link_group_id, allowed_ips, persistent_keepalive)
 select ${d.id('n + dir.d')}, p.config_id,
@@ -80,8 +80,23 @@ export class LinkRepository {
    */
   async insertMissingPairs(configId: string, ids: MeshLinkIds, persistentKeepalive: number | null): Promise<number> {
     const sql = boundSql(this.em);
-    const { affected } = await sql.query(MISSING_PAIRS_INSERT[sql.dialect], [configId, ids.prefix, ids.base, persistentKeepalive]);
-    return affected / 2;
+    const insert = () => sql.query(MISSING_PAIRS_INSERT[sql.dialect], [configId, ids.prefix, ids.base, persistentKeepalive]);
+    if (sql.dialect === 'sqlite') return (await insert()).affected / 2;
+    // PostgreSQL estimates one row for a CTE scan, and with that estimate plans the
+    // anti-joins as nested loops that probe peer_link once per pair (while the statement
+    // inserts into it): quadratic work. Without nested loops where another join exists,
+    // they become one hash or merge join each. The planner then prices the one join that
+    // must stay a nested loop (i < j) as disabled, which would trigger JIT compilation
+    // that costs more than it saves here. Both settings are restored for the rest of the
+    // transaction.
+    const { rows } = await sql.query<{ nestloop: string; jit: string }>("select current_setting('enable_nestloop') as nestloop, current_setting('jit') as jit");
+    const previous = rows[0]!;
+    await sql.query("select set_config('enable_nestloop', 'off', true), set_config('jit', 'off', true)");
+    // Not restored after a failure: the transaction is rolled back, and a statement
+    // sent now would only fail again and hide the first error.
+    const created = (await insert()).affected / 2;
+    await sql.query("select set_config('enable_nestloop', ?, true), set_config('jit', ?, true)", [previous.nestloop, previous.jit]);
+    return created;
   }
 
   async get(id: string): Promise<LinkView | undefined> {

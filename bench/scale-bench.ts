@@ -1,0 +1,206 @@
+/**
+ * Scale benchmark (`npm run bench scale`): a 1,000-node mesh (BENCH_SCALE_NODES), built
+ * by a real meshq process, on SQLite (`npm start`: src/bin/both.ts, API and worker thread
+ * in one process) and PostgreSQL (the API and the worker as two processes).
+ *   - mesh.generate's own duration (processedOn..finishedOn), every pair of 1,000
+ *     dynamic nodes, next to the baseline: psql loading a `pg_dump --data-only` of the
+ *     same link rows into a copy that has the same nodes;
+ *   - /healthz latency (p99 and max) while that job runs, next to the same probe on the
+ *     idle process just before.
+ * Nodes are created through the real runner in this process (node.create: keys, MQTT
+ * credentials), before the meshq process starts.
+ */
+import { execFile, spawn, type ChildProcess } from 'node:child_process';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { createServer } from 'node:net';
+import { tmpdir } from 'node:os';
+import { join, resolve } from 'node:path';
+import { promisify } from 'node:util';
+import { bootstrap, type AppContext } from '../src/bin/bootstrap.js';
+import type { Config } from '../src/config.js';
+import { connectOrm } from '../src/db/orm.js';
+import { migrateUnderLock } from '../src/db/migrate.js';
+import { benchDatabase, directRunner, dropRedisPrefix, record, seconds } from './support.js';
+
+const run = promisify(execFile);
+const root = resolve(import.meta.dirname, '..');
+const NODES = Number(process.env.BENCH_SCALE_NODES ?? 1000);
+const PAIRS = (NODES * (NODES - 1)) / 2;
+const PROBE_EVERY_MS = 10;
+const IDLE_PROBES = 300;
+const JOB_TIMEOUT_MS = 10 * 60_000;
+
+function freePort(): Promise<number> {
+  return new Promise((done, fail) => {
+    const server = createServer();
+    server.once('error', fail);
+    server.listen(0, '127.0.0.1', () => {
+      const { port } = server.address() as { port: number };
+      server.close(() => done(port));
+    });
+  });
+}
+
+async function probe(url: string): Promise<number> {
+  const t0 = performance.now();
+  const res = await fetch(url, { signal: AbortSignal.timeout(60_000) });
+  await res.arrayBuffer();
+  if (!res.ok) throw new Error(`${url}: ${res.status}`);
+  return performance.now() - t0;
+}
+
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+const quantile = (xs: number[], q: number): number => {
+  const s = [...xs].sort((a, b) => a - b);
+  return s[Math.min(s.length - 1, Math.ceil(q * s.length) - 1)]!;
+};
+
+/** meshq as deployed: `npm start` (SQLite) or the API and a worker (PostgreSQL), from src through tsx. */
+async function startMeshq(config: Config, port: number): Promise<{ stop(): Promise<void> }> {
+  const env = {
+    ...process.env,
+    DATABASE_URL: config.databaseUrl,
+    REDIS_URL: config.redisUrl,
+    SECRET_KEY: config.secretKey,
+    QUEUE_PREFIX: config.queuePrefix,
+    REDIS_DURABILITY: 'none',
+    LOG_LEVEL: 'warn',
+    HOST: '127.0.0.1',
+    PORT: String(port),
+    WORKER_HTTP_PORT: String(await freePort()),
+  };
+  const entries = config.dialect === 'sqlite' ? ['both'] : ['api', 'worker'];
+  const procs: ChildProcess[] = entries.map((entry) =>
+    spawn(process.execPath, ['--import', 'tsx', '--max-semi-space-size=16', `src/bin/${entry}.ts`], { cwd: root, env, stdio: ['ignore', 'inherit', 'inherit'] }),
+  );
+  const stop = () =>
+    Promise.all(
+      procs.map(
+        (p) =>
+          new Promise<void>((done) => {
+            if (p.exitCode !== null || p.signalCode !== null) return done();
+            p.once('exit', () => done());
+            p.kill('SIGTERM');
+          }),
+      ),
+    ).then(() => undefined);
+  const deadline = Date.now() + 120_000;
+  for (;;) {
+    if (procs.some((p) => p.exitCode !== null)) throw new Error('meshq exited during start-up');
+    if (await probe(`http://127.0.0.1:${port}/healthz`).then(() => true, () => false)) break;
+    if (Date.now() > deadline) {
+      await stop();
+      throw new Error('meshq did not answer /healthz within 120 s');
+    }
+    await sleep(200);
+  }
+  return { stop };
+}
+
+async function seedNodes(app: AppContext): Promise<string> {
+  const runJob = directRunner(app);
+  const { id: configId } = await runJob('config.create', { name: 'scale', subnet: '10.80.0.0/16' });
+  const t0 = process.hrtime.bigint();
+  for (let i = 0; i < NODES; i++) await runJob('node.create', { configId, name: `n${i}`, kind: 'dynamic' });
+  console.error(`  ${NODES} dynamic nodes created in ${seconds(t0).toFixed(1)} s`);
+  return configId;
+}
+
+interface Figures {
+  generateS: number;
+  idle: number[];
+  during: number[];
+}
+
+async function measure(dialect: 'sqlite' | 'postgresql', baseline?: (app: AppContext, url: string) => Promise<void>): Promise<Figures> {
+  const db = await benchDatabase(dialect);
+  const app = await bootstrap('bench', db.config);
+  try {
+    console.error(`scale, ${dialect}: seeding`);
+    const configId = await seedNodes(app);
+    const port = await freePort();
+    const meshq = await startMeshq(db.config, port);
+    try {
+      const healthz = `http://127.0.0.1:${port}/healthz`;
+      const idle: number[] = [];
+      for (let i = 0; i < IDLE_PROBES; i++) {
+        idle.push(await probe(healthz));
+        await sleep(PROBE_EVERY_MS);
+      }
+      const job = await app.queues.submit('mesh.generate', { configId }, { actor: 'bench' });
+      const during: number[] = [];
+      let done = false;
+      const waited = app.queues.waitFor(job, JOB_TIMEOUT_MS).finally(() => (done = true));
+      const samples: { at: number; ms: number }[] = [];
+      while (!done) {
+        const at = Date.now();
+        samples.push({ at, ms: await probe(healthz) });
+        await sleep(PROBE_EVERY_MS);
+      }
+      const view = await waited;
+      if (view.state !== 'completed') throw new Error(`mesh.generate did not complete: ${JSON.stringify(view.error)}`);
+      const finished = (await app.queues.find(job.id!))!;
+      const created = (finished.returnvalue as { created: number }).created;
+      if (created !== PAIRS) throw new Error(`mesh.generate created ${created} pairs, expected ${PAIRS}`);
+      // Only the probes sent while the job ran.
+      for (const s of samples) if (s.at >= finished.processedOn! && s.at <= finished.finishedOn!) during.push(s.ms);
+      const generateS = (finished.finishedOn! - finished.processedOn!) / 1000;
+      console.error(`  mesh.generate ${generateS.toFixed(2)} s; /healthz probes idle ${idle.length}, during ${during.length}`);
+      await baseline?.(app, db.config.databaseUrl);
+      return { generateS, idle, during: during.length ? during : [NaN] };
+    } finally {
+      await meshq.stop();
+    }
+  } finally {
+    await app.close();
+    await dropRedisPrefix(db.config.queuePrefix);
+    await db.drop();
+  }
+}
+
+export async function benchScale(): Promise<void> {
+  const tmp = mkdtempSync(join(tmpdir(), 'meshq-scalebench-'));
+  let psqlLoadS = NaN;
+  try {
+    const pg = await measure('postgresql', async (_app, url) => {
+      // The database's own tools on the same rows: the nodes (and their config) are loaded
+      // into an emptied copy first, untimed; then the link rows, timed, as psql loads a dump.
+      const nodesDump = join(tmp, 'nodes.sql');
+      const linksDump = join(tmp, 'links.sql');
+      const dump = (file: string, tables: string[]) =>
+        run('pg_dump', ['--data-only', '--no-owner', ...tables.map((t) => `--table=public.${t}`), '--file', file, url], { maxBuffer: 1 << 26 });
+      await dump(nodesDump, ['mesh_config', 'node']);
+      await dump(linksDump, ['peer_link']);
+      const copy = await benchDatabase('postgresql');
+      try {
+        const orm = await connectOrm(copy.config);
+        await migrateUnderLock(orm, copy.config);
+        await orm.close(true);
+        const psql = (file: string) => run('psql', ['--quiet', '--no-psqlrc', '-v', 'ON_ERROR_STOP=1', '--single-transaction', '--file', file, copy.config.databaseUrl], { maxBuffer: 1 << 26 });
+        await psql(nodesDump);
+        const t0 = process.hrtime.bigint();
+        await psql(linksDump);
+        psqlLoadS = seconds(t0);
+      } finally {
+        await copy.drop();
+      }
+    });
+    const lite = await measure('sqlite');
+
+    const ms = (xs: number[], q: number) => quantile(xs, q);
+    record({ name: `mesh nodes (dynamic) / pairs / link rows`, value: NODES, unit: `nodes; ${PAIRS} pairs, ${PAIRS * 2} rows` });
+    record({ name: 'psql load of pg_dump --data-only of the link rows (baseline)', value: psqlLoadS, unit: 's' });
+    record({ name: 'mesh.generate, PostgreSQL (api + worker)', value: pg.generateS, unit: 's', baseline: 'psql load', ratio: pg.generateS / psqlLoadS, target: '<= 5 s' });
+    record({ name: 'mesh.generate, SQLite (npm start)', value: lite.generateS, unit: 's', baseline: 'psql load', ratio: lite.generateS / psqlLoadS, target: '<= 5 s' });
+    for (const [name, f] of [
+      ['PostgreSQL, api + worker', pg],
+      ['SQLite, npm start', lite],
+    ] as const) {
+      record({ name: `/healthz p99 idle, ${name}`, value: ms(f.idle, 0.99), unit: 'ms' });
+      record({ name: `/healthz p99 during mesh.generate, ${name}`, value: ms(f.during, 0.99), unit: 'ms', baseline: 'idle p99', ratio: ms(f.during, 0.99) / ms(f.idle, 0.99), target: '<= 50 ms' });
+      record({ name: `/healthz max during mesh.generate, ${name}`, value: Math.max(...f.during), unit: 'ms', baseline: 'idle max', ratio: Math.max(...f.during) / Math.max(...f.idle), target: '<= 250 ms' });
+    }
+  } finally {
+    rmSync(tmp, { recursive: true, force: true });
+  }
+}
