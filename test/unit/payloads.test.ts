@@ -28,6 +28,7 @@ const VALID: Record<string, Record<string, unknown>> = {
   nodePushConfig: { nodeId: id },
   snapshotExport: {},
   snapshotRestore: { stagedId: id },
+  retentionPrune: {},
 };
 
 const schemas = (Object.entries(payloads) as [string, unknown][]).filter((e): e is [string, z.ZodType] => e[1] instanceof z.ZodType);
