@@ -7,6 +7,7 @@
 import { spawn, spawnSync } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import { mkdtemp, readFile, rm, stat } from 'node:fs/promises';
+import { createServer as createHttpServer } from 'node:http';
 import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -84,6 +85,29 @@ describe('meshq CLI without a server', () => {
     const badJson = await meshq(['jobs', 'submit', 'config.create', '{name:'], { MESHQ_URL: 'http://127.0.0.1:9' });
     expect(badJson.code).toBe(2);
     expect(badJson.stderr).toContain('data: not valid JSON');
+  });
+
+  it('says an endpoint is not available when an older meshq has no such route, and exits 3 on a 5xx', async () => {
+    const server = createHttpServer((req, res) => {
+      const [status, code, message] = req.url === '/api/v1/configs?limit=500' ? [503, 'UNAVAILABLE', 'database down'] : [404, 'NOT_FOUND', `no route ${req.method} ${req.url!.split('?')[0]}`];
+      res.writeHead(status, { 'content-type': 'application/json' }).end(JSON.stringify({ error: { code, message } }));
+    });
+    await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+    try {
+      const env = { MESHQ_URL: `http://127.0.0.1:${(server.address() as { port: number }).port}`, MESHQ_TOKEN: 'mq_x' };
+      const events = await meshq(['--json', 'events'], env);
+      expect(events.code).toBe(1);
+      expect(events.json().error).toMatchObject({ status: 404, code: 'NOT_AVAILABLE' });
+      expect(events.stderr).toContain('the event stream is not available on this meshq');
+      const retry = await meshq(['jobs', 'retry', 'some-id'], env);
+      expect(retry.code).toBe(1);
+      expect(retry.stderr).toContain('retrying a job is not available on this meshq');
+      const down = await meshq(['--json', 'configs', 'list'], env);
+      expect(down.code).toBe(3);
+      expect(down.json().error).toMatchObject({ status: 503, code: 'UNAVAILABLE' });
+    } finally {
+      await new Promise((r) => server.close(r));
+    }
   });
 
   it('prints a bash completion script that bash accepts and that names the commands', async () => {
