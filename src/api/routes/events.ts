@@ -43,6 +43,8 @@ export async function eventRoutes(api: FastifyInstance, opts: EventRouteOptions)
     '/events',
     {
       config: { scope: 'read' },
+      // A HEAD of a stream would stay open with nothing to send.
+      exposeHeadRoute: false,
       schema: {
         tags: ['events'],
         summary: 'Server-Sent Events: job lifecycle and committed changes',
