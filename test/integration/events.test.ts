@@ -135,6 +135,19 @@ describe.each(DIALECTS)('event stream on %s', (dialect) => {
     client.close();
   });
 
+  it('streams job progress with the job\'s type', async () => {
+    const client = await connect(`${base}?types=job.progress`, s.auth);
+    await waitFor('stream open', async () => client.comments.length > 0, 10_000);
+    const done = await s.job('settings.update', { values: { 'ui.progress': 1 } });
+    // What a long job (a restore) does as it goes, through BullMQ as a processor would.
+    await (await s.app.queues.find(done.id))!.updateProgress(42);
+    await waitFor('job.progress', async () => client.events.some((e) => e.data.jobId === done.id), 15_000);
+    expect(client.events.filter((e) => e.data.jobId === done.id)).toEqual([
+      expect.objectContaining({ event: 'job.progress', data: { jobId: done.id, jobType: 'settings.update', queue: 'operations', progress: 42 } }),
+    ]);
+    client.close();
+  });
+
   it('refuses a bad filter, a foreign Last-Event-ID and a caller without credentials', async () => {
     expect((await connect(`${base}?types=job.**`, s.auth)).status).toBe(400);
     expect((await connect(base, { ...s.auth, 'last-event-id': '12-0' })).status).toBe(400);
