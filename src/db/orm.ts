@@ -213,21 +213,23 @@ const isBusy = (err: unknown): boolean => typeof (err as { code?: unknown })?.co
  * in one synchronous step, so no other statement of this thread sees busy_timeout 0.
  */
 export async function sqliteBeginImmediate(db: Database.Database): Promise<void> {
-  const noWait = db.prepare('pragma busy_timeout = 0');
-  const wait = db.prepare(`pragma busy_timeout = ${SQLITE_BUSY_TIMEOUT_MS}`);
+  // db.pragma prepares its statement anew on every call, as this pragma needs: SQLite
+  // applies busy_timeout while preparing it, so a cached statement would not set it again.
+  const noWait = () => db.pragma('busy_timeout = 0');
+  const wait = () => db.pragma(`busy_timeout = ${SQLITE_BUSY_TIMEOUT_MS}`);
   const begin = db.prepare('begin immediate');
   const deadline = Date.now() + SQLITE_BUSY_TIMEOUT_MS;
   for (let attempt = 1; ; attempt++) {
     let delay: number;
     try {
-      noWait.get();
+      noWait();
       begin.run();
       return;
     } catch (err) {
       delay = backoffDelay(attempt, LOCK_RETRY_BACKOFF);
       if (!isBusy(err) || Date.now() + delay > deadline) throw err;
     } finally {
-      wait.get();
+      wait();
     }
     await sleep(delay);
   }

@@ -4,9 +4,15 @@
  * keeps answering. On SQLite the job's INSERT ... SELECT runs synchronously inside
  * better-sqlite3 for a second or more, so on the API's own event loop it would hold every
  * request for that long; the bound here is loose (the benchmark's is tight).
+ *
+ * And a write transaction that waits for another connection's SQLite write lock waits
+ * asynchronously: the loop keeps running meanwhile (SQLite only: PostgreSQL's driver
+ * never waits on the loop).
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import { createServer } from 'node:net';
+import { monitorEventLoopDelay } from 'node:perf_hooks';
+import Database from 'better-sqlite3';
 import { resolve } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import { bootstrap, type AppContext } from '../../src/bin/bootstrap.js';
@@ -123,4 +129,43 @@ describe.each(DIALECTS)('npm start on %s', (dialect) => {
     proc.kill('SIGTERM');
     expect(await exited, output).toBe(0);
   }, 300_000);
+});
+
+describe('a SQLite write transaction behind another connection\'s write lock', () => {
+  let db: TestDatabase;
+  let app: AppContext;
+
+  afterAll(async () => {
+    const prefix = app?.config.queuePrefix;
+    await app?.close();
+    if (prefix) await deletePrefix(prefix);
+    await db?.drop();
+  });
+
+  it('waits for the lock without blocking the event loop, then commits', async () => {
+    db = await createTestDatabase('sqlite', 'lockwait');
+    app = await bootstrap('test', db.config());
+    const other = new Database(app.config.sqlitePath!);
+    try {
+      other.exec('begin immediate');
+      other.exec("insert into system_state (key, value, updated_at) values ('lock-holder', '{}', 0)");
+      const delay = monitorEventLoopDelay({ resolution: 10 });
+      delay.enable();
+      const HOLD_MS = 1_500;
+      setTimeout(() => other.exec('commit'), HOLD_MS);
+      const started = Date.now();
+      const seen = await app.uow.write(async (em) => {
+        const rows = await em.execute<{ n: number }[]>("select count(*) as n from system_state where key = 'lock-holder'");
+        return rows[0]!.n;
+      });
+      const waited = Date.now() - started;
+      delay.disable();
+
+      expect(waited, 'the transaction waited for the other connection to commit').toBeGreaterThanOrEqual(HOLD_MS - 100);
+      expect(seen, 'and then saw its row').toBe(1);
+      expect(delay.max / 1e6, 'longest event-loop stall, ms').toBeLessThan(250);
+    } finally {
+      other.close();
+    }
+  });
 });
