@@ -9,7 +9,7 @@ import { boundSql } from '../db/sql.js';
 
 /**
  * mesh.generate's statement, per dialect; parameters: config id, id prefix, id base,
- * keepalive. `n` is the pair's first counter, base + 3 * ordinal; the lo -> hi link takes
+ * the range of the pairs' higher node position j (from, to), keepalive. `n` is the pair's first counter, base + 3 * ordinal; the lo -> hi link takes
  * n, hi -> lo n + 1, the link group n + 2 (meshLinkIds). The pair ordinal j(j-1)/2 + i
  * needs no node count, and row_number over unique ids is the same wherever the CTE is
  * read. Two anti-joins on the (from, to) unique index skip existing pairs.
@@ -21,7 +21,8 @@ with m as (
   select a.config_id, a.id as lo, b.id as hi, a.address as lo_address, b.address as hi_address,
     cast(? as text) as prefix, cast(? as bigint) + 3 * ((b.i * (b.i - 1)) / 2 + a.i) as n
   from m a join m b on a.i < b.i
-  where not exists (select 1 from peer_link l where l.config_id = a.config_id and l.from_node_id = a.id and l.to_node_id = b.id)
+  where b.i >= cast(? as bigint) and b.i < cast(? as bigint)
+    and not exists (select 1 from peer_link l where l.config_id = a.config_id and l.from_node_id = a.id and l.to_node_id = b.id)
     and not exists (select 1 from peer_link l where l.config_id = a.config_id and l.from_node_id = b.id and l.to_node_id = a.id)
 )
 insert into peer_link (id, config_id, from_node_id, to_node_id, link_group_id, allowed_ips, persistent_keepalive)
@@ -43,6 +44,24 @@ const MISSING_PAIRS_INSERT = {
     route: (a) => `jsonb_build_array(${a} || case when strpos(${a}, ':') > 0 then '/128' else '/32' end)`,
   }),
 } as const;
+
+/** About this many candidate pairs per statement on SQLite (see insertMissingPairs). */
+const PAIRS_PER_SQLITE_STATEMENT = 20_000;
+
+/**
+ * Ranges [from, to) of the higher position j over n nodes, each holding about `size`
+ * pairs (position j pairs with the j nodes before it).
+ */
+function* pairSlices(n: number, size: number): Generator<[number, number]> {
+  let from = 1;
+  while (from < n) {
+    let to = from;
+    let pairs = 0;
+    while (to < n && (pairs === 0 || pairs + to <= size)) pairs += to++;
+    yield [from, to];
+    from = to;
+  }
+}
 
 export interface NewLink {
   configId: string;
@@ -80,8 +99,17 @@ export class LinkRepository {
    */
   async insertMissingPairs(configId: string, ids: MeshLinkIds, persistentKeepalive: number | null): Promise<number> {
     const sql = boundSql(this.em);
-    const insert = () => sql.query(MISSING_PAIRS_INSERT[sql.dialect], [configId, ids.prefix, ids.base, persistentKeepalive]);
-    if (sql.dialect === 'sqlite') return (await insert()).affected / 2;
+    const insert = async (from: number, to: number) =>
+      (await sql.query(MISSING_PAIRS_INSERT[sql.dialect], [configId, ids.prefix, ids.base, from, to, persistentKeepalive])).affected / 2;
+    if (sql.dialect === 'sqlite') {
+      // better-sqlite3 runs a statement to completion on the worker's event loop, so the
+      // pairs go in slices of the higher node's position: between slices the loop renews
+      // BullMQ's job lock and serves the MQTT link. Same transaction, same ids.
+      const { rows } = await sql.query<{ n: number }>('select count(*) as n from node where config_id = ?', [configId]);
+      let created = 0;
+      for (const [from, to] of pairSlices(Number(rows[0]!.n), PAIRS_PER_SQLITE_STATEMENT)) created += await insert(from, to);
+      return created;
+    }
     // PostgreSQL estimates one row for a CTE scan, and with that estimate plans the
     // anti-joins as nested loops that probe peer_link once per pair (while the statement
     // inserts into it): quadratic work. Without nested loops where another join exists,
@@ -94,7 +122,7 @@ export class LinkRepository {
     await sql.query("select set_config('enable_nestloop', 'off', true), set_config('jit', 'off', true)");
     // Not restored after a failure: the transaction is rolled back, and a statement
     // sent now would only fail again and hide the first error.
-    const created = (await insert()).affected / 2;
+    const created = await insert(0, Number.MAX_SAFE_INTEGER);
     await sql.query("select set_config('enable_nestloop', ?, true), set_config('jit', ?, true)", [previous.nestloop, previous.jit]);
     return created;
   }
