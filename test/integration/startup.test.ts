@@ -104,18 +104,32 @@ describe('graceful shutdown', () => {
       const config = await app.queues.submit('config.create', { name: 'big', subnet: '10.60.0.0/16' }, { actor: 'admin' });
       await waitFor('config', async () => (await app.queues.view((await app.queues.find(config.id!))!)).state === 'completed');
       const configId = ((await app.queues.find(config.id!))!.returnvalue as { id: string }).id;
-      for (let i = 0; i < 150; i++) await app.queues.submit('node.create', { configId, name: `n${i}`, kind: 'static' }, { actor: 'admin' });
-      // A job that takes a while: 11,175 pairs.
+      let last = config;
+      for (let i = 0; i < 150; i++) last = await app.queues.submit('node.create', { configId, name: `n${i}`, kind: 'static' }, { actor: 'admin' });
+      await waitFor('the nodes', async () => (await app.queues.view((await app.queues.find(last.id!))!)).state === 'completed', 60_000);
+
+      // The job must still be running when the signal arrives, however fast it is: an
+      // exclusive write transaction here (what a restore holds) keeps it waiting for the
+      // data lock until the signal has been sent.
+      let release!: () => void;
+      const released = new Promise<void>((r) => (release = r));
+      const holding = app.uow.write(() => released, { exclusive: true });
       const mesh = await app.queues.submit('mesh.generate', { configId }, { actor: 'admin' });
       await waitFor('mesh.generate to be active', async () => (await app.queues.view((await app.queues.find(mesh.id!))!)).state === 'active', 60_000, 20);
 
       worker.proc.kill('SIGTERM');
+      await new Promise((r) => setTimeout(r, 300));
+      release();
+      await holding;
       expect(await worker.exited).toBe(0);
       const view = await app.queues.view((await app.queues.find(mesh.id!))!);
       expect(view.state).toBe('completed');
       expect(view.result).toEqual({ created: 11_175 });
-      const counts = await app.queues.queue('operations').getJobCounts('active', 'waiting', 'delayed');
-      expect(counts).toEqual({ active: 0, waiting: 0, delayed: 0 });
+      const counts = await app.queues.queue('operations').getJobCounts('active', 'waiting');
+      expect(counts).toEqual({ active: 0, waiting: 0 });
+      // Delayed jobs may only be the workers' own schedules (retention), never this work.
+      const delayed = await app.queues.queue('operations').getJobs(['delayed']);
+      expect(delayed.map((j) => j.name).filter((n) => n !== 'retention.prune')).toEqual([]);
       await deletePrefix(prefix);
     } finally {
       await app.close();
