@@ -342,8 +342,8 @@ export const retryStrategyFor =
 export const retryStrategy: BackoffStrategy = retryStrategyFor();
 
 /**
- * The BullMQ options a job of `type` is added with: its retries (the configured window)
- * and deduplication (a per-payload deduplication id needs the payload).
+ * The BullMQ options a job of `type` is added with: its retries and deduplication (a
+ * per-payload deduplication id needs the payload).
  */
 export function jobOptions(type: JobType, payload?: unknown, limits?: RetryLimits): JobsOptions {
   const def = jobDefinition(type);

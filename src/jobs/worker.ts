@@ -36,10 +36,10 @@ export interface WorkerOptions {
   brokerReconcileEveryMs?: number;
   /** Tuning of this process's MQTT link (tests: a shorter presence window). */
   mqttLinkOptions?: MqttLinkOptions;
-  /** prom-client's process metrics in this pool's registry (default true; once per process). */
-  processMetrics?: boolean;
   /** How often settings that live only in Redis are checked and re-applied when missing (default 60 s). */
   redisSettingsEveryMs?: number;
+  /** prom-client's process metrics in this pool's registry (default true; once per process). */
+  processMetrics?: boolean;
 }
 
 export interface WorkerPool {
@@ -159,9 +159,9 @@ export async function startWorkers(
   });
   await Promise.all(workers.map((w) => w.waitUntilReady()));
   if (served.has(JOBS['broker.sync'].queue)) await configureScheduledReconcile(queues, config, opts.brokerReconcileEveryMs);
-  if (served.has(JOBS['retention.prune'].queue)) await configureRetentionSchedule(queues);
-  if (served.has(JOBS['snapshot.export'].queue)) await configureScheduledExport(queues, config);
   const stopReapplying = reapplyRedisSettings({ config, log, queues }, served, opts);
+  if (served.has(JOBS['snapshot.export'].queue)) await configureScheduledExport(queues, config);
+  if (served.has(JOBS['retention.prune'].queue)) await configureRetentionSchedule(queues);
   log.info({ queues: [...served], concurrency: config.workerConcurrency }, 'workers started');
 
   return {

@@ -220,15 +220,16 @@ describe.each(DIALECTS)('HTTP API on %s', (dialect) => {
     expect(ready.body.checks).toEqual({ database: { ok: true }, redis: { ok: true }, migrations: { ok: true } });
   });
 
-  it('serves Prometheus metrics with queue depth and job durations, behind authentication', async () => {
+  it('serves Prometheus metrics with queue depth and HTTP requests (jobs are the workers\' to count), behind authentication', async () => {
     expect((await call({ method: 'GET', url: '/metrics', auth: null })).statusCode).toBe(401);
     const res = await call({ method: 'GET', url: '/metrics' });
     expect(res.statusCode).toBe(200);
     expect(res.headers['content-type']).toMatch(/^text\/plain/);
     expect(res.body).toMatch(/^meshq_queue_jobs\{queue="operations",state="completed"\} [1-9]\d*$/m);
     expect(res.body).toMatch(/^meshq_queue_jobs\{queue="snapshot-restore",state="waiting"\} 0$/m);
-    expect(res.body).toMatch(/^meshq_job_duration_seconds_count\{queue="operations",type="config.create",status="completed"\} 1$/m);
-    expect(res.body).toMatch(/^meshq_job_duration_seconds_count\{queue="operations",type="node.create",status="failed"\} 1$/m);
+    expect(res.body).toMatch(/^meshq_http_requests_total\{method="POST",route="\/api\/v1\/jobs",status="200"\} [1-9]\d*$/m);
+    expect(res.body).toMatch(/^meshq_http_requests_total\{method="GET",route="\/metrics",status="401"\} 1$/m);
+    expect(res.body).not.toMatch(/^meshq_job/m);
   });
 
   it('serves the OpenAPI document and Swagger UI at /docs', async () => {

@@ -9,9 +9,9 @@ import type { AppContext } from '../context.js';
 import { pendingMigrations } from '../../db/migrate.js';
 import type { Em } from '../../db/orm.js';
 import { hasScope } from '../../domain/scopes.js';
-import { scheduleWarnings } from '../../jobs/snapshot-schedule.js';
 import { SystemState } from '../../domain/entities/system.js';
 import { redisPersistence } from '../../jobs/queue-client.js';
+import { scheduleWarnings } from '../../jobs/snapshot-schedule.js';
 
 const CHECK_TIMEOUT_MS = 3_000;
 
