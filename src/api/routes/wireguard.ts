@@ -17,6 +17,7 @@ import { forbidden } from '../auth.js';
 import { NotFoundError } from '../../domain/errors.js';
 import { hasScope } from '../../domain/scopes.js';
 import { renderWireguardConf, type WireguardConfPeer } from '../../domain/wireguard-conf.js';
+import { readPeers } from '../../jobs/processors/push-config.js';
 import { createRepositories } from '../../repositories/index.js';
 
 const idParams = z.strictObject({ id: z.uuid({ error: 'must be a UUID' }) });
@@ -43,13 +44,7 @@ export async function wireguardRoutes(api: FastifyInstance, opts: { app: AppCont
         throw forbidden(req.principal, 'credentials');
       }
       const config = await repos.configs.require(node.configId);
-      const links = await repos.links.fromNode(node.id);
-      const peersById = new Map((await repos.nodes.getMany(links.map((l) => l.toNodeId))).map((p) => [p.id, p]));
-      const peers = links.flatMap((link): WireguardConfPeer[] => {
-        const peer = peersById.get(link.toNodeId);
-        if (!peer) return [];
-        return [{ name: peer.name, publicKey: peer.publicKey, endpoint: peer.endpoint, allowedIps: link.allowedIps, persistentKeepalive: link.persistentKeepalive }];
-      });
+      const peers: WireguardConfPeer[] = await readPeers(repos, node.id, config.listenPort);
       const text = renderWireguardConf({
         nodeName: node.name,
         configName: config.name,

@@ -94,16 +94,15 @@ export interface PushConfigResult {
   reason?: 'unchanged' | 'node deleted' | 'resent';
 }
 
-/** A node's desired configuration as its agent receives it, read through the repositories. */
-export async function desiredNodeConfig(repos: Repositories, nodeId: string): Promise<PushedConfig> {
-  const node = await repos.nodes.require(nodeId);
-  if (node.kind !== 'dynamic') {
-    throw new InvalidError(`node "${node.name}" (${node.id}) is static: it has no agent to push a configuration to`);
-  }
-  const config = await repos.configs.require(node.configId);
-  const links = await repos.links.fromNode(node.id);
+/**
+ * The peers a node's configuration lists: one per outgoing link, with the peer's key and
+ * endpoint and the link's allowed IPs. Two reads, whatever the number of peers. Shared by
+ * the push and the rendered wireguard.conf, so an agent and a static node see the same.
+ */
+export async function readPeers(repos: Repositories, nodeId: string, configListenPort: number): Promise<PushedPeer[]> {
+  const links = await repos.links.fromNode(nodeId);
   const peersById = new Map((await repos.nodes.getMany(links.map((l) => l.toNodeId))).map((p) => [p.id, p]));
-  const peers = links.flatMap((link): PushedPeer[] => {
+  return links.flatMap((link): PushedPeer[] => {
     const peer = peersById.get(link.toNodeId);
     // Links cascade with their nodes, so a missing peer cannot be read in one transaction.
     if (!peer) return [];
@@ -113,12 +112,22 @@ export async function desiredNodeConfig(repos: Repositories, nodeId: string): Pr
         name: peer.name,
         publicKey: peer.publicKey,
         endpoint: peer.endpoint,
-        listenPort: peer.listenPort ?? config.listenPort,
+        listenPort: peer.listenPort ?? configListenPort,
         allowedIps: link.allowedIps,
         persistentKeepalive: link.persistentKeepalive,
       },
     ];
   });
+}
+
+/** A node's desired configuration as its agent receives it, read through the repositories. */
+export async function desiredNodeConfig(repos: Repositories, nodeId: string): Promise<PushedConfig> {
+  const node = await repos.nodes.require(nodeId);
+  if (node.kind !== 'dynamic') {
+    throw new InvalidError(`node "${node.name}" (${node.id}) is static: it has no agent to push a configuration to`);
+  }
+  const config = await repos.configs.require(node.configId);
+  const peers = await readPeers(repos, node.id, config.listenPort);
   const privateKey = await repos.nodes.privateKey(node.id);
   return {
     version: CONFIG_PUSH_FORMAT_VERSION,
