@@ -4,77 +4,14 @@
  *
  * A full mesh of n nodes has n(n-1)/2 pairs, so `mesh.generate` never walks them in
  * JavaScript: it has the database produce them in one INSERT ... SELECT
- * (src/repositories/links.ts) with ids drawn here (meshLinkIds). `missingPairs` and
- * `linksForPair` state the same rules (which pairs are missing; a -> b routes b's host
- * address, b -> a routes a's, one linkGroupId) for code that works on a few pairs at a
- * time, and the mesh.generate test checks the database's rows against them.
+ * (src/repositories/links.ts) with ids drawn here (meshLinkIds). `linksForPair` states
+ * the same rules (a -> b routes b's host address, b -> a routes a's, one linkGroupId)
+ * for one pair at a time (link.create), and the mesh.generate test checks the database's
+ * rows against it.
  */
 import { InvalidError } from './errors.js';
 import { randomInt } from 'node:crypto';
 import { hostAddressWithPrefix } from './allocation.js';
-
-/** An unordered pair of node ids, smaller id first. */
-export type NodePair = readonly [lo: string, hi: string];
-
-/**
- * The canonical key of the unordered pair {a, b}: pairKey(a, b) === pairKey(b, a).
- * Ids are compared by code unit, not locale, so the key is the same on every machine;
- * for UUIDv7 ids that is also creation order.
- */
-export function pairKey(a: string, b: string): string {
-  return a < b ? `${a}:${b}` : `${b}:${a}`;
-}
-
-/** How many unordered pairs n nodes form: n(n-1)/2. */
-export const pairCount = (n: number): number => (n * (n - 1)) / 2;
-
-/**
- * Which pairs exist already: a predicate (called with the smaller id first) or a set of
- * pairKey values, e.g. from pairKeysOfLinks.
- */
-export type ExistingPairs = ((lo: string, hi: string) => boolean) | ReadonlySet<string>;
-
-/** The pair keys of stored links; both directions of a pair give the same key. */
-export function pairKeysOfLinks(links: Iterable<{ fromNodeId: string; toNodeId: string }>): Set<string> {
-  const keys = new Set<string>();
-  for (const link of links) keys.add(pairKey(link.fromNodeId, link.toNodeId));
-  return keys;
-}
-
-export const DEFAULT_PAIR_BATCH_SIZE = 500;
-
-/**
- * The pairs of `nodeIds` that do not exist yet, in batches of at most `batchSize` (the
- * last one may be shorter; nothing is yielded when no pair is missing). Pairs come in
- * lexicographic order of (lo, hi) over the sorted, de-duplicated ids. Only the id list is
- * held; pairs are produced as the consumer pulls.
- */
-export function* missingPairs(
-  nodeIds: Iterable<string>,
-  existing: ExistingPairs,
-  batchSize: number = DEFAULT_PAIR_BATCH_SIZE,
-): Generator<NodePair[], void, undefined> {
-  if (!Number.isSafeInteger(batchSize) || batchSize < 1) {
-    throw new InvalidError(`batchSize must be a positive integer (got ${batchSize})`);
-  }
-  const exists =
-    typeof existing === 'function' ? existing : (lo: string, hi: string) => existing.has(pairKey(lo, hi));
-  const ids = [...new Set(nodeIds)].sort((x, y) => (x < y ? -1 : x > y ? 1 : 0));
-  let batch: NodePair[] = [];
-  for (let i = 0; i < ids.length; i++) {
-    const lo = ids[i]!;
-    for (let j = i + 1; j < ids.length; j++) {
-      const hi = ids[j]!;
-      if (exists(lo, hi)) continue;
-      batch.push([lo, hi]);
-      if (batch.length === batchSize) {
-        yield batch;
-        batch = [];
-      }
-    }
-  }
-  if (batch.length > 0) yield batch;
-}
 
 /** One direction of a pair, as a PeerLink row needs it (the repository adds id and config). */
 export interface PeerLinkDraft {

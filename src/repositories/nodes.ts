@@ -158,16 +158,6 @@ export class NodeRepository {
     return rows.map((r) => r.address);
   }
 
-  /** Id and address of every node of a config, ordered by id: the input of pair generation. */
-  async meshMembers(configId: string): Promise<{ id: string; address: string }[]> {
-    return this.em
-      .createQueryBuilder(Node)
-      .select(['id', 'address'])
-      .where({ config: configId })
-      .orderBy({ id: 'asc' })
-      .execute<{ id: string; address: string }[]>('all');
-  }
-
   create(node: NewNode): string {
     const id = newId();
     const { privateKey, configId, ...rest } = node;
