@@ -164,13 +164,15 @@ export class Authenticator {
       await this.throttle.recordFailure(request);
       throw unauthorized('wrong administrator name or password');
     }
-    const admin = await bounded(createRepositories(this.app.uow.fork(), { serverKey: this.app.serverKey }).admin.findByName(ADMIN_NAME));
+    // Read on every request, so that a changed password takes effect at once; one bound
+    // query of one column, since every dashboard poll and script call pays it.
+    const passwordHash = await bounded(createRepositories(this.app.uow.fork(), { serverKey: this.app.serverKey }).admin.passwordHash(ADMIN_NAME));
     // Nothing to guess yet: say what to do instead of "wrong password".
-    if (!admin) throw unauthorized(NO_ADMIN_MESSAGE);
+    if (passwordHash === undefined) throw unauthorized(NO_ADMIN_MESSAGE);
     this.adminSeen = true;
     const cacheKey = createHash('sha256').update(header).digest('base64');
     const cached = this.basicCache.get(cacheKey);
-    if (admin && cached && cached.until > Date.now() && cached.passwordHash === admin.passwordHash) return ADMIN_PRINCIPAL;
+    if (cached && cached.until > Date.now() && cached.passwordHash === passwordHash) return ADMIN_PRINCIPAL;
     if (cached) this.basicCache.delete(cacheKey);
 
     // Throttled before any hashing: a guesser pays nothing but a counter read.
@@ -181,7 +183,7 @@ export class Authenticator {
       // Checked again with the slot held: requests that queued up behind the first
       // failures must not all get their guess in.
       await this.refuseIfThrottled(request);
-      ok = admin !== undefined && (await verifyAdminPassword(password, admin.passwordHash));
+      ok = await verifyAdminPassword(password, passwordHash);
     } finally {
       this.releaseVerification();
     }
@@ -190,7 +192,7 @@ export class Authenticator {
       throw unauthorized('wrong administrator name or password');
     }
     if (this.basicCache.size >= BASIC_CACHE_MAX) this.basicCache.delete(this.basicCache.keys().next().value!);
-    this.basicCache.set(cacheKey, { until: Date.now() + BASIC_CACHE_TTL_MS, passwordHash: admin!.passwordHash });
+    this.basicCache.set(cacheKey, { until: Date.now() + BASIC_CACHE_TTL_MS, passwordHash });
     return ADMIN_PRINCIPAL;
   }
 

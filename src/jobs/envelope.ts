@@ -10,7 +10,7 @@
  *
  * The signature is not a secret and carries none: the data stays readable in Bull Board.
  */
-import { createHmac, hkdfSync, timingSafeEqual } from 'node:crypto';
+import { createHmac, createSecretKey, hkdfSync, timingSafeEqual, type KeyObject } from 'node:crypto';
 
 export interface JobEnvelope {
   /** Who asked (admin name, `token:<id>`, `system`, `mqtt`), for the audit record. */
@@ -24,9 +24,12 @@ export interface JobEnvelope {
 /** Fixed label: the envelope key is used for nothing else the server key protects. */
 const KEY_LABEL = 'meshq job envelope v1';
 
-/** The envelope key, derived once per process from the server key (HKDF-SHA256). */
-export function envelopeKey(serverKey: Buffer): Buffer {
-  return Buffer.from(hkdfSync('sha256', serverKey, Buffer.alloc(0), KEY_LABEL, 32));
+/**
+ * The envelope key, derived once per process from the server key (HKDF-SHA256), as a
+ * KeyObject: createHmac would otherwise import raw key bytes again on every job.
+ */
+export function envelopeKey(serverKey: Buffer): KeyObject {
+  return createSecretKey(Buffer.from(hkdfSync('sha256', serverKey, Buffer.alloc(0), KEY_LABEL, 32)));
 }
 
 /**
@@ -41,16 +44,16 @@ export function canonicalJson(value: unknown): string {
   );
 }
 
-function mac(key: Buffer, type: string, actor: string, payload: unknown): Buffer {
+function mac(key: KeyObject, type: string, actor: string, payload: unknown): Buffer {
   return createHmac('sha256', key).update(canonicalJson({ type, actor, payload })).digest();
 }
 
-export function signEnvelope(key: Buffer, type: string, actor: string, payload: unknown): JobEnvelope {
+export function signEnvelope(key: KeyObject, type: string, actor: string, payload: unknown): JobEnvelope {
   return { actor, payload, sig: mac(key, type, actor, payload).toString('hex') };
 }
 
 /** The envelope when `data` is one signed for `type` under `key`; undefined otherwise. */
-export function verifyEnvelope(key: Buffer, type: string, data: unknown): JobEnvelope | undefined {
+export function verifyEnvelope(key: KeyObject, type: string, data: unknown): JobEnvelope | undefined {
   if (!data || typeof data !== 'object') return undefined;
   const { actor, payload, sig } = data as Partial<JobEnvelope>;
   if (typeof actor !== 'string' || typeof sig !== 'string' || !/^[0-9a-f]{64}$/.test(sig)) return undefined;

@@ -4,7 +4,7 @@
  * deduplication, gives every job a UUIDv7 id (ids are also ledger keys, so they must be
  * unique forever, not per Redis instance), and maps BullMQ jobs to the API's job view.
  */
-import { createHash } from 'node:crypto';
+import { createHash, type KeyObject } from 'node:crypto';
 import { Queue, QueueEvents, type Job, type JobsOptions } from 'bullmq';
 import { Redis } from 'ioredis';
 import { v7 as uuidv7 } from 'uuid';
@@ -213,7 +213,7 @@ export class JobQueues {
   readonly #justAdded = new WeakSet<Job>();
   #workerCounts: { at: number; counts: Record<string, number | null> } | undefined;
   /** Signs every envelope this process adds (derived from the server key). */
-  readonly #envelopeKey: Buffer;
+  readonly #envelopeKey: KeyObject;
 
   /**
    * `patient` (workers): commands wait for Redis to come back, so a follow-up job is not

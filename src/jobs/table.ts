@@ -67,6 +67,18 @@ export function attemptsFor(retry: Retry, limits: RetryLimits = {}): number {
   if (retry.attempts !== undefined) return retry.attempts;
   const windowMs = limits.windowMs ?? DEFAULT_RETRY_WINDOW_MS;
   const capMs = Math.min(retry.backoff.capMs, limits.capMs ?? retry.backoff.capMs);
+  // Every submission asks: the walk below is done once per distinct setting.
+  const memoKey = `${retry.backoff.baseMs}:${capMs}:${windowMs}`;
+  const known = attemptsMemo.get(memoKey);
+  if (known !== undefined) return known;
+  const attempts = windowAttempts(retry, windowMs, capMs);
+  attemptsMemo.set(memoKey, attempts);
+  return attempts;
+}
+
+const attemptsMemo = new Map<string, number>();
+
+function windowAttempts(retry: Retry, windowMs: number, capMs: number): number {
   let waited = 0;
   let retries = 0;
   while (waited < windowMs) {

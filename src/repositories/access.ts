@@ -1,4 +1,5 @@
 import type { Em } from '../db/orm.js';
+import { boundSql } from '../db/sql.js';
 import { newId } from '../domain/ids.js';
 import { idCursor, pageLimit, toPage, type Page, type PageRequest } from '../domain/paging.js';
 import { AdminUser, ApiToken } from '../domain/entities/access.js';
@@ -101,6 +102,15 @@ export class AdminRepository {
       exportKdf: row.exportKdf,
       updatedAt: row.updatedAt,
     };
+  }
+
+  /**
+   * The administrator's password hash alone, by one bound query: HTTP Basic reads it on
+   * every request (a changed password must take effect at once), so no entity is built.
+   */
+  async passwordHash(name: string): Promise<string | undefined> {
+    const { rows } = await boundSql(this.em).query<{ password_hash: string }>('select password_hash from admin_user where name = ?', [name]);
+    return rows[0]?.password_hash;
   }
 
   /** Creates or replaces the administrator's credentials, keyed by name. */
