@@ -15,8 +15,10 @@ export async function readSecret(prompt: string, input: TtyInput = process.stdin
 }
 
 function readFromTerminal(prompt: string, input: TtyInput, output: Writable): Promise<string> {
-  output.write(prompt);
+  // Echo off before the prompt shows: whoever starts typing when it appears must not
+  // have their first characters echoed by the terminal.
   input.setRawMode!(true);
+  output.write(prompt);
   input.setEncoding('utf8');
   input.resume();
   return new Promise((resolve, reject) => {
