@@ -28,6 +28,13 @@ export async function requireConfigNameFree(repos: Repositories, name: string, e
   }
 }
 
+/** The config exists and both nodes belong to it (a link or a port-forward between them). */
+export async function requireNodePairInConfig(repos: Repositories, configId: string, fromNodeId: string, toNodeId: string): Promise<void> {
+  const config = await repos.configs.require(configId);
+  await repos.nodes.requireInConfig(config, fromNodeId);
+  await repos.nodes.requireInConfig(config, toNodeId);
+}
+
 /** Ids per batched probe: far below every driver's bound-parameter limit. */
 const MAX_PROBE_BATCH = 200;
 

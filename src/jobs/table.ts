@@ -17,7 +17,7 @@ import type { Repositories } from '../repositories/index.js';
 import type { Processor } from './context.js';
 import { QUEUES, type QueueName } from './names.js';
 import { PAYLOADS, type JobInput, type JobPayload, type JobType } from './payloads.js';
-import { requireConfigNameFree, requireNode, type CheckContext } from './prechecks.js';
+import { requireConfigNameFree, requireNode, requireNodePairInConfig, type CheckContext } from './prechecks.js';
 import * as configs from './processors/configs.js';
 import * as nodes from './processors/nodes.js';
 import * as mesh from './processors/mesh.js';
@@ -201,12 +201,7 @@ const ROWS: { readonly [T in JobType]: Row<T> } = {
   'link.create': {
     ...operation,
     processor: links.createLink,
-    precheck: async (d, ctx) => {
-      const repos = ctx.repos();
-      const config = await repos.configs.require(d.configId);
-      await repos.nodes.requireInConfig(config, d.fromNodeId);
-      await repos.nodes.requireInConfig(config, d.toNodeId);
-    },
+    precheck: async (d, ctx) => requireNodePairInConfig(ctx.repos(), d.configId, d.fromNodeId, d.toNodeId),
     description: 'Create one peer pair between two nodes of a config (both directions)',
   },
   'link.delete': {
@@ -220,12 +215,7 @@ const ROWS: { readonly [T in JobType]: Row<T> } = {
   'port-forward.create': {
     ...operation,
     processor: forwards.createPortForward,
-    precheck: async (d, ctx) => {
-      const repos = ctx.repos();
-      const config = await repos.configs.require(d.configId);
-      await repos.nodes.requireInConfig(config, d.fromNodeId);
-      await repos.nodes.requireInConfig(config, d.toNodeId);
-    },
+    precheck: async (d, ctx) => requireNodePairInConfig(ctx.repos(), d.configId, d.fromNodeId, d.toNodeId),
     description: 'Create a port-forward rule',
   },
   'port-forward.delete': {
