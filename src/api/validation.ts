@@ -1,9 +1,9 @@
 /**
  * Route schemas are zod schemas, the same library that validates job payloads, so one set
  * of messages reaches clients. Fastify runs them through this compiler (no Ajv), and
- * the OpenAPI document gets their JSON Schema through `swaggerTransform`.
+ * the OpenAPI document gets their JSON Schema through docs.ts.
  */
-import type { FastifySchema, FastifySchemaCompiler } from 'fastify';
+import type { FastifySchemaCompiler } from 'fastify';
 import { z } from 'zod';
 import { ApiError, compactIssues, describeIssues } from './errors.js';
 
@@ -23,16 +23,6 @@ export const zodValidatorCompiler: FastifySchemaCompiler<unknown> = ({ schema, h
 
 export const toJsonSchema = (schema: z.ZodType, target: 'openapi-3.0' | 'draft-2020-12' = 'draft-2020-12') =>
   z.toJSONSchema(schema, { io: 'input', unrepresentable: 'any', target });
-
-/** @fastify/swagger's `transform`: zod route schemas -> OpenAPI 3.0 JSON Schema. */
-export function swaggerTransform({ schema, url }: { schema: FastifySchema; url: string }): { schema: FastifySchema; url: string } {
-  if (!schema) return { schema, url };
-  const out: Record<string, unknown> = {};
-  for (const [key, value] of Object.entries(schema)) {
-    out[key] = value instanceof z.ZodType ? toJsonSchema(value, 'openapi-3.0') : value;
-  }
-  return { schema: out as FastifySchema, url };
-}
 
 /** `?limit` and `?cursor` of every paged list. */
 export const pageQuery = (defaultLimit: number) =>

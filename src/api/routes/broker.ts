@@ -14,6 +14,7 @@ import { requestBrokerSync } from '../../jobs/broker-requests.js';
 import { MqttDisabledError } from '../../domain/errors.js';
 import { createRepositories } from '../../repositories/index.js';
 import { replyWithJob, waitQuery } from './jobs.js';
+import { brokerStatusSchema, errorResponses, jobAnswers, json } from '../schemas.js';
 
 export type BrokerState = 'disabled' | 'synced' | 'pending' | 'error';
 
@@ -46,7 +47,12 @@ export async function brokerRoutes(api: FastifyInstance, opts: { app: AppContext
   // Built once: the client holds no connection of its own, only its configuration.
   const probe = enabled ? createEmqxClient(app.config, PROBE_CLIENT_TUNING) : undefined;
 
-  api.get('/broker/status', { config: { scope: 'read' }, schema: { tags: ['broker'], summary: 'EMQX sync status: enabled, reachable, epochs, pending, last error' } }, async () => {
+  api.get('/broker/status', { config: { scope: 'read' }, schema: {
+        tags: ['broker'],
+        summary: 'EMQX sync status: enabled, reachable, epochs, pending, last error',
+        response: { 200: json('The sync status', brokerStatusSchema), ...errorResponses() },
+      },
+    }, async () => {
     const repos = createRepositories(app.uow.fork(), { serverKey: app.serverKey });
     const epoch = await repos.system.dataEpoch();
     const sync = await repos.system.brokerSyncState();
@@ -91,6 +97,7 @@ export async function brokerRoutes(api: FastifyInstance, opts: { app: AppContext
         description:
           'Answers 202 with the sync job (200 when it finished within `wait` ms). Requests coalesce: while a sync is waiting, this returns that job. 409 MQTT_DISABLED when MQTT is disabled.',
         querystring: waitQuery,
+        response: jobAnswers(),
       },
     },
     async (request, reply) => {

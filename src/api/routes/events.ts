@@ -12,6 +12,7 @@ import type { AppContext } from '../context.js';
 import { ApiError } from '../errors.js';
 import { EventReader, typeFilter } from '../../jobs/events.js';
 import { redisConnection } from '../../jobs/queue-client.js';
+import { errorResponses, media } from '../schemas.js';
 
 export const DEFAULT_KEEP_ALIVE_MS = 15_000;
 export const MAX_EVENT_CLIENTS = 200;
@@ -55,6 +56,10 @@ export async function eventRoutes(api: FastifyInstance, opts: EventRouteOptions)
           'data: `jobId`, `actor`, `at` and the ids it touched). Reconnect with `Last-Event-ID` to resume without losing events. ' +
           'A comment line is sent when nothing happened for a while, to keep proxies from closing the stream.',
         querystring: query,
+        response: {
+          200: media('The stream: `id:`, `event:` (the type) and `data:` (JSON) per event', 'text/event-stream'),
+          ...errorResponses(),
+        },
       },
     },
     async (request, reply) => {

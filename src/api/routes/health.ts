@@ -12,6 +12,7 @@ import { hasScope } from '../../domain/scopes.js';
 import { SystemState } from '../../domain/entities/system.js';
 import { redisPersistence } from '../../jobs/queue-client.js';
 import { scheduleWarnings } from '../../jobs/snapshot-schedule.js';
+import { errorResponses, json, livenessSchema, readinessSchema } from '../schemas.js';
 
 const CHECK_TIMEOUT_MS = 3_000;
 
@@ -81,7 +82,7 @@ export async function healthRoutes(api: FastifyInstance, opts: { app: AppContext
   const { app } = opts;
   const started = Date.now();
 
-  api.get('/healthz', { config: { scope: 'public' }, schema: { tags: ['health'], summary: 'Liveness' } }, async () => ({ status: 'ok' }));
+  api.get('/healthz', { config: { scope: 'public' }, schema: { tags: ['health'], summary: 'Liveness', response: { 200: json('The process answers', livenessSchema), ...errorResponses() } } }, async () => ({ status: 'ok' }));
 
   api.get(
     '/readyz',
@@ -91,6 +92,11 @@ export async function healthRoutes(api: FastifyInstance, opts: { app: AppContext
         tags: ['health'],
         summary: 'Readiness: database, Redis, migrations',
         description: 'Public: ready or not and which component is down. With credentials of `read` scope, also the error of each failed check.',
+        response: {
+          200: json('Ready', readinessSchema),
+          503: json('Not ready: `failed` names the components that are down', readinessSchema),
+          ...errorResponses(),
+        },
       },
     },
     async (request, reply) => {

@@ -22,6 +22,7 @@ import { createRepositories, type Repositories } from '../../repositories/index.
 import type { IdempotencyRecord } from '../../repositories/idempotency.js';
 import type { LedgerEntry } from '../../repositories/ledger.js';
 import { toJsonSchema } from '../validation.js';
+import { cancelledSchema, documentedAs, errorResponses, jobAnswers, jobSchema, jobSubmissionDocument, jobTypeSchema, json, pageOf } from '../schemas.js';
 
 /** Ten minutes: a restore or an export of a large database fits; a proxy in front must allow as long. */
 export const MAX_WAIT_MS = 600_000;
@@ -34,12 +35,19 @@ export const waitQuery = z.strictObject({
   wait: z.coerce.number().int().min(0).max(MAX_WAIT_MS).default(0).describe('Milliseconds to wait for the job to finish (at most 600000)'),
 });
 
-const submitBody = z.strictObject({
-  type: z.string().min(1).describe('A job type from GET /api/v1/job-types'),
-  data: z.unknown().optional().describe("The job's payload: see its JSON Schema in GET /api/v1/job-types"),
-  delay: z.number().int().min(0).max(MAX_DELAY_MS).optional().describe('Milliseconds before the job may run (at most a day); until then it can be cancelled'),
-  priority: z.number().int().min(1).max(MAX_PRIORITY).optional().describe('BullMQ priority: 1 runs first; jobs without one run before prioritized ones'),
-});
+const delay = z.number().int().min(0).max(MAX_DELAY_MS).describe('Milliseconds before the job may run (at most a day); until then it can be cancelled');
+const priority = z.number().int().min(1).max(MAX_PRIORITY).describe('BullMQ priority: 1 runs first; jobs without one run before prioritized ones');
+// Validated in two steps (this envelope, then `data` with the type's own schema, so that a
+// message names the type); documented as one `oneOf` of every public type.
+const submitBody = documentedAs(
+  z.strictObject({
+    type: z.string().min(1).describe('A job type from GET /api/v1/job-types'),
+    data: z.unknown().optional().describe("The job's payload: see its JSON Schema in GET /api/v1/job-types"),
+    delay: delay.optional(),
+    priority: priority.optional(),
+  }),
+  jobSubmissionDocument({ delay, priority }),
+);
 
 // Loose: Fastify replaces request.headers with the validated value, which must keep the rest.
 const submitHeaders = z.looseObject({
@@ -246,6 +254,7 @@ export async function jobRoutes(api: FastifyInstance, opts: { app: AppContext })
         body: submitBody,
         querystring: waitQuery,
         headers: submitHeaders,
+        response: jobAnswers(),
       },
     },
     async (request, reply) => {
@@ -275,6 +284,7 @@ export async function jobRoutes(api: FastifyInstance, opts: { app: AppContext })
         summary: 'A job: state, progress, attempts, result or error',
         description: 'A completed job Redis no longer keeps is answered from the ledger (attempts null). 404 UNKNOWN: neither holds the id.',
         params: jobParams,
+        response: { 200: json('The job', jobSchema), ...errorResponses() },
       },
     },
     async (request) => {
@@ -309,6 +319,7 @@ export async function jobRoutes(api: FastifyInstance, opts: { app: AppContext })
         summary: 'Cancel a waiting or delayed job',
         description: "Needs the scope of the job's type. 409 when the job is active or finished (its state in `details`).",
         params: jobParams,
+        response: { 200: json('Cancelled: removed before it ran', cancelledSchema), ...errorResponses() },
       },
     },
     async (request) => {
@@ -337,6 +348,7 @@ export async function jobRoutes(api: FastifyInstance, opts: { app: AppContext })
           "Needs the scope of the job's type. The job keeps its id, so its ledger row still applies its effect at most once. 409 unless the job failed. Answers like a submission (`wait`).",
         params: jobParams,
         querystring: waitQuery,
+        response: jobAnswers(),
       },
     },
     async (request, reply) => {
@@ -367,7 +379,12 @@ export async function jobRoutes(api: FastifyInstance, opts: { app: AppContext })
     '/jobs',
     {
       config: { scope: 'read' },
-      schema: { tags: ['jobs'], summary: 'Jobs Redis holds, newest first, a page at a time (cursor)', querystring: listQuery },
+      schema: {
+        tags: ['jobs'],
+        summary: 'Jobs Redis holds, newest first, a page at a time (cursor)',
+        querystring: listQuery,
+        response: { 200: json('A page of jobs', pageOf(jobSchema)), ...errorResponses() },
+      },
     },
     async (request) => {
       const q = request.query as z.infer<typeof listQuery>;
@@ -385,7 +402,12 @@ export async function jobRoutes(api: FastifyInstance, opts: { app: AppContext })
   );
 
   let catalogue: object[] | undefined;
-  api.get('/job-types', { config: { scope: 'read' }, schema: { tags: ['jobs'], summary: 'Every job type, its queue, the token scope it needs and its payload JSON Schema' } }, async () => {
+  const jobTypesSchema = {
+    tags: ['jobs'],
+    summary: 'Every job type, its queue, the token scope it needs and its payload JSON Schema',
+    response: { 200: json('Every job type (one page)', pageOf(jobTypeSchema)), ...errorResponses() },
+  };
+  api.get('/job-types', { config: { scope: 'read' }, schema: jobTypesSchema }, async () => {
     catalogue ??= JOB_TYPES.map((type) => {
       const def = jobDefinition(type);
       const endpoint = def.internal?.endpoint;

@@ -9,6 +9,21 @@ import type { AppContext } from '../context.js';
 import { NotFoundError } from '../../domain/errors.js';
 import { createRepositories, type Repositories } from '../../repositories/index.js';
 import { pageQuery } from '../validation.js';
+import {
+  auditSchema,
+  configSchema,
+  errorResponses,
+  json,
+  laggingNodeSchema,
+  linkSchema,
+  nodeDetailSchema,
+  nodeSchema,
+  pageOf,
+  portForwardSchema,
+  settingSchema,
+  tokenSchema,
+} from '../schemas.js';
+
 
 export const DEFAULT_READ_LIMIT = 100;
 
@@ -37,17 +52,18 @@ export async function readRoutes(api: FastifyInstance, opts: { app: AppContext }
     return config;
   };
   const tags = ['reads'];
+  const ok = (description: string, schema: z.ZodType) => ({ 200: json(description, schema), ...errorResponses() });
 
-  api.get('/configs', { config: { scope: 'read' }, schema: { tags, summary: 'Mesh configs', querystring: page } }, async (req) => {
+  api.get('/configs', { config: { scope: 'read' }, schema: { tags, summary: 'Mesh configs', querystring: page, response: ok('A page of configs', pageOf(configSchema)) } }, async (req) => {
     return repos().configs.list({}, req.query as Page);
   });
 
-  api.get('/configs/:id', { config: { scope: 'read' }, schema: { tags, summary: 'A mesh config', params: idParams } }, async (req) => {
+  api.get('/configs/:id', { config: { scope: 'read' }, schema: { tags, summary: 'A mesh config', params: idParams, response: ok('The config', configSchema) } }, async (req) => {
     const { id } = req.params as { id: string };
     return requireConfig(repos(), id);
   });
 
-  api.get('/configs/:id/nodes', { config: { scope: 'read' }, schema: { tags, summary: "A config's nodes", params: idParams, querystring: nodeQuery } }, async (req) => {
+  api.get('/configs/:id/nodes', { config: { scope: 'read' }, schema: { tags, summary: "A config's nodes", params: idParams, querystring: nodeQuery, response: ok('A page of nodes', pageOf(nodeSchema)) } }, async (req) => {
     const { id } = req.params as { id: string };
     const { kind, online, ...pageReq } = req.query as z.infer<typeof nodeQuery>;
     const r = repos();
@@ -56,7 +72,7 @@ export async function readRoutes(api: FastifyInstance, opts: { app: AppContext }
   });
 
   const byNode = page.extend({ nodeId: z.uuid({ error: 'must be a UUID' }).optional() });
-  api.get('/configs/:id/links', { config: { scope: 'read' }, schema: { tags, summary: "A config's peer links", params: idParams, querystring: byNode } }, async (req) => {
+  api.get('/configs/:id/links', { config: { scope: 'read' }, schema: { tags, summary: "A config's peer links", params: idParams, querystring: byNode, response: ok('A page of links (one per direction)', pageOf(linkSchema)) } }, async (req) => {
     const { id } = req.params as { id: string };
     const { nodeId, ...pageReq } = req.query as z.infer<typeof byNode>;
     const r = repos();
@@ -64,7 +80,7 @@ export async function readRoutes(api: FastifyInstance, opts: { app: AppContext }
     return r.links.list(id, nodeId ? { nodeId } : {}, pageReq);
   });
 
-  api.get('/configs/:id/port-forwards', { config: { scope: 'read' }, schema: { tags, summary: "A config's port-forward rules", params: idParams, querystring: byNode } }, async (req) => {
+  api.get('/configs/:id/port-forwards', { config: { scope: 'read' }, schema: { tags, summary: "A config's port-forward rules", params: idParams, querystring: byNode, response: ok('A page of port-forward rules', pageOf(portForwardSchema)) } }, async (req) => {
     const { id } = req.params as { id: string };
     const { nodeId, ...pageReq } = req.query as z.infer<typeof byNode>;
     const r = repos();
@@ -72,7 +88,7 @@ export async function readRoutes(api: FastifyInstance, opts: { app: AppContext }
     return r.forwards.list(id, nodeId ? { nodeId } : {}, pageReq);
   });
 
-  api.get('/nodes/:id', { config: { scope: 'read' }, schema: { tags, summary: 'A node, with its MQTT credential (never the hash)', params: idParams } }, async (req) => {
+  api.get('/nodes/:id', { config: { scope: 'read' }, schema: { tags, summary: 'A node, with its MQTT credential (never the hash)', params: idParams, response: ok('The node', nodeDetailSchema) } }, async (req) => {
     const { id } = req.params as { id: string };
     const r = repos();
     const node = await r.nodes.get(id);
@@ -83,7 +99,7 @@ export async function readRoutes(api: FastifyInstance, opts: { app: AppContext }
 
   api.get(
     '/configs/:id/sync',
-    { config: { scope: 'read' }, schema: { tags, summary: "The config's dynamic nodes whose agent has not acknowledged their desired config revision", params: idParams } },
+    { config: { scope: 'read' }, schema: { tags, summary: "The config's dynamic nodes whose agent has not acknowledged their desired config revision", params: idParams, response: ok('The lagging nodes', z.strictObject({ items: z.array(laggingNodeSchema) })) } },
     async (req) => {
       const { id } = req.params as { id: string };
       const r = repos();
@@ -92,15 +108,15 @@ export async function readRoutes(api: FastifyInstance, opts: { app: AppContext }
     },
   );
 
-  api.get('/settings', { config: { scope: 'read' }, schema: { tags, summary: 'Settings, ordered by key', querystring: page } }, async (req) => {
+  api.get('/settings', { config: { scope: 'read' }, schema: { tags, summary: 'Settings, ordered by key', querystring: page, response: ok('A page of settings', pageOf(settingSchema)) } }, async (req) => {
     return repos().settings.list(req.query as Page);
   });
 
-  api.get('/tokens', { config: { scope: 'admin' }, schema: { tags, summary: 'API tokens (never the token or its hash)', querystring: page } }, async (req) => {
+  api.get('/tokens', { config: { scope: 'admin' }, schema: { tags, summary: 'API tokens (never the token or its hash)', querystring: page, response: ok('A page of tokens', pageOf(tokenSchema)) } }, async (req) => {
     return repos().tokens.list(req.query as Page);
   });
 
-  api.get('/audit', { config: { scope: 'read' }, schema: { tags, summary: 'The audit log, newest first', querystring: auditQuery } }, async (req) => {
+  api.get('/audit', { config: { scope: 'read' }, schema: { tags, summary: 'The audit log, newest first', querystring: auditQuery, response: ok('A page of audit entries', pageOf(auditSchema)) } }, async (req) => {
     const { limit, cursor, ...filter } = req.query as z.infer<typeof auditQuery>;
     const defined = Object.fromEntries(Object.entries(filter).filter(([, v]) => v !== undefined));
     return repos().audit.list(defined, { limit, cursor });

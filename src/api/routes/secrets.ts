@@ -15,6 +15,7 @@ import { createRepositories } from '../../repositories/index.js';
 import { generateSecret, hashMqttPassword, hashToken, newSalt } from '../../domain/secrets.js';
 import { DEFAULT_TOKEN_SCOPES, SCOPES } from '../../domain/scopes.js';
 import { replyWithJob, waitQuery } from './jobs.js';
+import { credentialRotationSchema, jobAnswers, tokenCreatedSchema } from '../schemas.js';
 
 const TOKEN_PREFIX = 'mq_';
 const idParams = z.strictObject({ id: z.uuid({ error: 'must be a UUID' }) });
@@ -54,6 +55,7 @@ export async function secretRoutes(api: FastifyInstance, opts: { app: AppContext
         description: 'Answers {job, username, clientId, password}; the password is shown only here.',
         params: idParams,
         querystring: waitQuery,
+        response: jobAnswers(credentialRotationSchema),
       },
     },
     async (request, reply) => {
@@ -84,6 +86,7 @@ export async function secretRoutes(api: FastifyInstance, opts: { app: AppContext
         description: 'Answers {job, id, token}; the token is shown only here. Use it as `Authorization: Bearer <token>`.',
         body: tokenBody,
         querystring: waitQuery,
+        response: jobAnswers(tokenCreatedSchema),
       },
     },
     async (request, reply) => {

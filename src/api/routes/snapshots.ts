@@ -21,6 +21,7 @@ import { UploadChecker, UploadChecksBusyError } from '../../snapshots/upload-che
 import { ApiError } from '../errors.js';
 import { pageQuery } from '../validation.js';
 import { replyWithJob, waitQuery } from './jobs.js';
+import { errorResponses, jobAnswers, json, media, pageOf, snapshotSchema } from '../schemas.js';
 
 /**
  * Largest accepted upload. The whole file is held here, and decrypted and parsed in a
@@ -61,6 +62,7 @@ export async function snapshotRoutes(api: FastifyInstance, opts: { app: AppConte
           'Answers 202 with the job (200 when it finished within `wait`); its result `{snapshotId, size, sha256}` names the ' +
           'stored file. The file opens with the administrator password current at export time.',
         querystring: waitQuery,
+        response: jobAnswers(),
       },
     },
     async (request, reply) => {
@@ -74,11 +76,11 @@ export async function snapshotRoutes(api: FastifyInstance, opts: { app: AppConte
     },
   );
 
-  api.get('/snapshots', { config: { scope: 'snapshots' }, schema: { tags, summary: 'Stored exports, newest first', querystring: page } }, async (request) => {
+  api.get('/snapshots', { config: { scope: 'snapshots' }, schema: { tags, summary: 'Stored exports, newest first', querystring: page, response: { 200: json('A page of stored exports', pageOf(snapshotSchema)), ...errorResponses() } } }, async (request) => {
     return repos().snapshots.listExports(request.query as z.infer<typeof page>);
   });
 
-  api.get('/snapshots/:id', { config: { scope: 'snapshots' }, schema: { tags, summary: "A stored export's metadata", params: idParams } }, async (request) => {
+  api.get('/snapshots/:id', { config: { scope: 'snapshots' }, schema: { tags, summary: "A stored export's metadata", params: idParams, response: { 200: json('The stored export', snapshotSchema), ...errorResponses() } } }, async (request) => {
     const { id } = request.params as { id: string };
     const found = await repos().snapshots.getExport(id);
     if (!found) throw new NotFoundError('snapshot', id);
@@ -87,7 +89,18 @@ export async function snapshotRoutes(api: FastifyInstance, opts: { app: AppConte
 
   api.get(
     '/snapshots/:id/download',
-    { config: { scope: 'snapshots' }, schema: { tags, summary: 'The encrypted snapshot file', params: idParams } },
+    {
+      config: { scope: 'snapshots' },
+      schema: {
+        tags,
+        summary: 'The encrypted snapshot file',
+        params: idParams,
+        response: {
+          200: media('The file (`.meshq`), as an attachment; header x-content-sha256 holds its sha256', 'application/octet-stream', z.string().meta({ format: 'binary' })),
+          ...errorResponses(),
+        },
+      },
+    },
     async (request, reply) => {
       const { id } = request.params as { id: string };
       const file = await repos().snapshots.exportFile(id);
@@ -117,6 +130,7 @@ export async function snapshotRoutes(api: FastifyInstance, opts: { app: AppConte
           '`too_large`, KDF parameters above twice what meshq writes with `bad_header` before any key is derived, ' +
           'and while two uploads are being checked another one gets 429 with `Retry-After`.',
         querystring: waitQuery,
+        response: jobAnswers(),
       },
     },
     async (request, reply) => {

@@ -19,6 +19,7 @@ import { hasScope } from '../../domain/scopes.js';
 import { renderWireguardConf, type WireguardConfPeer } from '../../domain/wireguard-conf.js';
 import { readPeers } from '../../jobs/processors/push-config.js';
 import { createRepositories } from '../../repositories/index.js';
+import { errorResponses, media } from '../schemas.js';
 
 const idParams = z.strictObject({ id: z.uuid({ error: 'must be a UUID' }) });
 
@@ -33,6 +34,7 @@ export async function wireguardRoutes(api: FastifyInstance, opts: { app: AppCont
         tags: ['reads'],
         summary: "A node's wg-quick / awg-quick configuration file (scope credentials when meshq holds the node's private key)",
         params: idParams,
+        response: { 200: media('The wg-quick / awg-quick file, as an attachment', 'text/plain'), ...errorResponses() },
       },
     },
     async (req, reply) => {
