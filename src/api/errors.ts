@@ -109,6 +109,7 @@ const RETRYABLE_MESSAGES = [
   /Connection is closed/, // ioredis
   /Reached the max retries per request limit/, // ioredis
   /^(LOADING|BUSY|MASTERDOWN|TRYAGAIN|CLUSTERDOWN) /, // Redis replies meaning "not now"
+  /^(READONLY|NOREPLICAS) /, // a Redis primary being failed over (Sentinel): demoted, or cut off from its replicas
   /Connection terminated/, // pg
   /timeout exceeded when trying to connect/, // pg pool
   /Client has encountered a connection error/, // pg

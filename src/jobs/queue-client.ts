@@ -6,16 +6,17 @@
  */
 import { createHash, type KeyObject } from 'node:crypto';
 import { Queue, QueueEvents, type Job, type JobsOptions } from 'bullmq';
-import { Redis } from 'ioredis';
+import type { Redis } from 'ioredis';
 import { v7 as uuidv7 } from 'uuid';
 import type { Config } from '../config.js';
-import { ConfigError, redactUrl } from '../config.js';
+import { ConfigError, describeRedis, redactUrl } from '../config.js';
 import { InvalidError } from '../domain/errors.js';
 import { parseFailedReason, type JobError } from './errors.js';
 import { jobDefinition, jobOptions, isJobType, type JobInput, type JobPayload, type JobType } from './table.js';
 import { compactIssues, describeZodError } from '../domain/zod-errors.js';
 import { QUEUE_NAMES, type QueueName } from './names.js';
 import { envelopeKey, signEnvelope, type JobEnvelope } from './envelope.js';
+import { producerConnection, redisConnection, type RedisTarget } from './redis.js';
 
 export type JobState = 'waiting' | 'delayed' | 'active' | 'completed' | 'failed';
 
@@ -75,36 +76,6 @@ const newestFirst = (a: Job, b: Job): number => b.timestamp - a.timestamp || (a.
 const toJobState = (raw: string): 'unknown' | JobState =>
   raw === 'unknown' ? 'unknown' : raw === 'completed' || raw === 'failed' || raw === 'active' || raw === 'delayed' ? raw : 'waiting';
 
-export class RedisUnavailableError extends Error {
-  constructor(url: string, cause: unknown) {
-    super(`Redis at ${redactUrl(url)} is not reachable: ${cause instanceof Error ? cause.message : String(cause)}`);
-    this.name = 'RedisUnavailableError';
-  }
-}
-
-/** BullMQ wants `maxRetriesPerRequest: null` on connections that block (workers, events). */
-export function redisConnection(url: string): Redis {
-  return new Redis(url, { maxRetriesPerRequest: null, enableReadyCheck: true });
-}
-
-/**
- * The connection a process that answers clients adds jobs with: it never buffers. With
- * Redis down a command fails at once (no offline queue, no retry after a lost
- * connection), and a command Redis does not answer fails after `commandTimeoutMs`, so a
- * submission can answer 503 instead of hanging and having its job added later, after the
- * client gave up. (A Redis that is frozen, not down, may still apply a command that timed
- * out here once it resumes: the command had reached it.)
- */
-export function producerConnection(url: string, commandTimeoutMs: number): Redis {
-  return new Redis(url, {
-    maxRetriesPerRequest: 0,
-    enableOfflineQueue: false,
-    commandTimeout: commandTimeoutMs,
-    connectTimeout: Math.max(commandTimeoutMs, 1_000),
-    enableReadyCheck: true,
-  });
-}
-
 /** Redis's append-only persistence as one process sees it: `unknown` when neither INFO nor CONFIG GET is allowed. */
 export type RedisPersistence = { aof: true } | { aof: false; detail: string } | { aof: 'unknown'; detail: string };
 
@@ -134,10 +105,10 @@ export async function redisPersistence(connection: Redis): Promise<RedisPersiste
  * (or whose persistence cannot be read) is refused, because an accepted job lives only
  * in Redis until a worker runs it.
  */
-export async function requireRedisDurability(connection: Redis, config: Pick<Config, 'redisUrl' | 'redisDurability'>): Promise<RedisPersistence> {
+export async function requireRedisDurability(connection: Redis, config: RedisTarget & Pick<Config, 'redisDurability'>): Promise<RedisPersistence> {
   const persistence = await redisPersistence(connection);
   if (config.redisDurability === 'none' || persistence.aof === true) return persistence;
-  const where = `Redis at ${redactUrl(config.redisUrl)}`;
+  const where = describeRedis(config);
   throw new ConfigError([
     persistence.aof === false
       ? `REDIS_DURABILITY: ${where} does not persist with AOF (${persistence.detail}): a Redis restart may lose accepted jobs. ` +
@@ -179,20 +150,6 @@ export async function claimQueuePrefix(
   ]);
 }
 
-/** Fails fast with a clear message instead of hanging when Redis is down. */
-export async function checkRedis(url: string, timeoutMs = 5_000): Promise<void> {
-  const probe = new Redis(url, { lazyConnect: true, maxRetriesPerRequest: 0, connectTimeout: timeoutMs, retryStrategy: () => null });
-  probe.on('error', () => undefined);
-  try {
-    await probe.connect();
-    await probe.ping();
-  } catch (err) {
-    throw new RedisUnavailableError(url, err);
-  } finally {
-    probe.disconnect();
-  }
-}
-
 export interface SubmitOptions {
   actor: string;
   idempotencyKey?: string;
@@ -220,7 +177,7 @@ export class JobQueues {
    * lost to a blip. Otherwise (the API) every command fails fast: see producerConnection.
    */
   constructor(
-    private readonly config: Pick<Config, 'redisUrl' | 'queuePrefix'> &
+    private readonly config: RedisTarget & Pick<Config, 'queuePrefix'> &
       Partial<Pick<Config, 'submitTimeoutMs' | 'jobRetryWindowMs' | 'jobRetryMaxDelayMs'>>,
     serverKey: Buffer,
     connection?: Redis,
@@ -229,7 +186,7 @@ export class JobQueues {
     this.#envelopeKey = envelopeKey(serverKey);
     this.connection =
       connection ??
-      (opts.patient ? redisConnection(config.redisUrl) : producerConnection(config.redisUrl, commandTimeoutOf(config.submitTimeoutMs)));
+      (opts.patient ? redisConnection(config) : producerConnection(config, commandTimeoutOf(config.submitTimeoutMs)));
     this.connection.on('error', () => undefined); // surfaced by the calls that fail
     for (const name of QUEUE_NAMES) {
       this.queues.set(name, new Queue(name, { connection: this.connection, prefix: config.queuePrefix, defaultJobOptions: RETENTION }));
@@ -487,7 +444,7 @@ export class JobQueues {
     const tail = await this.connection.xrevrange(this.queue(name).toKey('events'), '+', '-', 'COUNT', 1);
     // Its own connection (QueueEvents blocks on XREAD); BullMQ does not close a
     // connection it was given, so the caller quits it after closing the events.
-    const connection = redisConnection(this.config.redisUrl);
+    const connection = redisConnection(this.config);
     connection.on('error', () => undefined);
     const events = new QueueEvents(name, { connection, prefix: this.config.queuePrefix, lastEventId: tail[0]?.[0] ?? '0-0' });
     return { events, connection };
