@@ -7,13 +7,18 @@
  * With Sentinel (config.redisSentinel) a connection asks the sentinels for the primary,
  * checks with INFO that the server it reached is a primary (ioredis's ready check; a
  * demoted one sends it back to the sentinels), and follows a failover by itself:
- * - the sentinels announce a new primary (`+switch-master`): the connection drops and
- *   reconnects to the new one at once (ioredis's failover detector), rather than keep
- *   writing to a demoted primary until a sentinel reconfigures it, writes a replica of
- *   the new primary would throw away;
- * - a command answered READONLY (it reached a primary that became a replica) reconnects
- *   the same way. A patient connection sends the command again after reconnecting (a
- *   replica applied nothing); a fail-fast one lets it fail, and its caller answers 503.
+ * - a primary that is killed or demoted closes its connections (the sentinels end the
+ *   clients of a primary they turn into a replica): each one reconnects through the
+ *   sentinels to the new primary;
+ * - a command answered READONLY (it reached a primary that became a replica) or
+ *   NOREPLICAS (a primary with `min-replicas-to-write` cut off from its replicas, as a
+ *   primary is once its replica was promoted) reconnects the same way. A patient
+ *   connection sends a READONLY command again after reconnecting (a replica applied
+ *   nothing); otherwise the command fails, and its caller retries (workers) or answers
+ *   503 (the API).
+ * ioredis's `failoverDetector` (subscribing to the sentinels' `+switch-master`) is left
+ * off: a switch announced while a connection is reconnecting ends that connection for
+ * good ("Connection is closed." on every later command), which the failover test hit.
  */
 import { Redis, type RedisOptions } from 'ioredis';
 import { describeRedis, type Config } from '../config.js';
@@ -31,6 +36,7 @@ export class RedisUnavailableError extends Error {
 }
 
 const isReadOnly = (err: Error) => err.message.startsWith('READONLY');
+const isCutOff = (err: Error) => err.message.startsWith('NOREPLICAS');
 
 /**
  * The options every connection shares. REDIS_URL always goes to ioredis as the URL (user,
@@ -48,8 +54,7 @@ function sharedOptions(target: RedisTarget, resend: boolean): RedisOptions {
     ...(s.password !== undefined ? { sentinelPassword: s.password } : {}),
     ...(s.tls ? { sentinelTLS: {} } : {}),
     enableTLSForSentinelMode: new URL(target.redisUrl).protocol === 'rediss:',
-    failoverDetector: true,
-    reconnectOnError: (err) => (isReadOnly(err) ? (resend ? 2 : 1) : false),
+    reconnectOnError: (err) => (isReadOnly(err) ? (resend ? 2 : 1) : isCutOff(err) ? 1 : false),
   };
 }
 
@@ -99,8 +104,6 @@ export async function checkRedis(target: RedisTarget | string, timeoutMs = 5_000
       connectTimeout: timeoutMs,
       retryStrategy: () => null,
       sentinelRetryStrategy: () => null,
-      // One PING: nothing to follow.
-      failoverDetector: false,
     },
     false,
   );

@@ -86,7 +86,6 @@ describe('REDIS_SENTINELS', () => {
           tls: true,
           tlsToPrimary: true,
         });
-        expect(o.failoverDetector).toBe(true);
       } finally {
         client.disconnect();
       }
