@@ -189,7 +189,11 @@ export class JobQueues {
       (opts.patient ? redisConnection(config) : producerConnection(config, commandTimeoutOf(config.submitTimeoutMs)));
     this.connection.on('error', () => undefined); // surfaced by the calls that fail
     for (const name of QUEUE_NAMES) {
-      this.queues.set(name, new Queue(name, { connection: this.connection, prefix: config.queuePrefix, defaultJobOptions: RETENTION }));
+      const queue = new Queue(name, { connection: this.connection, prefix: config.queuePrefix, defaultJobOptions: RETENTION });
+      // The connection's errors, passed on: without a listener BullMQ prints each one (a
+      // failover makes many while the connection finds the new primary).
+      queue.on('error', () => undefined);
+      this.queues.set(name, queue);
     }
   }
 
@@ -447,6 +451,7 @@ export class JobQueues {
     const connection = redisConnection(this.config);
     connection.on('error', () => undefined);
     const events = new QueueEvents(name, { connection, prefix: this.config.queuePrefix, lastEventId: tail[0]?.[0] ?? '0-0' });
+    events.on('error', () => undefined); // a wait that hears nothing ends by its own deadline
     return { events, connection };
   }
 

@@ -88,6 +88,9 @@ export async function startOwnSentinelGroup(): Promise<OwnSentinelGroup> {
       'appendfsync always',
       'min-replicas-to-write 1',
       'min-replicas-max-lag 10',
+      // A replica that reconnects gets its copy at once, not after the default 5 s wait.
+      'repl-diskless-sync-delay 0',
+      `logfile ${join(dir, 'redis.log')}`,
       ...(i === 1 ? [`replicaof 127.0.0.1 ${[...nodes.keys()][0]}`] : []),
     ];
     writeFileSync(conf, lines.join('\n') + '\n');
@@ -118,8 +121,9 @@ export async function startOwnSentinelGroup(): Promise<OwnSentinelGroup> {
         'daemonize no',
         `dir ${dir}`,
         `sentinel monitor ${MASTER_NAME} 127.0.0.1 ${firstPort} 2`,
-        `sentinel down-after-milliseconds ${MASTER_NAME} 1000`,
+        `sentinel down-after-milliseconds ${MASTER_NAME} 2000`,
         `sentinel failover-timeout ${MASTER_NAME} 10000`,
+        `logfile ${join(dir, 'sentinel.log')}`,
       ].join('\n') + '\n',
     );
     const program = sentinelProgram(conf);
