@@ -40,6 +40,7 @@ const envSchema = z.object({
   REDIS_SENTINEL_USERNAME: z.string().optional(),
   REDIS_SENTINEL_PASSWORD: z.string().optional(),
   REDIS_SENTINEL_TLS: bool.optional(),
+  REDIS_WAIT_REPLICAS: int(0, 16).optional(),
   HOST: z.string().min(1).default('0.0.0.0'),
   PORT: int(0, 65535).default(3000),
   ADMIN_PASSWORD: z.string().min(8, 'must be at least 8 characters').optional(),
@@ -106,6 +107,12 @@ export interface Config {
   readonly redisUrl: string;
   /** REDIS_SENTINELS and friends: the primary is asked of these sentinels, and followed across a failover. */
   readonly redisSentinel?: RedisSentinelConfig;
+  /**
+   * Replicas that must hold an accepted job before the API answers (Redis WAIT;
+   * REDIS_WAIT_REPLICAS, by default 1 with Sentinel and 0 without): replication is
+   * asynchronous, and a job only the failed primary held is lost with it.
+   */
+  readonly redisWaitReplicas: number;
   readonly host: string;
   readonly port: number;
   readonly adminPassword?: string;
@@ -216,6 +223,7 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
     sqlitePath,
     redisUrl: e.REDIS_URL,
     redisSentinel,
+    redisWaitReplicas: e.REDIS_WAIT_REPLICAS ?? (redisSentinel ? 1 : 0),
     host: e.HOST,
     port: e.PORT,
     adminPassword: e.ADMIN_PASSWORD,

@@ -16,7 +16,7 @@ import { jobDefinition, jobOptions, isJobType, type JobInput, type JobPayload, t
 import { compactIssues, describeZodError } from '../domain/zod-errors.js';
 import { QUEUE_NAMES, type QueueName } from './names.js';
 import { envelopeKey, signEnvelope, type JobEnvelope } from './envelope.js';
-import { producerConnection, redisConnection, type RedisTarget } from './redis.js';
+import { producerConnection, redisConnection, ReplicationUnconfirmedError, type RedisTarget } from './redis.js';
 
 export type JobState = 'waiting' | 'delayed' | 'active' | 'completed' | 'failed';
 
@@ -171,6 +171,8 @@ export class JobQueues {
   #workerCounts: { at: number; counts: Record<string, number | null> } | undefined;
   /** Signs every envelope this process adds (derived from the server key). */
   readonly #envelopeKey: KeyObject;
+  /** Replicas that must confirm a submission before it is answered (the API's only; see #replicated). */
+  readonly #waitReplicas: number;
 
   /**
    * `patient` (workers): commands wait for Redis to come back, so a follow-up job is not
@@ -178,12 +180,13 @@ export class JobQueues {
    */
   constructor(
     private readonly config: RedisTarget & Pick<Config, 'queuePrefix'> &
-      Partial<Pick<Config, 'submitTimeoutMs' | 'jobRetryWindowMs' | 'jobRetryMaxDelayMs'>>,
+      Partial<Pick<Config, 'submitTimeoutMs' | 'jobRetryWindowMs' | 'jobRetryMaxDelayMs' | 'redisWaitReplicas'>>,
     serverKey: Buffer,
     connection?: Redis,
     opts: { patient?: boolean } = {},
   ) {
     this.#envelopeKey = envelopeKey(serverKey);
+    this.#waitReplicas = opts.patient ? 0 : (config.redisWaitReplicas ?? 0);
     this.connection =
       connection ??
       (opts.patient ? redisConnection(config) : producerConnection(config, commandTimeoutOf(config.submitTimeoutMs)));
@@ -241,6 +244,7 @@ export class JobQueues {
     const jobId = opts.jobId ?? (opts.idempotencyKey ? idempotentJobId(opts.actor, opts.idempotencyKey) : uuidv7());
     const queue = this.queue(def.queue);
     const added = await queue.add(type, envelope, { ...jobOptions(type, payload, this.retryLimits), jobId, delay: opts.delayMs, ...(opts.priority ? { priority: opts.priority } : {}) });
+    if (this.#waitReplicas > 0) await this.#replicated();
     // Deduplicated (the row's deduplication) or an existing id: BullMQ adds nothing and
     // hands back a local object carrying the existing job's id.
     if (!opts.idempotencyKey && !opts.jobId && !def.deduplication) {
@@ -248,6 +252,19 @@ export class JobQueues {
       return added;
     }
     return (await queue.getJob(added.id!)) ?? added;
+  }
+
+  /**
+   * Waits until REDIS_WAIT_REPLICAS replicas hold this connection's writes so far (WAIT),
+   * within the submission's Redis bound. Without it, a job accepted just before its
+   * primary died could live only on that primary, and the replica the sentinels promote
+   * would never run it. Fewer confirmations: 503; the job may still be there, which an
+   * Idempotency-Key retry finds.
+   */
+  async #replicated(): Promise<void> {
+    const timeoutMs = Math.max(10, Math.floor(commandTimeoutOf(this.config.submitTimeoutMs) * 0.8));
+    const acked = await this.connection.wait(this.#waitReplicas, timeoutMs);
+    if (acked < this.#waitReplicas) throw new ReplicationUnconfirmedError(acked, this.#waitReplicas, timeoutMs);
   }
 
   /**

@@ -35,6 +35,14 @@ export class RedisUnavailableError extends Error {
   }
 }
 
+/** Fewer replicas than REDIS_WAIT_REPLICAS confirmed a write in time: the API answers 503 (src/api/errors.ts). */
+export class ReplicationUnconfirmedError extends Error {
+  constructor(acked: number, wanted: number, timeoutMs: number) {
+    super(`Redis: ${acked} of ${wanted} replicas confirmed the write within ${timeoutMs} ms (REDIS_WAIT_REPLICAS)`);
+    this.name = 'ReplicationUnconfirmedError';
+  }
+}
+
 const isReadOnly = (err: Error) => err.message.startsWith('READONLY');
 const isCutOff = (err: Error) => err.message.startsWith('NOREPLICAS');
 

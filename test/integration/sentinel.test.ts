@@ -6,6 +6,8 @@
  * from several clients, and fails the primary over in the middle of it, first with
  * SENTINEL FAILOVER and then by killing the new primary's process (restarted from its AOF,
  * it rejoins as a replica). A client retries a 503 with the same key, as the API asks.
+ * The API answers 202 only once the replica holds the job (REDIS_WAIT_REPLICAS, 1 by
+ * default with Sentinel), so the killed primary takes no accepted job with it.
  *
  * Then: every accepted job completed; each key has exactly one effect (one config, one
  * ledger row, one audit row); the API, the in-process workers and the worker process

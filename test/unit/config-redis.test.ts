@@ -58,6 +58,9 @@ describe('REDIS_SENTINELS', () => {
     expect(loadConfig({ ...sentinelEnv, REDIS_URL: 'rediss://:pw@ignored' }).redisSentinel?.tls).toBe(true);
     expect(loadConfig({ ...sentinelEnv, REDIS_URL: 'rediss://:pw@ignored', REDIS_SENTINEL_TLS: 'false' }).redisSentinel?.tls).toBe(false);
     expect(loadConfig(base).redisSentinel).toBeUndefined();
+    // An accepted job waits for one replica with Sentinel, none without, unless told.
+    expect([loadConfig(sentinelEnv).redisWaitReplicas, loadConfig(base).redisWaitReplicas]).toEqual([1, 0]);
+    expect(loadConfig({ ...sentinelEnv, REDIS_WAIT_REPLICAS: '0' }).redisWaitReplicas).toBe(0);
   });
 
   it('hands sentinels, master name, their credentials and TLS on both sides to every connection', () => {
@@ -109,6 +112,7 @@ describe('REDIS_SENTINELS', () => {
     ['an empty entry', { ...sentinelEnv, REDIS_SENTINELS: 'a:26379,,b:26379' }, /REDIS_SENTINELS: "" is not host:port/],
     ['a colon without a port', { ...sentinelEnv, REDIS_SENTINELS: 'a:' }, /REDIS_SENTINELS: "a:" is not host:port/],
     ['a bad master name', { ...sentinelEnv, REDIS_SENTINEL_NAME: 'my master' }, /REDIS_SENTINEL_NAME: must be the master name/],
+    ['a negative replica count', { ...sentinelEnv, REDIS_WAIT_REPLICAS: '-1' }, /REDIS_WAIT_REPLICAS/],
     ['a bad TLS switch', { ...sentinelEnv, REDIS_SENTINEL_TLS: 'maybe' }, /REDIS_SENTINEL_TLS/],
   ])('refuses %s, naming the variable', (_, env, message) => {
     expect(() => loadConfig(env)).toThrow(ConfigError);
