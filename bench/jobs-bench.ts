@@ -16,7 +16,7 @@ import { Queue, Worker, type Processor } from 'bullmq';
 import pg from 'pg';
 import { bootstrap, type AppContext } from '../src/bin/bootstrap.js';
 import { startWorkers } from '../src/jobs/worker.js';
-import { redisConnection } from '../src/jobs/queue-client.js';
+import { redisConnection } from '../src/jobs/redis.js';
 import { QUEUES } from '../src/jobs/names.js';
 import { benchDatabase, directRunner, dropRedisPrefix, record, REDIS_URL, seconds } from './support.js';
 

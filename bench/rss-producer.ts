@@ -7,7 +7,7 @@
 import { randomUUID } from 'node:crypto';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { Queue } from 'bullmq';
-import { redisConnection } from '../src/jobs/queue-client.js';
+import { redisConnection } from '../src/jobs/redis.js';
 import { envelopeKey, signEnvelope } from '../src/jobs/envelope.js';
 import { parseServerKey } from '../src/crypto.js';
 import { REDIS_URL } from './support.js';

@@ -32,6 +32,15 @@ const envSchema = z.object({
       message: 'must be sqlite:<path> or postgres://user:pass@host:port/db',
     }),
   REDIS_URL: url(['redis:', 'rediss:']).default('redis://127.0.0.1:6379'),
+  REDIS_SENTINELS: z.string().optional(),
+  REDIS_SENTINEL_NAME: z
+    .string()
+    .regex(/^[A-Za-z0-9_.-]{1,128}$/, 'must be the master name of the sentinels\' configuration (letters, digits, _ . -), e.g. mymaster')
+    .optional(),
+  REDIS_SENTINEL_USERNAME: z.string().optional(),
+  REDIS_SENTINEL_PASSWORD: z.string().optional(),
+  REDIS_SENTINEL_TLS: bool.optional(),
+  REDIS_WAIT_REPLICAS: int(0, 16).optional(),
   HOST: z.string().min(1).default('0.0.0.0'),
   PORT: int(0, 65535).default(3000),
   ADMIN_PASSWORD: z.string().min(8, 'must be at least 8 characters').optional(),
@@ -90,7 +99,20 @@ export interface Config {
   readonly databaseUrl: string;
   /** SQLite file path (resolved) when dialect is sqlite. */
   readonly sqlitePath?: string;
+  /**
+   * Redis of the queues: with `redisSentinel` absent, the server REDIS_URL names. With it,
+   * REDIS_URL gives only the scheme (rediss: for TLS), user, password and database number
+   * of the data nodes, and the sentinels name the primary.
+   */
   readonly redisUrl: string;
+  /** REDIS_SENTINELS and friends: the primary is asked of these sentinels, and followed across a failover. */
+  readonly redisSentinel?: RedisSentinelConfig;
+  /**
+   * Replicas that must hold an accepted job before the API answers (Redis WAIT;
+   * REDIS_WAIT_REPLICAS, by default 1 with Sentinel and 0 without): replication is
+   * asynchronous, and a job only the failed primary held is lost with it.
+   */
+  readonly redisWaitReplicas: number;
   readonly host: string;
   readonly port: number;
   readonly adminPassword?: string;
@@ -127,6 +149,16 @@ export interface Config {
   readonly logFormat: 'json' | 'pretty';
   /** Prefix of every BullMQ key (QUEUE_PREFIX): meshq deployments sharing a Redis, and tests, each use their own. */
   readonly queuePrefix: string;
+}
+
+export interface RedisSentinelConfig {
+  readonly sentinels: readonly { readonly host: string; readonly port: number }[];
+  /** The master name the sentinels monitor (REDIS_SENTINEL_NAME). */
+  readonly name: string;
+  readonly username?: string;
+  readonly password?: string;
+  /** TLS to the sentinels (REDIS_SENTINEL_TLS; by default as REDIS_URL: on for rediss:). */
+  readonly tls: boolean;
 }
 
 export class ConfigError extends Error {
@@ -179,6 +211,7 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
   if (e?.MQTT_ENABLED && (!e.EMQX_API_KEY || !e.EMQX_API_SECRET)) {
     problems.push('EMQX_API_KEY, EMQX_API_SECRET: required when MQTT_ENABLED=true');
   }
+  const redisSentinel = sentinelConfig(input, e, problems);
   if (problems.length > 0 || !e) throw new ConfigError(problems);
 
   const sqlitePath = dialect === 'sqlite' ? resolve(e.DATABASE_URL.slice('sqlite:'.length)) : undefined;
@@ -189,6 +222,8 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
     databaseUrl: e.DATABASE_URL,
     sqlitePath,
     redisUrl: e.REDIS_URL,
+    redisSentinel,
+    redisWaitReplicas: e.REDIS_WAIT_REPLICAS ?? (redisSentinel ? 1 : 0),
     host: e.HOST,
     port: e.PORT,
     adminPassword: e.ADMIN_PASSWORD,
@@ -216,6 +251,73 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
     logFormat: e.LOG_FORMAT,
     queuePrefix: opts.queuePrefix ?? e.QUEUE_PREFIX,
   });
+}
+
+const SENTINEL_DEFAULT_PORT = 26379;
+
+/**
+ * REDIS_SENTINELS is `host[:port],host[:port],...` (port 26379 when left out; an IPv6
+ * address in brackets). The sentinel variables come together: a name without sentinels,
+ * or sentinels without a name, is a mistake worth stopping for, not a silent fallback to
+ * REDIS_URL's host.
+ */
+function sentinelConfig(
+  input: Record<string, string | undefined>,
+  e: z.infer<typeof envSchema> | undefined,
+  problems: string[],
+): RedisSentinelConfig | undefined {
+  const list = input.REDIS_SENTINELS;
+  if (list === undefined) {
+    const stray = ['REDIS_SENTINEL_NAME', 'REDIS_SENTINEL_USERNAME', 'REDIS_SENTINEL_PASSWORD', 'REDIS_SENTINEL_TLS'].filter((k) => input[k] !== undefined);
+    if (stray.length > 0) problems.push(`${stray.join(', ')}: only used with REDIS_SENTINELS (host:port of each sentinel, comma-separated), which is not set`);
+    return undefined;
+  }
+  const sentinels: { host: string; port: number }[] = [];
+  for (const raw of list.split(',').map((s) => s.trim())) {
+    const parsed = sentinelAddress(raw);
+    if (!parsed) {
+      problems.push(`REDIS_SENTINELS: "${raw}" is not host:port (expected e.g. "sentinel-1:26379,sentinel-2:26379", an IPv6 address in brackets)`);
+      return undefined;
+    }
+    sentinels.push(parsed);
+  }
+  if (input.REDIS_SENTINEL_NAME === undefined) {
+    problems.push('REDIS_SENTINEL_NAME: required with REDIS_SENTINELS (the master name the sentinels monitor, e.g. mymaster)');
+  }
+  if (!e) return undefined;
+  return Object.freeze({
+    sentinels: Object.freeze(sentinels.map((s) => Object.freeze(s))),
+    name: e.REDIS_SENTINEL_NAME ?? '',
+    username: e.REDIS_SENTINEL_USERNAME,
+    password: e.REDIS_SENTINEL_PASSWORD,
+    tls: e.REDIS_SENTINEL_TLS ?? new URL(e.REDIS_URL).protocol === 'rediss:',
+  });
+}
+
+function sentinelAddress(raw: string): { host: string; port: number } | undefined {
+  if (raw === '' || /[/@?#\s]/.test(raw)) return undefined;
+  try {
+    const u = new URL(`redis://${raw}`);
+    if (!u.hostname) return undefined;
+    const host = u.hostname.startsWith('[') ? u.hostname.slice(1, -1) : u.hostname;
+    // '' when no port was given ("host:" with nothing after the colon is refused).
+    const port = u.port === '' ? SENTINEL_DEFAULT_PORT : Number(u.port);
+    if (u.port === '' && /:\d*$/.test(raw) && !raw.endsWith(']')) return undefined;
+    return port >= 1 && port <= 65535 ? { host, port } : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
+/**
+ * Where meshq's Redis is, for messages and logs, with no password: REDIS_URL redacted, or
+ * the master name and its sentinels.
+ */
+export function describeRedis(config: { redisUrl: string; redisSentinel?: RedisSentinelConfig }): string {
+  const s = config.redisSentinel;
+  if (!s) return `Redis at ${redactUrl(config.redisUrl)}`;
+  const where = s.sentinels.map((a) => (a.host.includes(':') ? `[${a.host}]:${a.port}` : `${a.host}:${a.port}`)).join(',');
+  return `Redis primary "${s.name}" of the sentinels ${where}${s.tls ? ' (TLS)' : ''}`;
 }
 
 /**

@@ -109,6 +109,7 @@ const RETRYABLE_MESSAGES = [
   /Connection is closed/, // ioredis
   /Reached the max retries per request limit/, // ioredis
   /^(LOADING|BUSY|MASTERDOWN|TRYAGAIN|CLUSTERDOWN) /, // Redis replies meaning "not now"
+  /^(READONLY|NOREPLICAS) /, // a Redis primary being failed over (Sentinel): demoted, or cut off from its replicas
   /Connection terminated/, // pg
   /timeout exceeded when trying to connect/, // pg pool
   /Client has encountered a connection error/, // pg
@@ -126,7 +127,7 @@ export function isUnavailable(err: unknown): boolean {
     if (code.length === 5 && (PG_RETRYABLE_CLASSES.includes(code.slice(0, 2)) || PG_RETRYABLE_CODES.has(code))) return true;
     if (NET_CODES.has(code) || code === 'SQLITE_BUSY' || code === 'SQLITE_LOCKED') return true;
     const name = typeof e.name === 'string' ? e.name : '';
-    if (name === 'MaxRetriesPerRequestError' || name === 'RedisUnavailableError' || name === 'ConnectionException') return true;
+    if (name === 'MaxRetriesPerRequestError' || name === 'RedisUnavailableError' || name === 'ReplicationUnconfirmedError' || name === 'ConnectionException') return true;
     if (typeof e.message === 'string' && RETRYABLE_MESSAGES.some((re) => re.test(e!.message as string))) return true;
   }
   return false;

@@ -5,12 +5,13 @@
  */
 import { createServer } from 'node:net';
 import type { DestinationStream } from 'pino';
-import { ConfigError, loadConfig, loadDotEnv, redactUrl, type Config } from '../config.js';
+import { ConfigError, describeRedis, loadConfig, loadDotEnv, redactUrl, type Config } from '../config.js';
 import { connectOrm } from '../db/orm.js';
 import { migrateUnderLock } from '../db/migrate.js';
 import { UnitOfWork } from '../db/unit-of-work.js';
 import { createLogger } from '../logger.js';
-import { checkRedis, claimQueuePrefix, JobQueues, requireRedisDurability } from '../jobs/queue-client.js';
+import { claimQueuePrefix, JobQueues, requireRedisDurability } from '../jobs/queue-client.js';
+import { checkRedis } from '../jobs/redis.js';
 import { randomUUID } from 'node:crypto';
 import type { Orm } from '../db/orm.js';
 import { SystemState } from '../domain/entities/system.js';
@@ -24,13 +25,13 @@ export async function bootstrap(role: string, config?: Config, opts: { logDestin
   if (!config) loadDotEnv();
   const cfg = config ?? loadConfig();
   const log = createLogger(cfg.logLevel, 'meshq', opts.logDestination, cfg.logFormat).child({ role });
-  log.info({ database: redactUrl(cfg.databaseUrl), redis: redactUrl(cfg.redisUrl) }, 'starting');
+  log.info({ database: redactUrl(cfg.databaseUrl), redis: describeRedis(cfg) }, 'starting');
 
   const orm = await connectOrm(cfg, log);
   try {
     const migration = await migrateUnderLock(orm, cfg);
     if (migration.applied.length > 0) log.info({ applied: migration.applied }, 'migrations applied');
-    await checkRedis(cfg.redisUrl);
+    await checkRedis(cfg);
   } catch (err) {
     await orm.close(true);
     throw err;
@@ -43,7 +44,7 @@ export async function bootstrap(role: string, config?: Config, opts: { logDestin
   try {
     await queues.ready();
     const persistence = await requireRedisDurability(queues.connection, cfg);
-    if (persistence.aof !== true) log.warn({ redis: redactUrl(cfg.redisUrl), ...persistence }, 'REDIS_DURABILITY=none: Redis does not persist with AOF (or cannot say); a Redis restart may lose accepted jobs');
+    if (persistence.aof !== true) log.warn({ redis: describeRedis(cfg), ...persistence }, 'REDIS_DURABILITY=none: Redis does not persist with AOF (or cannot say); a Redis restart may lose accepted jobs');
     await claimQueuePrefix(queues.connection, cfg, await installationId(orm));
   } catch (err) {
     await queues.close();
@@ -51,7 +52,7 @@ export async function bootstrap(role: string, config?: Config, opts: { logDestin
     // An ACL that denies INFO stops BullMQ itself (and the durability check): say which.
     if (err instanceof Error && /^NOPERM/.test(err.message)) {
       throw new ConfigError([
-        `REDIS_URL: the Redis user of ${redactUrl(cfg.redisUrl)} may not run a command meshq needs (${err.message}); ` +
+        `REDIS_URL: the Redis user of ${cfg.redisSentinel ? describeRedis(cfg) : redactUrl(cfg.redisUrl)} may not run a command meshq needs (${err.message}); ` +
           'allow it in the user\'s ACL (BullMQ and the AOF check need +info)',
       ]);
     }

@@ -6,16 +6,17 @@
  */
 import { createHash, type KeyObject } from 'node:crypto';
 import { Queue, QueueEvents, type Job, type JobsOptions } from 'bullmq';
-import { Redis } from 'ioredis';
+import type { Redis } from 'ioredis';
 import { v7 as uuidv7 } from 'uuid';
 import type { Config } from '../config.js';
-import { ConfigError, redactUrl } from '../config.js';
+import { ConfigError, describeRedis, redactUrl } from '../config.js';
 import { InvalidError } from '../domain/errors.js';
 import { parseFailedReason, type JobError } from './errors.js';
 import { jobDefinition, jobOptions, isJobType, type JobInput, type JobPayload, type JobType } from './table.js';
 import { compactIssues, describeZodError } from '../domain/zod-errors.js';
 import { QUEUE_NAMES, type QueueName } from './names.js';
 import { envelopeKey, signEnvelope, type JobEnvelope } from './envelope.js';
+import { producerConnection, redisConnection, ReplicationUnconfirmedError, type RedisTarget } from './redis.js';
 
 export type JobState = 'waiting' | 'delayed' | 'active' | 'completed' | 'failed';
 
@@ -75,36 +76,6 @@ const newestFirst = (a: Job, b: Job): number => b.timestamp - a.timestamp || (a.
 const toJobState = (raw: string): 'unknown' | JobState =>
   raw === 'unknown' ? 'unknown' : raw === 'completed' || raw === 'failed' || raw === 'active' || raw === 'delayed' ? raw : 'waiting';
 
-export class RedisUnavailableError extends Error {
-  constructor(url: string, cause: unknown) {
-    super(`Redis at ${redactUrl(url)} is not reachable: ${cause instanceof Error ? cause.message : String(cause)}`);
-    this.name = 'RedisUnavailableError';
-  }
-}
-
-/** BullMQ wants `maxRetriesPerRequest: null` on connections that block (workers, events). */
-export function redisConnection(url: string): Redis {
-  return new Redis(url, { maxRetriesPerRequest: null, enableReadyCheck: true });
-}
-
-/**
- * The connection a process that answers clients adds jobs with: it never buffers. With
- * Redis down a command fails at once (no offline queue, no retry after a lost
- * connection), and a command Redis does not answer fails after `commandTimeoutMs`, so a
- * submission can answer 503 instead of hanging and having its job added later, after the
- * client gave up. (A Redis that is frozen, not down, may still apply a command that timed
- * out here once it resumes: the command had reached it.)
- */
-export function producerConnection(url: string, commandTimeoutMs: number): Redis {
-  return new Redis(url, {
-    maxRetriesPerRequest: 0,
-    enableOfflineQueue: false,
-    commandTimeout: commandTimeoutMs,
-    connectTimeout: Math.max(commandTimeoutMs, 1_000),
-    enableReadyCheck: true,
-  });
-}
-
 /** Redis's append-only persistence as one process sees it: `unknown` when neither INFO nor CONFIG GET is allowed. */
 export type RedisPersistence = { aof: true } | { aof: false; detail: string } | { aof: 'unknown'; detail: string };
 
@@ -134,10 +105,10 @@ export async function redisPersistence(connection: Redis): Promise<RedisPersiste
  * (or whose persistence cannot be read) is refused, because an accepted job lives only
  * in Redis until a worker runs it.
  */
-export async function requireRedisDurability(connection: Redis, config: Pick<Config, 'redisUrl' | 'redisDurability'>): Promise<RedisPersistence> {
+export async function requireRedisDurability(connection: Redis, config: RedisTarget & Pick<Config, 'redisDurability'>): Promise<RedisPersistence> {
   const persistence = await redisPersistence(connection);
   if (config.redisDurability === 'none' || persistence.aof === true) return persistence;
-  const where = `Redis at ${redactUrl(config.redisUrl)}`;
+  const where = describeRedis(config);
   throw new ConfigError([
     persistence.aof === false
       ? `REDIS_DURABILITY: ${where} does not persist with AOF (${persistence.detail}): a Redis restart may lose accepted jobs. ` +
@@ -179,20 +150,6 @@ export async function claimQueuePrefix(
   ]);
 }
 
-/** Fails fast with a clear message instead of hanging when Redis is down. */
-export async function checkRedis(url: string, timeoutMs = 5_000): Promise<void> {
-  const probe = new Redis(url, { lazyConnect: true, maxRetriesPerRequest: 0, connectTimeout: timeoutMs, retryStrategy: () => null });
-  probe.on('error', () => undefined);
-  try {
-    await probe.connect();
-    await probe.ping();
-  } catch (err) {
-    throw new RedisUnavailableError(url, err);
-  } finally {
-    probe.disconnect();
-  }
-}
-
 export interface SubmitOptions {
   actor: string;
   idempotencyKey?: string;
@@ -214,25 +171,32 @@ export class JobQueues {
   #workerCounts: { at: number; counts: Record<string, number | null> } | undefined;
   /** Signs every envelope this process adds (derived from the server key). */
   readonly #envelopeKey: KeyObject;
+  /** Replicas that must confirm a submission before it is answered (the API's only; see #replicated). */
+  readonly #waitReplicas: number;
 
   /**
    * `patient` (workers): commands wait for Redis to come back, so a follow-up job is not
    * lost to a blip. Otherwise (the API) every command fails fast: see producerConnection.
    */
   constructor(
-    private readonly config: Pick<Config, 'redisUrl' | 'queuePrefix'> &
-      Partial<Pick<Config, 'submitTimeoutMs' | 'jobRetryWindowMs' | 'jobRetryMaxDelayMs'>>,
+    private readonly config: RedisTarget & Pick<Config, 'queuePrefix'> &
+      Partial<Pick<Config, 'submitTimeoutMs' | 'jobRetryWindowMs' | 'jobRetryMaxDelayMs' | 'redisWaitReplicas'>>,
     serverKey: Buffer,
     connection?: Redis,
     opts: { patient?: boolean } = {},
   ) {
     this.#envelopeKey = envelopeKey(serverKey);
+    this.#waitReplicas = opts.patient ? 0 : (config.redisWaitReplicas ?? 0);
     this.connection =
       connection ??
-      (opts.patient ? redisConnection(config.redisUrl) : producerConnection(config.redisUrl, commandTimeoutOf(config.submitTimeoutMs)));
+      (opts.patient ? redisConnection(config) : producerConnection(config, commandTimeoutOf(config.submitTimeoutMs)));
     this.connection.on('error', () => undefined); // surfaced by the calls that fail
     for (const name of QUEUE_NAMES) {
-      this.queues.set(name, new Queue(name, { connection: this.connection, prefix: config.queuePrefix, defaultJobOptions: RETENTION }));
+      const queue = new Queue(name, { connection: this.connection, prefix: config.queuePrefix, defaultJobOptions: RETENTION });
+      // The connection's errors, passed on: without a listener BullMQ prints each one (a
+      // failover makes many while the connection finds the new primary).
+      queue.on('error', () => undefined);
+      this.queues.set(name, queue);
     }
   }
 
@@ -280,6 +244,7 @@ export class JobQueues {
     const jobId = opts.jobId ?? (opts.idempotencyKey ? idempotentJobId(opts.actor, opts.idempotencyKey) : uuidv7());
     const queue = this.queue(def.queue);
     const added = await queue.add(type, envelope, { ...jobOptions(type, payload, this.retryLimits), jobId, delay: opts.delayMs, ...(opts.priority ? { priority: opts.priority } : {}) });
+    if (this.#waitReplicas > 0) await this.#replicated();
     // Deduplicated (the row's deduplication) or an existing id: BullMQ adds nothing and
     // hands back a local object carrying the existing job's id.
     if (!opts.idempotencyKey && !opts.jobId && !def.deduplication) {
@@ -287,6 +252,19 @@ export class JobQueues {
       return added;
     }
     return (await queue.getJob(added.id!)) ?? added;
+  }
+
+  /**
+   * Waits until REDIS_WAIT_REPLICAS replicas hold this connection's writes so far (WAIT),
+   * within the submission's Redis bound. Without it, a job accepted just before its
+   * primary died could live only on that primary, and the replica the sentinels promote
+   * would never run it. Fewer confirmations: 503; the job may still be there, which an
+   * Idempotency-Key retry finds.
+   */
+  async #replicated(): Promise<void> {
+    const timeoutMs = Math.max(10, Math.floor(commandTimeoutOf(this.config.submitTimeoutMs) * 0.8));
+    const acked = await this.connection.wait(this.#waitReplicas, timeoutMs);
+    if (acked < this.#waitReplicas) throw new ReplicationUnconfirmedError(acked, this.#waitReplicas, timeoutMs);
   }
 
   /**
@@ -487,9 +465,10 @@ export class JobQueues {
     const tail = await this.connection.xrevrange(this.queue(name).toKey('events'), '+', '-', 'COUNT', 1);
     // Its own connection (QueueEvents blocks on XREAD); BullMQ does not close a
     // connection it was given, so the caller quits it after closing the events.
-    const connection = redisConnection(this.config.redisUrl);
+    const connection = redisConnection(this.config);
     connection.on('error', () => undefined);
     const events = new QueueEvents(name, { connection, prefix: this.config.queuePrefix, lastEventId: tail[0]?.[0] ?? '0-0' });
+    events.on('error', () => undefined); // a wait that hears nothing ends by its own deadline
     return { events, connection };
   }
 

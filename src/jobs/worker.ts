@@ -9,7 +9,8 @@ import type { Logger } from 'pino';
 import type { Config } from '../config.js';
 import type { UnitOfWork } from '../db/unit-of-work.js';
 import { JOBS, JOB_TYPES, isJobType, retryStrategyFor } from './table.js';
-import { redisConnection, type JobQueues } from './queue-client.js';
+import type { JobQueues } from './queue-client.js';
+import { redisConnection } from './redis.js';
 import { QUEUE_RULES, concurrencyOf, type QueueName } from './names.js';
 import { runJob, type RunnerDeps } from './runner.js';
 import { AppliedRecorder } from './acks.js';
@@ -121,7 +122,7 @@ export async function startWorkers(
   // BullMQ never closes a connection it was given: these are quit in close(), below.
   const connections: Redis[] = [];
   const workers = [...served].map((queueName) => {
-    const connection = redisConnection(config.redisUrl);
+    const connection = redisConnection(config);
     connections.push(connection);
     const worker = new Worker(
       queueName,

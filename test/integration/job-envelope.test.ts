@@ -9,7 +9,7 @@ import type { Redis } from 'ioredis';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { envelopeKey, signEnvelope } from '../../src/jobs/envelope.js';
 import { QUEUES } from '../../src/jobs/names.js';
-import { redisConnection } from '../../src/jobs/queue-client.js';
+import { redisConnection } from '../../src/jobs/redis.js';
 import { createRepositories } from '../../src/repositories/index.js';
 import { DIALECTS } from '../support/db.js';
 import { memorySink, startStack, type Stack } from '../support/stack.js';

@@ -16,6 +16,25 @@ import { waitFor } from './processes.js';
 const running = new Set<ChildProcess>();
 const folders: string[] = [];
 
+/**
+ * Starts a program as one of this module's own instances: tracked, so that
+ * `stopOwnServices()` kills it by its pid (test/support/sentinels.ts starts its Redis
+ * nodes and sentinels this way).
+ */
+export function spawnOwn(cmd: string, args: string[]): ChildProcess {
+  const p = spawn(cmd, args, { stdio: 'ignore' });
+  running.add(p);
+  void exited(p).then(() => running.delete(p));
+  return p;
+}
+
+/** A temp folder of this module's own, removed by `stopOwnServices()`. */
+export function ownFolder(prefix: string): string {
+  const dir = mkdtempSync(join(tmpdir(), prefix));
+  folders.push(dir);
+  return dir;
+}
+
 export async function freePort(): Promise<number> {
   const srv = createServer();
   await new Promise<void>((r) => srv.listen(0, '127.0.0.1', r));
@@ -24,7 +43,7 @@ export async function freePort(): Promise<number> {
   return port;
 }
 
-function exited(proc: ChildProcess): Promise<void> {
+export function exited(proc: ChildProcess): Promise<void> {
   if (proc.exitCode !== null || proc.signalCode !== null) return Promise.resolve();
   return new Promise((r) => proc.once('exit', () => r()));
 }

@@ -22,6 +22,8 @@ describe('infrastructure errors', () => {
     ['ioredis without offline queue', new Error("Stream isn't writeable and enableOfflineQueue options is false")],
     ['ioredis command timeout', new Error('Command timed out')],
     ['Redis loading its AOF', Object.assign(new Error('LOADING Redis is loading the dataset in memory'), { name: 'ReplyError' })],
+    ['a demoted Redis primary (failover)', Object.assign(new Error("READONLY You can't write against a read only replica."), { name: 'ReplyError' })],
+    ['a Redis primary cut off from its replicas', Object.assign(new Error('NOREPLICAS Not enough good replicas to write.'), { name: 'ReplyError' })],
     ['SQLite busy', pgError('SQLITE_BUSY', 'database is locked')],
     ['a wrapped cause', Object.assign(new Error('query failed'), { cause: pgError('57P01') })],
   ])('%s is a 503', (_name, err) => {

@@ -11,7 +11,7 @@ import { z } from 'zod';
 import type { AppContext } from '../context.js';
 import { ApiError } from '../errors.js';
 import { EventReader, typeFilter } from '../../jobs/events.js';
-import { redisConnection } from '../../jobs/queue-client.js';
+import { redisConnection } from '../../jobs/redis.js';
 import { errorResponses, media } from '../schemas.js';
 
 export const DEFAULT_KEEP_ALIVE_MS = 15_000;
@@ -78,7 +78,7 @@ export async function eventRoutes(api: FastifyInstance, opts: EventRouteOptions)
 
       // Not a copy of the API's submitting connection: that one fails fast (no offline
       // queue, a short command timeout), and XREAD blocks by design.
-      const connection = redisConnection(app.config.redisUrl);
+      const connection = redisConnection(app.config);
       connection.on('error', () => undefined); // a failed read ends the stream (below)
       const reader = new EventReader(connection, app.config.queuePrefix);
       try {

@@ -9,7 +9,7 @@ import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import type { Job } from 'bullmq';
 import { z } from 'zod';
 import type { AppContext } from '../context.js';
-import { ApiError, withDeadline } from '../errors.js';
+import { ApiError, isUnavailable, withDeadline } from '../errors.js';
 import { forbidden } from '../auth.js';
 import { ConflictError, InvalidError } from '../../domain/errors.js';
 import { hasScope, type Scope } from '../../domain/scopes.js';
@@ -214,6 +214,15 @@ export async function jobRoutes(api: FastifyInstance, opts: { app: AppContext })
           await precheck(s);
           job = await enqueue(s, claim.jobId);
         } catch (err) {
+          // An earlier request with this key may have been answered 503 after Redis had
+          // taken its job (a primary failing over mid-command): that job may have run, and
+          // its own effect then fails this request's checks. It is this request's answer.
+          if (!isUnavailable(err)) {
+            const earlier = await queues.findOf(s.type, claim.jobId).catch(() => undefined);
+            if (earlier) return replyWithJob(reply, queues, earlier, s.wait);
+            const done = await repos().ledger.get(claim.jobId).catch(() => undefined);
+            if (done) return sendView(reply, ledgerView(done, claim.createdAt));
+          }
           await inTransaction((r) => r.idempotency.release(claim.keyHash, claim.jobId)).catch((e: unknown) =>
             api.log.error({ err: e, jobId: claim.jobId }, 'giving an idempotency key back failed'),
           );
