@@ -10,12 +10,14 @@
  * - a primary that is killed or demoted closes its connections (the sentinels end the
  *   clients of a primary they turn into a replica): each one reconnects through the
  *   sentinels to the new primary;
- * - a command answered READONLY (it reached a primary that became a replica) or
- *   NOREPLICAS (a primary with `min-replicas-to-write` cut off from its replicas, as a
- *   primary is once its replica was promoted) reconnects the same way. A patient
- *   connection sends a READONLY command again after reconnecting (a replica applied
- *   nothing); otherwise the command fails, and its caller retries (workers) or answers
- *   503 (the API).
+ * - a command answered READONLY (it reached a primary that became a replica) reconnects
+ *   the same way. A patient connection sends the command again after reconnecting (a
+ *   replica applied nothing); otherwise the command fails and the API answers 503.
+ *   NOREPLICAS (a primary with `min-replicas-to-write` cut off from its replicas) does
+ *   not reconnect: with a replica down and no failover it would only make every
+ *   connection ask the sentinels again, over and over; it fails the command (503, or a
+ *   worker's retry) until a replica is back or the sentinels end the demoted primary's
+ *   clients.
  * ioredis's `failoverDetector` (subscribing to the sentinels' `+switch-master`) is left
  * off: a switch announced while a connection is reconnecting ends that connection for
  * good ("Connection is closed." on every later command), which the failover test hit.
@@ -44,7 +46,6 @@ export class ReplicationUnconfirmedError extends Error {
 }
 
 const isReadOnly = (err: Error) => err.message.startsWith('READONLY');
-const isCutOff = (err: Error) => err.message.startsWith('NOREPLICAS');
 
 /**
  * The options every connection shares. REDIS_URL always goes to ioredis as the URL (user,
@@ -62,7 +63,7 @@ function sharedOptions(target: RedisTarget, resend: boolean): RedisOptions {
     ...(s.password !== undefined ? { sentinelPassword: s.password } : {}),
     ...(s.tls ? { sentinelTLS: {} } : {}),
     enableTLSForSentinelMode: new URL(target.redisUrl).protocol === 'rediss:',
-    reconnectOnError: (err) => (isReadOnly(err) ? (resend ? 2 : 1) : isCutOff(err) ? 1 : false),
+    reconnectOnError: (err) => (isReadOnly(err) ? (resend ? 2 : 1) : false),
   };
 }
 

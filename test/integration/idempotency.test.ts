@@ -3,9 +3,11 @@
  * one key get one job, one effect and one answer; once the job has left Redis a retry gets
  * the recorded outcome from the ledger, never a 409 or 404 caused by its own first attempt;
  * another request with the key is still a 409. GET /api/v1/jobs/:id answers a completed job
- * Redis no longer has from the ledger, and an id nobody can place as UNKNOWN.
+ * Redis no longer has from the ledger, and an id nobody can place as UNKNOWN. A retry
+ * after a 503 whose job got into Redis anyway gets that job.
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { idempotentJobId } from '../../src/jobs/queue-client.js';
 import { DIALECTS } from '../support/db.js';
 import { startStack, type JobView, type Stack } from '../support/stack.js';
 
@@ -44,6 +46,24 @@ describe.each(DIALECTS)('Idempotency-Key on %s', (dialect) => {
     expect(await auditCount('config.create', bodies[0]!.result!.id as string)).toBe(1);
     const jobs = await s.app.queues.list({ type: 'config.create', limit: 500 });
     expect(jobs.items.filter((j) => j.id === bodies[0]!.id)).toHaveLength(1);
+  });
+
+  it('a retry after a 503 whose job did get in (a failover mid-command) gets that job, not a 409 from its effect', async () => {
+    // What such a first attempt leaves behind: its job in Redis (and run), and no key row,
+    // since the 503 gave the key back.
+    const key = `lost-answer-${dialect}`;
+    const data = { name: `lost-answer-${dialect}`, subnet: '10.63.0.0/24' };
+    const jobId = idempotentJobId('admin', key);
+    const first = await s.app.queues.submit('config.create', data, { actor: 'admin', jobId });
+    const done = await s.app.queues.waitFor(first, 20_000);
+    expect(done.state).toBe('completed');
+
+    const retry = await submit(key, 'config.create', data);
+    expect(retry.statusCode, retry.body).toBe(200);
+    expect(retry.json()).toMatchObject({ id: jobId, state: 'completed', result: done.result });
+    expect(await auditCount('config.create', (done.result as { id: string }).id)).toBe(1);
+    // The key is taken now: another request with it is still a conflict.
+    expect((await submit(key, 'config.create', { ...data, name: 'another' })).statusCode).toBe(409);
   });
 
   it('after the job left Redis, a retry with the key gets the recorded outcome, not a 409 from its own effect', async () => {

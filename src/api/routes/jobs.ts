@@ -219,7 +219,7 @@ export async function jobRoutes(api: FastifyInstance, opts: { app: AppContext })
           // its own effect then fails this request's checks. It is this request's answer.
           if (!isUnavailable(err)) {
             const earlier = await queues.findOf(s.type, claim.jobId).catch(() => undefined);
-            if (earlier) return replyWithJob(reply, queues, earlier, s.wait);
+            if (earlier?.name === s.type) return replyWithJob(reply, queues, earlier, s.wait);
             const done = await repos().ledger.get(claim.jobId).catch(() => undefined);
             if (done) return sendView(reply, ledgerView(done, claim.createdAt));
           }
