@@ -35,7 +35,8 @@ const named = <T extends z.ZodType>(id: string, schema: T, io: 'input' | 'output
 /**
  * A route schema part documented as something other than what validates it: the body of
  * POST /api/v1/jobs is validated in two steps (the envelope, then the payload with the
- * job type's own schema, for messages that name the type) but documented as one `oneOf`.
+ * job type's own schema, for messages that name the type) but documented as one `oneOf`;
+ * the restore upload is read part by part by its handler but documented as a form.
  */
 const DOCUMENTED_AS = new WeakMap<z.ZodType, object>();
 export function documentedAs<T extends z.ZodType>(schema: T, document: object): T {

@@ -126,6 +126,12 @@ describe.each(DIALECTS)('OpenAPI document on %s', (dialect) => {
     expect(served.length).toBeGreaterThan(25);
     expect(served.filter((r) => !documented.has(r))).toEqual([]);
 
+    // Requests read by hand are documented too: the restore upload, the stream's resume header.
+    const upload = doc.paths['/api/v1/snapshots/restore']!.post!.requestBody!.content['multipart/form-data']!.schema;
+    expect(upload.required).toEqual(['file', 'password']);
+    const events = doc.paths['/api/v1/events']!.get! as Operation & { parameters: { in: string; name: string }[] };
+    expect(events.parameters).toContainEqual(expect.objectContaining({ in: 'header', name: 'last-event-id' }));
+
     for (const { path, method, op } of operations()) {
       const where = `${method} ${path}`;
       const ok = Object.entries(op.responses).filter(([status]) => /^2/.test(status));
@@ -157,7 +163,8 @@ describe.each(DIALECTS)('OpenAPI document on %s', (dialect) => {
       checked.add(`${method} ${path}`);
       return res;
     };
-    const submit = (payload: object, status = 200) => expectAnswer('POST', '/api/v1/jobs', { url: '/api/v1/jobs?wait=15000', payload }, status, jobSchema);
+    const submit = (payload: object, status = 200) =>
+      expectAnswer('POST', '/api/v1/jobs', { url: status === 200 ? '/api/v1/jobs?wait=15000' : '/api/v1/jobs', payload }, status, jobSchema);
     const resultOf = async (payload: object) => (await submit(payload)).json<{ result: { id: string } }>().result;
 
     const config = await resultOf({ type: 'config.create', data: { name: `openapi-${dialect}`, subnet: '10.61.0.0/24' } });

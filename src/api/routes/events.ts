@@ -25,6 +25,11 @@ const query = z.strictObject({
     .describe('Comma-separated event types, each exact (`job.completed`, `node.update`) or a prefix (`job.*`, `node.*`); default every type'),
 });
 
+// Loose: Fastify replaces request.headers with the validated value, which must keep the rest.
+const headers = z.looseObject({
+  'last-event-id': z.string().optional().describe('The `id:` of the last event received: the stream resumes after it'),
+});
+
 export interface EventRouteOptions {
   app: AppContext;
   /** How long a quiet stream waits before a keep-alive comment. */
@@ -56,6 +61,7 @@ export async function eventRoutes(api: FastifyInstance, opts: EventRouteOptions)
           'data: `jobId`, `actor`, `at` and the ids it touched). Reconnect with `Last-Event-ID` to resume without losing events. ' +
           'A comment line is sent when nothing happened for a while, to keep proxies from closing the stream.',
         querystring: query,
+        headers,
         response: {
           200: media('The stream: `id:`, `event:` (the type) and `data:` (JSON) per event', 'text/event-stream'),
           ...errorResponses(),

@@ -24,7 +24,6 @@ import {
   tokenSchema,
 } from '../schemas.js';
 
-
 export const DEFAULT_READ_LIMIT = 100;
 
 const idParams = z.strictObject({ id: z.uuid({ error: 'must be a UUID' }) });

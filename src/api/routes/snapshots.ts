@@ -21,7 +21,7 @@ import { UploadChecker, UploadChecksBusyError } from '../../snapshots/upload-che
 import { ApiError } from '../errors.js';
 import { pageQuery } from '../validation.js';
 import { replyWithJob, waitQuery } from './jobs.js';
-import { errorResponses, jobAnswers, json, media, pageOf, snapshotSchema } from '../schemas.js';
+import { documentedAs, errorResponses, jobAnswers, json, media, pageOf, snapshotSchema } from '../schemas.js';
 
 /**
  * Largest accepted upload. The whole file is held here, and decrypted and parsed in a
@@ -33,6 +33,22 @@ const MiB = 1024 * 1024;
 
 const idParams = z.strictObject({ id: z.uuid({ error: 'must be a UUID' }) });
 const page = pageQuery(50);
+// The upload is read part by part in the handler (readUpload), which says what is wrong
+// with it; this only documents it, so it accepts anything.
+const restoreBody = documentedAs(z.unknown(), {
+  content: {
+    'multipart/form-data': {
+      schema: {
+        type: 'object',
+        properties: {
+          file: { type: 'string', format: 'binary', description: 'The .meshq file' },
+          password: { type: 'string', description: 'The administrator password at the time of export' },
+        },
+        required: ['file', 'password'],
+      },
+    },
+  },
+});
 
 /** `meshq-20261124T101112Z-0192abcd.meshq`: sortable, and says what it is. */
 export const snapshotFileName = (view: { id: string; createdAt: string }): string =>
@@ -129,6 +145,7 @@ export async function snapshotRoutes(api: FastifyInstance, opts: { app: AppConte
           `at most ${Math.floor(DEFAULT_INFLATION_LIMITS.maxBytes / MiB)} MiB) are refused with ` +
           '`too_large`, KDF parameters above twice what meshq writes with `bad_header` before any key is derived, ' +
           'and while two uploads are being checked another one gets 429 with `Retry-After`.',
+        body: restoreBody,
         querystring: waitQuery,
         response: jobAnswers(),
       },
