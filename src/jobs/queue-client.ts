@@ -5,7 +5,7 @@
  * unique forever, not per Redis instance), and maps BullMQ jobs to the API's job view.
  */
 import { createHash, type KeyObject } from 'node:crypto';
-import { Queue, QueueEvents, type Job, type JobsOptions } from 'bullmq';
+import { Queue, QueueEvents, type Job, type JobsOptions, type Telemetry } from 'bullmq';
 import { Redis } from 'ioredis';
 import { v7 as uuidv7 } from 'uuid';
 import type { Config } from '../config.js';
@@ -224,7 +224,7 @@ export class JobQueues {
       Partial<Pick<Config, 'submitTimeoutMs' | 'jobRetryWindowMs' | 'jobRetryMaxDelayMs'>>,
     serverKey: Buffer,
     connection?: Redis,
-    opts: { patient?: boolean } = {},
+    opts: { patient?: boolean; telemetry?: Telemetry } = {},
   ) {
     this.#envelopeKey = envelopeKey(serverKey);
     this.connection =
@@ -232,7 +232,9 @@ export class JobQueues {
       (opts.patient ? redisConnection(config.redisUrl) : producerConnection(config.redisUrl, commandTimeoutOf(config.submitTimeoutMs)));
     this.connection.on('error', () => undefined); // surfaced by the calls that fail
     for (const name of QUEUE_NAMES) {
-      this.queues.set(name, new Queue(name, { connection: this.connection, prefix: config.queuePrefix, defaultJobOptions: RETENTION }));
+      // telemetry (src/bin/telemetry.ts): each add is a span whose context the job carries to its worker.
+      const telemetry = opts.telemetry ? { telemetry: opts.telemetry } : {};
+      this.queues.set(name, new Queue(name, { connection: this.connection, prefix: config.queuePrefix, defaultJobOptions: RETENTION, ...telemetry }));
     }
   }
 
