@@ -1,6 +1,7 @@
 /**
  * OpenTelemetry traces, end to end: the API and a worker run as real processes (their
- * entry points, as `npm run api` and `npm run worker` start them) with
+ * entry points, as `npm run api` and `npm run worker` start them; and `npm start`'s one
+ * process, whose workers run in a thread with a tracer of their own) with
  * OTEL_EXPORTER_OTLP_ENDPOINT pointing at a collector double in this test, which takes
  * OTLP/HTTP JSON on POST /v1/traces.
  *
@@ -131,16 +132,20 @@ async function stop(p: Proc): Promise<number | null> {
 
 afterAll(async () => {
   // Whatever a failed test left running.
-  for (const p of started) process.kill(p.pid!, 'SIGKILL');
+  for (const p of started) p.kill('SIGKILL');
 });
 
-describe.each(DIALECTS)('OpenTelemetry traces (%s)', (dialect) => {
+/** Each dialect with the API and a worker as two processes, and SQLite with `npm start`'s one. */
+const LAYOUTS = [...DIALECTS.map((d) => [d, 'api + worker'] as const), ['sqlite', 'one process'] as const];
+
+describe.each(LAYOUTS)('OpenTelemetry traces (%s, %s)', (dialect, layout) => {
   let db: TestDatabase;
   let collector: Awaited<ReturnType<typeof startCollector>>;
+  /** The API's process and the worker's (the same one for `npm start`). */
   let api: Proc;
   let worker: Proc;
   let baseUrl: string;
-  const prefix = `meshq-test-otel-${dialect}-${process.pid}`;
+  const prefix = `meshq-test-otel-${dialect}-${layout === 'one process' ? 'one' : 'two'}-${process.pid}`;
   let job: { id: string; state: string; result: { id: string } };
   let token: string;
   let apiExit: number | null;
@@ -159,8 +164,12 @@ describe.each(DIALECTS)('OpenTelemetry traces (%s)', (dialect) => {
       PORT: String(port),
       OTEL_EXPORTER_OTLP_ENDPOINT: collector.url,
     };
-    api = startEntry('src/bin/api.ts', env);
-    worker = startEntry('src/bin/worker.ts', env);
+    if (layout === 'one process') {
+      api = worker = startEntry('src/bin/both.ts', env);
+    } else {
+      api = startEntry('src/bin/api.ts', env);
+      worker = startEntry('src/bin/worker.ts', env);
+    }
     await waitFor(
       'the API to answer',
       async () => {
@@ -189,11 +198,11 @@ describe.each(DIALECTS)('OpenTelemetry traces (%s)', (dialect) => {
     token = ((await created.json()) as { token: string }).token;
 
     // Both flush their buffered spans on the way out.
-    [apiExit, workerExit] = await Promise.all([stop(api), stop(worker)]);
+    [apiExit, workerExit] = api === worker ? await stop(api).then((c) => [c, c]) : await Promise.all([stop(api), stop(worker)]);
   }, 180_000);
 
   afterAll(async () => {
-    for (const p of [api, worker]) if (p && p.proc.exitCode === null && p.proc.signalCode === null) process.kill(p.proc.pid!, 'SIGKILL');
+    for (const p of new Set([api, worker])) if (p && p.proc.exitCode === null && p.proc.signalCode === null) p.proc.kill('SIGKILL');
     await collector?.close();
     await deletePrefix(prefix);
     await db?.drop();
