@@ -25,6 +25,7 @@ import { deletePrefix } from '../support/redis.js';
 const root = resolve(import.meta.dirname, '../..');
 const ADMIN_PASSWORD = 'otel-admin-password-1';
 const basic = 'Basic ' + Buffer.from(`admin:${ADMIN_PASSWORD}`).toString('base64');
+const DB_PASSWORD = 'otel-db-password-1';
 
 /** OTLP JSON as the exporter sends it (only the fields this test reads). */
 interface OtlpValue {
@@ -158,6 +159,8 @@ describe.each(LAYOUTS)('OpenTelemetry traces (%s, %s)', (dialect, layout) => {
     baseUrl = `http://127.0.0.1:${port}`;
     const env = {
       ...db.env,
+      // A database password (PostgreSQL here trusts local connections and ignores it) that no span may show.
+      ...(dialect === 'postgresql' ? { DATABASE_URL: db.url.replace('postgres@', `postgres:${DB_PASSWORD}@`) } : {}),
       QUEUE_PREFIX: prefix,
       ADMIN_PASSWORD,
       HOST: '127.0.0.1',
@@ -245,7 +248,7 @@ describe.each(LAYOUTS)('OpenTelemetry traces (%s, %s)', (dialect, layout) => {
   it('puts no secret in any span, and no job data in Redis spans', () => {
     const everything = collector.bodies.join('\n');
     expect(everything.length).toBeGreaterThan(0);
-    for (const secret of [TEST_SECRET_KEY, ADMIN_PASSWORD, basic.slice('Basic '.length), token]) expect(everything).not.toContain(secret);
+    for (const secret of [TEST_SECRET_KEY, ADMIN_PASSWORD, basic.slice('Basic '.length), token, DB_PASSWORD]) expect(everything).not.toContain(secret);
     expect(everything.toLowerCase()).not.toContain('authorization');
     const redis = collector.spans.filter((s) => s.scope === '@opentelemetry/instrumentation-ioredis');
     expect(redis.length).toBeGreaterThan(0);
