@@ -18,10 +18,13 @@
  * - The context travels from the request into the job in BullMQ's own job options
  *   (its telemetry metadata, written by bullmq-otel), not in the job's data: the signed
  *   envelope (src/jobs/envelope.ts) is untouched.
- * - Spans carry no secret: HTTP spans record no header and no body; Redis spans name the
- *   command only (its arguments are keys and job data); PostgreSQL spans record the
- *   statement text, never bound parameter values. SQLite statements (better-sqlite3) have
- *   no maintained instrumentation and are not traced: the job's span covers them.
+ * - Spans carry no secret and no business data: HTTP spans record no header and no body;
+ *   Redis spans name the command only (its arguments are keys and job data); PostgreSQL
+ *   spans record the statement text with its string literals replaced by `?` (MikroORM
+ *   writes values into the text, and a closing write carries its rows as literals:
+ *   hashes, sealed keys, names) and never bound parameter values. SQLite statements
+ *   (better-sqlite3) have no maintained instrumentation and are not traced: the job's
+ *   span covers them.
  * - Health probes and metrics scrapes are not traced: they would bury the requests.
  */
 import type { IncomingMessage } from 'node:http';
@@ -66,6 +69,13 @@ export async function prepareProcess(role: TracedRole): Promise<PreparedProcess>
 const UNTRACED_PATHS = new Set(['/healthz', '/readyz', '/metrics']);
 
 const untraced = (req: IncomingMessage): boolean => UNTRACED_PATHS.has((req.url ?? '').split('?', 1)[0]!);
+
+/**
+ * A statement's text without its string literals: `'...'` (quotes doubled inside, as
+ * PostgreSQL's escapeLiteral writes them, with or without the `E` prefix) becomes `?`.
+ * meshq's statements quote identifiers without apostrophes, so quotes pair up.
+ */
+export const withoutStringLiterals = (sql: string): string => sql.replace(/(?:\bE)?'(?:[^']|'')*'/g, '?');
 
 async function startTracing(settings: NonNullable<Config['tracing']>, serviceName: string): Promise<Tracing> {
   // The hooks first: nothing below may load a module they are meant to intercept.
@@ -122,7 +132,11 @@ async function startTracing(settings: NonNullable<Config['tracing']>, serviceNam
       // Route names on the request's span, and the handler's own span; one span per
       // lifecycle hook (authentication, rate limit, helmet, ...) would outnumber the rest.
       new fastifyOtel.FastifyOtelInstrumentation({ registerOnInitialization: true, instrumentHooks: false, ignorePaths: (route) => UNTRACED_PATHS.has(route.url) }),
-      new PgInstrumentation({ requireParentSpan: true, enhancedDatabaseReporting: false }),
+      new PgInstrumentation({
+        requireParentSpan: true,
+        enhancedDatabaseReporting: false,
+        requestHook: (span, { query }) => span.setAttribute('db.query.text', withoutStringLiterals(query.text)),
+      }),
       new IORedisInstrumentation({ requireParentSpan: true, dbStatementSerializer: (command) => command }),
     ],
   });

@@ -17,6 +17,7 @@ import { createServer, type Server } from 'node:http';
 import { resolve } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { ConfigError, loadConfig } from '../../src/config.js';
+import { withoutStringLiterals } from '../../src/bin/telemetry.js';
 import { createTestDatabase, DIALECTS, TEST_SECRET_KEY, type TestDatabase } from '../support/db.js';
 import { freePort } from '../support/own-services.js';
 import { waitFor } from '../support/processes.js';
@@ -253,6 +254,10 @@ describe.each(LAYOUTS)('OpenTelemetry traces (%s, %s)', (dialect, layout) => {
     const redis = collector.spans.filter((s) => s.scope === '@opentelemetry/instrumentation-ioredis');
     expect(redis.length).toBeGreaterThan(0);
     for (const s of redis) expect(JSON.stringify(s.attributes)).not.toContain('traced');
+    // The config's name is in the job's data and in the row it inserted; SQL spans show neither.
+    const sql = collector.spans.filter((s) => s.scope === '@opentelemetry/instrumentation-pg');
+    for (const s of sql) expect(JSON.stringify(s.attributes)).not.toContain('traced');
+    if (dialect === 'postgresql') expect(sql.some((s) => /values \(\?/.test(String(attr(s, 'db.query.text'))))).toBe(true);
   });
 });
 
@@ -299,7 +304,7 @@ async function packagesLoaded(env: Record<string, string>): Promise<{ tracing: b
 /** OpenTelemetry's SDK, exporter, instrumentations and loader hooks; not its API package alone (prom-client imports it). */
 const TRACING_PACKAGES = /^(@opentelemetry\/(?!api$).+|@fastify\/otel|bullmq-otel|import-in-the-middle|require-in-the-middle)$/;
 
-describe('tracing off', () => {
+describe('tracing settings', () => {
   // No database is reached: the graph is only loaded.
   const env = { DATABASE_URL: 'postgres://meshq@127.0.0.1:1/none', SECRET_KEY: TEST_SECRET_KEY };
 
@@ -313,6 +318,14 @@ describe('tracing off', () => {
     expect(on.tracing).toBe(true);
     expect(on.packages).toEqual(expect.arrayContaining(['@opentelemetry/sdk-trace', 'bullmq-otel', 'import-in-the-middle', '@opentelemetry/instrumentation-pg']));
   }, 120_000);
+
+  it('shows SQL without its string literals', () => {
+    expect(withoutStringLiterals(`select "m0".* from "mesh_config" as "m0" where "m0"."name" = 'c1' limit 1`)).toBe(
+      'select "m0".* from "mesh_config" as "m0" where "m0"."name" = ? limit 1',
+    );
+    expect(withoutStringLiterals(`insert into t (a, b) values ('it''s', E'a\\\\b'); commit`)).toBe('insert into t (a, b) values (?, ?); commit');
+    expect(withoutStringLiterals('begin; select pg_advisory_xact_lock_shared(42)')).toBe('begin; select pg_advisory_xact_lock_shared(42)');
+  });
 
   it('refuses an endpoint that is not an http(s) URL, naming the variable', () => {
     const base = { DATABASE_URL: 'sqlite:/tmp/unused.db', SECRET_KEY: TEST_SECRET_KEY };
