@@ -77,6 +77,19 @@ const untraced = (req: IncomingMessage): boolean => UNTRACED_PATHS.has((req.url 
  */
 export const withoutStringLiterals = (sql: string): string => sql.replace(/(?:\bE)?'(?:[^']|'')*'/g, '?');
 
+/** One line of a diagnostic's part: an error (or one OpenTelemetry stringified to JSON) by its message alone. */
+function errorText(part: unknown): string {
+  if (part instanceof Error) return part.message;
+  if (typeof part !== 'string') return '';
+  try {
+    const parsed: unknown = JSON.parse(part);
+    if (parsed && typeof parsed === 'object' && typeof (parsed as { message?: unknown }).message === 'string') return (parsed as { message: string }).message;
+  } catch {
+    // Not JSON: the text itself.
+  }
+  return part.replace(/\s+/g, ' ');
+}
+
 async function startTracing(settings: NonNullable<Config['tracing']>, serviceName: string): Promise<Tracing> {
   // The hooks first: nothing below may load a module they are meant to intercept.
   const { register } = await import('import-in-the-middle/register-hooks.mjs');
@@ -101,6 +114,15 @@ async function startTracing(settings: NonNullable<Config['tracing']>, serviceNam
       import('@fastify/otel'),
       import('bullmq-otel'),
     ]);
+
+  // OpenTelemetry reports through its own diagnostic logger, silent unless one is set: a
+  // collector that is down or refuses would go unnoticed. Warnings and errors get one line.
+  const say = (message: string, ...args: unknown[]) => {
+    const text = [message, ...args].map(errorText).filter(Boolean).join(' ');
+    process.stderr.write(`meshq ${serviceName}: tracing: ${text}\n`);
+  };
+  const quiet = () => undefined;
+  api.diag.setLogger({ error: say, warn: say, info: quiet, debug: quiet, verbose: quiet }, api.DiagLogLevel.WARN);
 
   const exporter = new OTLPTraceExporter({ url: `${settings.endpoint.replace(/\/+$/, '')}/v1/traces` });
   // A trace starts at a request, or at a job added or run with none around it. BullMQ's
@@ -149,6 +171,7 @@ async function startTracing(settings: NonNullable<Config['tracing']>, serviceNam
       api.trace.disable();
       api.context.disable();
       api.propagation.disable();
+      api.diag.disable();
     },
   };
 }
