@@ -64,7 +64,8 @@ export const PeerLinkSchema = defineEntity({
     config: () => p.manyToOne(MeshConfigSchema).mapToPk().deleteRule('cascade').index(),
     fromNode: () => p.manyToOne(NodeSchema).mapToPk().deleteRule('cascade'),
     toNode: () => p.manyToOne(NodeSchema).mapToPk().deleteRule('cascade').index(),
-    linkGroupId: p.uuid().index(),
+    // No index: link.delete finds a pair through the (from, to) unique index.
+    linkGroupId: p.uuid(),
     allowedIps: p.json<string[]>(),
     persistentKeepalive: p.integer().nullable(),
   },
