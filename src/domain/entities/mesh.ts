@@ -62,7 +62,9 @@ export const PeerLinkSchema = defineEntity({
   properties: {
     id: p.uuid().primary(),
     config: () => p.manyToOne(MeshConfigSchema).mapToPk().deleteRule('cascade').index(),
-    fromNode: () => p.manyToOne(NodeSchema).mapToPk().deleteRule('cascade'),
+    // No index of its own: the (from, to) unique index starts with it (the ORM would add
+    // one on SQLite, and every mesh.generate row would pay for it).
+    fromNode: () => p.manyToOne(NodeSchema).mapToPk().deleteRule('cascade').index(false),
     toNode: () => p.manyToOne(NodeSchema).mapToPk().deleteRule('cascade').index(),
     // No index: link.delete finds a pair through the (from, to) unique index.
     linkGroupId: p.uuid(),
