@@ -96,7 +96,7 @@ describe.each(DIALECTS)('the data plane on %s', (dialect) => {
       'the pushes to settle',
       async () => {
         const jobs = await queue.getJobs(['waiting', 'active', 'delayed', 'prioritized'], 0, 1000);
-        return jobs.filter((j) => j?.name === 'node.push-config').length === 0;
+        return jobs.filter((j) => j?.name === 'node.push-config' || j?.name === 'node.push-configs').length === 0;
       },
       60_000,
       50,
@@ -185,7 +185,7 @@ describe.each(DIALECTS)('the data plane on %s', (dialect) => {
     // The pushes are failing and waiting out their backoff: nothing is recorded as sent.
     await waitFor('a failed push attempt', async () => {
       const jobs = await s.app.queues.queue(QUEUES.brokerSync).getJobs(['delayed', 'waiting', 'active'], 0, 100);
-      return jobs.some((j) => j?.name === 'node.push-config' && j.attemptsMade > 0);
+      return jobs.some((j) => j?.name === 'node.push-configs' && j.attemptsMade > 0);
     }, 10_000, 50);
     expect((await node(ids.b)).sync.desired).toBe(before);
 
