@@ -131,7 +131,7 @@ async function measure(dialect: Dialect): Promise<Figures> {
       SECRET_KEY: db.config.secretKey,
       QUEUE_PREFIX: db.config.queuePrefix,
       REDIS_DURABILITY: 'none',
-      LOG_LEVEL: 'warn',
+      LOG_LEVEL: process.env.BENCH_PUSH_WORKER_LOG_LEVEL ?? 'warn',
       WORKER_HTTP_PORT: String(await freePort()),
     });
     await until('the first push of every node', () => counter.count === NODES);
@@ -154,6 +154,12 @@ async function measure(dialect: Dialect): Promise<Figures> {
       afterCommitS: (counter.lastAt - finished.finishedOn!) / 1000,
       megabytes: [...counter.last.values()].reduce((n, b) => n + b.length, 0) / 1e6,
     };
+    const batches = (await queue.getJobs(['completed'], 0, 10_000)).filter((j) => j?.name === 'node.push-configs' && j.timestamp >= t0);
+    const rel = (t: number) => ((t - finished.finishedOn!) / 1000).toFixed(2);
+    for (const b of batches.sort((x, y) => x.processedOn! - y.processedOn!)) {
+      if (process.env.BENCH_PUSH_VERBOSE) console.error(`    batch added ${rel(b.timestamp)} started ${rel(b.processedOn!)} finished ${rel(b.finishedOn!)} ${JSON.stringify(b.returnvalue)}`);
+    }
+    console.error(`  ${batches.length} push batches`);
     console.error(`  mesh.generate ${figures.generateS.toFixed(2)} s; all pushes received ${figures.totalS.toFixed(2)} s after submission, ${figures.afterCommitS.toFixed(2)} s after commit`);
 
     // Baseline: the same bytes to the same topics from a plain client, pipelined at QoS 1.

@@ -59,12 +59,35 @@ const INTERFACES =
   'select n.id, n.config_id, n.kind, n.name, n.address, coalesce(n.listen_port, c.listen_port) as listen_port, n.public_key, n.private_key_enc,' +
   ' c.subnet, c.dns, c.protocol, c.awg from node n join mesh_config c on c.id = n.config_id where n.id in (?list)';
 
-/** Ordered by link id within each node, as every push and wireguard.conf has always listed them. */
-const PEERS =
-  'select l.from_node_id, p.id, p.name, p.public_key, p.endpoint, coalesce(p.listen_port, c.listen_port) as listen_port, l.allowed_ips, l.persistent_keepalive' +
-  ' from peer_link l join node p on p.id = l.to_node_id join mesh_config c on c.id = p.config_id where l.from_node_id in (?list) order by l.from_node_id, l.id';
+/**
+ * Every node of the configs these nodes belong to, as a peer is listed: a link never
+ * spans configs, so this holds every peer the page's links name, each once, however many
+ * links name it.
+ */
+const PEER_NODES =
+  'select p.id, p.name, p.public_key, p.endpoint, coalesce(p.listen_port, c.listen_port) as listen_port from node p join mesh_config c on c.id = p.config_id' +
+  ' where p.config_id in (select config_id from node where id in (?list))';
+
+/** Narrow rows, ordered by link id within each node, as every push and wireguard.conf has always listed them. */
+const LINKS = 'select from_node_id, to_node_id, allowed_ips, persistent_keepalive from peer_link where from_node_id in (?list) order by from_node_id, id';
 
 const PEER_COUNTS = 'select from_node_id, count(*) as peers from peer_link where from_node_id in (?list) group by from_node_id';
+
+/** A peer as every link to it lists it (the link's own fields aside). */
+export interface PeerNode {
+  nodeId: string;
+  name: string;
+  publicKey: string;
+  endpoint: string | null;
+  listenPort: number;
+}
+
+/** One outgoing link of a node: which peer, and the link's own fields. */
+export interface PeerLinkRow {
+  toNodeId: string;
+  allowedIps: string[];
+  persistentKeepalive: number | null;
+}
 
 export class PushContentRepository {
   private readonly sql: BoundSql;
@@ -109,27 +132,73 @@ export class PushContentRepository {
     return new Map(rows.map((r) => [r.from_node_id, Number(r.peers)]));
   }
 
-  /**
-   * The peers of each of these nodes: one per outgoing link, in link id order. A node
-   * without links has no entry. Links cascade with their nodes, so every link names a peer.
-   */
-  async peers(nodeIds: readonly string[]): Promise<Map<string, PushedPeer[]>> {
-    const out = new Map<string, PushedPeer[]>();
+  /** Every node that a link of these nodes can name (their configs' nodes), by id. */
+  async peerNodes(nodeIds: readonly string[]): Promise<Map<string, PeerNode>> {
+    const out = new Map<string, PeerNode>();
     if (nodeIds.length === 0) return out;
-    const { rows } = await this.sql.query<Record<string, unknown>>(listText(PEERS, nodeIds.length), nodeIds);
+    const { rows } = await this.sql.query<Record<string, unknown>>(listText(PEER_NODES, nodeIds.length), nodeIds);
     for (const r of rows) {
-      const from = String(r.from_node_id);
-      let list = out.get(from);
-      if (!list) out.set(from, (list = []));
-      list.push({
+      out.set(String(r.id), {
         nodeId: String(r.id),
         name: String(r.name),
         publicKey: String(r.public_key),
         endpoint: r.endpoint == null ? null : String(r.endpoint),
         listenPort: Number(r.listen_port),
+      });
+    }
+    return out;
+  }
+
+  /** The outgoing links of each of these nodes, in link id order; a node without links has no entry. */
+  async links(nodeIds: readonly string[]): Promise<Map<string, PeerLinkRow[]>> {
+    const out = new Map<string, PeerLinkRow[]>();
+    if (nodeIds.length === 0) return out;
+    const text = listText(LINKS, nodeIds.length);
+    // Right after a bulk insert (mesh.generate) PostgreSQL's statistics of peer_link are
+    // stale: it takes a page's node ids for a large part of the table and scans all of it
+    // once per page. The index on from_node_id reads only the page's rows; the setting is
+    // local to the transaction and put back after the statement.
+    const rows =
+      this.sql.dialect === 'postgresql'
+        ? await this.withoutSeqScan(() => this.sql.query<Record<string, unknown>>(text, nodeIds))
+        : (await this.sql.query<Record<string, unknown>>(text, nodeIds)).rows;
+    for (const r of rows) {
+      const from = String(r.from_node_id);
+      let list = out.get(from);
+      if (!list) out.set(from, (list = []));
+      list.push({
+        toNodeId: String(r.to_node_id),
         allowedIps: json<string[]>(r.allowed_ips),
         persistentKeepalive: r.persistent_keepalive == null ? null : Number(r.persistent_keepalive),
       });
+    }
+    return out;
+  }
+
+  /** A failed statement aborts the transaction, and the local setting goes with it: no finally needed. */
+  private async withoutSeqScan<R>(run: () => Promise<{ rows: R[] }>): Promise<R[]> {
+    const { rows } = await this.sql.query<{ seqscan: string }>("select current_setting('enable_seqscan') as seqscan");
+    await this.sql.query("select set_config('enable_seqscan', 'off', true)");
+    const out = (await run()).rows;
+    await this.sql.query("select set_config('enable_seqscan', ?, true)", [rows[0]!.seqscan]);
+    return out;
+  }
+
+  /**
+   * The peers of each of these nodes: one per outgoing link, in link id order. A node
+   * without links has no entry. Links cascade with their nodes, so every link names a peer.
+   */
+  async peers(nodeIds: readonly string[]): Promise<Map<string, PushedPeer[]>> {
+    const [nodes, links] = [await this.peerNodes(nodeIds), await this.links(nodeIds)];
+    const out = new Map<string, PushedPeer[]>();
+    for (const [from, list] of links) {
+      out.set(
+        from,
+        list.flatMap((l) => {
+          const peer = nodes.get(l.toNodeId);
+          return peer ? [{ ...peer, allowedIps: l.allowedIps, persistentKeepalive: l.persistentKeepalive }] : [];
+        }),
+      );
     }
     return out;
   }

@@ -41,7 +41,7 @@
 import { createHash } from 'node:crypto';
 import { BrokerInsecureError, InvalidError, MqttDisabledError } from '../../domain/errors.js';
 import type { Repositories } from '../../repositories/index.js';
-import type { PushInterface, PushedPeer } from '../../repositories/push-content.js';
+import type { PeerLinkRow, PeerNode, PushInterface, PushedPeer } from '../../repositories/push-content.js';
 import type { PushRequestTaken } from '../../repositories/node-sync.js';
 import type { AwgParams, TunnelProtocol } from '../../domain/validation.js';
 import { AuthorizationVerdicts } from '../../broker/authorization.js';
@@ -122,26 +122,6 @@ export async function readPeers(repos: Repositories, nodeId: string): Promise<Pu
   return (await repos.pushContent.peers([nodeId])).get(nodeId) ?? [];
 }
 
-function configOf(iface: PushInterface, peers: PushedPeer[], generatedAt: string): PushedConfig {
-  return {
-    version: CONFIG_PUSH_FORMAT_VERSION,
-    configId: iface.configId,
-    nodeId: iface.nodeId,
-    generatedAt,
-    interface: {
-      name: iface.name,
-      address: iface.address,
-      subnet: iface.subnet,
-      listenPort: iface.listenPort,
-      publicKey: iface.publicKey,
-      ...(iface.privateKey === null ? {} : { privateKey: iface.privateKey }),
-      dns: iface.dns,
-      protocol: iface.protocol,
-      awg: iface.awg,
-    },
-    peers,
-  };
-}
 
 const staticNodeError = (iface: PushInterface) =>
   new InvalidError(`node "${iface.name}" (${iface.nodeId}) is static: it has no agent to push a configuration to`);
@@ -159,21 +139,90 @@ export function pushContentHash(message: PushedConfig): string {
   return createHash('sha256').update(JSON.stringify({ ...rest, interface: publicInterface })).digest('hex');
 }
 
+/**
+ * A node's push as text, built from pieces. In a full mesh every node is a peer of every
+ * other, so a page lists each peer in nearly every message: its part of the JSON is
+ * written once per page (`peerPrefix`) and the messages are joined from the pieces. The
+ * text is exactly what `JSON.stringify` writes for the same object (the same keys in the
+ * same order; a unit test holds the two equal), so the content hash is `pushContentHash`'s.
+ */
+export class PushTexts {
+  private readonly prefixes = new Map<string, string>();
+
+  constructor(private readonly peerNodes: ReadonlyMap<string, PeerNode>) {}
+
+  /** `{"nodeId":…,"listenPort":n` of a peer: everything before the link's own fields. */
+  private peerPrefix(peer: PeerNode): string {
+    let prefix = this.prefixes.get(peer.nodeId);
+    if (prefix === undefined) {
+      const text = JSON.stringify({ nodeId: peer.nodeId, name: peer.name, publicKey: peer.publicKey, endpoint: peer.endpoint, listenPort: peer.listenPort });
+      prefix = text.slice(0, -1);
+      this.prefixes.set(peer.nodeId, prefix);
+    }
+    return prefix;
+  }
+
+  /** The `peers` array as JSON, and how many it lists (links cascade with nodes: every link names a peer). */
+  peers(links: readonly PeerLinkRow[]): { json: string; count: number } {
+    const parts: string[] = [];
+    for (const link of links) {
+      const peer = this.peerNodes.get(link.toNodeId);
+      if (!peer) continue;
+      parts.push(`${this.peerPrefix(peer)},"allowedIps":${JSON.stringify(link.allowedIps)},"persistentKeepalive":${JSON.stringify(link.persistentKeepalive)}}`);
+    }
+    return { json: `[${parts.join(',')}]`, count: parts.length };
+  }
+}
+
+/** The interface as the push lists it; the private key only when meshq holds it. */
+const interfaceOf = (iface: PushInterface): PushedConfig['interface'] => ({
+  name: iface.name,
+  address: iface.address,
+  subnet: iface.subnet,
+  listenPort: iface.listenPort,
+  publicKey: iface.publicKey,
+  ...(iface.privateKey === null ? {} : { privateKey: iface.privateKey }),
+  dns: iface.dns,
+  protocol: iface.protocol,
+  awg: iface.awg,
+});
+
+/** What `pushContentHash` hashes, as text: the content without generatedAt and the private key. */
+export function contentText(iface: PushInterface, peersJson: string): string {
+  const { privateKey: _key, ...publicInterface } = interfaceOf(iface);
+  const head = JSON.stringify({ version: CONFIG_PUSH_FORMAT_VERSION, configId: iface.configId, nodeId: iface.nodeId }).slice(0, -1);
+  return `${head},"peers":${peersJson},"interface":${JSON.stringify(publicInterface)}}`;
+}
+
+/** The message the agent receives (`PushMessage`), as text. */
+export function messageText(iface: PushInterface, peersJson: string, generatedAt: string, revision: number): string {
+  const head = JSON.stringify({ version: CONFIG_PUSH_FORMAT_VERSION, configId: iface.configId, nodeId: iface.nodeId, generatedAt, interface: interfaceOf(iface) }).slice(0, -1);
+  return `${head},"peers":${peersJson},"revision":${revision}}`;
+}
+
+
 /** What happened to one node of a publish. */
 type NodeOutcome =
   | { nodeId: string; state: 'gone' | 'static' }
   | { nodeId: string; state: 'unchanged' | 'pushed' | 'resent' | 'refused'; topic: string; peers: number; revision: number };
 
+interface Sending {
+  outcome: { nodeId: string; state: 'pushed' | 'resent' | 'refused'; topic: string; peers: number; revision: number };
+  iface: PushInterface;
+  peersJson: string;
+  contentHash: string;
+}
+
 /**
  * Publishes the current configuration of each node whose content changed since its last
- * published revision (or, for `resend` nodes, whose revision is unacknowledged): two reads
- * for the content of every node, one for their published state, one statement for the new
- * revisions, and the messages pipelined (QoS 1, not retained). Called inside the job's
- * transaction, on purpose: the new revisions commit only once the broker acknowledged
- * every message, and a publish that fails rolls them back, so the retry computes them
- * again from the newest state (a revision is recorded iff it was sent). The price is one
- * broker round trip for the page (bounded by the link's publish timeout) while the
- * transaction is open.
+ * published revision (or, for `resend` nodes, whose revision is unacknowledged): a few
+ * set-based reads for the content of every node (interfaces, links, the peers they name),
+ * one for their published state, one statement for the new revisions, and the messages
+ * pipelined (QoS 1, not retained). Called inside the job's transaction, on purpose: the
+ * new revisions commit only once the broker acknowledged every message, and a publish
+ * that fails rolls them back, so the retry computes them again from the newest state (a
+ * revision is recorded iff it was sent). The price is one broker round trip for the page
+ * (bounded by the link's publish timeout) while the transaction is open.
  *
  * `strict` (one node asked for by name): a static node is INVALID and an insecure EMQX
  * fails the job (BROKER_INSECURE). Otherwise (a batch) static and insecure nodes are
@@ -181,10 +230,13 @@ type NodeOutcome =
  */
 async function publishConfigs(ctx: JobContext, nodeIds: readonly string[], resend: ReadonlySet<string>, strict: boolean): Promise<NodeOutcome[]> {
   const { repos } = ctx;
-  const [interfaces, peers, published] = [await repos.pushContent.interfaces(nodeIds), await repos.pushContent.peers(nodeIds), await repos.nodeSync.publishedMany(nodeIds)];
-  const generatedAt = new Date().toISOString();
+  const t0 = performance.now();
+  const interfaces = await repos.pushContent.interfaces(nodeIds);
+  const links = await repos.pushContent.links(nodeIds);
+  const texts = new PushTexts(await repos.pushContent.peerNodes(nodeIds));
+  const published = await repos.nodeSync.publishedMany(nodeIds);
   const outcomes: NodeOutcome[] = [];
-  const toSend: { outcome: NodeOutcome & { state: 'pushed' | 'resent' }; message: PushedConfig; contentHash: string }[] = [];
+  const toSend: Sending[] = [];
   for (const nodeId of nodeIds) {
     const iface = interfaces.get(nodeId);
     // A node deleted after its push was requested has nobody left to tell.
@@ -197,10 +249,10 @@ async function publishConfigs(ctx: JobContext, nodeIds: readonly string[], resen
       outcomes.push({ nodeId, state: 'static' });
       continue;
     }
-    const message = configOf(iface, peers.get(nodeId) ?? [], generatedAt);
-    const contentHash = pushContentHash(message);
+    const peers = texts.peers(links.get(nodeId) ?? []);
+    const contentHash = createHash('sha256').update(contentText(iface, peers.json)).digest('hex');
     const before = published.get(nodeId);
-    const base = { nodeId, topic: configPushTopic(iface.configId, nodeId), peers: message.peers.length };
+    const base = { nodeId, topic: configPushTopic(iface.configId, nodeId), peers: peers.count };
     const unchanged = before?.contentHash === contentHash;
     // Unchanged and acknowledged (or not asked to resend): the agent has it, or was sent it and may still answer.
     if (unchanged && !(resend.has(nodeId) && (before.applied ?? 0) < before.revision)) {
@@ -208,10 +260,11 @@ async function publishConfigs(ctx: JobContext, nodeIds: readonly string[], resen
       continue;
     }
     // A resend repeats the revision the agent has not acknowledged: same content, same number.
-    const outcome = unchanged ? { ...base, state: 'resent' as const, revision: before.revision } : { ...base, state: 'pushed' as const, revision: (before?.revision ?? 0) + 1 };
+    const outcome: Sending['outcome'] = unchanged ? { ...base, state: 'resent', revision: before.revision } : { ...base, state: 'pushed', revision: (before?.revision ?? 0) + 1 };
     outcomes.push(outcome);
-    toSend.push({ outcome, message, contentHash });
+    toSend.push({ outcome, iface, peersJson: peers.json, contentHash });
   }
+  links.clear();
   if (toSend.length === 0) return outcomes;
 
   // Infrastructure, not the request's fault: thrown as plain errors, so the job retries
@@ -220,13 +273,13 @@ async function publishConfigs(ctx: JobContext, nodeIds: readonly string[], resen
   if (!mqtt) throw new Error('MQTT is enabled but this worker has no MQTT link');
   if (!mqtt.connected) throw new MqttNotConnectedError();
   let sending = toSend;
-  if (toSend.some((s) => s.message.interface.privateKey !== undefined)) {
+  if (toSend.some((s) => s.iface.privateKey !== null)) {
     const verdict = await authorizationVerdicts.verdict(ctx.config.emqx.apiUrl, () => createEmqxClient(ctx.config, CHECK_CLIENT_TUNING, ctx.log));
     if (!verdict.ok) {
       if (strict) throw new BrokerInsecureError(verdict.reason);
-      sending = toSend.filter((s) => s.message.interface.privateKey === undefined);
-      const refused = toSend.filter((s) => s.message.interface.privateKey !== undefined);
-      for (const s of refused) (s.outcome as NodeOutcome).state = 'refused';
+      sending = toSend.filter((s) => s.iface.privateKey === null);
+      const refused = toSend.filter((s) => s.iface.privateKey !== null);
+      for (const s of refused) s.outcome.state = 'refused';
       ctx.log.error(
         { nodes: refused.map((s) => s.outcome.nodeId), reason: verdict.reason },
         'config pushes carrying private keys refused: EMQX would let other clients read them (BROKER_INSECURE)',
@@ -237,11 +290,12 @@ async function publishConfigs(ctx: JobContext, nodeIds: readonly string[], resen
     sending.filter((s) => s.outcome.state === 'pushed').map((s) => ({ nodeId: s.outcome.nodeId, revision: s.outcome.revision, contentHash: s.contentHash })),
     new Date(),
   );
+  const t1 = performance.now();
+  const generatedAt = new Date().toISOString();
   // Pipelined: every message is handed to the client before the first acknowledgement is
   // awaited, so a page costs about one broker round trip, not one per node.
-  await Promise.all(
-    sending.map((s) => mqtt.publish(s.outcome.topic, JSON.stringify({ ...s.message, revision: s.outcome.revision } satisfies PushMessage), { qos: 1, retain: false })),
-  );
+  await Promise.all(sending.map((s) => mqtt.publish(s.outcome.topic, messageText(s.iface, s.peersJson, generatedAt, s.outcome.revision), { qos: 1, retain: false })));
+  ctx.log.debug({ nodes: sending.length, readMs: Math.round(t1 - t0), publishMs: Math.round(performance.now() - t1) }, 'configurations published');
   return outcomes;
 }
 
@@ -251,7 +305,7 @@ const BATCH_NODES = 256;
  * Peer rows one batch reads and holds (a node with more is still taken, alone): what
  * bounds a batch's memory and the time its transaction stays open, whatever the mesh.
  */
-const BATCH_PEER_ROWS = 32_768;
+const BATCH_PEER_ROWS = 65_536;
 
 /** `node.push-configs`: serves the oldest push requests, one page per job (see the module comment). */
 export async function pushConfigs(_data: NodePushConfigs, ctx: JobContext): Promise<PushConfigsResult> {
