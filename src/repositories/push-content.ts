@@ -68,8 +68,12 @@ const PEER_NODES =
   'select p.id, p.name, p.public_key, p.endpoint, coalesce(p.listen_port, c.listen_port) as listen_port from node p join mesh_config c on c.id = p.config_id' +
   ' where p.config_id in (select config_id from node where id in (?list))';
 
-/** Narrow rows, ordered by link id within each node, as every push and wireguard.conf has always listed them. */
-const LINKS = 'select from_node_id, to_node_id, allowed_ips, persistent_keepalive from peer_link where from_node_id in (?list) order by from_node_id, id';
+/**
+ * Narrow rows, in no order: each node's links are put in link id order here (as every
+ * push and wireguard.conf has always listed them), since a sort of a page's rows in the
+ * database outgrows its default sort memory and spills to disk.
+ */
+const LINKS = 'select id, from_node_id, to_node_id, allowed_ips, persistent_keepalive from peer_link where from_node_id in (?list)';
 
 const PEER_COUNTS = 'select from_node_id, count(*) as peers from peer_link where from_node_id in (?list) group by from_node_id';
 
@@ -128,7 +132,10 @@ export class PushContentRepository {
   /** How many peers each of these nodes has (nodes without links are left out). */
   async peerCounts(nodeIds: readonly string[]): Promise<Map<string, number>> {
     if (nodeIds.length === 0) return new Map();
-    const { rows } = await this.sql.query<{ from_node_id: string; peers: number | string }>(listText(PEER_COUNTS, nodeIds.length), nodeIds);
+    const text = listText(PEER_COUNTS, nodeIds.length);
+    const run = () => this.sql.query<{ from_node_id: string; peers: number | string }>(text, nodeIds);
+    // An index-only count; without the setting, stale statistics make it a full scan (see links).
+    const rows = this.sql.dialect === 'postgresql' ? await this.withoutSeqScan(run) : (await run()).rows;
     return new Map(rows.map((r) => [r.from_node_id, Number(r.peers)]));
   }
 
@@ -162,16 +169,16 @@ export class PushContentRepository {
       this.sql.dialect === 'postgresql'
         ? await this.withoutSeqScan(() => this.sql.query<Record<string, unknown>>(text, nodeIds))
         : (await this.sql.query<Record<string, unknown>>(text, nodeIds)).rows;
+    const byNode = new Map<string, { id: string; link: PeerLinkRow }[]>();
     for (const r of rows) {
       const from = String(r.from_node_id);
-      let list = out.get(from);
-      if (!list) out.set(from, (list = []));
-      list.push({
-        toNodeId: String(r.to_node_id),
-        allowedIps: json<string[]>(r.allowed_ips),
-        persistentKeepalive: r.persistent_keepalive == null ? null : Number(r.persistent_keepalive),
-      });
+      let list = byNode.get(from);
+      if (!list) byNode.set(from, (list = []));
+      const link = { toNodeId: String(r.to_node_id), allowedIps: json<string[]>(r.allowed_ips), persistentKeepalive: r.persistent_keepalive == null ? null : Number(r.persistent_keepalive) };
+      list.push({ id: String(r.id), link });
     }
+    // Ids are lower-case UUIDs on both dialects: text order is the database's uuid order.
+    for (const [from, list] of byNode) out.set(from, list.sort((a, b) => (a.id < b.id ? -1 : a.id > b.id ? 1 : 0)).map((l) => l.link));
     return out;
   }
 

@@ -300,7 +300,7 @@ async function publishConfigs(ctx: JobContext, nodeIds: readonly string[], resen
 }
 
 /** At most this many requests are looked at per batch (then cut to the peer-row budget). */
-const BATCH_NODES = 256;
+const BATCH_NODES = 128;
 /**
  * Peer rows one batch reads and holds (a node with more is still taken, alone): what
  * bounds a batch's memory and the time its transaction stays open, whatever the mesh.
@@ -310,6 +310,7 @@ const BATCH_PEER_ROWS = 65_536;
 /** `node.push-configs`: serves the oldest push requests, one page per job (see the module comment). */
 export async function pushConfigs(_data: NodePushConfigs, ctx: JobContext): Promise<PushConfigsResult> {
   if (!ctx.config.mqtt.enabled) throw new MqttDisabledError('pushing node configurations');
+  const t0 = performance.now();
   const pending = await ctx.repos.nodeSync.pendingPushes(BATCH_NODES);
   if (pending.length === 0) return { requests: 0, pushed: 0, unchanged: 0, skipped: 0, refused: 0, more: false };
   const counts = await ctx.repos.pushContent.peerCounts(pending.map((r) => r.nodeId));
@@ -321,6 +322,7 @@ export async function pushConfigs(_data: NodePushConfigs, ctx: JobContext): Prom
     taken.push(request);
     rows += peers;
   }
+  ctx.log.debug({ pending: pending.length, taken: taken.length, takeMs: Math.round(performance.now() - t0) }, 'push requests taken');
   const resend = new Set(taken.filter((t) => t.resend).map((t) => t.nodeId));
   const outcomes = await publishConfigs(ctx, taken.map((t) => t.nodeId), resend, false);
   await ctx.repos.nodeSync.settlePushes(taken);
