@@ -146,12 +146,6 @@ export class NodeSyncRepository {
     return rows.map((r) => ({ nodeId: r.node_id, seq: Number(r.seq), resend: r.resend === true || r.resend === 1 }));
   }
 
-  /** Whether any push request waits (a worker that starts asks, in case its enqueue was lost). */
-  async anyPendingPush(): Promise<boolean> {
-    const { rows } = await this.sql.query('select 1 as one from push_request limit 1');
-    return rows.length > 0;
-  }
-
   /**
    * Deletes the requests a batch served, each only at the seq the batch read: a request
    * made since (seq went up) stays for the next batch.

@@ -16,8 +16,9 @@
  * - Per outgoing link the peer's public key, endpoint, listen port, allowed IPs and
  *   keepalive. Never another node's private key.
  *
- * Revisions: each push carries `revision`, which goes up by one only when the content
- * (everything but `generatedAt` and the private key) changes; its hash is kept per node
+ * Revisions: each push carries `revision`, which goes up only when the content
+ * (everything but `generatedAt` and the private key) changes (by one; by more on a retry,
+ * see publishConfigs); its hash is kept per node
  * (node_sync). A push whose content equals the last published one publishes nothing, so
  * a change that alters nothing for a node costs it no message. The publish happens inside
  * the job's transaction and the new revision commits only after the broker acknowledged
@@ -235,6 +236,11 @@ async function publishConfigs(ctx: JobContext, nodeIds: readonly string[], resen
   const links = await repos.pushContent.links(nodeIds);
   const texts = new PushTexts(await repos.pushContent.peerNodes(nodeIds));
   const published = await repos.nodeSync.publishedMany(nodeIds);
+  // A failed attempt may have delivered some of its messages before it rolled back (the
+  // broker took them, another failed, or an acknowledgement timed out): their revision
+  // numbers are not recorded, but agents may run them. Each retry numbers past every
+  // earlier attempt, so an agent never gets one revision number with two contents.
+  const retried = ctx.job?.attemptsMade ?? 0;
   const outcomes: NodeOutcome[] = [];
   const toSend: Sending[] = [];
   for (const nodeId of nodeIds) {
@@ -260,7 +266,7 @@ async function publishConfigs(ctx: JobContext, nodeIds: readonly string[], resen
       continue;
     }
     // A resend repeats the revision the agent has not acknowledged: same content, same number.
-    const outcome: Sending['outcome'] = unchanged ? { ...base, state: 'resent', revision: before.revision } : { ...base, state: 'pushed', revision: (before?.revision ?? 0) + 1 };
+    const outcome: Sending['outcome'] = unchanged ? { ...base, state: 'resent', revision: before.revision } : { ...base, state: 'pushed', revision: (before?.revision ?? 0) + 1 + retried };
     outcomes.push(outcome);
     toSend.push({ outcome, iface, peersJson: peers.json, contentHash });
   }
