@@ -1,5 +1,5 @@
 /**
- * `npm run bench [jobs|broker|snapshots|security|scale]`: every benchmark, one run, one table of figures
+ * `npm run bench [jobs|broker|snapshots|security|scale|pushes]`: every benchmark, one run, one table of figures
  * with ratios against baselines measured in the same run (machines here are noisy;
  * ratios travel, absolute times do not). Never part of `npm test`.
  */
@@ -13,10 +13,16 @@ const suites: Record<string, () => Promise<void>> = {
   broker: benchBroker,
   snapshots: async () => (await import('./snapshot-bench.js')).benchSnapshots(),
   security: async () => (await import('./security-bench.js')).benchSecurity(),
-  scale: async () => (await import('./scale-bench.js')).benchScale(),
+  // The 1,000-node figures: mesh.generate and its probes, then the push fan-out it causes.
+  scale: async () => {
+    await (await import('./scale-bench.js')).benchScale();
+    await (await import('./push-bench.js')).benchPushes();
+  },
+  pushes: async () => (await import('./push-bench.js')).benchPushes(),
 };
 for (const [name, run] of Object.entries(suites)) {
-  if (!only || only === name) await run();
+  // `scale` runs the pushes suite too: a full run measures it once.
+  if (only ? only === name : name !== 'pushes') await run();
 }
 printTable();
 process.exit(0);

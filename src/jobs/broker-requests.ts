@@ -22,6 +22,15 @@ export async function requestBrokerSync(queues: JobQueues, reason: string, actor
 }
 
 /**
+ * Asks for a config push batch from outside a job: a worker whose MQTT link connected
+ * does, since push requests may wait in the database whose batch was never enqueued (a
+ * crash between a commit and its enqueue). A batch with nothing to serve does nothing.
+ */
+export async function requestPushBatch(queues: JobQueues): Promise<Job> {
+  return queues.submit('node.push-configs', {}, { actor: 'system' });
+}
+
+/**
  * Registers (MQTT enabled) or removes (disabled) the scheduled reconcile. Every worker
  * process does this at start; an upsert with the same id is one scheduler, however many
  * workers there are. A scheduled run does nothing unless something is pending, so

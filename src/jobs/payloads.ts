@@ -250,6 +250,10 @@ export const nodePushConfig = z.strictObject({
 });
 export type NodePushConfig = z.infer<typeof nodePushConfig>;
 
+/** A batch of config pushes takes nothing: it serves the push requests the database holds. */
+export const nodePushConfigs = z.strictObject({});
+export type NodePushConfigs = z.infer<typeof nodePushConfigs>;
+
 /** Retention takes nothing: every age is a rule of the processor or the configuration. */
 export const retentionPrune = z.strictObject({});
 export type RetentionPrune = z.infer<typeof retentionPrune>;
@@ -281,6 +285,7 @@ export const PAYLOADS = {
   'snapshot.export': snapshotExport,
   'snapshot.restore': snapshotRestore,
   'node.push-config': nodePushConfig,
+  'node.push-configs': nodePushConfigs,
   'retention.prune': retentionPrune,
 } as const;
 

@@ -1,17 +1,21 @@
 /**
  * Config pushes follow every change: a processor whose change alters what some dynamic
  * node should run calls `requestPushes` inside its transaction, naming who is affected.
- * The receivers are read there (the data the job saw, before a delete cascades away the
- * links that name them) and one `node.push-config` per node is enqueued once the job
- * commits; nothing is enqueued on rollback or with MQTT disabled.
+ * One statement writes a push request for every receiver into the push_request outbox
+ * (src/repositories/node-sync.ts), in the job's transaction: the data the job saw (before
+ * a delete cascades away the links that name them), and a request that commits exactly
+ * when the change does. After commit one `node.push-configs` batch is enqueued
+ * (deduplicated: one waiting, one more kept while one runs); the batch serves the
+ * requests page by page (src/jobs/processors/push-config.ts). Nothing is written with
+ * MQTT disabled.
  *
- * Coalesced per node: every push of a node shares the deduplication id `push-<nodeId>`
- * with `keepLastIfActive` (its job table row). While a node's push waits, further
- * requests join it; while one runs, one more is kept to run after it. The push reads the
- * node's state when it runs, so a burst of N changes gives each node at most a couple of
- * pushes, the last with the final state. A push whose content did not change since the
- * node's last published revision publishes nothing (push-config.ts), so asking too
- * broadly costs a read, never a message.
+ * Coalesced per node: a node has at most one request row, which every further request
+ * joins, and the batch reads the node's state when it runs, so a burst of N changes gives
+ * each node a few pushes, the last with the final state. A push whose content did not
+ * change since the node's last published revision publishes nothing, so asking too
+ * broadly costs a read, never a message. A request lost between commit and enqueue (a
+ * crash) still waits in the database: a worker asks for a batch whenever its MQTT link
+ * connects.
  *
  * Who asks: node.create (the node), node.update and key changes (the node and its
  * peers), node.delete (its peers, read before the delete), config.update (every node of
@@ -20,8 +24,8 @@
  * that could hear of it goes with it. Port-forward rules are not part of a push, so
  * their jobs ask nobody either.
  */
-import type { JobContext } from './context.js';
 import type { Queue } from 'bullmq';
+import type { JobContext } from './context.js';
 
 /** Who a change affects. Static nodes and ids that do not exist are left out. */
 export type PushTarget =
@@ -41,34 +45,36 @@ export type PushTarget =
   /** Every dynamic node (a restore replaced the data). */
   | { readonly all: true };
 
-/** The deduplication id of a node's pushes: one waiting and one running per node at most. */
+/** The deduplication id of a node's own pushes (`node.push-config`): one waiting and one running per node at most. */
 export const pushDeduplicationId = (nodeId: string): string => `push-${nodeId}`;
 
+/** The deduplication id of the push batches: one waiting and one running at most. */
+export const PUSH_BATCH_DEDUPLICATION_ID = 'push-configs';
+
 /**
- * Requests a push to every dynamic node `target` names, enqueued after the calling job
- * commits (never on rollback). Call it inside the processor, after the change, or for
- * `peersOf` before the delete. Returns how many nodes will get a push request (0 with
- * MQTT disabled: nothing is ever enqueued for the broker then).
+ * Requests a push to every dynamic node `target` names, written now in the calling job's
+ * transaction and served by a batch enqueued after commit (never on rollback). Call it
+ * inside the processor, after the change, or for `peersOf` before the delete. Returns how
+ * many nodes got a push request (0 with MQTT disabled: nothing is ever enqueued for the
+ * broker then).
  */
 export async function requestPushes(ctx: JobContext, target: PushTarget): Promise<number> {
   if (!ctx.config.mqtt.enabled) return 0;
-  const nodeIds = await receivers(ctx, target);
-  for (const nodeId of nodeIds) ctx.enqueue('node.push-config', { nodeId });
-  if (nodeIds.length > 0) ctx.log.debug({ nodes: nodeIds.length }, 'config pushes requested');
-  return nodeIds.length;
+  const sync = ctx.repos.nodeSync;
+  const marked = 'dynamicNodeIds' in target ? await sync.requestPushesForNew(target.dynamicNodeIds) : await sync.requestPushes(target);
+  if (marked > 0) {
+    requestBatch(ctx);
+    ctx.log.debug({ nodes: marked }, 'config pushes requested');
+  }
+  return marked;
 }
 
-async function receivers(ctx: JobContext, target: PushTarget): Promise<string[]> {
-  const sync = ctx.repos.nodeSync;
-  if ('nodeIds' in target) return sync.dynamicAmong(target.nodeIds);
-  if ('dynamicNodeIds' in target) return [...new Set(target.dynamicNodeIds)];
-  if ('nodeAndPeers' in target) {
-    const [self, peers] = [await sync.dynamicAmong([target.nodeAndPeers]), await sync.dynamicPeersOf(target.nodeAndPeers)];
-    return [...self, ...peers];
-  }
-  if ('peersOf' in target) return sync.dynamicPeersOf(target.peersOf);
-  if ('configId' in target) return (await ctx.repos.nodes.dynamicNodes(target.configId)).map((n) => n.id);
-  return (await ctx.repos.nodes.dynamicNodes()).map((n) => n.id);
+/** One batch per job, however many times the job asked. */
+const batchRequested = new WeakSet<JobContext>();
+function requestBatch(ctx: JobContext): void {
+  if (batchRequested.has(ctx)) return;
+  batchRequested.add(ctx);
+  ctx.enqueue('node.push-configs', {});
 }
 
 /** Enough for every node of a large deployment; the rest wait out their own backoff. */
@@ -83,7 +89,8 @@ export async function requestResend(ctx: JobContext, nodeId: string): Promise<bo
   if (!ctx.config.mqtt.enabled) return false;
   const sync = await ctx.repos.nodeSync.view(nodeId);
   if (sync.desired === 0 || (sync.applied ?? 0) >= sync.desired) return false;
-  ctx.enqueue('node.push-config', { nodeId, resend: true });
+  await ctx.repos.nodeSync.requestPushes({ nodeIds: [nodeId] }, { resend: true });
+  requestBatch(ctx);
   return true;
 }
 
@@ -96,7 +103,7 @@ export async function promoteDelayedPushes(queue: Queue): Promise<number> {
   let promoted = 0;
   // One bounded pass: promoting removes jobs from the delayed set, so paging would skip.
   for (const job of await queue.getDelayed(0, MAX_PROMOTED - 1)) {
-    if (job?.name !== 'node.push-config') continue;
+    if (job?.name !== 'node.push-config' && job?.name !== 'node.push-configs') continue;
     // Another process may have promoted it (or a worker taken it) meanwhile.
     if (await job.promote().then(() => true, () => false)) promoted++;
   }

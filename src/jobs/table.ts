@@ -29,7 +29,7 @@ import * as broker from './processors/broker.js';
 import * as pushes from './processors/push-config.js';
 import * as snapshots from './processors/snapshots.js';
 import * as retention from './processors/retention.js';
-import { pushDeduplicationId } from './pushes.js';
+import { PUSH_BATCH_DEDUPLICATION_ID, pushDeduplicationId } from './pushes.js';
 
 export type { JobInput, JobPayload, JobType };
 
@@ -285,6 +285,19 @@ const ROWS: { readonly [T in JobType]: Row<T> } = {
     // runs after it (it may have read the state before the change that asked).
     deduplication: { id: (d) => pushDeduplicationId(d.nodeId), keepLastIfActive: true },
     description: "Publish a dynamic node's desired configuration (address, peers) to its agent over MQTT",
+  },
+  'node.push-configs': {
+    scope: 'credentials',
+    queue: QUEUES.brokerSync,
+    processor: pushes.pushConfigs,
+    // At-least-once: a batch the broker did not take rolls back (its requests stay) and
+    // retries, re-reading the newest state each time, for about a week at the cap.
+    retry: { attempts: 10_000, backoff: { baseMs: 1_000, capMs: 60_000 } },
+    // One waiting batch at most, and one kept while a batch runs (the requests it may have
+    // missed wait in the database for it).
+    deduplication: { id: PUSH_BATCH_DEDUPLICATION_ID, keepLastIfActive: true },
+    internal: {},
+    description: 'Publish the configurations of the dynamic nodes whose pushes were requested (after every change that alters what an agent runs)',
   },
   'retention.prune': {
     scope: 'admin',

@@ -16,7 +16,7 @@ import { runJob, type RunnerDeps } from './runner.js';
 import { AppliedRecorder } from './acks.js';
 import { promoteDelayedPushes } from './pushes.js';
 import { UnrecoverableError } from 'bullmq';
-import { BROKER_RECONCILE_SCHEDULER_ID, configureScheduledReconcile, requestBrokerSync } from './broker-requests.js';
+import { BROKER_RECONCILE_SCHEDULER_ID, configureScheduledReconcile, requestBrokerSync, requestPushBatch } from './broker-requests.js';
 import { envelopeKey, verifyEnvelope } from './envelope.js';
 import { RETENTION_SCHEDULER_ID, configureRetentionSchedule } from './retention-schedule.js';
 import { publishApplied, publishCommitted } from './events.js';
@@ -80,9 +80,9 @@ export function startWorkerMqttLink(
         requestBrokerSync(queues, MQTT_CONNECTED_SYNC_REASON).catch((err: unknown) =>
           log.warn({ err }, 'requesting a broker sync after connecting failed'),
         );
-        promoteDelayedPushes(queues.queue(JOBS['node.push-config'].queue)).catch((err: unknown) =>
-          log.warn({ err }, 'running the delayed config pushes after connecting failed'),
-        );
+        promoteDelayedPushes(queues.queue(JOBS['node.push-configs'].queue))
+          .then(() => requestPushBatch(queues))
+          .catch((err: unknown) => log.warn({ err }, 'running the delayed config pushes after connecting failed'));
       },
       onApplied: (ack) => {
         deps.acks?.push(ack);

@@ -10,6 +10,7 @@ import { Migration20261201134800_agent_held_keys } from './Migration202612011348
 import { Migration20261201135000_node_sync } from './Migration20261201135000_node_sync.js';
 import { Migration20261201135500_idempotency_key } from './Migration20261201135500_idempotency_key.js';
 import { Migration20261201160000_peer_link_indexes } from './Migration20261201160000_peer_link_indexes.js';
+import { Migration20261201161000_push_request } from './Migration20261201161000_push_request.js';
 
 export const MIGRATIONS = [
   { name: 'Migration20261124000000_initial', class: Migration20261124000000_initial },
@@ -20,6 +21,7 @@ export const MIGRATIONS = [
   { name: 'Migration20261201135000_node_sync', class: Migration20261201135000_node_sync },
   { name: 'Migration20261201135500_idempotency_key', class: Migration20261201135500_idempotency_key },
   { name: 'Migration20261201160000_peer_link_indexes', class: Migration20261201160000_peer_link_indexes },
+  { name: 'Migration20261201161000_push_request', class: Migration20261201161000_push_request },
 ];
 
 /** The schema version a database is at once every migration has run. */

@@ -15,6 +15,7 @@ import { LedgerRepository } from './ledger.js';
 import { LinkRepository } from './links.js';
 import { NodeRepository } from './nodes.js';
 import { NodeSyncRepository } from './node-sync.js';
+import { PushContentRepository } from './push-content.js';
 import { SettingsRepository } from './settings.js';
 import { SnapshotRepository } from './snapshots.js';
 import { SystemStateRepository } from './system-state.js';
@@ -26,6 +27,8 @@ export interface Repositories {
   readonly nodes: NodeRepository;
   /** Push receivers and each node's sync state (desired, applied revision). */
   readonly nodeSync: NodeSyncRepository;
+  /** What config pushes carry (interfaces, peers), read for many nodes at once. */
+  readonly pushContent: PushContentRepository;
   readonly links: LinkRepository;
   readonly credentials: CredentialRepository;
   readonly forwards: ForwardRepository;
@@ -56,6 +59,7 @@ export function createRepositories(em: Em, deps: RepositoryDeps): Repositories {
     configs: new ConfigRepository(em),
     nodes: new NodeRepository(em, deps.serverKey, deps.tx),
     nodeSync: new NodeSyncRepository(em, deps.tx),
+    pushContent: new PushContentRepository(em, deps.serverKey, deps.tx),
     links: new LinkRepository(em),
     credentials: new CredentialRepository(em),
     forwards: new ForwardRepository(em),

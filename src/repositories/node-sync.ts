@@ -1,12 +1,13 @@
 /**
- * Who must hear about a change (the receivers of config pushes), and each node's sync
- * state: the revision meshq published to it (and the hash of that content) and the
- * revision its agent acknowledged (the node_sync system table, see its entity).
+ * Who must hear about a change (the receivers of config pushes, written to the
+ * push_request outbox), and each node's sync state: the revision meshq published to it
+ * (and the hash of that content) and the revision its agent acknowledged (the node_sync
+ * system table, see its entity). Requests are written set-based: one statement marks
+ * every receiver of a change, whatever the mesh size.
  */
 import type { Em } from '../db/orm.js';
 import { boundSql, type BoundSql } from '../db/sql.js';
 import type { TransactionHandle } from '../db/unit-of-work.js';
-import { Node } from '../domain/entities/mesh.js';
 import { NodeSync } from '../domain/entities/system.js';
 
 /** What the API shows of a node's sync: `applied` is null until the first acknowledgement. */
@@ -29,6 +30,28 @@ export interface AppliedAck {
   revision: number;
 }
 
+/** A node's pending push request as a batch read it (it settles the request at this seq). */
+export interface PushRequestTaken {
+  nodeId: string;
+  seq: number;
+  resend: boolean;
+}
+
+/** A node's published state, for the batch to compare content hashes. */
+export interface PublishedState {
+  revision: number;
+  contentHash: string;
+  applied: number | null;
+}
+
+/** Who receives a push request: the `select` of node ids an insert takes its rows from. */
+export type PushReceivers =
+  | { readonly nodeIds: readonly string[] }
+  | { readonly peersOf: string }
+  | { readonly nodeAndPeers: string }
+  | { readonly configId: string }
+  | { readonly all: true };
+
 /** Why an acknowledgement changed nothing. */
 export type IgnoredAck = AppliedAck & { reason: 'never issued' | 'future' | 'stale' };
 
@@ -43,9 +66,24 @@ const LAGGING =
 /** Bound parameters per `in (...)` list, far below every driver's limit. */
 const CHUNK = 1_000;
 
-const PEERS_OF =
-  "select n.id from node n where n.kind = 'dynamic' and n.id <> ? and (n.id in (select to_node_id from peer_link where from_node_id = ?)" +
-  ' or n.id in (select from_node_id from peer_link where to_node_id = ?)) order by n.id';
+/** A request joins the node's waiting one: its seq goes up, so a batch that read the older seq leaves it. */
+const ON_REQUEST_CONFLICT =
+  ' on conflict (node_id) do update set seq = push_request.seq + 1, resend = (push_request.resend or excluded.resend), requested_at = excluded.requested_at';
+
+const DYNAMIC_PEERS_OF = (id: string) =>
+  `select n.id from node n where n.kind = 'dynamic' and n.id <> ${id} and (n.id in (select to_node_id from peer_link where from_node_id = ${id})` +
+  ` or n.id in (select from_node_id from peer_link where to_node_id = ${id}))`;
+
+/** The receivers' select: node ids, parameters after the request's own two (resend, requested_at). */
+function receiversSelect(target: PushReceivers): { text: string; params: string[] } {
+  if ('nodeIds' in target) return { text: `select id from node where kind = 'dynamic' and id in (${target.nodeIds.map(() => '?').join(', ')})`, params: [...target.nodeIds] };
+  if ('peersOf' in target) return { text: DYNAMIC_PEERS_OF('?'), params: [target.peersOf, target.peersOf, target.peersOf] };
+  if ('nodeAndPeers' in target) {
+    return { text: `select id from node where kind = 'dynamic' and id = ? union ${DYNAMIC_PEERS_OF('?')}`, params: Array<string>(4).fill(target.nodeAndPeers) };
+  }
+  if ('configId' in target) return { text: "select id from node where kind = 'dynamic' and config_id = ?", params: [target.configId] };
+  return { text: "select id from node where kind = 'dynamic'", params: [] };
+}
 
 export class NodeSyncRepository {
   private readonly sql: BoundSql;
@@ -57,49 +95,103 @@ export class NodeSyncRepository {
     this.sql = tx?.sql ?? boundSql(em);
   }
 
-  /** The dynamic nodes among `ids`, in id order (unknown and static ids are left out). */
-  async dynamicAmong(ids: readonly string[]): Promise<string[]> {
-    const out: string[] = [];
-    const unique = [...new Set(ids)];
-    for (let i = 0; i < unique.length; i += CHUNK) {
-      const rows = await this.em
-        .createQueryBuilder(Node)
-        .select(['id'])
-        .where({ kind: 'dynamic', id: { $in: unique.slice(i, i + CHUNK) } })
-        .execute<{ id: string }[]>('all');
-      out.push(...rows.map((r) => r.id));
+  /**
+   * Writes a push request for every dynamic node `target` names (static and unknown ids
+   * are left out) in one statement; `resend` asks for the unacknowledged revision again.
+   * Returns how many nodes it marked.
+   */
+  async requestPushes(target: PushReceivers, opts: { resend?: boolean; at?: Date } = {}): Promise<number> {
+    if ('nodeIds' in target && target.nodeIds.length === 0) return 0;
+    let marked = 0;
+    // Bound parameters per statement stay far below every driver's limit.
+    if ('nodeIds' in target && target.nodeIds.length > CHUNK) {
+      const ids = [...new Set(target.nodeIds)];
+      for (let i = 0; i < ids.length; i += CHUNK) marked += await this.requestPushes({ nodeIds: ids.slice(i, i + CHUNK) }, opts);
+      return marked;
     }
-    return out.sort();
+    const { text, params } = receiversSelect(target);
+    const pg = this.sql.dialect === 'postgresql';
+    // PostgreSQL types a parameter in a select list as text: the casts say what the columns take.
+    const head = pg ? 'select r.id, 1, cast(? as boolean), cast(? as timestamptz)' : 'select r.id, 1, ?, ?';
+    const statement = `insert into push_request (node_id, seq, resend, requested_at) ${head} from (${text}) r where true${ON_REQUEST_CONFLICT}`;
+    const { affected } = await this.sql.query(statement, [opts.resend ?? false, opts.at ?? new Date(), ...params]);
+    return affected;
   }
 
   /**
-   * The dynamic nodes linked to `nodeId` in either direction (its peers, and the nodes
-   * that have it as a peer), without the node itself: one query whatever the mesh size.
+   * Push requests for nodes this job created (known dynamic, perhaps not yet visible to a
+   * select): written from the ids alone.
    */
-  async dynamicPeersOf(nodeId: string): Promise<string[]> {
-    const { rows } = await this.sql.query<{ id: string }>(PEERS_OF, [nodeId, nodeId, nodeId]);
-    return rows.map((r) => r.id);
+  async requestPushesForNew(nodeIds: readonly string[], at = new Date()): Promise<number> {
+    const ids = [...new Set(nodeIds)];
+    let marked = 0;
+    for (let i = 0; i < ids.length; i += CHUNK) {
+      const slice = ids.slice(i, i + CHUNK);
+      const values = slice.map(() => '(?, 1, ?, ?)').join(', ');
+      const { affected } = await this.sql.query(
+        `insert into push_request (node_id, seq, resend, requested_at) values ${values}${ON_REQUEST_CONFLICT}`,
+        slice.flatMap((id) => [id, false, at]),
+      );
+      marked += affected;
+    }
+    return marked;
   }
 
-  /** The node's published revision, its content hash and the revision its agent acknowledged; undefined before its first push. */
-  async published(nodeId: string): Promise<{ revision: number; contentHash: string; applied: number | null } | undefined> {
-    const row = await this.em
-      .createQueryBuilder(NodeSync)
-      .select(['desiredRevision', 'contentHash', 'appliedRevision'])
-      .where({ nodeId })
-      .execute<{ desiredRevision: number; contentHash: string; appliedRevision: number | null } | null>('get');
-    if (!row) return undefined;
-    return { revision: Number(row.desiredRevision), contentHash: row.contentHash, applied: row.appliedRevision === null ? null : Number(row.appliedRevision) };
+  /** The oldest pending push requests, at most `limit`. */
+  async pendingPushes(limit: number): Promise<PushRequestTaken[]> {
+    const { rows } = await this.sql.query<{ node_id: string; seq: number | string; resend: boolean | number }>(
+      'select node_id, seq, resend from push_request order by requested_at, node_id limit ?',
+      [limit],
+    );
+    return rows.map((r) => ({ nodeId: r.node_id, seq: Number(r.seq), resend: r.resend === true || r.resend === 1 }));
   }
 
-  /** Records that `revision` with content `contentHash` was published to the node. */
-  async recordPublished(nodeId: string, revision: number, contentHash: string, at: Date): Promise<void> {
-    await this.em
-      .createQueryBuilder(NodeSync)
-      .insert({ nodeId, desiredRevision: revision, contentHash, desiredAt: at, appliedRevision: null, appliedAt: null })
-      .onConflict('nodeId')
-      .merge(['desiredRevision', 'contentHash', 'desiredAt'])
-      .execute();
+  /**
+   * Deletes the requests a batch served, each only at the seq the batch read: a request
+   * made since (seq went up) stays for the next batch.
+   */
+  async settlePushes(taken: readonly PushRequestTaken[]): Promise<void> {
+    for (let i = 0; i < taken.length; i += CHUNK / 2) {
+      const slice = taken.slice(i, i + CHUNK / 2);
+      await this.sql.query(
+        `delete from push_request where ${slice.map(() => '(node_id = ? and seq = ?)').join(' or ')}`,
+        slice.flatMap((t) => [t.nodeId, t.seq]),
+      );
+    }
+  }
+
+  /** The published state of these nodes (nodes never pushed to are left out). */
+  async publishedMany(nodeIds: readonly string[]): Promise<Map<string, PublishedState>> {
+    const out = new Map<string, PublishedState>();
+    for (let i = 0; i < nodeIds.length; i += CHUNK) {
+      const slice = nodeIds.slice(i, i + CHUNK);
+      const { rows } = await this.sql.query<Record<string, unknown>>(
+        `select node_id, desired_revision, content_hash, applied_revision from node_sync where node_id in (${slice.map(() => '?').join(', ')})`,
+        slice,
+      );
+      for (const r of rows) {
+        out.set(String(r.node_id), {
+          revision: Number(r.desired_revision),
+          contentHash: String(r.content_hash),
+          applied: r.applied_revision == null ? null : Number(r.applied_revision),
+        });
+      }
+    }
+    return out;
+  }
+
+  /** Records the revisions published to these nodes, in one statement per slice. */
+  async recordPublishedMany(published: readonly { nodeId: string; revision: number; contentHash: string }[], at: Date): Promise<void> {
+    const SLICE = CHUNK / 4;
+    for (let i = 0; i < published.length; i += SLICE) {
+      const slice = published.slice(i, i + SLICE);
+      await this.sql.query(
+        'insert into node_sync (node_id, desired_revision, content_hash, desired_at, applied_revision, applied_at) values ' +
+          slice.map(() => '(?, ?, ?, ?, null, null)').join(', ') +
+          ' on conflict (node_id) do update set desired_revision = excluded.desired_revision, content_hash = excluded.content_hash, desired_at = excluded.desired_at',
+        slice.flatMap((p) => [p.nodeId, p.revision, p.contentHash, at]),
+      );
+    }
   }
 
   /**

@@ -96,7 +96,7 @@ describe.each(DIALECTS)('the data plane on %s', (dialect) => {
       'the pushes to settle',
       async () => {
         const jobs = await queue.getJobs(['waiting', 'active', 'delayed', 'prioritized'], 0, 1000);
-        return jobs.filter((j) => j?.name === 'node.push-config').length === 0;
+        return jobs.filter((j) => j?.name === 'node.push-config' || j?.name === 'node.push-configs').length === 0;
       },
       60_000,
       50,
@@ -185,7 +185,7 @@ describe.each(DIALECTS)('the data plane on %s', (dialect) => {
     // The pushes are failing and waiting out their backoff: nothing is recorded as sent.
     await waitFor('a failed push attempt', async () => {
       const jobs = await s.app.queues.queue(QUEUES.brokerSync).getJobs(['delayed', 'waiting', 'active'], 0, 100);
-      return jobs.some((j) => j?.name === 'node.push-config' && j.attemptsMade > 0);
+      return jobs.some((j) => j?.name === 'node.push-configs' && j.attemptsMade > 0);
     }, 10_000, 50);
     expect((await node(ids.b)).sync.desired).toBe(before);
 
@@ -193,9 +193,10 @@ describe.each(DIALECTS)('the data plane on %s', (dialect) => {
     await waitFor("a failed reconnect of meshq's link", async () => logs.slice(seen).includes('MQTT connection error'), 10_000, 10);
     await broker.start();
     await waitFor('the push after the outage', async () => [ids.b, ids.c].every((p) => peerEndpoint(last(p), ids.a) === 'outage.example.com:51820'), 30_000, 20);
-    expect(last(ids.b)!.revision).toBe(before + 1);
+    // Retries number past every failed attempt (one may have delivered before failing).
+    expect(last(ids.b)!.revision).toBeGreaterThan(before);
     await settled();
-    expect((await node(ids.b)).sync.desired).toBe(before + 1);
+    expect((await node(ids.b)).sync.desired).toBe(last(ids.b)!.revision);
   });
 
   it('a lagging node that comes online gets its unacknowledged revision again; one in sync gets nothing', async () => {

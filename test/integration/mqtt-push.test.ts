@@ -92,6 +92,11 @@ describe.each(DIALECTS)('MQTT config push on %s', (dialect) => {
       (j) => j?.name === 'node.push-config',
     );
 
+  const batchJobs = async () =>
+    (await s.app.queues.queue(QUEUES.brokerSync).getJobs(['completed', 'failed', 'active', 'waiting', 'delayed'], 0, 1000)).filter(
+      (j) => j?.name === 'node.push-configs',
+    );
+
   async function expectPushedConfig(msg: Received, node: NodeView): Promise<void> {
     expect(msg.topic).toBe(configPushTopic(configId, node.id));
     // Never retained: the message holds the node's private key.
@@ -171,7 +176,7 @@ describe.each(DIALECTS)('MQTT config push on %s', (dialect) => {
 
     // The tests below count pushes from here.
     received.length = 0;
-    for (const job of await pushJobs()) await job.remove();
+    for (const job of [...(await pushJobs()), ...(await batchJobs())]) await job.remove();
   });
 
   it('after mesh.generate each dynamic node receives its configuration with its peers; static nodes get none', async () => {
@@ -179,34 +184,33 @@ describe.each(DIALECTS)('MQTT config push on %s', (dialect) => {
     expect(generated).toMatchObject({ state: 'completed', result: { created: 6 } });
 
     await waitFor('a push per dynamic node', async () => new Set(received.map((m) => m.body.nodeId)).size === dynamic.length, 20_000, 50);
-    await waitFor('the push jobs to complete', async () => {
-      const jobs = await pushJobs();
-      return jobs.length === dynamic.length && (await Promise.all(jobs.map((j) => j.getState()))).every((st) => st === 'completed');
+    await waitFor('the push batches to complete', async () => {
+      const jobs = await batchJobs();
+      return jobs.length > 0 && (await Promise.all(jobs.map((j) => j.getState()))).every((st) => st === 'completed');
     }, 20_000, 100);
-    for (const job of await pushJobs()) {
-      const nodeId = (job.data as { payload: { nodeId: string } }).payload.nodeId;
-      const node = nodes.find((n) => n.id === nodeId)!;
-      // The first node had revision 1 already (above); the others get their first.
-      const revision = nodeId === dynamic[0]!.id ? 2 : 1;
-      expect(job.returnvalue).toEqual({ nodeId, topic: configPushTopic(configId, nodeId), peers: 3, revision, pushed: true });
-      // Follow-ups carry the submitter of mesh.generate.
-      expect((job.data as { actor: string }).actor).toBe('admin');
-      expect(node.kind).toBe('dynamic');
-    }
+    // One batch served every dynamic node: the first had revision 1 already (above), the
+    // others got their first. The static node was never asked for.
+    const results = (await batchJobs()).map((j) => j.returnvalue as { requests: number; pushed: number; unchanged: number; skipped: number; refused: number });
+    expect(results.reduce((n, r) => n + r.pushed, 0)).toBe(dynamic.length);
+    expect(results.reduce((n, r) => n + r.skipped + r.refused, 0)).toBe(0);
+    for (const job of await batchJobs()) expect((job.data as { actor: string }).actor).toBe('admin');
+    for (const node of dynamic) expect((await repos().nodeSync.view(node.id)).desired).toBe(node.id === dynamic[0]!.id ? 2 : 1);
     await new Promise((r) => setTimeout(r, 300));
     expect(received).toHaveLength(dynamic.length);
     for (const node of dynamic) await expectPushedConfig(received.find((m) => m.body.nodeId === node.id)!, node);
     expect(received.some((m) => m.body.nodeId === staticNode.id)).toBe(false);
 
     // Job results and data never carry a key.
-    for (const job of await pushJobs()) expect(JSON.stringify([job.data, job.returnvalue])).not.toMatch(/privateKey|[A-Za-z0-9+/]{43}=/);
+    for (const job of [...(await pushJobs()), ...(await batchJobs())]) expect(JSON.stringify([job.data, job.returnvalue])).not.toMatch(/privateKey|[A-Za-z0-9+/]{43}=/);
   });
 
   it('a run of mesh.generate that creates nothing pushes nothing', async () => {
-    const before = (await pushJobs()).length;
+    const before = (await batchJobs()).length;
+    received.length = 0;
     expect(await s.job('mesh.generate', { configId })).toMatchObject({ state: 'completed', result: { created: 0 } });
     await new Promise((r) => setTimeout(r, 300));
-    expect((await pushJobs()).length).toBe(before);
+    expect((await batchJobs()).length).toBe(before);
+    expect(received).toEqual([]);
   });
 
   it('a push asked for directly publishes nothing when the content is unchanged, and is refused for a static node', async () => {

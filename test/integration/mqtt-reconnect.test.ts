@@ -103,7 +103,7 @@ describe.each(DIALECTS)('MQTT reconnect with a worker process on %s', (dialect) 
     // retried with backoff.
     await submitAndWait('node.update', { id: peerId, endpoint: 'peer.example.com:51820' });
     const push = await waitFor('the requested push', async () =>
-      (await brokerJobs()).find((j) => j.name === 'node.push-config' && (j.data as { payload: { nodeId: string } }).payload.nodeId === nodeId && !j.finishedOn),
+      (await brokerJobs()).find((j) => j.name === 'node.push-configs' && !j.finishedOn),
     10_000, 50);
     await waitFor('a failed push attempt', async () => ((await app.queues.queue(QUEUES.brokerSync).getJob(push.id!))?.attemptsMade ?? 0) >= 1, 10_000, 50);
     await new Promise((r) => setTimeout(r, 1_500));

@@ -26,6 +26,7 @@ const VALID: Record<string, Record<string, unknown>> = {
   tokenCreate: { id, name: 'ci', tokenHash: hash },
   brokerSync: {},
   nodePushConfig: { nodeId: id },
+  nodePushConfigs: {},
   snapshotExport: {},
   snapshotRestore: { stagedId: id },
   retentionPrune: {},

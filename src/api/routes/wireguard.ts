@@ -46,7 +46,7 @@ export async function wireguardRoutes(api: FastifyInstance, opts: { app: AppCont
         throw forbidden(req.principal, 'credentials');
       }
       const config = await repos.configs.require(node.configId);
-      const peers: WireguardConfPeer[] = await readPeers(repos, node.id, config.listenPort);
+      const peers: WireguardConfPeer[] = await readPeers(repos, node.id);
       const text = renderWireguardConf({
         nodeName: node.name,
         configName: config.name,

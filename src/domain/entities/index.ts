@@ -13,7 +13,7 @@ import {
   PortForwardRuleSchema,
 } from './mesh.js';
 import { SettingSchema } from './settings.js';
-import { BrokerAppliedSchema, IdempotencyKeySchema, JobRecordSchema, NodeSyncSchema, SnapshotArchiveSchema, SystemStateSchema } from './system.js';
+import { BrokerAppliedSchema, IdempotencyKeySchema, JobRecordSchema, NodeSyncSchema, PushRequestSchema, SnapshotArchiveSchema, SystemStateSchema } from './system.js';
 
 /** Business entities in foreign-key order (parents first): restore inserts in this order. */
 export const BUSINESS_ENTITIES = [
@@ -36,6 +36,7 @@ export const SYSTEM_ENTITIES = [
   BrokerAppliedSchema,
   NodeSyncSchema,
   IdempotencyKeySchema,
+  PushRequestSchema,
 ] as const;
 
 export const ALL_ENTITIES = [...BUSINESS_ENTITIES, ...SYSTEM_ENTITIES];

@@ -125,3 +125,28 @@ export const NodeSyncSchema = defineEntity({
 });
 export class NodeSync extends NodeSyncSchema.class {}
 NodeSyncSchema.setClass(NodeSync);
+
+/**
+ * The outbox of config pushes: one row per dynamic node whose push content may have
+ * changed, written by the job that changed it, in its transaction (so a committed change
+ * always leaves its request behind, whatever happens after commit). The push batch
+ * (src/jobs/processors/push-config.ts) takes rows, publishes, and deletes each row only
+ * if its `seq` is still the one it read: a request made meanwhile survives for the next
+ * batch. Derived state like node_sync: not in snapshots, no foreign key (a row of a
+ * deleted node is taken and dropped by the next batch).
+ */
+export const PushRequestSchema = defineEntity({
+  name: 'PushRequest',
+  tableName: 'push_request',
+  properties: {
+    nodeId: p.uuid().primary(),
+    /** Goes up with every request for the node; the batch deletes the row only at the seq it read. */
+    seq: p.integer(),
+    /** Publish the current revision again even if unchanged, when the agent has not acknowledged it. */
+    resend: p.boolean(),
+    /** The latest request: batches take the oldest first. */
+    requestedAt: p.datetime().length(3),
+  },
+});
+export class PushRequest extends PushRequestSchema.class {}
+PushRequestSchema.setClass(PushRequest);

@@ -16,41 +16,45 @@
  * - Per outgoing link the peer's public key, endpoint, listen port, allowed IPs and
  *   keepalive. Never another node's private key.
  *
- * Revisions: each push carries `revision`, which goes up by one only when the content
- * (everything but `generatedAt` and the private key) changes; its hash is kept per node
+ * Revisions: each push carries `revision`, which goes up only when the content
+ * (everything but `generatedAt` and the private key) changes (by one; by more on a retry,
+ * see publishConfigs); its hash is kept per node
  * (node_sync). A push whose content equals the last published one publishes nothing, so
  * a change that alters nothing for a node costs it no message. The publish happens inside
  * the job's transaction and the new revision commits only after the broker acknowledged
- * it (see pushConfig): at-least-once, with the job's capped backoff (its job table row)
- * until the broker takes it, each retry re-reading the newest state.
+ * it (see publishConfigs): at-least-once, with the job's capped backoff (its job table row)
+ * until the broker takes it, each retry re-reading the newest state (a newer revision
+ * supersedes the one that failed).
  *
- * Who asks: every job that changes what some dynamic node runs calls requestPushes
- * (src/jobs/pushes.ts), coalesced per node. Static nodes are managed by hand and have no
- * agent: they get no push, and asking for one is INVALID.
+ * Two job types publish, through one path (publishConfigs):
+ * - `node.push-configs`, the fan-out: every job that changes what some dynamic node runs
+ *   writes push requests in its transaction (src/jobs/pushes.ts) and asks for this batch
+ *   after commit. A batch takes the oldest requests, as many nodes as fit a budget of
+ *   peer rows (so its memory follows the page, not the mesh), reads their interfaces and
+ *   peers in one query each (src/repositories/push-content.ts), hashes each node's
+ *   content, records the changed revisions in one statement, publishes the page's
+ *   messages pipelined, and settles the requests it served; then asks for the next page.
+ *   Requests coalesce per node in the outbox, so a burst gives each node few pushes, each
+ *   with the state when its batch ran.
+ * - `node.push-config {nodeId}`, one node on request (an operator's, or a test's). Static
+ *   nodes are managed by hand and have no agent: asking for one is INVALID.
  */
 import { createHash } from 'node:crypto';
 import { BrokerInsecureError, InvalidError, MqttDisabledError } from '../../domain/errors.js';
 import type { Repositories } from '../../repositories/index.js';
+import type { PeerLinkRow, PeerNode, PushInterface, PushedPeer } from '../../repositories/push-content.js';
+import type { PushRequestTaken } from '../../repositories/node-sync.js';
 import type { AwgParams, TunnelProtocol } from '../../domain/validation.js';
 import { AuthorizationVerdicts } from '../../broker/authorization.js';
 import { CHECK_CLIENT_TUNING, createEmqxClient } from '../../broker/emqx.js';
 import { MqttNotConnectedError } from '../../broker/mqtt-link.js';
 import { configPushTopic } from '../../broker/topics.js';
 import type { JobContext } from '../context.js';
-import type { NodePushConfig } from '../payloads.js';
+import type { NodePushConfig, NodePushConfigs } from '../payloads.js';
+
+export type { PushedPeer } from '../../repositories/push-content.js';
 
 export const CONFIG_PUSH_FORMAT_VERSION = 1;
-
-export interface PushedPeer {
-  nodeId: string;
-  name: string;
-  publicKey: string;
-  /** `host:port`, or null when the peer has none (it is reached when it connects). */
-  endpoint: string | null;
-  listenPort: number;
-  allowedIps: string[];
-  persistentKeepalive: number | null;
-}
 
 export interface PushedConfig {
   version: typeof CONFIG_PUSH_FORMAT_VERSION;
@@ -94,60 +98,34 @@ export interface PushConfigResult {
   reason?: 'unchanged' | 'node deleted' | 'resent';
 }
 
-/**
- * The peers a node's configuration lists: one per outgoing link, with the peer's key and
- * endpoint and the link's allowed IPs. Two reads, whatever the number of peers. Shared by
- * the push and the rendered wireguard.conf, so an agent and a static node see the same.
- */
-export async function readPeers(repos: Repositories, nodeId: string, configListenPort: number): Promise<PushedPeer[]> {
-  const links = await repos.links.fromNode(nodeId);
-  const peersById = new Map((await repos.nodes.getMany(links.map((l) => l.toNodeId))).map((p) => [p.id, p]));
-  return links.flatMap((link): PushedPeer[] => {
-    const peer = peersById.get(link.toNodeId);
-    // Links cascade with their nodes, so a missing peer cannot be read in one transaction.
-    if (!peer) return [];
-    return [
-      {
-        nodeId: peer.id,
-        name: peer.name,
-        publicKey: peer.publicKey,
-        endpoint: peer.endpoint,
-        listenPort: peer.listenPort ?? configListenPort,
-        allowedIps: link.allowedIps,
-        persistentKeepalive: link.persistentKeepalive,
-      },
-    ];
-  });
+/** What a batch did; counts only (a job result never names a key). */
+export interface PushConfigsResult {
+  /** Requests served by this batch. */
+  requests: number;
+  /** Messages published (new revisions and resends). */
+  pushed: number;
+  /** Nodes whose content had not changed: nothing sent. */
+  unchanged: number;
+  /** Requests for nodes that are gone or static: nothing to send. */
+  skipped: number;
+  /** Server-held keys not published because EMQX would let others read them (BROKER_INSECURE, logged). */
+  refused: number;
+  /** Whether more requests wait: the next batch was asked for. */
+  more: boolean;
 }
 
-/** A node's desired configuration as its agent receives it, read through the repositories. */
-export async function desiredNodeConfig(repos: Repositories, nodeId: string): Promise<PushedConfig> {
-  const node = await repos.nodes.require(nodeId);
-  if (node.kind !== 'dynamic') {
-    throw new InvalidError(`node "${node.name}" (${node.id}) is static: it has no agent to push a configuration to`);
-  }
-  const config = await repos.configs.require(node.configId);
-  const peers = await readPeers(repos, node.id, config.listenPort);
-  const privateKey = await repos.nodes.privateKey(node.id);
-  return {
-    version: CONFIG_PUSH_FORMAT_VERSION,
-    configId: config.id,
-    nodeId: node.id,
-    generatedAt: new Date().toISOString(),
-    interface: {
-      name: node.name,
-      address: node.address,
-      subnet: config.subnet,
-      listenPort: node.listenPort ?? config.listenPort,
-      publicKey: node.publicKey,
-      ...(privateKey === null ? {} : { privateKey }),
-      dns: config.dns,
-      protocol: config.protocol,
-      awg: config.awg,
-    },
-    peers,
-  };
+/**
+ * The peers a node's configuration lists: one per outgoing link, with the peer's key and
+ * endpoint and the link's allowed IPs. Shared by the push and the rendered
+ * wireguard.conf, so an agent and a static node see the same.
+ */
+export async function readPeers(repos: Repositories, nodeId: string): Promise<PushedPeer[]> {
+  return (await repos.pushContent.peers([nodeId])).get(nodeId) ?? [];
 }
+
+
+const staticNodeError = (iface: PushInterface) =>
+  new InvalidError(`node "${iface.name}" (${iface.nodeId}) is static: it has no agent to push a configuration to`);
 
 /** This process's memory of EMQX's last good authorization verdict. */
 const authorizationVerdicts = new AuthorizationVerdicts();
@@ -162,41 +140,215 @@ export function pushContentHash(message: PushedConfig): string {
   return createHash('sha256').update(JSON.stringify({ ...rest, interface: publicInterface })).digest('hex');
 }
 
-export async function pushConfig(data: NodePushConfig, ctx: JobContext): Promise<PushConfigResult> {
-  if (!ctx.config.mqtt.enabled) throw new MqttDisabledError('pushing a node configuration');
-  const mqtt = ctx.mqtt;
-  // A node deleted after its push was requested has nobody left to tell: nothing to do.
-  if (!(await ctx.repos.nodes.get(data.nodeId))) return { nodeId: data.nodeId, pushed: false, reason: 'node deleted' };
+/**
+ * A node's push as text, built from pieces. In a full mesh every node is a peer of every
+ * other, so a page lists each peer in nearly every message: its part of the JSON is
+ * written once per page (`peerPrefix`) and the messages are joined from the pieces. The
+ * text is exactly what `JSON.stringify` writes for the same object (the same keys in the
+ * same order; a unit test holds the two equal), so the content hash is `pushContentHash`'s.
+ */
+export class PushTexts {
+  private readonly prefixes = new Map<string, string>();
 
-  const message = await desiredNodeConfig(ctx.repos, data.nodeId);
-  const topic = configPushTopic(message.configId, message.nodeId);
-  const contentHash = pushContentHash(message);
-  const published = await ctx.repos.nodeSync.published(message.nodeId);
-  const base = { nodeId: message.nodeId, topic, peers: message.peers.length };
-  const unchanged = published?.contentHash === contentHash;
-  // The agent already has it, or was sent it and may still answer: nothing to send.
-  const resend = unchanged && data.resend === true && (published.applied ?? 0) < published.revision;
-  // Nothing the agent runs would change: no new revision and no message.
-  if (unchanged && !resend) return { ...base, revision: published.revision, pushed: false, reason: 'unchanged' };
+  constructor(private readonly peerNodes: ReadonlyMap<string, PeerNode>) {}
+
+  /** `{"nodeId":…,"listenPort":n` of a peer: everything before the link's own fields. */
+  private peerPrefix(peer: PeerNode): string {
+    let prefix = this.prefixes.get(peer.nodeId);
+    if (prefix === undefined) {
+      const text = JSON.stringify({ nodeId: peer.nodeId, name: peer.name, publicKey: peer.publicKey, endpoint: peer.endpoint, listenPort: peer.listenPort });
+      prefix = text.slice(0, -1);
+      this.prefixes.set(peer.nodeId, prefix);
+    }
+    return prefix;
+  }
+
+  /** The `peers` array as JSON, and how many it lists (links cascade with nodes: every link names a peer). */
+  peers(links: readonly PeerLinkRow[]): { json: string; count: number } {
+    const parts: string[] = [];
+    for (const link of links) {
+      const peer = this.peerNodes.get(link.toNodeId);
+      if (!peer) continue;
+      parts.push(`${this.peerPrefix(peer)},"allowedIps":${JSON.stringify(link.allowedIps)},"persistentKeepalive":${JSON.stringify(link.persistentKeepalive)}}`);
+    }
+    return { json: `[${parts.join(',')}]`, count: parts.length };
+  }
+}
+
+/** The interface as the push lists it; the private key only when meshq holds it. */
+const interfaceOf = (iface: PushInterface): PushedConfig['interface'] => ({
+  name: iface.name,
+  address: iface.address,
+  subnet: iface.subnet,
+  listenPort: iface.listenPort,
+  publicKey: iface.publicKey,
+  ...(iface.privateKey === null ? {} : { privateKey: iface.privateKey }),
+  dns: iface.dns,
+  protocol: iface.protocol,
+  awg: iface.awg,
+});
+
+/** What `pushContentHash` hashes, as text: the content without generatedAt and the private key. */
+export function contentText(iface: PushInterface, peersJson: string): string {
+  const { privateKey: _key, ...publicInterface } = interfaceOf(iface);
+  const head = JSON.stringify({ version: CONFIG_PUSH_FORMAT_VERSION, configId: iface.configId, nodeId: iface.nodeId }).slice(0, -1);
+  return `${head},"peers":${peersJson},"interface":${JSON.stringify(publicInterface)}}`;
+}
+
+/** The message the agent receives (`PushMessage`), as text. */
+export function messageText(iface: PushInterface, peersJson: string, generatedAt: string, revision: number): string {
+  const head = JSON.stringify({ version: CONFIG_PUSH_FORMAT_VERSION, configId: iface.configId, nodeId: iface.nodeId, generatedAt, interface: interfaceOf(iface) }).slice(0, -1);
+  return `${head},"peers":${peersJson},"revision":${revision}}`;
+}
+
+
+/** What happened to one node of a publish. */
+type NodeOutcome =
+  | { nodeId: string; state: 'gone' | 'static' }
+  | { nodeId: string; state: 'unchanged' | 'pushed' | 'resent' | 'refused'; topic: string; peers: number; revision: number };
+
+interface Sending {
+  outcome: { nodeId: string; state: 'pushed' | 'resent' | 'refused'; topic: string; peers: number; revision: number };
+  iface: PushInterface;
+  peersJson: string;
+  contentHash: string;
+}
+
+/**
+ * Publishes the current configuration of each node whose content changed since its last
+ * published revision (or, for `resend` nodes, whose revision is unacknowledged): a few
+ * set-based reads for the content of every node (interfaces, links, the peers they name),
+ * one for their published state, one statement for the new revisions, and the messages
+ * pipelined (QoS 1, not retained). Called inside the job's transaction, on purpose: the
+ * new revisions commit only once the broker acknowledged every message, and a publish
+ * that fails rolls them back, so the retry computes them again from the newest state (a
+ * revision is recorded iff it was sent). The price is one broker round trip for the page
+ * (bounded by the link's publish timeout) while the transaction is open.
+ *
+ * `strict` (one node asked for by name): a static node is INVALID and an insecure EMQX
+ * fails the job (BROKER_INSECURE). Otherwise (a batch) static and insecure nodes are
+ * counted and left out, so one node cannot hold the others' pushes back.
+ */
+async function publishConfigs(ctx: JobContext, nodeIds: readonly string[], resend: ReadonlySet<string>, strict: boolean): Promise<NodeOutcome[]> {
+  const { repos } = ctx;
+  const t0 = performance.now();
+  const interfaces = await repos.pushContent.interfaces(nodeIds);
+  const links = await repos.pushContent.links(nodeIds);
+  const texts = new PushTexts(await repos.pushContent.peerNodes(nodeIds));
+  const published = await repos.nodeSync.publishedMany(nodeIds);
+  // A failed attempt may have delivered some of its messages before it rolled back (the
+  // broker took them, another failed, or an acknowledgement timed out): their revision
+  // numbers are not recorded, but agents may run them. Each retry numbers past every
+  // earlier attempt, so an agent never gets one revision number with two contents.
+  const retried = ctx.job?.attemptsMade ?? 0;
+  const outcomes: NodeOutcome[] = [];
+  const toSend: Sending[] = [];
+  for (const nodeId of nodeIds) {
+    const iface = interfaces.get(nodeId);
+    // A node deleted after its push was requested has nobody left to tell.
+    if (!iface) {
+      outcomes.push({ nodeId, state: 'gone' });
+      continue;
+    }
+    if (iface.kind !== 'dynamic') {
+      if (strict) throw staticNodeError(iface);
+      outcomes.push({ nodeId, state: 'static' });
+      continue;
+    }
+    const peers = texts.peers(links.get(nodeId) ?? []);
+    const contentHash = createHash('sha256').update(contentText(iface, peers.json)).digest('hex');
+    const before = published.get(nodeId);
+    const base = { nodeId, topic: configPushTopic(iface.configId, nodeId), peers: peers.count };
+    const unchanged = before?.contentHash === contentHash;
+    // Unchanged and acknowledged (or not asked to resend): the agent has it, or was sent it and may still answer.
+    if (unchanged && !(resend.has(nodeId) && (before.applied ?? 0) < before.revision)) {
+      outcomes.push({ ...base, state: 'unchanged', revision: before.revision });
+      continue;
+    }
+    // A resend repeats the revision the agent has not acknowledged: same content, same number.
+    const outcome: Sending['outcome'] = unchanged ? { ...base, state: 'resent', revision: before.revision } : { ...base, state: 'pushed', revision: (before?.revision ?? 0) + 1 + retried };
+    outcomes.push(outcome);
+    toSend.push({ outcome, iface, peersJson: peers.json, contentHash });
+  }
+  links.clear();
+  if (toSend.length === 0) return outcomes;
 
   // Infrastructure, not the request's fault: thrown as plain errors, so the job retries
   // with its row's capped backoff and reads the (maybe newer) state again next time.
+  const mqtt = ctx.mqtt;
   if (!mqtt) throw new Error('MQTT is enabled but this worker has no MQTT link');
   if (!mqtt.connected) throw new MqttNotConnectedError();
-  if (message.interface.privateKey) {
+  let sending = toSend;
+  if (toSend.some((s) => s.iface.privateKey !== null)) {
     const verdict = await authorizationVerdicts.verdict(ctx.config.emqx.apiUrl, () => createEmqxClient(ctx.config, CHECK_CLIENT_TUNING, ctx.log));
-    if (!verdict.ok) throw new BrokerInsecureError(verdict.reason);
+    if (!verdict.ok) {
+      if (strict) throw new BrokerInsecureError(verdict.reason);
+      sending = toSend.filter((s) => s.iface.privateKey === null);
+      const refused = toSend.filter((s) => s.iface.privateKey !== null);
+      for (const s of refused) s.outcome.state = 'refused';
+      ctx.log.error(
+        { nodes: refused.map((s) => s.outcome.nodeId), reason: verdict.reason },
+        'config pushes carrying private keys refused: EMQX would let other clients read them (BROKER_INSECURE)',
+      );
+    }
   }
-  // A resend repeats the revision the agent has not acknowledged: same content, same number.
-  const revision = resend ? published!.revision : (published?.revision ?? 0) + 1;
-  const body = JSON.stringify({ ...message, revision } satisfies PushMessage);
-  if (!resend) await ctx.repos.nodeSync.recordPublished(message.nodeId, revision, contentHash, new Date());
-  // Published inside the transaction, on purpose: the new revision commits only once the
-  // broker acknowledged the message, and a publish that fails rolls it back, so the retry
-  // computes it again from the newest state (a revision is recorded iff it was sent).
-  // The price is one broker round trip (bounded by the link's publish timeout) while the
-  // transaction is open; pushes coalesce per node, so there are few of them.
-  await mqtt.publish(topic, body, { qos: 1, retain: false });
-  ctx.log.info({ nodeId: message.nodeId, topic, revision, peers: message.peers.length, resend }, 'configuration pushed');
-  return { ...base, revision, pushed: true, ...(resend ? { reason: 'resent' as const } : {}) };
+  await repos.nodeSync.recordPublishedMany(
+    sending.filter((s) => s.outcome.state === 'pushed').map((s) => ({ nodeId: s.outcome.nodeId, revision: s.outcome.revision, contentHash: s.contentHash })),
+    new Date(),
+  );
+  const t1 = performance.now();
+  const generatedAt = new Date().toISOString();
+  // Pipelined: every message is handed to the client before the first acknowledgement is
+  // awaited, so a page costs about one broker round trip, not one per node.
+  await Promise.all(sending.map((s) => mqtt.publish(s.outcome.topic, messageText(s.iface, s.peersJson, generatedAt, s.outcome.revision), { qos: 1, retain: false })));
+  ctx.log.debug({ nodes: sending.length, readMs: Math.round(t1 - t0), publishMs: Math.round(performance.now() - t1) }, 'configurations published');
+  return outcomes;
+}
+
+/** At most this many requests are looked at per batch (then cut to the peer-row budget). */
+const BATCH_NODES = 128;
+/**
+ * Peer rows one batch reads and holds (a node with more is still taken, alone): what
+ * bounds a batch's memory and the time its transaction stays open, whatever the mesh.
+ */
+const BATCH_PEER_ROWS = 65_536;
+
+/** `node.push-configs`: serves the oldest push requests, one page per job (see the module comment). */
+export async function pushConfigs(_data: NodePushConfigs, ctx: JobContext): Promise<PushConfigsResult> {
+  if (!ctx.config.mqtt.enabled) throw new MqttDisabledError('pushing node configurations');
+  const t0 = performance.now();
+  const pending = await ctx.repos.nodeSync.pendingPushes(BATCH_NODES);
+  if (pending.length === 0) return { requests: 0, pushed: 0, unchanged: 0, skipped: 0, refused: 0, more: false };
+  const counts = await ctx.repos.pushContent.peerCounts(pending.map((r) => r.nodeId));
+  const taken: PushRequestTaken[] = [];
+  let rows = 0;
+  for (const request of pending) {
+    const peers = counts.get(request.nodeId) ?? 0;
+    if (taken.length > 0 && rows + peers > BATCH_PEER_ROWS) break;
+    taken.push(request);
+    rows += peers;
+  }
+  ctx.log.debug({ pending: pending.length, taken: taken.length, takeMs: Math.round(performance.now() - t0) }, 'push requests taken');
+  const resend = new Set(taken.filter((t) => t.resend).map((t) => t.nodeId));
+  const outcomes = await publishConfigs(ctx, taken.map((t) => t.nodeId), resend, false);
+  await ctx.repos.nodeSync.settlePushes(taken);
+  // Requests beyond this page (or made during it, which settle left in place) get the next batch.
+  const more = taken.length < pending.length || pending.length === BATCH_NODES;
+  if (more) ctx.enqueue('node.push-configs', {});
+  const count = (...states: NodeOutcome['state'][]) => outcomes.filter((o) => states.includes(o.state)).length;
+  const result = { requests: taken.length, pushed: count('pushed', 'resent'), unchanged: count('unchanged'), skipped: count('gone', 'static'), refused: count('refused'), more };
+  if (result.pushed > 0) ctx.log.info({ ...result, peerRows: rows }, 'configurations pushed');
+  return result;
+}
+
+/** `node.push-config`: one node's configuration, on request. */
+export async function pushConfig(data: NodePushConfig, ctx: JobContext): Promise<PushConfigResult> {
+  if (!ctx.config.mqtt.enabled) throw new MqttDisabledError('pushing a node configuration');
+  const [outcome] = await publishConfigs(ctx, [data.nodeId], new Set(data.resend === true ? [data.nodeId] : []), true);
+  // A node deleted after its push was requested has nobody left to tell (a static one threw INVALID).
+  if (!outcome || !('topic' in outcome)) return { nodeId: data.nodeId, pushed: false, reason: 'node deleted' };
+  const base = { nodeId: outcome.nodeId, topic: outcome.topic, peers: outcome.peers, revision: outcome.revision };
+  if (outcome.state === 'unchanged') return { ...base, pushed: false, reason: 'unchanged' };
+  ctx.log.info({ ...base, resend: outcome.state === 'resent' }, 'configuration pushed');
+  return { ...base, pushed: true, ...(outcome.state === 'resent' ? { reason: 'resent' as const } : {}) };
 }
