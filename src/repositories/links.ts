@@ -88,6 +88,9 @@ const linkView = (l: PeerLink): LinkView => ({
   persistentKeepalive: l.persistentKeepalive ?? null,
 });
 
+/** Pairs added at once above which mesh.generate refreshes peer_link's planner statistics. */
+const ANALYZE_AFTER_PAIRS = 5_000;
+
 export class LinkRepository {
   constructor(private readonly em: Em) {}
 
@@ -137,6 +140,11 @@ export class LinkRepository {
       previous.mergejoin,
       previous.jit,
     ]);
+    // Statistics for the rows just written, in this transaction (ANALYZE counts them and
+    // its results commit with them): autovacuum would only get to it later, and until
+    // then the readers of the new links (the push fan-out right after commit) would be
+    // planned for an empty table. It samples a fixed number of rows, whatever the size.
+    if (created >= ANALYZE_AFTER_PAIRS) await sql.query('analyze peer_link');
     return created;
   }
 
