@@ -88,7 +88,7 @@ const payloadSchema = (tables: z.ZodType<Record<string, Record<string, unknown>[
       }
     });
 
-const fullPayloadSchema = payloadSchema(z.record(z.string(), z.array(z.record(z.string(), z.unknown()))));
+export const fullPayloadSchema = payloadSchema(z.record(z.string(), z.array(z.record(z.string(), z.unknown()))));
 const scannedPayloadSchema = payloadSchema(
   z.record(
     z.string(),
