@@ -62,7 +62,6 @@ export interface UploadCheckOptions {
   limits?: InflationLimits;
 }
 
-const MiB = 1024 * 1024;
 
 /**
  * A check's heap. The file streams through the checks (src/snapshots/reader.ts): a chunk
