@@ -109,7 +109,7 @@ export async function restoreSnapshot(data: SnapshotRestore, ctx: JobContext): P
   let streamed: Awaited<ReturnType<typeof restoreStaged>> | undefined;
   const rows = await ctx.repos.snapshots.replaceBusinessData(
     async (load) => {
-      streamed = await restoreStaged(() => staged.data, staged.sealedKey, serverKey, specs, {
+      streamed = await restoreStaged(() => ctx.repos.snapshots.archiveBytes(staged), staged.sealedKey, serverKey, specs, {
         begin: (meta) => load.total(Object.entries(meta.counts).reduce((n, [t, c]) => n + (specNames.has(t) ? c : 0), 0)),
         rows: (spec, batch) => load.rows(spec, batch),
       });
