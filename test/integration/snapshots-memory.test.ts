@@ -24,7 +24,7 @@ describe.each(DIALECTS)('a snapshot larger than the heap on %s', (dialect) => {
       const { stdout } = await run(
         process.execPath,
         [`--max-old-space-size=${OLD_SPACE_MB}`, `--max-semi-space-size=${SEMI_SPACE_MB}`, '--import', 'tsx', 'test/support/snapshot-memory-child.ts'],
-        { cwd: root, env: { ...process.env, ...db.env, MEMORY_AUDIT_ROWS: '34000' }, maxBuffer: 1 << 20, timeout: 240_000 },
+        { cwd: root, env: { ...process.env, ...db.env, MEMORY_AUDIT_ROWS: '34000' }, maxBuffer: 1 << 20, timeout: 420_000 },
       );
       const out = JSON.parse(stdout.trim().split('\n').at(-1)!) as {
         before: string;
@@ -41,5 +41,5 @@ describe.each(DIALECTS)('a snapshot larger than the heap on %s', (dialect) => {
     } finally {
       await db.drop();
     }
-  }, 300_000);
+  }, 450_000);
 });
