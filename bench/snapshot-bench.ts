@@ -180,7 +180,8 @@ export async function benchSnapshots(): Promise<void> {
     label: 'bench',
     serverKey,
   });
-  const rows = rowCount(tables);
+  // API tokens in the file (as older files carry them) are ignored by a restore.
+  const rows = rowCount(tables) - (tables.api_token?.length ?? 0);
   const file = await encodeTestSnapshot(tables, FILE_PASSWORD);
   console.error(`snapshots: ${rows.toLocaleString('en-US')} rows, file ${(file.length / 2 ** 20).toFixed(1)} MiB`);
 

@@ -26,7 +26,7 @@ import { once } from 'node:events';
 import { createDecipheriv, type DecipherGCM } from 'node:crypto';
 import { createGunzip } from 'node:zlib';
 import { setImmediate as yieldToLoop } from 'node:timers/promises';
-import { assertDataKey, invalid, readContainer, readHeader, type SnapshotHeader } from './container.js';
+import { assertDataKey, invalid, readContainer, readHeader, SNAPSHOT_FORMAT_VERSION, type SnapshotHeader } from './container.js';
 import { PayloadReader, type PayloadEvents } from './json-stream.js';
 import { describePayloadIssues, envelopeSchema, inflationCap, DEFAULT_INFLATION_LIMITS, fullPayloadSchema, type InflationLimits, type SnapshotEnvelope } from './payload.js';
 import type { SnapshotRow, TableSpec } from './tables.js';
@@ -274,8 +274,8 @@ class PayloadConsumer implements PayloadEvents {
   tablesStart(): void {
     const checked = envelopeSchema.safeParse(this.fields);
     if (!checked.success) invalid('bad_payload', describePayloadIssues(checked.error));
-    if (checked.data.formatVersion !== 1) {
-      invalid('bad_payload', `invalid snapshot payload: contents say format version ${checked.data.formatVersion}, header says 1`);
+    if (checked.data.formatVersion !== SNAPSHOT_FORMAT_VERSION) {
+      invalid('bad_payload', `invalid snapshot payload: contents say format version ${checked.data.formatVersion}, header says ${SNAPSHOT_FORMAT_VERSION}`);
     }
     this.meta = checked.data;
     this.plan = upgradePlan(checked.data.schemaVersion);
