@@ -6,6 +6,7 @@
 import type { PoolClient } from 'pg';
 import type { Em } from '../db/orm.js';
 import { copyInStream, dbError } from '../db/pg-copy.js';
+import { boundSql, type SqlValue } from '../db/sql.js';
 import type { TransactionHandle } from '../db/unit-of-work.js';
 import { isPostgres } from '../migrations/dialect.js';
 import { rowsToCopyText } from '../snapshots/pg-copy-text.js';
@@ -26,11 +27,6 @@ const batchRows = (spec: TableSpec): number => Math.max(1, Math.min(MAX_BATCH_RO
 const COPY_BATCH_ROWS = 2000;
 
 const pgIdent = (name: string): string => `"${name.replace(/"/g, '""')}"`;
-
-/** The one Kysely call restore makes (the ORM hands out an untyped Kysely). */
-interface RowInserter {
-  insertInto(table: string): { values(rows: Record<string, unknown>[]): { execute(): Promise<unknown> } };
-}
 
 /** Where a restore's rows are written, batch by batch, tables parents first. */
 export interface RestoreLoader {
@@ -120,8 +116,21 @@ export async function replaceBusinessData(
   }
 
   for (const statement of deletes) await em.execute(statement, [], 'run');
-  const kysely = em.getKysely() as unknown as RowInserter;
-  const toDatabaseRow = databaseRowConverter(em);
+  const sql = tx?.sql ?? boundSql(em);
+  const convert = valueConverter(em);
+  // One text per table and batch size, made once: the bound statement is prepared once by
+  // better-sqlite3's statement cache and run for every full batch with new values.
+  const texts = new Map<string, string>();
+  const insertText = (spec: TableSpec, n: number): string => {
+    const key = `${spec.table}/${n}`;
+    let text = texts.get(key);
+    if (text === undefined) {
+      const tuple = `(${spec.columns.map(() => '?').join(', ')})`;
+      text = `insert into ${q(spec.table)} (${spec.columns.map((c) => q(c.name)).join(', ')}) values ${new Array<string>(n).fill(tuple).join(', ')}`;
+      texts.set(key, text);
+    }
+    return text;
+  };
   await produce({
     total: async (n) => {
       total = n;
@@ -129,12 +138,15 @@ export async function replaceBusinessData(
     },
     rows: async (spec, rows) => {
       const size = batchRows(spec);
+      const columns = spec.columns;
       for (let at = 0; at < rows.length; at += size) {
-        const batch = rows.slice(at, at + size).map((row) => toDatabaseRow(spec, row));
-        // Kysely (bound to this transaction) sends one INSERT ... VALUES with bound
-        // parameters. em.insertMany would inline every value into the SQL text and run
-        // the ORM's per-row processing, which is slower on the same rows.
-        await kysely.insertInto(spec.table).values(batch).execute();
+        const end = Math.min(rows.length, at + size);
+        const params: SqlValue[] = [];
+        for (let i = at; i < end; i++) {
+          const row = rows[i]!;
+          for (const col of columns) params.push(convert(col, row[col.name]) as SqlValue);
+        }
+        await sql.query(insertText(spec, end - at), params);
       }
       await counted(spec, rows.length);
     },
@@ -200,10 +212,10 @@ class PgTableCopy {
  * platform keeps Dates (SQLite: epoch milliseconds; PostgreSQL: timestamptz), JSON as JSON
  * text (a bare array would otherwise be bound as a PostgreSQL array), booleans as SQLite's 0/1.
  */
-function databaseRowConverter(em: Em): (spec: TableSpec, row: Record<string, unknown>) => Record<string, unknown> {
+function valueConverter(em: Em): (col: ColumnSpec, value: unknown) => unknown {
   const platform = em.getPlatform();
   const postgres = isPostgres(em.getDriver());
-  const convert = (col: ColumnSpec, value: unknown): unknown => {
+  return (col, value) => {
     if (value === null || value === undefined) return null;
     switch (col.kind) {
       case 'datetime':
@@ -215,10 +227,5 @@ function databaseRowConverter(em: Em): (spec: TableSpec, row: Record<string, unk
       default:
         return value;
     }
-  };
-  return (spec, row) => {
-    const out: Record<string, unknown> = {};
-    for (const col of spec.columns) out[col.name] = convert(col, row[col.name]);
-    return out;
   };
 }
