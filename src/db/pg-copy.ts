@@ -12,8 +12,9 @@
  *    rows go in by COPY inside the same transaction as its deletes and the job's other
  *    writes.
  */
+import { once } from 'node:events';
 import { Readable } from 'node:stream';
-import { pipeline } from 'node:stream/promises';
+import { finished, pipeline } from 'node:stream/promises';
 import pg, { type PoolClient } from 'pg';
 import { from as copyFrom, to as copyTo } from 'pg-copy-streams';
 import type { Em } from './orm.js';
@@ -63,4 +64,35 @@ export async function copyIn(client: PoolClient, sql: string, source: Iterable<s
   const sink = client.query(copyFrom(sql));
   await pipeline(Readable.from(source, { objectMode: false }), sink);
   return sink.rowCount;
+}
+
+/**
+ * `COPY … FROM STDIN` written to batch by batch (text chunks ending at line ends), for a
+ * source that pushes: `write` resolves once the stream has room again, `end` with the rows
+ * the server confirmed. `abort` cancels the COPY (the server rolls it back with the
+ * transaction) and resolves once the stream is done with the connection.
+ */
+export function copyInStream(client: PoolClient, sql: string): { write(text: string): Promise<void>; end(): Promise<number>; abort(err: unknown): Promise<void> } {
+  const sink = client.query(copyFrom(sql));
+  let failure: unknown;
+  sink.on('error', (err) => {
+    failure ??= err;
+  });
+  return {
+    async write(text) {
+      if (failure) throw failure;
+      if (!sink.write(text)) await once(sink, 'drain');
+      if (failure) throw failure;
+    },
+    async end() {
+      if (failure) throw failure;
+      sink.end();
+      await finished(sink);
+      return sink.rowCount;
+    },
+    async abort(err) {
+      if (!sink.destroyed) sink.destroy(err instanceof Error ? err : new Error(String(err)));
+      await finished(sink).catch(() => undefined);
+    },
+  };
 }

@@ -5,6 +5,8 @@
 import { createHash } from 'node:crypto';
 import type { Em } from '../db/orm.js';
 import { boundSql, type BoundSql } from '../db/sql.js';
+import { pgPool } from '../db/pg-client.js';
+import { isPostgres } from '../migrations/dialect.js';
 import type { TransactionHandle } from '../db/unit-of-work.js';
 import { SnapshotArchive } from '../domain/entities/system.js';
 import { newId } from '../domain/ids.js';
@@ -24,9 +26,15 @@ export interface SnapshotView {
 }
 
 interface StagedSnapshot extends SnapshotView {
-  data: Buffer;
   sealedKey: string;
 }
+
+/**
+ * Bytes of a stored file read per query on PostgreSQL. A bytea as one value would arrive
+ * as hex text, a JS string twice the file's size; in slices (sent as base64, the most
+ * compact text) a file of any size streams through a bounded buffer.
+ */
+const PG_SLICE_BYTES = 1024 * 1024;
 
 const view = (a: SnapshotArchive): SnapshotView => ({
   id: a.id,
@@ -97,16 +105,38 @@ export class SnapshotArchiveRepository {
     return row ? view(row) : undefined;
   }
 
-  /** An export's encrypted bytes. */
-  async exportFile(id: string): Promise<{ view: SnapshotView; data: Buffer } | undefined> {
-    const row = await this.em.findOne(SnapshotArchive, { id, kind: 'export' }, { populate: ['data'] as never });
-    return row ? { view: view(row), data: asBuffer(row.data) } : undefined;
+  /** A staged upload's metadata and sealed key; its bytes through archiveBytes. */
+  async getStaged(id: string): Promise<StagedSnapshot | undefined> {
+    const row = await this.em.findOne(SnapshotArchive, { id, kind: 'staged' });
+    if (!row?.sealedKey) return undefined;
+    return { ...view(row), sealedKey: row.sealedKey };
   }
 
-  async getStaged(id: string): Promise<StagedSnapshot | undefined> {
-    const row = await this.em.findOne(SnapshotArchive, { id, kind: 'staged' }, { populate: ['data'] as never });
-    if (!row?.sealedKey) return undefined;
-    return { ...view(row), data: asBuffer(row.data), sealedKey: row.sealedKey };
+  /**
+   * A stored file's bytes, as they are read. PostgreSQL: slices of the bytea, each its own
+   * query on the pool (never on a transaction's connection, which a restore's COPY holds;
+   * stored files never change, and one deleted meanwhile ends the stream with an error).
+   * SQLite: the blob in one piece, a Buffer outside the JS heap (slicing a blob makes
+   * SQLite read it whole for every slice).
+   */
+  async *archiveBytes(file: { id: string; size: number }): AsyncGenerator<Buffer> {
+    if (!isPostgres(this.em.getDriver())) {
+      const { rows } = await this.sql.query<{ data: Uint8Array }>('select data from snapshot_archive where id = ?', [file.id]);
+      if (!rows[0]) throw new Error(`snapshot file ${file.id} is gone`);
+      yield asBuffer(rows[0].data);
+      return;
+    }
+    const pool = await pgPool(this.em);
+    for (let at = 0; at < file.size; at += PG_SLICE_BYTES) {
+      const length = Math.min(PG_SLICE_BYTES, file.size - at);
+      const { rows } = await pool.query<{ data: string }>(
+        "select encode(substring(data from $2::int for $3::int), 'base64') as data from snapshot_archive where id = $1",
+        [file.id, at + 1, length],
+      );
+      const slice = rows[0] ? Buffer.from(rows[0].data, 'base64') : undefined;
+      if (!slice || slice.length !== length) throw new Error(`snapshot file ${file.id} is gone or shorter than its ${file.size} bytes`);
+      yield slice;
+    }
   }
 
   async deleteArchive(id: string): Promise<void> {

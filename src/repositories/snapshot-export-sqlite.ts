@@ -9,11 +9,12 @@ import type { ColumnSpec, SnapshotRow, TableSpec } from '../snapshots/tables.js'
 import { keyOrder, rangeKey, type SnapshotJsonSink } from './snapshot-rows.js';
 
 /**
- * Rows per statement of a SQLite export: ~1.5 MB of JSON text on the widest table, small
+ * Rows per statement of a SQLite export: well under a megabyte of JSON text on usual rows, small
  * enough that gzip starts on the first piece early, large enough that statements cost
- * nothing next to their rows.
+ * nothing next to their rows; a few such statements in the heap at once stay small even
+ * when rows are large (big audit details).
  */
-const JSON_CHUNK_ROWS = 5000;
+const JSON_CHUNK_ROWS = 2000;
 
 const sqlString = (s: string): string => `'${s.replace(/'/g, "''")}'`;
 

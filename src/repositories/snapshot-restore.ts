@@ -5,11 +5,12 @@
  */
 import type { PoolClient } from 'pg';
 import type { Em } from '../db/orm.js';
-import { copyIn, dbError } from '../db/pg-copy.js';
+import { copyInStream, dbError } from '../db/pg-copy.js';
+import { boundSql, type SqlValue } from '../db/sql.js';
 import type { TransactionHandle } from '../db/unit-of-work.js';
 import { isPostgres } from '../migrations/dialect.js';
 import { rowsToCopyText } from '../snapshots/pg-copy-text.js';
-import type { ColumnSpec, SnapshotTables, TableSpec } from '../snapshots/tables.js';
+import type { ColumnSpec, SnapshotRow, SnapshotTables, TableSpec } from '../snapshots/tables.js';
 
 export type RestoreProgress = (done: number, total: number) => Promise<void>;
 
@@ -27,113 +28,182 @@ const COPY_BATCH_ROWS = 2000;
 
 const pgIdent = (name: string): string => `"${name.replace(/"/g, '""')}"`;
 
-/** The one Kysely call restore makes (the ORM hands out an untyped Kysely). */
-interface RowInserter {
-  insertInto(table: string): { values(rows: Record<string, unknown>[]): { execute(): Promise<unknown> } };
+/** Where a restore's rows are written, batch by batch, tables parents first. */
+export interface RestoreLoader {
+  /** The rows to come (for progress); called once, before the first batch. */
+  total(rows: number): Promise<void>;
+  rows(spec: TableSpec, rows: SnapshotRow[]): Promise<void>;
 }
 
 /**
- * Replaces every business row with the given (validated, current-schema) rows, in the
- * caller's transaction: all of it commits or none of it does. Deletes children first,
- * inserts parents first, so foreign keys hold after every statement.
- *
- * `tables` may be a function that makes the rows (the restore job's decoding of the
- * file): it is called once the deletes are on their way, so on PostgreSQL the server
- * deletes while this process decodes.
+ * The rows of a restore: whole tables, or a function that streams them into the loader
+ * (the restore job's decoding of the staged file, src/snapshots/reader.ts) and resolves
+ * once every row was handed over and the file authenticated.
+ */
+export type RestoreRows = SnapshotTables | ((load: RestoreLoader) => Promise<void>);
+
+const fromTables =
+  (specs: readonly TableSpec[], tables: SnapshotTables) =>
+  async (load: RestoreLoader): Promise<void> => {
+    await load.total(specs.reduce((n, s) => n + (tables[s.table]?.length ?? 0), 0));
+    for (const spec of specs) {
+      const rows = tables[spec.table] ?? [];
+      for (let at = 0; at < rows.length; at += COPY_BATCH_ROWS) await load.rows(spec, rows.slice(at, at + COPY_BATCH_ROWS));
+    }
+  };
+
+/**
+ * Replaces every business row with the given (current-schema) rows, in the caller's
+ * transaction: all of it commits or none of it does, since the caller commits only after
+ * this resolved (and a streamed source resolves only once its file authenticated). Deletes
+ * children first, inserts parents first, so foreign keys hold after every statement.
+ * Rows are written as they come, so a streamed restore holds one batch at a time. Counts
+ * of the rows written per table are returned.
  */
 export async function replaceBusinessData(
   em: Em,
   tx: TransactionHandle | undefined,
   specs: readonly TableSpec[],
-  tables: SnapshotTables | (() => SnapshotTables),
+  source: RestoreRows,
   progress?: RestoreProgress,
 ): Promise<Record<string, number>> {
   if (!em.isInTransaction()) throw new Error('SnapshotRepository.replaceBusinessData must run inside a transaction');
   const q = (id: string) => em.getPlatform().quoteIdentifier(id);
   const deletes = [...specs].reverse().map((spec) => `delete from ${q(spec.table)}`);
-  const rowsOf = typeof tables === 'function' ? tables : () => tables;
-  const total = (t: SnapshotTables) => specs.reduce((n, s) => n + (t[s.table]?.length ?? 0), 0);
+  const produce = typeof source === 'function' ? source : fromTables(specs, source);
+  const counts: Record<string, number> = Object.fromEntries(specs.map((s) => [s.table, 0]));
+  let total = 0;
+  let done = 0;
+  const counted = async (spec: TableSpec, n: number) => {
+    counts[spec.table]! += n;
+    done += n;
+    await progress?.(done, total);
+  };
 
   if (isPostgres(em.getDriver())) {
     // Exclusive: no operation may interleave with a restore (docs/architecture.md).
     const client = tx?.exclusive ? tx.pgClient : undefined;
     if (!client) throw new Error('SnapshotRepository.replaceBusinessData on PostgreSQL must run in an exclusive write transaction (uow.write(fn, { exclusive: true }))');
-    // One simple query, sent before the rows are made (client.query writes it at once).
-    const deleting = client.query(deletes.join('; '));
-    let rows: SnapshotTables;
+    // One simple query, sent before the first rows are decoded, so the server deletes
+    // while this process decrypts and parses.
+    const deleting = client.query(deletes.join('; ')).then(
+      () => undefined,
+      (err: unknown) => err,
+    );
+    const copy = new PgTableCopy(em, client);
     try {
-      rows = rowsOf();
+      await produce({
+        total: async (n) => {
+          total = n;
+          const failed = await deleting;
+          if (failed) throw dbError(em, failed);
+          await progress?.(0, total);
+        },
+        rows: async (spec, rows) => {
+          await copy.rows(spec, rows);
+          await counted(spec, rows.length);
+        },
+      });
+      await copy.end();
+    } catch (err) {
+      await copy.abort(err);
+      throw err;
     } finally {
-      // Settled before anything else happens on the connection, whatever rowsOf did.
-      await deleting.catch((err: unknown) => Promise.reject(dbError(em, err)));
+      // Settled before anything else happens on the connection, whatever happened.
+      await deleting;
     }
-    await progress?.(0, total(rows));
-    return copyPostgres(em, client, specs, rows, total(rows), progress);
+    return counts;
   }
 
   for (const statement of deletes) await em.execute(statement, [], 'run');
-  const rows = rowsOf();
-  await progress?.(0, total(rows));
-  const kysely = em.getKysely() as unknown as RowInserter;
-  const toDatabaseRow = databaseRowConverter(em);
-  let done = 0;
-  const counts: Record<string, number> = {};
-  for (const spec of specs) {
-    const tableRows = rows[spec.table] ?? [];
-    const size = batchRows(spec);
-    for (let at = 0; at < tableRows.length; at += size) {
-      const batch = tableRows.slice(at, at + size).map((row) => toDatabaseRow(spec, row));
-      // Kysely (bound to this transaction) sends one INSERT ... VALUES with bound
-      // parameters. em.insertMany would inline every value into the SQL text and run
-      // the ORM's per-row processing, which is slower on the same rows.
-      await kysely.insertInto(spec.table).values(batch).execute();
-      done += batch.length;
-      await progress?.(done, total(rows));
+  const sql = tx?.sql ?? boundSql(em);
+  const convert = valueConverter(em);
+  // One text per table and batch size, made once: the bound statement is prepared once by
+  // better-sqlite3's statement cache and run for every full batch with new values.
+  const texts = new Map<string, string>();
+  const insertText = (spec: TableSpec, n: number): string => {
+    const key = `${spec.table}/${n}`;
+    let text = texts.get(key);
+    if (text === undefined) {
+      const tuple = `(${spec.columns.map(() => '?').join(', ')})`;
+      text = `insert into ${q(spec.table)} (${spec.columns.map((c) => q(c.name)).join(', ')}) values ${new Array<string>(n).fill(tuple).join(', ')}`;
+      texts.set(key, text);
     }
-    counts[spec.table] = tableRows.length;
-  }
+    return text;
+  };
+  await produce({
+    total: async (n) => {
+      total = n;
+      await progress?.(0, total);
+    },
+    rows: async (spec, rows) => {
+      const size = batchRows(spec);
+      const columns = spec.columns;
+      for (let at = 0; at < rows.length; at += size) {
+        const end = Math.min(rows.length, at + size);
+        const params: SqlValue[] = [];
+        for (let i = at; i < end; i++) {
+          const row = rows[i]!;
+          for (const col of columns) params.push(convert(col, row[col.name]) as SqlValue);
+        }
+        await sql.query(insertText(spec, end - at), params);
+      }
+      await counted(spec, rows.length);
+    },
+  });
   return counts;
 }
 
 /**
  * PostgreSQL: each table's rows by `COPY … FROM STDIN` (text format) on the transaction's
  * own client, as `psql` loads a `pg_dump`: the server's bulk path (rows inserted in
- * batches per page, one statement per table), with the next rows' text made here while
- * the server takes the previous ones. Faster than multi-row INSERTs or
- * `insert … select * from unnest($1::uuid[], …)` on the benchmark's rows.
+ * batches per page, one statement per table). A table's COPY opens with its first batch
+ * and ends when the next table's begins; each batch is converted to COPY text and written
+ * with the stream's backpressure, so the server takes one batch while the next is decoded.
  */
-async function copyPostgres(
-  em: Em,
-  client: PoolClient,
-  specs: readonly TableSpec[],
-  tables: SnapshotTables,
-  total: number,
-  progress?: RestoreProgress,
-): Promise<Record<string, number>> {
-  const counts: Record<string, number> = {};
-  let done = 0;
-  for (const spec of specs) {
-    const rows = tables[spec.table] ?? [];
-    counts[spec.table] = rows.length;
-    if (rows.length === 0) continue;
-    async function* text(): AsyncGenerator<string> {
-      for (let at = 0; at < rows.length; at += COPY_BATCH_ROWS) {
-        const end = Math.min(rows.length, at + COPY_BATCH_ROWS);
-        yield rowsToCopyText(spec, rows, at, end);
-        done += end - at;
-        await progress?.(done, total);
-      }
+class PgTableCopy {
+  private current: { spec: TableSpec; sink: ReturnType<typeof copyInStream>; rows: number } | undefined;
+
+  constructor(
+    private readonly em: Em,
+    private readonly client: PoolClient,
+  ) {}
+
+  async rows(spec: TableSpec, rows: readonly SnapshotRow[]): Promise<void> {
+    if (this.current?.spec !== spec) {
+      await this.end();
+      const sql = `copy ${pgIdent(spec.table)} (${spec.columns.map((c) => pgIdent(c.name)).join(', ')}) from stdin`;
+      this.current = { spec, sink: copyInStream(this.client, sql), rows: 0 };
     }
-    const sql = `copy ${pgIdent(spec.table)} (${spec.columns.map((c) => pgIdent(c.name)).join(', ')}) from stdin`;
+    const current = this.current;
+    current.rows += rows.length;
+    try {
+      await current.sink.write(rowsToCopyText(spec, rows, 0, rows.length));
+    } catch (err) {
+      throw dbError(this.em, err);
+    }
+  }
+
+  /** Ends the open COPY and checks the rows the server took. */
+  async end(): Promise<void> {
+    const current = this.current;
+    if (!current) return;
+    this.current = undefined;
     let copied: number;
     try {
-      copied = await copyIn(client, sql, text());
+      copied = await current.sink.end();
     } catch (err) {
-      throw dbError(em, err);
+      throw dbError(this.em, err);
     }
-    if (copied !== rows.length) throw new Error(`snapshot restore: COPY took ${copied} rows of ${spec.table}, not ${rows.length}`);
+    if (copied !== current.rows) throw new Error(`snapshot restore: COPY took ${copied} rows of ${current.spec.table}, not ${current.rows}`);
   }
-  return counts;
+
+  /** Aborts an open COPY (the transaction is failing anyway), waiting until the connection is usable. */
+  async abort(err: unknown): Promise<void> {
+    const current = this.current;
+    this.current = undefined;
+    await current?.sink.abort(err);
+  }
 }
 
 /**
@@ -142,10 +212,10 @@ async function copyPostgres(
  * platform keeps Dates (SQLite: epoch milliseconds; PostgreSQL: timestamptz), JSON as JSON
  * text (a bare array would otherwise be bound as a PostgreSQL array), booleans as SQLite's 0/1.
  */
-function databaseRowConverter(em: Em): (spec: TableSpec, row: Record<string, unknown>) => Record<string, unknown> {
+function valueConverter(em: Em): (col: ColumnSpec, value: unknown) => unknown {
   const platform = em.getPlatform();
   const postgres = isPostgres(em.getDriver());
-  const convert = (col: ColumnSpec, value: unknown): unknown => {
+  return (col, value) => {
     if (value === null || value === undefined) return null;
     switch (col.kind) {
       case 'datetime':
@@ -157,10 +227,5 @@ function databaseRowConverter(em: Em): (spec: TableSpec, row: Record<string, unk
       default:
         return value;
     }
-  };
-  return (spec, row) => {
-    const out: Record<string, unknown> = {};
-    for (const col of spec.columns) out[col.name] = convert(col, row[col.name]);
-    return out;
   };
 }

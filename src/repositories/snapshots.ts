@@ -11,11 +11,11 @@
 import type { Em } from '../db/orm.js';
 import type { TransactionHandle } from '../db/unit-of-work.js';
 import { isPostgres } from '../migrations/dialect.js';
-import { snapshotTableSpecs, type SnapshotTables, type TableSpec } from '../snapshots/tables.js';
+import { snapshotTableSpecs, type TableSpec } from '../snapshots/tables.js';
 import { SnapshotArchiveRepository } from './snapshot-archives.js';
 import { writeJsonPostgres } from './snapshot-export-pg.js';
 import { writeJsonSqlite } from './snapshot-export-sqlite.js';
-import { replaceBusinessData, type RestoreProgress } from './snapshot-restore.js';
+import { replaceBusinessData, type RestoreProgress, type RestoreRows } from './snapshot-restore.js';
 import type { SnapshotJsonSink } from './snapshot-rows.js';
 
 export class SnapshotRepository extends SnapshotArchiveRepository {
@@ -65,11 +65,11 @@ export class SnapshotRepository extends SnapshotArchiveRepository {
   }
 
   /**
-   * Replaces every business row with the given rows, in the caller's transaction
-   * (src/repositories/snapshot-restore.ts); on PostgreSQL it must be an exclusive write
-   * transaction.
+   * Replaces every business row with the given rows (whole tables, or streamed batch by
+   * batch), in the caller's transaction (src/repositories/snapshot-restore.ts); on
+   * PostgreSQL it must be an exclusive write transaction.
    */
-  async replaceBusinessData(tables: SnapshotTables | (() => SnapshotTables), progress?: RestoreProgress): Promise<Record<string, number>> {
-    return replaceBusinessData(this.em, this.tx, this.tableSpecs(), tables, progress);
+  async replaceBusinessData(rows: RestoreRows, progress?: RestoreProgress): Promise<Record<string, number>> {
+    return replaceBusinessData(this.em, this.tx, this.tableSpecs(), rows, progress);
   }
 }

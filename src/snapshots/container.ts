@@ -166,6 +166,34 @@ export function encryptSnapshotBody(body: Buffer, key: Buffer, kdf: KdfParamsWit
   return Buffer.concat([header, ciphertext, cipher.getAuthTag()]);
 }
 
+/**
+ * The same container from the compressed body in pieces, encrypted piece by piece into
+ * one buffer with a yield to the event loop between pieces. Each piece is released (its
+ * slot in `pieces` emptied) once encrypted, so the body and the file are held together
+ * only piece by piece, never twice over.
+ */
+export async function encryptSnapshotPieces(pieces: (Buffer | undefined)[], key: Buffer, kdf: KdfParamsWithSalt): Promise<Buffer> {
+  assertDataKey(key);
+  const problem = checkKdfParams(kdf);
+  if (problem) throw new Error(`invalid KDF parameters: ${problem}`);
+  if (kdf.salt.length !== SALT_LENGTH) throw new Error(`the snapshot salt must be ${SALT_LENGTH} bytes`);
+  const bodyLength = pieces.reduce((n, p) => n + (p?.length ?? 0), 0);
+  const iv = randomBytes(IV_LENGTH);
+  const header = encodeHeader(kdf, iv, bodyLength);
+  const out = Buffer.allocUnsafe(header.length + bodyLength + TAG_LENGTH);
+  let at = header.copy(out, 0);
+  const cipher = createCipheriv('aes-256-gcm', key, iv, { authTagLength: TAG_LENGTH });
+  cipher.setAAD(header);
+  for (let i = 0; i < pieces.length; i++) {
+    at += cipher.update(pieces[i]!).copy(out, at);
+    pieces[i] = undefined;
+    await new Promise<void>((resolve) => setImmediate(resolve));
+  }
+  at += cipher.final().copy(out, at);
+  cipher.getAuthTag().copy(out, at);
+  return out;
+}
+
 /** Checks structure and authenticity and returns the (still compressed) body. */
 export function decryptSnapshotBody(buf: Buffer, key: Buffer, header: SnapshotHeader = readContainer(buf)): Buffer {
   assertDataKey(key);

@@ -1,7 +1,7 @@
 /**
- * The snapshot's contents: gzip(JSON) of a payload, its schema, and decoding a file into a
- * checked payload. Decoding is synchronous and in memory, bounded by the inflation caps
- * below; the API runs it in a worker thread (upload-check.ts), never on its event loop.
+ * The snapshot's contents: gzip(JSON) of a payload, its schema, the inflation caps, and
+ * decoding a whole file in memory into a checked payload (decodeSnapshot: tools and
+ * tests). meshq itself reads files as streams (reader.ts), with the same caps and schema.
  */
 import { constants as bufferConstants } from 'node:buffer';
 import { gunzipSync } from 'node:zlib';
@@ -88,7 +88,7 @@ const payloadSchema = (tables: z.ZodType<Record<string, Record<string, unknown>[
       }
     });
 
-const fullPayloadSchema = payloadSchema(z.record(z.string(), z.array(z.record(z.string(), z.unknown()))));
+export const fullPayloadSchema = payloadSchema(z.record(z.string(), z.array(z.record(z.string(), z.unknown()))));
 const scannedPayloadSchema = payloadSchema(
   z.record(
     z.string(),

@@ -12,40 +12,40 @@
  * Nothing here touches the database: the API stages a checked upload and the restore job
  * loads it (src/jobs/processors/snapshots.ts).
  */
-import { DomainError } from '../domain/errors.js';
-import { decryptSecret } from '../domain/secrets.js';
-import { seal, unseal } from '../crypto.js';
-import { deriveFileKey } from './container.js';
-import { SnapshotInvalidError } from './errors.js';
-import { decodeSnapshot, DEFAULT_INFLATION_LIMITS, type InflationLimits, type SnapshotPayload } from './payload.js';
 import { createHash } from 'node:crypto';
+import { setImmediate as yieldToLoop } from 'node:timers/promises';
+import { DomainError } from '../domain/errors.js';
+import { KEY_LENGTH, seal, unseal } from '../crypto.js';
 import { LATEST_SCHEMA_VERSION } from '../migrations/index.js';
+import { deriveFileKey } from './container.js';
 import { APP_VERSION } from './export.js';
-import { KEY_LENGTH } from '../crypto.js';
-import { validateSnapshotTables, type SnapshotTables, type TableSpec } from './tables.js';
+import { DEFAULT_INFLATION_LIMITS, type InflationLimits, type SnapshotEnvelope, type SnapshotPayload } from './payload.js';
+import { streamSnapshot, type RowSink, type SnapshotSource, type StreamedSnapshot } from './reader.js';
+import type { SnapshotTables, TableSpec } from './tables.js';
 import { upgradeSnapshotTables } from './upgrades.js';
+import { validateSnapshotTables } from './validator.js';
 
+/** What a checked or restored file was: its envelope and the upgrades its rows went through. */
 export interface PreparedSnapshot {
   /** The file's own header fields (schemaVersion is the file's, before upgrades). */
-  meta: Omit<SnapshotPayload, 'tables'>;
-  /** Rows at the current schema, validated. */
-  tables: SnapshotTables;
+  meta: SnapshotEnvelope;
   /** Migrations whose upgrade steps were applied. */
   upgradedThrough: string[];
 }
 
+/**
+ * Whole tables in memory through the same upgrades and checks as a streamed file (tools
+ * and tests; a restore streams).
+ */
 export function prepareSnapshot(
   payload: SnapshotPayload,
   specs: readonly TableSpec[],
   serverKey: Buffer,
   opts: { alreadyChecked?: boolean } = {},
-): PreparedSnapshot {
+): PreparedSnapshot & { tables: SnapshotTables } {
   const { tables, ...meta } = payload;
   const upgraded = upgradeSnapshotTables(payload.schemaVersion, tables);
-  if (!opts.alreadyChecked) {
-    validateSnapshotTables(upgraded.tables, specs);
-    checkSealedColumns(upgraded.tables, serverKey);
-  }
+  if (!opts.alreadyChecked) validateSnapshotTables(upgraded.tables, specs, serverKey);
   return { meta, tables: upgraded.tables, upgradedThrough: upgraded.applied };
 }
 
@@ -56,73 +56,52 @@ interface CheckedBy {
   appVersion: string;
 }
 
-const sha256 = (data: Buffer): string => createHash('sha256').update(data).digest('hex');
-const currentCheck = (file: Buffer): CheckedBy => ({ sha256: sha256(file), schemaVersion: LATEST_SCHEMA_VERSION, appVersion: APP_VERSION });
+/** A file's sha256, hashed a megabyte at a time with a yield to the loop between. */
+async function sha256Of(source: SnapshotSource): Promise<string> {
+  const hash = createHash('sha256');
+  if (Buffer.isBuffer(source)) {
+    const step = 1024 * 1024;
+    for (let at = 0; at < source.length; at += step) {
+      hash.update(source.subarray(at, at + step));
+      if (at + step < source.length) await yieldToLoop();
+    }
+  } else {
+    for await (const chunk of source) hash.update(chunk);
+  }
+  return hash.digest('hex');
+}
 
 /** The sealed value: the file's data key, then the check's JSON. */
-function sealStaged(key: Buffer, file: Buffer, serverKey: Buffer): string {
-  return seal(Buffer.concat([key, Buffer.from(JSON.stringify(currentCheck(file)), 'utf8')]), serverKey).toString('base64');
+function sealStaged(key: Buffer, sha256: string, serverKey: Buffer): string {
+  const by: CheckedBy = { sha256, schemaVersion: LATEST_SCHEMA_VERSION, appVersion: APP_VERSION };
+  return seal(Buffer.concat([key, Buffer.from(JSON.stringify(by), 'utf8')]), serverKey).toString('base64');
 }
 
 /** The data key, and whether the API's check covers these bytes in this process. */
-function openSealed(sealed: Buffer, file: Buffer): { key: Buffer; alreadyChecked: boolean } {
+async function openSealed(sealed: Buffer, file: () => SnapshotSource): Promise<{ key: Buffer; alreadyChecked: boolean }> {
   const key = Buffer.from(sealed.subarray(0, KEY_LENGTH));
-  let alreadyChecked = false;
+  let by: Partial<CheckedBy> | undefined;
   if (sealed.length > KEY_LENGTH) {
     try {
-      const by = JSON.parse(sealed.subarray(KEY_LENGTH).toString('utf8')) as Partial<CheckedBy>;
-      const now = currentCheck(file);
-      alreadyChecked = by.sha256 === now.sha256 && by.schemaVersion === now.schemaVersion && by.appVersion === now.appVersion;
+      by = JSON.parse(sealed.subarray(KEY_LENGTH).toString('utf8')) as Partial<CheckedBy>;
     } catch {
-      alreadyChecked = false;
+      by = undefined;
     }
   }
   sealed.fill(0);
+  // The hash only matters when the rest matches (hashing is a pass over the whole file).
+  const alreadyChecked = by?.schemaVersion === LATEST_SCHEMA_VERSION && by.appVersion === APP_VERSION && by.sha256 === (await sha256Of(file()));
   return { key, alreadyChecked };
-}
-
-/**
- * Columns a snapshot carries still sealed under the exporting server's SECRET_KEY (node
- * private keys stay encrypted at rest inside the file too, so a file and its password are
- * not enough to read them). They open here only if this server has the same SECRET_KEY.
- * The usual way to get this wrong is moving from SQLite, whose key was generated into
- * data/secret.key, to PostgreSQL with a freshly generated SECRET_KEY: the restore would
- * succeed and every node's private key would be unreadable. Refused instead, saying why.
- */
-const SEALED_COLUMNS = [{ table: 'node', column: 'private_key_enc' }] as const;
-
-function checkSealedColumns(tables: SnapshotTables, serverKey: Buffer): void {
-  for (const { table, column } of SEALED_COLUMNS) {
-    const rows = tables[table] ?? [];
-    let failed = 0;
-    for (const row of rows) {
-      // Null: nothing sealed (a node whose agent holds its own key).
-      if (row[column] === null) continue;
-      try {
-        decryptSecret(row[column] as string, serverKey);
-      } catch {
-        failed++;
-      }
-    }
-    if (failed > 0) {
-      throw new SnapshotInvalidError(
-        'secret_key_mismatch',
-        `${failed} of ${rows.length} values of ${table}.${column} do not open with this server's SECRET_KEY: the snapshot comes ` +
-          "from a meshq with a different SECRET_KEY. Set SECRET_KEY to the exporting server's value (with SQLite, the " +
-          'content of data/secret.key), restart, and upload again',
-      );
-    }
-  }
 }
 
 /** A checked upload, ready to stage: the file's data key sealed under the server key. */
 export type OpenedUpload = PreparedSnapshot & { sealedKey: string };
 
 /**
- * An upload: derives the file's data key from the password, decrypts and validates
- * everything. Returns the key sealed under the server key for staging: the job decrypts
- * the staged file with it, and the password itself is dropped here. Synchronous work on
- * the whole file: the API runs it in a worker thread (upload-check.ts).
+ * An upload: derives the file's data key from the password, then streams the file through
+ * every check (src/snapshots/reader.ts) without keeping its rows. Returns the key sealed
+ * under the server key for staging: the job decrypts the staged file with it, and the
+ * password itself is dropped here. The API runs this in a worker thread (upload-check.ts).
  */
 export async function openUpload(
   file: Buffer,
@@ -133,24 +112,34 @@ export async function openUpload(
 ): Promise<OpenedUpload> {
   const key = await deriveFileKey(file, password);
   try {
-    const prepared = prepareSnapshot(decodeSnapshot(file, key, limits), specs, serverKey);
-    return { ...prepared, sealedKey: sealStaged(key, file, serverKey) };
+    const checked = await streamSnapshot(file, key, { specs, validate: true, serverKey, limits });
+    return { ...checked, sealedKey: sealStaged(key, await sha256Of(file), serverKey) };
   } finally {
     key.fill(0);
   }
 }
 
-/** A staged upload, in the restore job. */
-export function openStaged(file: Buffer, sealedKey: string, serverKey: Buffer, specs: readonly TableSpec[]): PreparedSnapshot {
+/**
+ * A staged upload, in the restore job: opens the sealed key and streams the file's rows
+ * into `sink`, checking them again unless the API's check provably covers them. `file`
+ * gives the staged bytes (called once more when the seal's hash must be compared).
+ */
+export async function restoreStaged(
+  file: () => SnapshotSource,
+  sealedKey: string,
+  serverKey: Buffer,
+  specs: readonly TableSpec[],
+  sink: RowSink,
+): Promise<StreamedSnapshot> {
   let opened: { key: Buffer; alreadyChecked: boolean };
   try {
-    opened = openSealed(unseal(Buffer.from(sealedKey, 'base64'), serverKey), file);
+    opened = await openSealed(unseal(Buffer.from(sealedKey, 'base64'), serverKey), file);
   } catch (err) {
     // Retrying cannot help: the key was sealed under another SECRET_KEY.
     throw new DomainError('CONFLICT', `the staged upload cannot be opened: ${(err as Error).message}; upload the file again`);
   }
   try {
-    return prepareSnapshot(decodeSnapshot(file, opened.key), specs, serverKey, { alreadyChecked: opened.alreadyChecked });
+    return await streamSnapshot(file(), opened.key, { specs, validate: !opened.alreadyChecked, serverKey, sink });
   } finally {
     opened.key.fill(0);
   }

@@ -45,9 +45,6 @@ type Row = Record<string, unknown>;
 /** What is wrong with a column's value, or null. */
 type ColumnRule = (value: unknown, row: Row) => string | null;
 
-/** Reports one problem; false once enough problems are known (the caller stops). */
-export type ReportProblem = (table: string, index: number, row: Row, column: string, problem: string) => boolean;
-
 /** zod's messages for a value, joined; null when it passes. */
 function zodProblem(schema: z.ZodType, value: unknown): string | null {
   const result = schema.safeParse(value);
@@ -142,29 +139,19 @@ interface NodeFacts {
   kind: unknown;
 }
 
-function configFacts(rows: readonly Row[]): Map<unknown, ConfigFacts> {
-  const map = new Map<unknown, ConfigFacts>();
-  for (const row of rows) {
-    let subnet: Cidr | undefined;
-    try {
-      subnet = parseCidr(row.subnet as string);
-    } catch {
-      subnet = undefined;
-    }
-    let usableV4: ConfigFacts['usableV4'];
-    if (subnet?.version === 4) {
-      const { first, last } = usableRange(subnet);
-      usableV4 = { first: Number(first), last: Number(last) };
-    }
-    map.set(row.id, { name: String(row.name), subnet, usableV4 });
+function configFact(row: Row): ConfigFacts {
+  let subnet: Cidr | undefined;
+  try {
+    subnet = parseCidr(row.subnet as string);
+  } catch {
+    subnet = undefined;
   }
-  return map;
-}
-
-function nodeFacts(rows: readonly Row[]): Map<unknown, NodeFacts> {
-  const map = new Map<unknown, NodeFacts>();
-  for (const row of rows) map.set(row.id, { configId: row.config_id as string, kind: row.kind });
-  return map;
+  let usableV4: ConfigFacts['usableV4'];
+  if (subnet?.version === 4) {
+    const { first, last } = usableRange(subnet);
+    usableV4 = { first: Number(first), last: Number(last) };
+  }
+  return { name: String(row.name), subnet, usableV4 };
 }
 
 interface TableRules {
@@ -173,10 +160,12 @@ interface TableRules {
   row?: (row: Row) => readonly [string, string] | null;
 }
 
-/** The rules for every business table that has any, with the lookups they need. */
-function rulesFor(tables: Readonly<Record<string, readonly Row[]>>): Record<string, TableRules> {
-  const configs = configFacts(tables.mesh_config ?? []);
-  const nodes = nodeFacts(tables.node ?? []);
+/**
+ * The rules for every business table that has any, with the lookups they need: configs
+ * and nodes are remembered as their rows pass (rememberFacts), and tables come parents
+ * first, so a link's nodes are known when the link is checked.
+ */
+function rulesFor(configs: Map<unknown, ConfigFacts>, nodes: Map<unknown, NodeFacts>): Record<string, TableRules> {
 
   /** Both nodes of a link or forward belong to its config, and differ. */
   const nodePair = (row: Row): readonly [string, string] | null => {
@@ -294,26 +283,34 @@ function rulesFor(tables: Readonly<Record<string, readonly Row[]>>): Record<stri
 }
 
 /**
- * Checks every row of `tables` (at the current schema, well-typed, keyed by table name)
- * against the jobs' domain rules, reporting each problem until `report` says enough.
+ * The jobs' domain rules for rows that arrive one at a time, tables parents first (the
+ * snapshot order). Remembers what rules across rows need (each config's subnet, each
+ * node's config and kind): memory in the number of configs and nodes, not links.
  */
-export function checkDomainRules(tables: Readonly<Record<string, readonly Row[]>>, report: ReportProblem): void {
-  const rules = rulesFor(tables);
-  for (const [table, { columns, row: rowRule }] of Object.entries(rules)) {
-    const rows = tables[table];
-    if (!rows) continue;
-    const n = columns.length;
-    for (let i = 0; i < rows.length; i++) {
-      const row = rows[i]!;
-      for (let c = 0; c < n; c++) {
-        const [column, check] = columns[c]!;
-        const problem = check(row[column], row);
-        if (problem !== null && !report(table, i, row, column, problem)) return;
-      }
-      if (rowRule) {
-        const found = rowRule(row);
-        if (found && !report(table, i, row, found[0], found[1])) return;
-      }
+export class DomainRules {
+  private readonly configs = new Map<unknown, ConfigFacts>();
+  private readonly nodes = new Map<unknown, NodeFacts>();
+  private readonly rules = rulesFor(this.configs, this.nodes);
+
+  /** A row's problems as [column, problem] pairs, or null (no allocation for a good row). */
+  check(table: string, row: Row): (readonly [string, string])[] | null {
+    const rules = this.rules[table];
+    if (!rules) return null;
+    const { columns, row: rowRule } = rules;
+    let found: (readonly [string, string])[] | null = null;
+    for (let c = 0; c < columns.length; c++) {
+      const [column, check] = columns[c]!;
+      const problem = check(row[column], row);
+      if (problem !== null) (found ??= []).push([column, problem]);
     }
+    const across = rowRule?.(row);
+    if (across) (found ??= []).push(across);
+    return found;
+  }
+
+  /** Records a row's facts for the rules of later rows (call for every row, checked or not). */
+  remember(table: string, row: Row): void {
+    if (table === 'mesh_config') this.configs.set(row.id, configFact(row));
+    else if (table === 'node') this.nodes.set(row.id, { configId: row.config_id as string, kind: row.kind });
   }
 }

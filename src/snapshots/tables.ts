@@ -14,18 +14,14 @@
  * The table specs are derived from the ORM metadata of BUSINESS_ENTITIES (so the schema
  * diff test that keeps entities and migrations equal also keeps this equal to the
  * database), in foreign-key order: restore inserts in this order and deletes in reverse.
- * Validation is done against the CURRENT schema, after upgrade steps: types, lengths and
- * nullability per column, primary keys and unique constraints, and every foreign key
- * pointing at a row of the same snapshot. The database would refuse all of these too,
- * but only half-way through a restore; checking first lets the API refuse the upload
- * with the row that is wrong and nothing changed.
+ * Each row is checked against the CURRENT schema, after upgrade steps: types, lengths and
+ * nullability per column here (rowCheck, rowSchema); keys and the rest across rows in
+ * validator.ts.
  */
 import { JsonType, ReferenceKind, UuidType, type EntityMetadata, type EntityProperty, type MetadataStorage } from '@mikro-orm/core';
 import { z } from 'zod';
 import { BUSINESS_ENTITIES } from '../domain/entities/index.js';
 import { describeJsonProblem, jsonValueProblem } from '../domain/json-values.js';
-import { SnapshotInvalidError } from './errors.js';
-import { checkDomainRules } from './row-rules.js';
 
 export type SnapshotRow = Record<string, unknown>;
 export type SnapshotTables = Record<string, SnapshotRow[]>;
@@ -287,140 +283,6 @@ export function rowSchema(spec: TableSpec): z.ZodType {
     rowSchemas.set(spec, schema);
   }
   return schema;
-}
-
-const MAX_PROBLEMS = 5;
-
-class Problems {
-  readonly list: string[] = [];
-  more = false;
-
-  add(problem: string): void {
-    if (this.list.length < MAX_PROBLEMS) this.list.push(problem);
-    else this.more = true;
-  }
-
-  /** Enough found: one past what is shown, so the message can say there are more. */
-  get full(): boolean {
-    return this.more;
-  }
-}
-
-const where = (spec: TableSpec, index: number, row: SnapshotRow): string => {
-  const pk = spec.primaryKey.length === 1 ? row[spec.primaryKey[0]!] : undefined;
-  return `table ${spec.table} row ${index + 1}${typeof pk === 'string' ? ` (${spec.primaryKey[0]} ${pk.slice(0, 64)})` : ''}`;
-};
-
-const show = (v: unknown): string => {
-  const s = typeof v === 'string' ? JSON.stringify(v.length > 64 ? `${v.slice(0, 64)}…` : v) : String(v);
-  return s;
-};
-
-/**
- * Checks that the tables (already upgraded to the current schema) fit the current
- * schema, and throws SnapshotInvalidError naming the first few offending rows if not.
- * Row numbers are 1-based positions in the file's table.
- */
-export function validateSnapshotTables(tables: SnapshotTables, specs: readonly TableSpec[]): void {
-  const specsByName = new Map(specs.map((s) => [s.table, s]));
-  const known = new Set(specsByName.keys());
-  const unknown = Object.keys(tables).filter((t) => !known.has(t));
-  const missing = specs.filter((s) => !Object.hasOwn(tables, s.table)).map((s) => s.table);
-  if (unknown.length > 0 || missing.length > 0) {
-    const parts = [
-      ...(unknown.length ? [`tables this meshq does not have: ${unknown.join(', ')}`] : []),
-      ...(missing.length ? [`missing tables: ${missing.join(', ')}`] : []),
-    ];
-    throw new SnapshotInvalidError('bad_payload', `the snapshot's tables do not match this meshq's schema: ${parts.join('; ')}`);
-  }
-
-  const problems = new Problems();
-  // Types first: the key checks below assume well-formed values.
-  for (const spec of specs) {
-    const schema = rowSchema(spec);
-    const fast = rowCheck(spec);
-    const rows = tables[spec.table]!;
-    for (let i = 0; i < rows.length && !problems.full; i++) {
-      if (fast(rows[i])) continue;
-      const result = schema.safeParse(rows[i]);
-      if (!result.success) {
-        const issues = result.error.issues.slice(0, 3).map((iss) => {
-          const column = iss.path.length > 0 ? `column ${iss.path.map(String).join('.')}` : 'row';
-          const message = iss.code === 'invalid_type' && iss.path.length === 1 && !Object.hasOwn(rows[i] ?? {}, String(iss.path[0])) ? 'is missing' : iss.message;
-          return `${column}: ${message}`;
-        });
-        problems.add(`${where(spec, i, rows[i] ?? {})}: ${issues.join(', ')}`);
-      }
-    }
-  }
-  if (problems.list.length === 0) checkKeys(tables, specs, problems);
-  // The jobs' rules last: those across rows look rows up by key, so they assume the keys
-  // hold (a node's config exists, a credential's node is one node).
-  if (problems.list.length === 0) {
-    checkDomainRules(tables, (table, index, row, column, problem) => {
-      problems.add(`${where(specsByName.get(table)!, index, row)}: column ${column}: ${problem}`);
-      return !problems.full;
-    });
-  }
-  if (problems.list.length > 0) {
-    throw new SnapshotInvalidError(
-      'constraint_violation',
-      `rows break a constraint: ${problems.list.join('; ')}${problems.more ? `; (first ${MAX_PROBLEMS} problems shown)` : ''}`,
-    );
-  }
-}
-
-/** Primary keys, unique constraints and foreign keys, over the whole snapshot. */
-function checkKeys(tables: SnapshotTables, specs: readonly TableSpec[], problems: Problems): void {
-  // Single-column primary keys by value, for the foreign-key checks (values are well-typed
-  // by now, so a column's values and the key it references have the same type).
-  const keysOf = new Map<string, Map<unknown, number>>();
-  for (const spec of specs) {
-    const rows = tables[spec.table]!;
-    const constraints = [{ name: 'primary key', columns: spec.primaryKey }, ...spec.uniques];
-    for (const constraint of constraints) {
-      const seen = new Map<unknown, number>();
-      const single = constraint.columns.length === 1 ? constraint.columns[0]! : undefined;
-      for (let i = 0; i < rows.length && !problems.full; i++) {
-        const row = rows[i]!;
-        let key: unknown;
-        if (single !== undefined) {
-          key = row[single];
-          // SQL unique constraints let NULLs repeat.
-          if (key === null) continue;
-        } else {
-          const values = constraint.columns.map((c) => row[c]);
-          if (values.some((v) => v === null)) continue;
-          key = JSON.stringify(values);
-        }
-        const first = seen.get(key);
-        if (first !== undefined) {
-          const values = constraint.columns.map((c) => row[c]);
-          problems.add(
-            `${where(spec, i, row)}: ${constraint.name === 'primary key' ? 'primary key' : `unique ${constraint.name}`} ` +
-              `(${constraint.columns.join(', ')}) = ${values.map(show).join(', ')} repeats row ${first + 1}`,
-          );
-        } else {
-          seen.set(key, i);
-        }
-      }
-      if (constraint === constraints[0] && single !== undefined) keysOf.set(spec.table, seen);
-    }
-  }
-  for (const spec of specs) {
-    const rows = tables[spec.table]!;
-    for (const col of spec.columns) {
-      if (!col.references) continue;
-      const targets = keysOf.get(col.references.table);
-      if (!targets) throw new Error(`snapshot tables: ${spec.table}.${col.name} references ${col.references.table}, which is not a snapshot table`);
-      for (let i = 0; i < rows.length && !problems.full; i++) {
-        const value = rows[i]![col.name];
-        if (value !== null && !targets.has(value)) {
-          problems.add(`${where(spec, i, rows[i]!)}: column ${col.name} = ${show(value)} is no ${col.references.column} in table ${col.references.table}`);
-        }
-      }
-    }
-  }
 }
 
 /* -------------------------------------------------------------- conversions */

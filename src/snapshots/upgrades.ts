@@ -12,28 +12,26 @@
  * rows need rewriting, instead of old files silently failing validation (or worse,
  * restoring with a column quietly defaulted) months later.
  *
- * Steps are pure functions of plain rows and must not mutate their input. They may assume
- * the rows were valid at the earlier schema; validation after the last step catches
- * anything else.
+ * Steps rewrite one row at a time (per table), so that a restore can apply them as the
+ * rows stream in; they are pure functions of plain rows and must not mutate their input.
+ * They may assume the rows were valid at the earlier schema; validation after the last
+ * step catches anything else.
  */
 import { LATEST_SCHEMA_VERSION, MIGRATIONS } from '../migrations/index.js';
 import { SnapshotInvalidError } from './errors.js';
 import type { SnapshotTables } from './tables.js';
 
-export type UpgradeStep = (tables: SnapshotTables) => SnapshotTables;
-
-/** Rewrites one table's rows, leaving the rest as they are (and a missing table missing). */
-const mapRows =
-  (table: string, fn: (row: Record<string, unknown>) => Record<string, unknown>): UpgradeStep =>
-  (tables) =>
-    Object.hasOwn(tables, table) ? { ...tables, [table]: tables[table]!.map(fn) } : tables;
+type Row = Record<string, unknown>;
+export type RowUpgrade = (row: Row) => Row;
+/** A migration's step: a row rewrite per table it changes. */
+export type UpgradeStep = Readonly<Record<string, RowUpgrade>>;
 
 export const UPGRADES: Readonly<Record<string, UpgradeStep | null>> = Object.freeze({
   Migration20261124000000_initial: null,
   // Broker sync bookkeeping (system tables only).
   Migration20261124100000_broker_applied: null,
   // mesh_config.mtu, NOT NULL DEFAULT 1420: what the database gives existing rows.
-  Migration20261124200000_config_mtu: mapRows('mesh_config', (row) => ({ ...row, mtu: 1420 })),
+  Migration20261124200000_config_mtu: { mesh_config: (row) => ({ ...row, mtu: 1420 }) },
   // api_token.expires_at: API tokens are not in snapshots.
   Migration20261125100000_token_expiry: null,
   // node.private_key_enc may be null (agent-held keys); every older row has a key, still valid.
@@ -65,11 +63,18 @@ export interface UpgradeOutcome {
   applied: string[];
 }
 
+/** What a file at some schema needs: the migrations passed and each table's row rewrites. */
+export interface UpgradePlan {
+  applied: string[];
+  /** The rewrites of a table's rows, in migration order (absent: rows stay as they are). */
+  rowSteps: ReadonlyMap<string, readonly RowUpgrade[]>;
+}
+
 /**
- * Brings a file's tables from its schema to the latest one. Refuses a schema this meshq
- * does not know: newer (named after the latest migration) or foreign.
+ * The steps from a file's schema to the latest one. Refuses a schema this meshq does not
+ * know: newer (named after the latest migration) or foreign.
  */
-export function upgradeSnapshotTables(schemaVersion: string, tables: SnapshotTables): UpgradeOutcome {
+export function upgradePlan(schemaVersion: string): UpgradePlan {
   const names = MIGRATIONS.map((m) => m.name);
   const at = names.indexOf(schemaVersion);
   if (at < 0) {
@@ -86,19 +91,41 @@ export function upgradeSnapshotTables(schemaVersion: string, tables: SnapshotTab
         `(known: ${names[0]} … ${LATEST_SCHEMA_VERSION}); it was not exported by meshq or comes from a different branch`,
     );
   }
-  let current = tables;
-  if (IGNORED_TABLES.some((t) => Object.hasOwn(tables, t))) {
-    current = { ...tables };
-    for (const t of IGNORED_TABLES) delete current[t];
-  }
   const applied = names.slice(at + 1);
+  const rowSteps = new Map<string, RowUpgrade[]>();
   for (const name of applied) {
     if (!Object.hasOwn(UPGRADES, name)) {
       // The unit test makes this unreachable in a release; fail closed if it is not.
       throw new Error(`migration ${name} declares no snapshot upgrade step in src/snapshots/upgrades.ts`);
     }
     const step = UPGRADES[name];
-    if (step) current = step(current);
+    if (!step) continue;
+    for (const [table, fn] of Object.entries(step)) {
+      const list = rowSteps.get(table) ?? [];
+      list.push(fn);
+      rowSteps.set(table, list);
+    }
   }
-  return { tables: current, applied };
+  return { applied, rowSteps };
+}
+
+/** One row through a table's rewrites. */
+export function upgradeRow(steps: readonly RowUpgrade[] | undefined, row: Row): Row {
+  if (!steps) return row;
+  let out = row;
+  for (const step of steps) out = step(out);
+  return out;
+}
+
+/** Brings whole in-memory tables from a file's schema to the latest one (upgradePlan). */
+export function upgradeSnapshotTables(schemaVersion: string, tables: SnapshotTables): UpgradeOutcome {
+  const plan = upgradePlan(schemaVersion);
+  if (plan.rowSteps.size === 0 && !IGNORED_TABLES.some((t) => Object.hasOwn(tables, t))) return { tables, applied: plan.applied };
+  const out: SnapshotTables = {};
+  for (const [table, rows] of Object.entries(tables)) {
+    if (IGNORED_TABLES.includes(table)) continue;
+    const steps = plan.rowSteps.get(table);
+    out[table] = steps ? rows.map((row) => upgradeRow(steps, row)) : rows;
+  }
+  return { tables: out, applied: plan.applied };
 }

@@ -4,8 +4,8 @@
  * makes them; on the API's thread one upload would stall every request and could exhaust
  * the process's heap. So each upload is checked in a worker thread of its own:
  *
- * - its heap is bounded (resourceLimits), sized from the most a file may inflate to; a
- *   file that needs more ends that thread, not the API, and is refused as too large;
+ * - the file streams through the checks, so its heap is small and bounded (resourceLimits);
+ *   a file that needs more ends that thread, not the API, and is refused as too large;
  * - inflation is capped absolutely and by ratio to the compressed size while it happens
  *   (payload.ts), so a small gzip bomb stops at a few MiB;
  * - the KDF parameters are bounded before any key derivation (container.ts, src/crypto.ts);
@@ -62,13 +62,14 @@ export interface UploadCheckOptions {
   limits?: InflationLimits;
 }
 
-const MiB = 1024 * 1024;
 
 /**
- * A check's heap: parsed rows take a few times their JSON text, which itself is bounded by
- * the inflation cap; the constant covers the modules the thread loads.
+ * A check's heap. The file streams through the checks (src/snapshots/reader.ts): a chunk
+ * of text and its rows at a time, and the keys the checks remember live outside the JS
+ * heap, so the heap does not grow with the file; this covers the modules the thread
+ * loads, the per-config and per-node facts of the domain rules, and headroom.
  */
-const heapLimitMb = (inflatedCap: number): number => Math.ceil((6 * inflatedCap) / MiB) + 128;
+const HEAP_LIMIT_MB = 192;
 
 /** An idle thread ends after this long. */
 const IDLE_MS = 60_000;
@@ -137,7 +138,7 @@ export class UploadChecker {
     const { url, execArgv } = workerEntry();
     const worker = new Worker(url, {
       execArgv,
-      resourceLimits: { maxOldGenerationSizeMb: heapLimitMb(this.limits.maxBytes), maxYoungGenerationSizeMb: 32 },
+      resourceLimits: { maxOldGenerationSizeMb: HEAP_LIMIT_MB, maxYoungGenerationSizeMb: 32 },
     });
     // A thread that fails or ends while idle is dropped (an 'error' without a listener
     // would throw in the API); one that fails during a check is answered by run().

@@ -5,7 +5,7 @@
 import { promisify } from 'node:util';
 import { gzip, gzipSync } from 'node:zlib';
 import type { KdfParamsWithSalt } from '../crypto.js';
-import { assertDataKey, encryptSnapshotBody, SNAPSHOT_FORMAT_VERSION } from './container.js';
+import { assertDataKey, encryptSnapshotBody, encryptSnapshotPieces, SNAPSHOT_FORMAT_VERSION } from './container.js';
 import { checkWritable, describePayloadIssues, envelopeSchema, type SnapshotEnvelope, type SnapshotPayload } from './payload.js';
 
 /** zlib level for exports (see SnapshotWriter). */
@@ -150,8 +150,9 @@ export class SnapshotWriter {
     // Same text as JSON.stringify(payload): the envelope's fields, then "tables" last.
     const { formatVersion, schemaVersion, appVersion, createdAt } = this.envelope;
     const head = JSON.stringify({ formatVersion, schemaVersion, appVersion, createdAt, counts: declared ?? this.counts, tables: {} }).slice(0, -2);
-    const body = Buffer.concat([gzipSync(head, { level: GZIP_LEVEL }), ...(await Promise.all(this.members))]);
-    return encryptSnapshotBody(body, this.key, this.kdf);
+    const pieces: (Buffer | undefined)[] = [gzipSync(head, { level: GZIP_LEVEL }), ...(await Promise.all(this.members))];
+    this.members.length = 0;
+    return encryptSnapshotPieces(pieces, this.key, this.kdf);
   }
 
   private push(text: string | Buffer, force = false): void {

@@ -8,6 +8,7 @@
  * staged (still encrypted, its data key sealed under the server key) and the job gets
  * nothing but the staged id: the password never leaves this request.
  */
+import { Readable } from 'node:stream';
 import multipart from '@fastify/multipart';
 import type { FastifyInstance } from 'fastify';
 import { z } from 'zod';
@@ -119,13 +120,17 @@ export async function snapshotRoutes(api: FastifyInstance, opts: { app: AppConte
     },
     async (request, reply) => {
       const { id } = request.params as { id: string };
-      const file = await repos().snapshots.exportFile(id);
-      if (!file) throw new NotFoundError('snapshot', id);
+      const snapshots = repos().snapshots;
+      const found = await snapshots.getExport(id);
+      if (!found) throw new NotFoundError('snapshot', id);
+      // Streamed from the database as it is sent (slices on PostgreSQL): a download holds
+      // a slice at a time, not the file.
       return reply
         .type('application/octet-stream')
-        .header('content-disposition', `attachment; filename="${snapshotFileName(file.view)}"`)
-        .header('x-content-sha256', file.view.sha256)
-        .send(file.data);
+        .header('content-disposition', `attachment; filename="${snapshotFileName(found)}"`)
+        .header('content-length', String(found.size))
+        .header('x-content-sha256', found.sha256)
+        .send(Readable.from(snapshots.archiveBytes(found)));
     },
   );
 

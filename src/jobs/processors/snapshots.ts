@@ -14,7 +14,7 @@ import { DomainError } from '../../domain/errors.js';
 import { MIGRATIONS } from '../../migrations/index.js';
 import { parseServerKey } from '../../crypto.js';
 import { exportEnvelope, exportSchemaVersion, unsealExportKey } from '../../snapshots/export.js';
-import { openStaged, type PreparedSnapshot } from '../../snapshots/restore.js';
+import { restoreStaged } from '../../snapshots/restore.js';
 import { SnapshotWriter } from '../../snapshots/writer.js';
 import type { JobContext } from '../context.js';
 import type { SnapshotExport, SnapshotRestore } from '../payloads.js';
@@ -97,23 +97,34 @@ export async function restoreSnapshot(data: SnapshotRestore, ctx: JobContext): P
       { entity: 'staged snapshot', id: data.stagedId },
     );
   }
-  // Again, not trusting the API's check: meshq may have been upgraded since the upload.
-  // Decoded once the old rows' deletion is on its way, so that the database deletes while
-  // this process decrypts, parses and checks.
-  let prepared: PreparedSnapshot | undefined;
-  const decode = () => (prepared = openStaged(staged.data, staged.sealedKey, parseServerKey(ctx.config.secretKey), ctx.repos.snapshots.tableSpecs())).tables;
-
+  // The staged file streams through the reader (decrypt, inflate, parse, upgrade, and the
+  // row checks again unless the API's check provably covers these bytes in this meshq)
+  // straight into the database, batch by batch, inside this transaction: no more than a
+  // batch of rows is held, and the transaction commits only after the file's
+  // authentication tag checked at its end (src/snapshots/reader.ts).
+  const serverKey = parseServerKey(ctx.config.secretKey);
+  const specs = ctx.repos.snapshots.tableSpecs();
+  const specNames = new Set(specs.map((s) => s.table));
   let reported = -1;
-  const rows = await ctx.repos.snapshots.replaceBusinessData(decode, async (done, total) => {
-    // 1..99 while rows go in; 100 only once committed. Whole percents: every update is a
-    // Redis round trip.
-    const percent = 1 + Math.floor((98 * done) / Math.max(total, 1));
-    if (percent !== reported) {
-      reported = percent;
-      await ctx.progress(percent);
-    }
-  });
-  const { meta, upgradedThrough } = prepared!;
+  let streamed: Awaited<ReturnType<typeof restoreStaged>> | undefined;
+  const rows = await ctx.repos.snapshots.replaceBusinessData(
+    async (load) => {
+      streamed = await restoreStaged(() => ctx.repos.snapshots.archiveBytes(staged), staged.sealedKey, serverKey, specs, {
+        begin: (meta) => load.total(Object.entries(meta.counts).reduce((n, [t, c]) => n + (specNames.has(t) ? c : 0), 0)),
+        rows: (spec, batch) => load.rows(spec, batch),
+      });
+    },
+    async (done, total) => {
+      // 1..99 while rows go in; 100 only once committed. Whole percents: every update is a
+      // Redis round trip.
+      const percent = 1 + Math.floor((98 * done) / Math.max(total, 1));
+      if (percent !== reported) {
+        reported = percent;
+        await ctx.progress(percent);
+      }
+    },
+  );
+  const { meta, upgradedThrough } = streamed!;
   const epoch = await ctx.repos.system.bumpDataEpoch();
   // EMQX must follow the restored credentials; the runner requests the sync after commit
   // when MQTT is enabled, and the mark keeps it pending (for the scheduled reconcile) if not.
