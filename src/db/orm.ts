@@ -212,13 +212,13 @@ const isBusy = (err: unknown): boolean => typeof (err as { code?: unknown })?.co
  * waits for it (WAL: commits do not wait for readers). The two pragmas and the BEGIN run
  * in one synchronous step, so no other statement of this thread sees busy_timeout 0.
  */
-export async function sqliteBeginImmediate(db: Database.Database): Promise<void> {
+export async function sqliteBeginImmediate(db: Database.Database, waitMs = SQLITE_BUSY_TIMEOUT_MS): Promise<void> {
   // db.pragma prepares its statement anew on every call, as this pragma needs: SQLite
   // applies busy_timeout while preparing it, so a cached statement would not set it again.
   const noWait = () => db.pragma('busy_timeout = 0');
   const wait = () => db.pragma(`busy_timeout = ${SQLITE_BUSY_TIMEOUT_MS}`);
   const begin = db.prepare('begin immediate');
-  const deadline = Date.now() + SQLITE_BUSY_TIMEOUT_MS;
+  const deadline = Date.now() + waitMs;
   for (let attempt = 1; ; attempt++) {
     let delay: number;
     try {

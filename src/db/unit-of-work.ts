@@ -70,6 +70,11 @@ const BEGIN = {
 interface WriteOptions {
   /** Take the data lock exclusively (restore); operations take it shared. */
   exclusive?: boolean;
+  /**
+   * SQLite: how long to wait for another connection's write lock before SQLITE_BUSY
+   * (default: the busy timeout). A probe that only asks "can a write begin?" passes 0.
+   */
+  lockWaitMs?: number;
 }
 
 /**
@@ -122,7 +127,7 @@ export class UnitOfWork {
     const exclusive = opts.exclusive === true;
     const begin = BEGIN[this.dialect][exclusive ? 'exclusive' : 'shared'];
     if (this.dialect === 'postgresql') return this.writeOnHeldClient(begin, fn, exclusive);
-    return this.sqliteWriter.runExclusive(() => this.writeOnSqlite(fn, exclusive));
+    return this.sqliteWriter.runExclusive(() => this.writeOnSqlite(fn, exclusive, opts.lockWaitMs));
   }
 
   /**
@@ -133,9 +138,9 @@ export class UnitOfWork {
    * slips in between runs inside the transaction before its first write and sees what it
    * would have seen outside.
    */
-  private async writeOnSqlite<T>(fn: (em: Em, tx: WriteTransaction) => Promise<T>, exclusive: boolean): Promise<T> {
+  private async writeOnSqlite<T>(fn: (em: Em, tx: WriteTransaction) => Promise<T>, exclusive: boolean, lockWaitMs?: number): Promise<T> {
     const db = await (this.sqliteDb ??= sqliteNative(this.orm));
-    await sqliteBeginImmediate(db);
+    await sqliteBeginImmediate(db, lockWaitMs);
     let entered = false;
     try {
       return await this.kysely()

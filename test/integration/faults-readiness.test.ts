@@ -1,9 +1,11 @@
 /**
  * Readiness that means it: /readyz fails when the database answers but cannot be
  * written, and warns (still ready) when no worker serves a queue, as does a submission
- * to such a queue. Settings that live only in Redis come back when a Redis without
+ * to such a queue, and warns (still ready, at once) while another connection holds the
+ * SQLite write lock. Settings that live only in Redis come back when a Redis without
  * persistence (the test's own) restarts empty.
  */
+import Database from 'better-sqlite3';
 import { afterAll, describe, expect, it } from 'vitest';
 import { adminQuery, DIALECTS } from '../support/db.js';
 import { waitFor } from '../support/processes.js';
@@ -44,6 +46,34 @@ describe.each(DIALECTS)('readiness (%s)', (dialect) => {
       await waitFor('readiness to recover', async () => (await s.api.inject({ method: 'GET', url: '/readyz' })).statusCode === 200, 20_000);
     } finally {
       await readOnly(false).catch(() => undefined);
+      await s.stop();
+    }
+  });
+});
+
+describe('SQLite write lock held by another process', () => {
+  it('/readyz answers at once, ready with a warning, instead of waiting for the lock', async () => {
+    const s = await startStack('sqlite', 'lock_held', { adminPassword: ADMIN_PASSWORD });
+    // Another connection to the same file, as a second process would open it.
+    const other = new Database(s.db.url.replace(/^sqlite:/, ''));
+    try {
+      other.exec('begin immediate');
+      const started = Date.now();
+      const ready = await s.api.inject({ method: 'GET', url: '/readyz' });
+      const took = Date.now() - started;
+      expect(ready.statusCode).toBe(200);
+      expect(ready.json().warnings).toContain(
+        'the SQLite write lock is held by another connection (a long job, a restore or another process): writes wait for it',
+      );
+      // Loose: the probe does not wait out the busy timeout (5 s) or its own bound (3 s).
+      expect(took).toBeLessThan(2_000);
+      other.exec('rollback');
+      const free = await s.api.inject({ method: 'GET', url: '/readyz' });
+      expect(free.statusCode).toBe(200);
+      expect(free.json().warnings.some((w: string) => w.includes('write lock'))).toBe(false);
+    } finally {
+      if (other.inTransaction) other.exec('rollback');
+      other.close();
       await s.stop();
     }
   });

@@ -65,17 +65,33 @@ const unservedQueues = (workers: Record<string, number | null>): string[] =>
 
 const PROBE_KEY = 'readiness-probe';
 
+const SQLITE_LOCK_HELD =
+  'the SQLite write lock is held by another connection (a long job, a restore or another process): writes wait for it';
+
+const isSqliteBusy = (err: unknown): boolean => String((err as { code?: unknown })?.code ?? '').startsWith('SQLITE_BUSY');
+
 /**
  * Updates one row of system_state. On PostgreSQL on a pooled connection of its own (no
  * data lock: a restore in progress must not make the API unready); on SQLite through the
  * unit of work, whose writer lock keeps it out of a job's transaction on the shared
- * connection.
+ * connection. On SQLite it does not wait for another connection's write lock: a lock
+ * held elsewhere means the file takes writes, and waiting for it would hold the probe
+ * for as long as the other writer runs. That case is a warning, not unreadiness.
  */
-async function writeProbe(app: AppContext): Promise<void> {
+async function writeProbe(app: AppContext): Promise<string | undefined> {
   const write = (em: Em) =>
     em.upsert(SystemState, { key: PROBE_KEY, value: { at: new Date().toISOString() }, updatedAt: new Date() });
-  if (app.config.dialect === 'postgresql') await write(app.orm.em.fork() as Em);
-  else await app.uow.write(async (em) => void (await write(em)));
+  if (app.config.dialect === 'postgresql') {
+    await write(app.orm.em.fork() as Em);
+    return undefined;
+  }
+  try {
+    await app.uow.write(async (em) => void (await write(em)), { lockWaitMs: 0 });
+    return undefined;
+  } catch (err) {
+    if (isSqliteBusy(err)) return SQLITE_LOCK_HELD;
+    throw err;
+  }
 }
 
 export async function healthRoutes(api: FastifyInstance, opts: { app: AppContext }): Promise<void> {
@@ -102,6 +118,7 @@ export async function healthRoutes(api: FastifyInstance, opts: { app: AppContext
     async (request, reply) => {
       let durability: Durability = { redis: 'unknown', required: app.config.redisDurability };
       let workers: Record<string, number | null> = {};
+      let lockWarning: string | undefined;
       const [database, redis, migrations, warned] = await Promise.all([
         bounded('database', async () => {
           const check = await app.orm.checkConnection();
@@ -109,7 +126,7 @@ export async function healthRoutes(api: FastifyInstance, opts: { app: AppContext
           if (!check.ok) throw new Error(withoutPassword(check.reason ?? 'not connected', app.config.databaseUrl));
           // Reachable is not enough (a full disk still answers reads): one tiny write.
           try {
-            await writeProbe(app);
+            lockWarning = await writeProbe(app);
           } catch (err) {
             throw new Error(`cannot write: ${withoutPassword(err instanceof Error ? err.message : String(err), app.config.databaseUrl)}`);
           }
@@ -134,7 +151,7 @@ export async function healthRoutes(api: FastifyInstance, opts: { app: AppContext
       const show = (c: CheckResult): CheckResult => (detailed || c.ok ? c : { ok: false });
       const checks = { database: show(database), redis: show(redis), migrations: show(migrations) };
       const failed = Object.entries(checks).filter(([, c]) => !c.ok).map(([name]) => name);
-      const warnings = [...warned, ...unservedQueues(workers)];
+      const warnings = [...warned, ...unservedQueues(workers), ...(lockWarning ? [lockWarning] : [])];
       return reply
         .status(failed.length ? 503 : 200)
         .send({ status: failed.length ? 'unavailable' : 'ready', failed, checks, durability, warnings, ...(detailed ? { workers } : {}) });
