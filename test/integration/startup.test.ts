@@ -7,7 +7,7 @@ import { afterAll, describe, expect, it } from 'vitest';
 import { bootstrap } from '../../src/bin/bootstrap.js';
 import { createTestDatabase, type TestDatabase } from '../support/db.js';
 import { configWithNodes, expectOperationsIdle, heldMeshGenerate } from '../support/long-job.js';
-import { freePort, killAll, runEntry, startWorkerProcess, waitFor } from '../support/processes.js';
+import { freePort, killAll, runEntry, startWorkerProcess } from '../support/processes.js';
 import { deletePrefix } from '../support/redis.js';
 
 describe('start-up', () => {
