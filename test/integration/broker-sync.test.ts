@@ -10,8 +10,7 @@
  */
 import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import { requestBrokerSync } from '../../src/jobs/broker-requests.js';
-import type { Config, Dialect } from '../../src/config.js';
-import type { Orm } from '../../src/db/orm.js';
+import type { Dialect } from '../../src/config.js';
 import type { UnitOfWork } from '../../src/db/unit-of-work.js';
 import { MeshConfig } from '../../src/domain/entities/mesh.js';
 import { generateKeyPair } from '../../src/domain/keys.js';
@@ -21,9 +20,9 @@ import { BrokerApplied } from '../../src/domain/entities/system.js';
 import type { JobInput, JobType } from '../../src/jobs/table.js';
 import { JobQueues } from '../../src/jobs/queue-client.js';
 import { QUEUES } from '../../src/jobs/names.js';
-import { createHarness } from '../support/harness.js';
+import { createHarness, type Harness } from '../support/harness.js';
 import { hashPassword, startEmqxDouble, type EmqxDouble } from '../support/emqx-double.js';
-import { DIALECTS, REDIS_URL, type TestDatabase } from '../support/db.js';
+import { DIALECTS, REDIS_URL } from '../support/db.js';
 import { seedDynamicNodes } from '../support/broker-data.js';
 import { encodeTestSnapshot, generateBusinessTables, uploadSnapshot } from '../support/snapshot-data.js';
 import { waitFor } from '../support/processes.js';
@@ -98,44 +97,16 @@ async function completed<T extends JobType>(stack: Stack, type: T, data: JobInpu
 // ---------------------------------------------------------------------------------------
 // Reconcile semantics through the real runner
 
-interface Rig {
-  db: TestDatabase;
-  config: Config;
-  orm: Orm;
-  uow: UnitOfWork;
-  serverKey: Buffer;
-  /** Broker syncs the runner requested after commits. */
+/** The harness, with the broker syncs the runner requested after commits. */
+interface Rig extends Harness {
   requested: string[];
-  run<R = unknown>(type: JobType, payload: unknown): Promise<R>;
-  /** Runs a job that must fail (retryably or not); returns the error. */
-  fail(type: JobType, payload: unknown): Promise<Error>;
   repos(): Repositories;
-  close(): Promise<void>;
 }
 
 async function createRig(dialect: Dialect, label: string, env: Record<string, string>): Promise<Rig> {
   const requested: string[] = [];
   const h = await createHarness(dialect, label, { env, requestBrokerSync: async (reason) => requested.push(reason) });
-  const run = <R>(type: JobType, payload: unknown) => h.run<R>(type, payload);
-  return {
-    db: h.db,
-    config: h.config,
-    orm: h.orm,
-    uow: h.uow,
-    serverKey: h.serverKey,
-    requested,
-    run,
-    async fail(type, payload) {
-      try {
-        await run(type, payload);
-      } catch (err) {
-        return err as Error;
-      }
-      throw new Error(`${type} was expected to fail but succeeded`);
-    },
-    repos: () => repositories(h.uow, h.serverKey),
-    close: () => h.close(),
-  };
+  return { ...h, requested, repos: () => repositories(h.uow, h.serverKey) };
 }
 
 describe.each(DIALECTS)('broker sync reconcile on %s', (dialect) => {
@@ -326,7 +297,7 @@ describe.each(DIALECTS)('broker sync reconcile on %s', (dialect) => {
     double.setFault('down');
     await double.settled();
 
-    const err = await rig.fail('broker.sync', {});
+    const err = await rig.error('broker.sync', {});
     expect(err.name).not.toBe('UnrecoverableError');
     let state = await syncState();
     expect(state.lastError).toMatch(/^UNREACHABLE: EMQX API GET \/status/);
@@ -336,7 +307,7 @@ describe.each(DIALECTS)('broker sync reconcile on %s', (dialect) => {
 
     double.setFault('503');
     await double.settled();
-    await rig.fail('broker.sync', {});
+    await rig.error('broker.sync', {});
     expect((await syncState()).lastError).toMatch(/^NOT_RUNNING/);
 
     double.setFault('none');

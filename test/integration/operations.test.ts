@@ -435,26 +435,12 @@ describe.each(DIALECTS)('operation jobs on %s', (dialect) => {
       const { id: configId } = await createConfig();
       const a = await createNode(configId);
       const b = await createNode(configId);
-      const { id } = await h.run<Id>('port-forward.create', {
-        configId,
-        fromNodeId: a.id,
-        fromPort: 8443,
-        toNodeId: b.id,
-        toPort: 443,
-        protocol: 'tcp',
-      });
-      expect(await h.read((r) => r.forwards.get(id))).toMatchObject({
-        configId,
-        fromNodeId: a.id,
-        fromPort: 8443,
-        toNodeId: b.id,
-        toPort: 443,
-        protocol: 'tcp',
-        enabled: true,
-      });
+      const rule = { configId, fromNodeId: a.id, fromPort: 8443, toNodeId: b.id, toPort: 443, protocol: 'tcp' };
+      const { id } = await h.run<Id>('port-forward.create', rule);
+      expect(await h.read((r) => r.forwards.get(id))).toMatchObject({ ...rule, enabled: true });
       expect(await auditOf(id, 'port-forward.create')).toHaveLength(1);
       // the same port with the other protocol is another target
-      await h.run('port-forward.create', { configId, fromNodeId: a.id, fromPort: 8443, toNodeId: b.id, toPort: 443, protocol: 'udp' });
+      await h.run('port-forward.create', { ...rule, protocol: 'udp' });
 
       expect(await h.run('port-forward.delete', { id })).toEqual({ id });
       expect(await h.read((r) => r.forwards.get(id))).toBeUndefined();
