@@ -75,6 +75,11 @@ const envSchema = z.object({
     .string()
     .regex(/^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$/, 'must be 1-64 letters, digits, _ . - (no : or spaces)')
     .default('meshq'),
+  OTEL_EXPORTER_OTLP_ENDPOINT: url(['http:', 'https:']).optional(),
+  OTEL_SERVICE_NAME: z
+    .string()
+    .regex(/^[\x21-\x7e]{1,128}$/, 'must be 1-128 printable characters without spaces')
+    .optional(),
 });
 
 /** BullMQ's job schedulers read cron patterns with cron-parser: the same parser checks them here, at start. */
@@ -149,6 +154,12 @@ export interface Config {
   readonly logFormat: 'json' | 'pretty';
   /** Prefix of every BullMQ key (QUEUE_PREFIX): meshq deployments sharing a Redis, and tests, each use their own. */
   readonly queuePrefix: string;
+  /**
+   * OpenTelemetry tracing (OTEL_EXPORTER_OTLP_ENDPOINT): the collector's OTLP/HTTP base URL
+   * (traces go to `<endpoint>/v1/traces`) and the service name (OTEL_SERVICE_NAME; absent:
+   * `meshq-api` or `meshq-worker` by role). Absent: no tracing, and no OpenTelemetry code loaded.
+   */
+  readonly tracing?: { readonly endpoint: string; readonly serviceName?: string };
 }
 
 export interface RedisSentinelConfig {
@@ -250,6 +261,9 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
     logLevel: e.LOG_LEVEL,
     logFormat: e.LOG_FORMAT,
     queuePrefix: opts.queuePrefix ?? e.QUEUE_PREFIX,
+    tracing: e.OTEL_EXPORTER_OTLP_ENDPOINT
+      ? Object.freeze({ endpoint: e.OTEL_EXPORTER_OTLP_ENDPOINT, serviceName: e.OTEL_SERVICE_NAME })
+      : undefined,
   });
 }
 

@@ -2,6 +2,7 @@
  * What the API is handed at start (src/bin/bootstrap.ts builds it): configuration, the
  * logger, the database, the queues and the server key.
  */
+import type { Telemetry } from 'bullmq';
 import type { Logger } from 'pino';
 import type { Config } from '../config.js';
 import type { Orm } from '../db/orm.js';
@@ -15,5 +16,7 @@ export interface AppContext {
   uow: UnitOfWork;
   queues: JobQueues;
   serverKey: Buffer;
+  /** BullMQ's telemetry when tracing is on (src/bin/telemetry.ts); absent: untraced. */
+  jobTelemetry?: Telemetry;
   close(): Promise<void>;
 }

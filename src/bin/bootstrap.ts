@@ -18,10 +18,16 @@ import { SystemState } from '../domain/entities/system.js';
 import { ensureAdmin } from '../repositories/admin-account.js';
 import { parseServerKey } from '../crypto.js';
 import type { AppContext } from '../api/context.js';
+import type { Telemetry } from 'bullmq';
+import type { PreparedProcess } from './telemetry.js';
 
 export type { AppContext };
 
-export async function bootstrap(role: string, config?: Config, opts: { logDestination?: DestinationStream } = {}): Promise<AppContext> {
+export async function bootstrap(
+  role: string,
+  config?: Config,
+  opts: { logDestination?: DestinationStream; jobTelemetry?: Telemetry } = {},
+): Promise<AppContext> {
   if (!config) loadDotEnv();
   const cfg = config ?? loadConfig();
   const log = createLogger(cfg.logLevel, 'meshq', opts.logDestination, cfg.logFormat).child({ role });
@@ -40,7 +46,7 @@ export async function bootstrap(role: string, config?: Config, opts: { logDestin
   const serverKey = parseServerKey(cfg.secretKey);
   // Workers wait out a Redis blip (a follow-up job must not be lost to it); whatever
   // answers clients fails fast, so a submission answers 503 instead of hanging.
-  const queues = new JobQueues(cfg, serverKey, undefined, { patient: role === 'worker' });
+  const queues = new JobQueues(cfg, serverKey, undefined, { patient: role === 'worker', telemetry: opts.jobTelemetry });
   try {
     await queues.ready();
     const persistence = await requireRedisDurability(queues.connection, cfg);
@@ -67,6 +73,7 @@ export async function bootstrap(role: string, config?: Config, opts: { logDestin
     uow,
     queues,
     serverKey,
+    jobTelemetry: opts.jobTelemetry,
     async close() {
       await queues.close();
       await orm.close(true);
@@ -93,11 +100,15 @@ async function installationId(orm: Orm): Promise<string> {
  * send more than one); the orchestrator's SIGKILL after its grace period is what cuts
  * a shutdown short.
  */
-export async function runRole(role: string, start: (app: AppContext) => Promise<() => Promise<void>>): Promise<void> {
+export async function runRole(
+  role: string,
+  start: (app: AppContext) => Promise<() => Promise<void>>,
+  prepared: PreparedProcess = {},
+): Promise<void> {
   let app: AppContext;
   let stop: () => Promise<void>;
   try {
-    app = await bootstrap(role);
+    app = await bootstrap(role, prepared.config, { jobTelemetry: prepared.tracing?.jobs });
     stop = await start(app);
   } catch (err) {
     const message = err instanceof ConfigError || (err instanceof Error && /Unavailable/.test(err.name)) ? err.message : String((err as Error)?.stack ?? err);
@@ -115,6 +126,8 @@ export async function runRole(role: string, start: (app: AppContext) => Promise<
     try {
       await stop();
       await app.close();
+      // Last: the spans of the shutdown itself are sent too.
+      await prepared.tracing?.shutdown();
       app.log.info('stopped');
       process.exit(0);
     } catch (err) {

@@ -14,12 +14,13 @@
  * queues, Redis and ORM. A worker thread that dies on its own takes the process down with
  * exit code 1, so a supervisor restarts the whole of it rather than keeping an API whose
  * jobs never run. The version check runs before anything else is loaded (see
- * node-guard.ts).
+ * node-guard.ts), then tracing when configured, each thread its own (see telemetry.ts).
  */
 import { exitOnUnsupportedNode } from './node-guard.js';
 
 exitOnUnsupportedNode();
 const { isMainThread, parentPort, Worker } = await import('node:worker_threads');
+const prepared = await (await import('./telemetry.js')).prepareProcess(isMainThread ? 'api' : 'worker');
 
 /** Messages between the main thread and the worker thread. */
 type ToThread = { type: 'stop' } | { type: 'metrics'; id: number };
@@ -85,14 +86,14 @@ if (isMainThread) {
       await stopThread();
       throw err;
     }
-  });
+  }, prepared);
 } else {
   // The worker thread: the worker role, stopped by the main thread's message.
   const { bootstrap } = await import('./bootstrap.js');
   const { startWorkers } = await import('../jobs/worker.js');
   const { startWorkerHttp } = await import('../jobs/http.js');
   const port = parentPort!;
-  const app = await bootstrap('worker');
+  const app = await bootstrap('worker', prepared.config, { jobTelemetry: prepared.tracing?.jobs });
   const pool = await startWorkers(app).catch(async (err: unknown) => {
     await app.close();
     throw err;
@@ -117,6 +118,7 @@ if (isMainThread) {
       await pool.close();
       await http.close();
       await app.close();
+      await prepared.tracing?.shutdown();
       port.postMessage({ type: 'stopped' } satisfies FromThread);
       // Nothing is left on this thread's loop once the port closes: the thread ends.
       port.close();

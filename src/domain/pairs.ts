@@ -71,11 +71,11 @@ export function linksForPair(a: string, b: string, opts: LinkOptions): [PeerLink
  * digits of `base + counter`. They are UUIDv7 (RFC 9562, with the 48-bit counter method
  * that RFC allows): the run's millisecond timestamp, version 7, the variant bits, random
  * bits drawn once per run (the 12 of rand_a, 14 of rand_b, and `base`, 47 bits) and the
- * counter. The counter of pair ordinal k (the pair of the
- * i-th and j-th nodes in id order, i < j, has k = j(j-1)/2 + i) is 3k for the lo -> hi link, 3k+1 for hi -> lo
- * and 3k+2 for their shared linkGroupId, so ids are distinct within a run by
- * construction, and a run's ids sort after earlier runs' as newId's do. Counters stay
- * below 2^47 up to several million nodes, so base + counter fits the 12 digits.
+ * counter. With the config's n nodes numbered 0..n-1 in id order, the link from node i
+ * to node j takes counter 2(i*n + j) and the pair's shared linkGroupId 2(lo*n + hi) + 1
+ * (lo < hi being i and j in order): links even, groups odd, so ids are distinct within a
+ * run by construction, and a run's ids sort after earlier runs' as newId's do. Counters
+ * stay below 2^47 up to several million nodes, so base + counter fits the 12 digits.
  */
 export interface MeshLinkIds {
   prefix: string;

@@ -5,7 +5,7 @@
  * unique forever, not per Redis instance), and maps BullMQ jobs to the API's job view.
  */
 import { createHash, type KeyObject } from 'node:crypto';
-import { Queue, QueueEvents, type Job, type JobsOptions } from 'bullmq';
+import { Queue, QueueEvents, type Job, type JobsOptions, type Telemetry } from 'bullmq';
 import type { Redis } from 'ioredis';
 import { v7 as uuidv7 } from 'uuid';
 import type { Config } from '../config.js';
@@ -183,7 +183,7 @@ export class JobQueues {
       Partial<Pick<Config, 'submitTimeoutMs' | 'jobRetryWindowMs' | 'jobRetryMaxDelayMs' | 'redisWaitReplicas'>>,
     serverKey: Buffer,
     connection?: Redis,
-    opts: { patient?: boolean } = {},
+    opts: { patient?: boolean; telemetry?: Telemetry } = {},
   ) {
     this.#envelopeKey = envelopeKey(serverKey);
     this.#waitReplicas = opts.patient ? 0 : (config.redisWaitReplicas ?? 0);
@@ -192,7 +192,9 @@ export class JobQueues {
       (opts.patient ? redisConnection(config) : producerConnection(config, commandTimeoutOf(config.submitTimeoutMs)));
     this.connection.on('error', () => undefined); // surfaced by the calls that fail
     for (const name of QUEUE_NAMES) {
-      const queue = new Queue(name, { connection: this.connection, prefix: config.queuePrefix, defaultJobOptions: RETENTION });
+      // telemetry (src/bin/telemetry.ts): each add is a span whose context the job carries to its worker.
+      const telemetry = opts.telemetry ? { telemetry: opts.telemetry } : {};
+      const queue = new Queue(name, { connection: this.connection, prefix: config.queuePrefix, defaultJobOptions: RETENTION, ...telemetry });
       // The connection's errors, passed on: without a listener BullMQ prints each one (a
       // failover makes many while the connection finds the new primary).
       queue.on('error', () => undefined);

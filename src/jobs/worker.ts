@@ -3,7 +3,7 @@
  * Stateless; start as many worker processes as you like (docker compose --scale).
  */
 import { hostname } from 'node:os';
-import { Worker, type Job } from 'bullmq';
+import { Worker, type Job, type Telemetry } from 'bullmq';
 import type { Redis } from 'ioredis';
 import type { Logger } from 'pino';
 import type { Config } from '../config.js';
@@ -93,7 +93,7 @@ export function startWorkerMqttLink(
 }
 
 export async function startWorkers(
-  deps: { config: Config; log: Logger; uow: UnitOfWork; queues: JobQueues; serverKey: Buffer },
+  deps: { config: Config; log: Logger; uow: UnitOfWork; queues: JobQueues; serverKey: Buffer; jobTelemetry?: Telemetry },
   opts: WorkerOptions = {},
 ): Promise<WorkerPool> {
   const { config, log, queues } = deps;
@@ -149,6 +149,8 @@ export async function startWorkers(
         ...(opts.lockDurationMs ? { lockDuration: opts.lockDurationMs } : {}),
         // Each job type's capped backoff, from its row; BullMQ's builtin types never reach it.
         settings: { backoffStrategy: retryStrategyFor(config.jobRetryMaxDelayMs) },
+        // Tracing on: each run is a span, child of the span that added the job (src/bin/telemetry.ts).
+        ...(deps.jobTelemetry ? { telemetry: deps.jobTelemetry } : {}),
         autorun: true,
       },
     );

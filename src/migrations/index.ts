@@ -9,6 +9,7 @@ import { Migration20261125100000_token_expiry } from './Migration20261125100000_
 import { Migration20261201134800_agent_held_keys } from './Migration20261201134800_agent_held_keys.js';
 import { Migration20261201135000_node_sync } from './Migration20261201135000_node_sync.js';
 import { Migration20261201135500_idempotency_key } from './Migration20261201135500_idempotency_key.js';
+import { Migration20261201160000_peer_link_indexes } from './Migration20261201160000_peer_link_indexes.js';
 
 export const MIGRATIONS = [
   { name: 'Migration20261124000000_initial', class: Migration20261124000000_initial },
@@ -18,6 +19,7 @@ export const MIGRATIONS = [
   { name: 'Migration20261201134800_agent_held_keys', class: Migration20261201134800_agent_held_keys },
   { name: 'Migration20261201135000_node_sync', class: Migration20261201135000_node_sync },
   { name: 'Migration20261201135500_idempotency_key', class: Migration20261201135500_idempotency_key },
+  { name: 'Migration20261201160000_peer_link_indexes', class: Migration20261201160000_peer_link_indexes },
 ];
 
 /** The schema version a database is at once every migration has run. */

@@ -8,60 +8,62 @@ import type { MeshLinkIds, PeerLinkDraft } from '../domain/pairs.js';
 import { boundSql } from '../db/sql.js';
 
 /**
- * mesh.generate's statement, per dialect; parameters: config id, id prefix, id base,
- * the range of the pairs' higher node position j (from, to), keepalive. `n` is the pair's first counter, base + 3 * ordinal; the lo -> hi link takes
- * n, hi -> lo n + 1, the link group n + 2 (meshLinkIds). The pair ordinal j(j-1)/2 + i
- * needs no node count, and row_number over unique ids is the same wherever the CTE is
- * read. Two anti-joins on the (from, to) unique index skip existing pairs.
+ * mesh.generate's statement, per dialect; parameters: config id, id prefix, id base, the
+ * range [from, to) of the `from` node's position, keepalive (and the config id again on
+ * PostgreSQL, for the existing links). Nodes are numbered by id (i), n is their count.
+ * The statement writes one row per direction, ordered by (from, to) position, with the
+ * counters of meshLinkIds: base + 2(i_from * n + i_to) for the link, base + 2(i_lo * n +
+ * i_hi) + 1 for the pair's shared link group. Id order is then (from_node_id, to_node_id)
+ * order, so the primary key and the (from, to) unique index, the two indexes every row
+ * enters, are filled at their right edge instead of at random places, and each node's
+ * route is built once, not once per row. A row is skipped when its pair exists in either
+ * direction, so a pair is always written whole.
  */
-const missingPairsInsert = (d: { id: (n: string) => string; route: (address: string) => string }): string => `
-with m as (
-  select id, address, config_id, row_number() over (order by id) - 1 as i from node where config_id = ?
-), p as (
-  select a.config_id, a.id as lo, b.id as hi, a.address as lo_address, b.address as hi_address,
-    cast(? as text) as prefix, cast(? as bigint) + 3 * ((b.i * (b.i - 1)) / 2 + a.i) as n
-  from m a join m b on a.i < b.i
-  where b.i >= cast(? as bigint) and b.i < cast(? as bigint)
-    and not exists (select 1 from peer_link l where l.config_id = a.config_id and l.from_node_id = a.id and l.to_node_id = b.id)
-    and not exists (select 1 from peer_link l where l.config_id = a.config_id and l.from_node_id = b.id and l.to_node_id = a.id)
-)
+const missingPairsInsert = (d: {
+  id: (counter: string) => string;
+  route: (address: string) => string;
+  missing: (from: string, to: string) => string;
+  prelude: string;
+}): string => `
+with m as materialized (
+  select id, config_id, row_number() over (order by id) - 1 as i,
+    ${d.route("address || case when instr(address, ':') > 0 then '/128' else '/32' end")} as route
+  from node where config_id = ?
+), c as materialized (
+  select count(*) as n, cast(? as text) as prefix, cast(? as bigint) as base from m
+)${d.prelude}
 insert into peer_link (id, config_id, from_node_id, to_node_id, link_group_id, allowed_ips, persistent_keepalive)
-select ${d.id('n + dir.d')}, p.config_id,
-  case when dir.d = 0 then p.lo else p.hi end,
-  case when dir.d = 0 then p.hi else p.lo end,
-  ${d.id('n + 2')},
-  ${d.route('case when dir.d = 0 then p.hi_address else p.lo_address end')},
-  cast(? as integer)
-from p cross join (select 0 as d union all select 1 as d) as dir`;
+select ${d.id('c.base + 2 * (f.i * c.n + t.i)')}, f.config_id, f.id, t.id,
+  ${d.id('c.base + 2 * (case when f.i < t.i then f.i * c.n + t.i else t.i * c.n + f.i end) + 1')},
+  t.route, cast(? as integer)
+from c cross join m f join m t on t.i <> f.i
+where f.i >= cast(? as bigint) and f.i < cast(? as bigint)
+  and ${d.missing('f.id', 't.id')} and ${d.missing('t.id', 'f.id')}`;
 
 const MISSING_PAIRS_INSERT = {
+  // The unique (from, to) index answers each probe. The statement runs in slices of
+  // `from` (insertMissingPairs): a reverse direction an earlier slice of this run wrote
+  // (its id starts with the run's prefix) must not count as an existing pair.
   sqlite: missingPairsInsert({
-    id: (n) => `p.prefix || printf('%012x', ${n})`,
-    route: (a) => `json_array(${a} || case when instr(${a}, ':') > 0 then '/128' else '/32' end)`,
+    id: (counter) => `c.prefix || printf('%012x', ${counter})`,
+    route: (a) => `json_array(${a})`,
+    missing: (from, to) =>
+      `not exists (select 1 from peer_link l where l.from_node_id = ${from} and l.to_node_id = ${to} and substr(l.id, 1, length(c.prefix)) <> c.prefix)`,
+    prelude: '',
   }),
+  // The config's existing links once, hashed (see insertMissingPairs for the plan).
   postgresql: missingPairsInsert({
-    id: (n) => `cast(p.prefix || lpad(to_hex(${n}), 12, '0') as uuid)`,
-    route: (a) => `jsonb_build_array(${a} || case when strpos(${a}, ':') > 0 then '/128' else '/32' end)`,
+    id: (counter) => `cast(c.prefix || lpad(to_hex(${counter}), 12, '0') as uuid)`,
+    route: (a) => `jsonb_build_array(${a.replace('instr(', 'strpos(')})`,
+    missing: (from, to) => `not exists (select 1 from e where e.f = ${from} and e.t = ${to})`,
+    prelude: `, e as materialized (
+  select from_node_id as f, to_node_id as t from peer_link where config_id = ?
+)`,
   }),
 } as const;
 
-/** About this many candidate pairs per statement on SQLite (see insertMissingPairs). */
-const PAIRS_PER_SQLITE_STATEMENT = 20_000;
-
-/**
- * Ranges [from, to) of the higher position j over n nodes, each holding about `size`
- * pairs (position j pairs with the j nodes before it).
- */
-function* pairSlices(n: number, size: number): Generator<[number, number]> {
-  let from = 1;
-  while (from < n) {
-    let to = from;
-    let pairs = 0;
-    while (to < n && (pairs === 0 || pairs + to <= size)) pairs += to++;
-    yield [from, to];
-    from = to;
-  }
-}
+/** About this many link rows per statement on SQLite (see insertMissingPairs). */
+const ROWS_PER_SQLITE_STATEMENT = 50_000;
 
 export interface NewLink {
   configId: string;
@@ -90,40 +92,51 @@ export class LinkRepository {
   constructor(private readonly em: Em) {}
 
   /**
-   * Every missing pair of a config, both directions, in one INSERT ... SELECT: the
-   * database pairs the config's nodes (i < j by position in id order), skips pairs linked
-   * in either direction, and writes two rows per pair. Nothing crosses to JavaScript, so
-   * memory is flat in the number of nodes. Ids and counters: meshLinkIds
-   * (src/domain/pairs.ts). Each direction routes its peer's host address (/32 or /128,
-   * as linksForPair). Returns how many pairs it added.
+   * Every missing pair of a config, both directions, set-based: the database numbers the
+   * config's nodes, writes a row for every ordered pair of them whose pair is linked in
+   * neither direction, and draws the ids (meshLinkIds, src/domain/pairs.ts). Nothing
+   * crosses to JavaScript, so memory is flat in the number of nodes. Each direction
+   * routes its peer's host address (/32 or /128, as linksForPair). Returns how many pairs
+   * it added.
    */
   async insertMissingPairs(configId: string, ids: MeshLinkIds, persistentKeepalive: number | null): Promise<number> {
     const sql = boundSql(this.em);
-    const insert = async (from: number, to: number) =>
-      (await sql.query(MISSING_PAIRS_INSERT[sql.dialect], [configId, ids.prefix, ids.base, from, to, persistentKeepalive])).affected / 2;
     if (sql.dialect === 'sqlite') {
-      // better-sqlite3 runs a statement to completion on the worker's event loop, so the
-      // pairs go in slices of the higher node's position: between slices the loop renews
-      // BullMQ's job lock and serves the MQTT link. Same transaction, same ids.
+      // better-sqlite3 runs a statement to completion on the calling thread, so the rows go
+      // in slices of the `from` node's position, with a turn of the event loop between
+      // them: the worker renews BullMQ's job lock and serves the MQTT link. Same
+      // transaction, same ids (the numbering is the same in every slice).
       const { rows } = await sql.query<{ n: number }>('select count(*) as n from node where config_id = ?', [configId]);
-      let created = 0;
-      for (const [from, to] of pairSlices(Number(rows[0]!.n), PAIRS_PER_SQLITE_STATEMENT)) created += await insert(from, to);
-      return created;
+      const n = Number(rows[0]!.n);
+      const step = Math.max(1, Math.floor(ROWS_PER_SQLITE_STATEMENT / Math.max(1, n - 1)));
+      let rowsAdded = 0;
+      for (let from = 0; from < n; from += step) {
+        const params = [configId, ids.prefix, ids.base, persistentKeepalive, from, from + step];
+        rowsAdded += (await sql.query(MISSING_PAIRS_INSERT.sqlite, params)).affected;
+        await new Promise<void>((resolve) => setImmediate(resolve));
+      }
+      return rowsAdded / 2;
     }
-    // PostgreSQL estimates one row for a CTE scan, and with that estimate plans the
-    // anti-joins as nested loops that probe peer_link once per pair (while the statement
-    // inserts into it): quadratic work. Without nested loops where another join exists,
-    // they become one hash or merge join each. The planner then prices the one join that
-    // must stay a nested loop (i < j) as disabled, which would trigger JIT compilation
-    // that costs more than it saves here. Both settings are restored for the rest of the
-    // transaction.
-    const { rows } = await sql.query<{ nestloop: string; jit: string }>("select current_setting('enable_nestloop') as nestloop, current_setting('jit') as jit");
+    // PostgreSQL estimates one row for a CTE scan and would then probe the existing links
+    // with nested loops or sort a million rows for a merge join; with both off where
+    // another join exists, each anti-join is a hash join against the config's links
+    // (empty on a first run). The one join that must stay a nested loop (t.i <> f.i) is
+    // then priced as disabled, which would trigger JIT compilation that costs more than it
+    // saves here. The settings are restored for the rest of the transaction.
+    const { rows } = await sql.query<{ nestloop: string; mergejoin: string; jit: string }>(
+      "select current_setting('enable_nestloop') as nestloop, current_setting('enable_mergejoin') as mergejoin, current_setting('jit') as jit",
+    );
     const previous = rows[0]!;
-    await sql.query("select set_config('enable_nestloop', 'off', true), set_config('jit', 'off', true)");
+    await sql.query("select set_config('enable_nestloop', 'off', true), set_config('enable_mergejoin', 'off', true), set_config('jit', 'off', true)");
     // Not restored after a failure: the transaction is rolled back, and a statement
     // sent now would only fail again and hide the first error.
-    const created = await insert(0, Number.MAX_SAFE_INTEGER);
-    await sql.query("select set_config('enable_nestloop', ?, true), set_config('jit', ?, true)", [previous.nestloop, previous.jit]);
+    const params = [configId, ids.prefix, ids.base, configId, persistentKeepalive, 0, Number.MAX_SAFE_INTEGER];
+    const created = (await sql.query(MISSING_PAIRS_INSERT.postgresql, params)).affected / 2;
+    await sql.query("select set_config('enable_nestloop', ?, true), set_config('enable_mergejoin', ?, true), set_config('jit', ?, true)", [
+      previous.nestloop,
+      previous.mergejoin,
+      previous.jit,
+    ]);
     return created;
   }
 
@@ -178,8 +191,13 @@ export class LinkRepository {
     return row ? linkView(row) : undefined;
   }
 
-  /** Both directions of a pair: the links sharing a linkGroupId. Returns how many went. */
-  async deletePair(linkGroupId: string): Promise<number> {
-    return this.em.nativeDelete(PeerLink, { linkGroupId });
+  /**
+   * Both directions of a pair: the links between the two nodes that share the link's
+   * linkGroupId, found through the (from, to) unique index (link_group_id has no index of
+   * its own: every mesh.generate row would pay for one). Returns how many went.
+   */
+  async deletePair(link: { fromNodeId: string; toNodeId: string; linkGroupId: string }): Promise<number> {
+    const { fromNodeId: a, toNodeId: b, linkGroupId } = link;
+    return this.em.nativeDelete(PeerLink, { linkGroupId, $or: [{ fromNode: a, toNode: b }, { fromNode: b, toNode: a }] });
   }
 }

@@ -42,6 +42,8 @@ export const UPGRADES: Readonly<Record<string, UpgradeStep | null>> = Object.fre
   Migration20261201135000_node_sync: null,
   // Idempotency keys: a system table, not in snapshots.
   Migration20261201135500_idempotency_key: null,
+  // peer_link loses two indexes; rows unchanged.
+  Migration20261201160000_peer_link_indexes: null,
 });
 
 /**

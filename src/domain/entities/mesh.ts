@@ -62,9 +62,12 @@ export const PeerLinkSchema = defineEntity({
   properties: {
     id: p.uuid().primary(),
     config: () => p.manyToOne(MeshConfigSchema).mapToPk().deleteRule('cascade').index(),
-    fromNode: () => p.manyToOne(NodeSchema).mapToPk().deleteRule('cascade'),
+    // No index of its own: the (from, to) unique index starts with it (the ORM would add
+    // one on SQLite, and every mesh.generate row would pay for it).
+    fromNode: () => p.manyToOne(NodeSchema).mapToPk().deleteRule('cascade').index(false),
     toNode: () => p.manyToOne(NodeSchema).mapToPk().deleteRule('cascade').index(),
-    linkGroupId: p.uuid().index(),
+    // No index: link.delete finds a pair through the (from, to) unique index.
+    linkGroupId: p.uuid(),
     allowedIps: p.json<string[]>(),
     persistentKeepalive: p.integer().nullable(),
   },

@@ -64,7 +64,7 @@ export async function deleteLink(data: ById, ctx: JobContext): Promise<{ id: str
   const link = await ctx.repos.links.get(data.id);
   if (!link) throw new NotFoundError('link', data.id);
   await ctx.repos.configs.requireForUpdate(link.configId);
-  const deleted = await ctx.repos.links.deletePair(link.linkGroupId);
+  const deleted = await ctx.repos.links.deletePair(link);
   ctx.repos.audit.record({
     actor: ctx.actor,
     action: 'link.delete',
