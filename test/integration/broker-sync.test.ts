@@ -10,8 +10,7 @@
  */
 import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import { requestBrokerSync } from '../../src/jobs/broker-requests.js';
-import type { Config, Dialect } from '../../src/config.js';
-import type { Orm } from '../../src/db/orm.js';
+import type { Dialect } from '../../src/config.js';
 import type { UnitOfWork } from '../../src/db/unit-of-work.js';
 import { MeshConfig } from '../../src/domain/entities/mesh.js';
 import { generateKeyPair } from '../../src/domain/keys.js';
@@ -21,9 +20,9 @@ import { BrokerApplied } from '../../src/domain/entities/system.js';
 import type { JobInput, JobType } from '../../src/jobs/table.js';
 import { JobQueues } from '../../src/jobs/queue-client.js';
 import { QUEUES } from '../../src/jobs/names.js';
-import { createHarness } from '../support/harness.js';
+import { createHarness, type Harness } from '../support/harness.js';
 import { hashPassword, startEmqxDouble, type EmqxDouble } from '../support/emqx-double.js';
-import { DIALECTS, REDIS_URL, type TestDatabase } from '../support/db.js';
+import { DIALECTS, REDIS_URL } from '../support/db.js';
 import { seedDynamicNodes } from '../support/broker-data.js';
 import { encodeTestSnapshot, generateBusinessTables, uploadSnapshot } from '../support/snapshot-data.js';
 import { waitFor } from '../support/processes.js';
@@ -31,7 +30,6 @@ import { deletePrefix } from '../support/redis.js';
 import { mqttEnv, startStack, type Stack } from '../support/stack.js';
 
 const ADMIN_PASSWORD = 'broker-admin-pw';
-const auth = { authorization: 'Basic ' + Buffer.from(`admin:${ADMIN_PASSWORD}`).toString('base64') };
 
 type SyncResult = { created: number; updated: number; deleted: number; kicked: number; epoch: number };
 type Id = { id: string };
@@ -89,47 +87,26 @@ async function emqxMatchesDatabase(double: EmqxDouble, repos: Repositories): Pro
   });
 }
 
+/** Submits a job through the stack's queues as the administrator; it must complete. */
+async function completed<T extends JobType>(stack: Stack, type: T, data: JobInput<T>): Promise<Id> {
+  const view = await stack.app.queues.waitFor(await stack.app.queues.submit(type, data, { actor: 'admin' }), 20_000);
+  expect(view.state, JSON.stringify(view.error)).toBe('completed');
+  return view.result as Id;
+}
+
 // ---------------------------------------------------------------------------------------
 // Reconcile semantics through the real runner
 
-interface Rig {
-  db: TestDatabase;
-  config: Config;
-  orm: Orm;
-  uow: UnitOfWork;
-  serverKey: Buffer;
-  /** Broker syncs the runner requested after commits. */
+/** The harness, with the broker syncs the runner requested after commits. */
+interface Rig extends Harness {
   requested: string[];
-  run<R = unknown>(type: JobType, payload: unknown): Promise<R>;
-  /** Runs a job that must fail (retryably or not); returns the error. */
-  fail(type: JobType, payload: unknown): Promise<Error>;
   repos(): Repositories;
-  close(): Promise<void>;
 }
 
 async function createRig(dialect: Dialect, label: string, env: Record<string, string>): Promise<Rig> {
   const requested: string[] = [];
   const h = await createHarness(dialect, label, { env, requestBrokerSync: async (reason) => requested.push(reason) });
-  const run = <R>(type: JobType, payload: unknown) => h.run<R>(type, payload);
-  return {
-    db: h.db,
-    config: h.config,
-    orm: h.orm,
-    uow: h.uow,
-    serverKey: h.serverKey,
-    requested,
-    run,
-    async fail(type, payload) {
-      try {
-        await run(type, payload);
-      } catch (err) {
-        return err as Error;
-      }
-      throw new Error(`${type} was expected to fail but succeeded`);
-    },
-    repos: () => repositories(h.uow, h.serverKey),
-    close: () => h.close(),
-  };
+  return { ...h, requested, repos: () => repositories(h.uow, h.serverKey) };
 }
 
 describe.each(DIALECTS)('broker sync reconcile on %s', (dialect) => {
@@ -320,7 +297,7 @@ describe.each(DIALECTS)('broker sync reconcile on %s', (dialect) => {
     double.setFault('down');
     await double.settled();
 
-    const err = await rig.fail('broker.sync', {});
+    const err = await rig.error('broker.sync', {});
     expect(err.name).not.toBe('UnrecoverableError');
     let state = await syncState();
     expect(state.lastError).toMatch(/^UNREACHABLE: EMQX API GET \/status/);
@@ -330,7 +307,7 @@ describe.each(DIALECTS)('broker sync reconcile on %s', (dialect) => {
 
     double.setFault('503');
     await double.settled();
-    await rig.fail('broker.sync', {});
+    await rig.error('broker.sync', {});
     expect((await syncState()).lastError).toMatch(/^NOT_RUNNING/);
 
     double.setFault('none');
@@ -410,16 +387,11 @@ describe.each(DIALECTS)('broker sync through the queues on %s', (dialect) => {
   });
 
   const repos = () => repositories(stack.app.uow, stack.app.serverKey);
-  const submit = async <R = Id, T extends JobType = JobType>(type: T, data: JobInput<T>): Promise<R> => {
-    const job = await stack.app.queues.submit(type, data, { actor: 'admin' });
-    const view = await stack.app.queues.waitFor(job, 20_000);
-    expect(view.state, JSON.stringify(view.error)).toBe('completed');
-    return view.result as R;
-  };
+  const submit = <T extends JobType>(type: T, data: JobInput<T>) => completed(stack, type, data);
   const newConfig = async () => (await submit('config.create', { name: `q-${++seq}`, subnet: `10.${100 + (seq % 100)}.0.0/16` })).id;
   const newNode = async (configId: string) => (await submit('node.create', { configId, name: `qn-${++seq}`, kind: 'dynamic' })).id;
   const status = async () => {
-    const res = await stack.api.inject({ method: 'GET', url: '/api/v1/broker/status', headers: auth });
+    const res = await stack.call({ method: 'GET', url: '/api/v1/broker/status' });
     expect(res.statusCode, res.body).toBe(200);
     return res.json() as Record<string, unknown>;
   };
@@ -427,6 +399,13 @@ describe.each(DIALECTS)('broker sync through the queues on %s', (dialect) => {
     const s = await status();
     return s.pending === false && s.lastError === null && (await emqxMatchesDatabase(double, repos())) && s;
   };
+  /** Waits until EMQX equals the database as of the given data epoch (the last restore's). */
+  const convergedAt = (epoch: number) =>
+    waitFor('EMQX to equal the last restore', async () => {
+      const s = await converged();
+      return s && s.syncedEpoch === epoch && s;
+    }, 30_000);
+  const jobView = async (id: string) => (await stack.call({ method: 'GET', url: `/api/v1/jobs/${id}` })).json();
 
   it('brings credential changes to EMQX after commit without anyone asking for a sync', async () => {
     const configId = await newConfig();
@@ -516,24 +495,21 @@ describe.each(DIALECTS)('broker sync through the queues on %s', (dialect) => {
     double.setFault('none');
     await double.settled();
 
-    const final = await waitFor('EMQX to equal the last restore', async () => {
-      const s = await converged();
-      return s && s.syncedEpoch === epochBefore + 5 && s;
-    }, 30_000);
+    const final = await convergedAt(epochBefore + 5);
     expect(final).toMatchObject({ epoch: epochBefore + 5, syncedEpoch: epochBefore + 5, state: 'synced' });
     const names = (await repos().nodes.list(configId)).items.map((n) => n.name).sort();
     expect(names).toEqual(['restore-5-0', 'restore-5-1', 'restore-5-2']);
   });
 
   it('answers POST /api/v1/broker/sync with the sync job, 202, and its result when waited for', async () => {
-    const res = await stack.api.inject({ method: 'POST', url: '/api/v1/broker/sync', headers: auth });
+    const res = await stack.call({ method: 'POST', url: '/api/v1/broker/sync' });
     expect(res.statusCode, res.body).toBe(202);
     expect(res.json()).toMatchObject({ type: 'broker.sync', queue: 'broker-sync' });
 
-    const waited = await stack.api.inject({ method: 'POST', url: '/api/v1/broker/sync?wait=10000', headers: auth });
+    const waited = await stack.call({ method: 'POST', url: '/api/v1/broker/sync?wait=10000' });
     expect([200, 202]).toContain(waited.statusCode);
     await waitFor('a requested sync to complete', async () => {
-      const view = (await stack.api.inject({ method: 'GET', url: `/api/v1/jobs/${waited.json().id}`, headers: auth })).json();
+      const view = await jobView(waited.json().id);
       return view.state === 'completed' && view;
     }, 15_000);
   });
@@ -546,23 +522,20 @@ describe.each(DIALECTS)('broker sync through the queues on %s', (dialect) => {
     const restores: string[] = [];
     for (const [i, file] of files.entries()) {
       double.setFault(i % 2 === 0 ? 'down' : 'none');
-      const res = await uploadSnapshot(stack.api, auth, file, ADMIN_PASSWORD);
+      const res = await uploadSnapshot(stack.api, stack.auth, file, ADMIN_PASSWORD);
       expect(res.statusCode, res.body).toBe(202);
       restores.push(res.json().id);
       await new Promise((r) => setTimeout(r, 100));
     }
     await waitFor('the five restores', async () => {
-      const views = await Promise.all(restores.map(async (id) => (await stack.api.inject({ method: 'GET', url: `/api/v1/jobs/${id}`, headers: auth })).json()));
+      const views = await Promise.all(restores.map(jobView));
       if (views.some((v) => v.state === 'failed')) throw new Error(`a restore failed: ${JSON.stringify(views)}`);
       return views.every((v) => v.state === 'completed');
     }, 30_000);
     double.setFault('none');
     await double.settled();
 
-    const final = await waitFor('EMQX to equal the last restore', async () => {
-      const s = await converged();
-      return s && s.syncedEpoch === epochBefore + 5 && s;
-    }, 30_000);
+    const final = await convergedAt(epochBefore + 5);
     expect(final).toMatchObject({ epoch: epochBefore + 5, state: 'synced' });
     const last = sets[4]!.mqtt_credential!;
     const managed = [...double.users.keys()].filter((u) => u.startsWith('node-')).sort();
@@ -593,15 +566,11 @@ describe('broker sync with MQTT disabled', () => {
   });
 
   it('sends nothing to EMQX for credential changes, keeps the work recorded, and says disabled', async () => {
-    const submit = async <T extends JobType>(type: T, data: JobInput<T>) => {
-      const view = await stack.app.queues.waitFor(await stack.app.queues.submit(type, data, { actor: 'admin' }), 20_000);
-      expect(view.state, JSON.stringify(view.error)).toBe('completed');
-      return view.result as Id;
-    };
+    const submit = <T extends JobType>(type: T, data: JobInput<T>) => completed(stack, type, data);
     const { id: configId } = await submit('config.create', { name: 'off', subnet: '10.9.0.0/24' });
     const a = await submit('node.create', { configId, name: 'a', kind: 'dynamic' });
     const b = await submit('node.create', { configId, name: 'b', kind: 'dynamic' });
-    const rotated = await stack.api.inject({ method: 'POST', url: `/api/v1/nodes/${a.id}/credentials?wait=10000`, headers: auth });
+    const rotated = await stack.call({ method: 'POST', url: `/api/v1/nodes/${a.id}/credentials?wait=10000` });
     expect(rotated.statusCode, rotated.body).toBe(200);
     await submit('node.delete', { id: b.id });
     await new Promise((r) => setTimeout(r, 600)); // several schedule periods, were there one
@@ -612,11 +581,11 @@ describe('broker sync with MQTT disabled', () => {
     const counts = await queue.getJobCounts('waiting', 'active', 'delayed', 'completed', 'failed');
     expect(Object.values(counts).every((n) => n === 0)).toBe(true);
 
-    const status = (await stack.api.inject({ method: 'GET', url: '/api/v1/broker/status', headers: auth })).json();
+    const status = (await stack.call({ method: 'GET', url: '/api/v1/broker/status' })).json();
     expect(status).toMatchObject({ enabled: false, state: 'disabled', reachable: null, pending: true, lastError: null });
     expect(status.pendingSeq).toBeGreaterThanOrEqual(3);
 
-    const refused = await stack.api.inject({ method: 'POST', url: '/api/v1/broker/sync', headers: auth });
+    const refused = await stack.call({ method: 'POST', url: '/api/v1/broker/sync' });
     expect(refused.statusCode).toBe(409);
     expect(refused.json().error.code).toBe('MQTT_DISABLED');
     expect(double.requests).toHaveLength(0);

@@ -4,19 +4,17 @@
  * port (API and in-process workers, own database and queue prefix), its stdout parsed
  * as JSON and its exit code checked: 0 done, 1 refused or failed, 2 usage, 3 unreachable.
  */
-import { spawn, spawnSync } from 'node:child_process';
+import { spawnSync } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import { mkdtemp, readFile, rm, stat } from 'node:fs/promises';
 import { createServer as createHttpServer } from 'node:http';
-import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { fileURLToPath } from 'node:url';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { DIALECTS } from '../support/db.js';
+import { cleanEnv, freePort, killAll, root, runProcess, startProcess, tsEntry } from '../support/processes.js';
 import { startStack, type Stack } from '../support/stack.js';
 
-const root = fileURLToPath(new URL('../..', import.meta.url));
 const PASSWORD = 'cli-admin-password';
 
 interface Run {
@@ -27,49 +25,27 @@ interface Run {
 }
 
 /** Runs the CLI as a child process; never blocks this process's event loop (the API runs in it). */
-function meshq(args: string[], env: Record<string, string>, stdin?: string): Promise<Run> {
-  return new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, ['--import', 'tsx', 'src/bin/cli.ts', ...args], {
-      cwd: root,
-      env: { PATH: process.env.PATH!, HOME: process.env.HOME!, ...env },
-      stdio: [stdin === undefined ? 'ignore' : 'pipe', 'pipe', 'pipe'],
-    });
-    let stdout = '';
-    let stderr = '';
-    child.stdout!.on('data', (d) => (stdout += d));
-    child.stderr!.on('data', (d) => (stderr += d));
-    if (stdin !== undefined) child.stdin!.end(stdin);
-    const timer = setTimeout(() => child.kill('SIGKILL'), 120_000);
-    child.on('error', reject);
-    child.on('exit', (code) => {
-      clearTimeout(timer);
-      resolve({
-        code,
-        stdout,
-        stderr,
-        json: () => {
-          try {
-            return JSON.parse(stdout);
-          } catch {
-            throw new Error(`meshq ${args.join(' ')}: stdout is not JSON (exit ${code}):\n${stdout}\nstderr:\n${stderr}`);
-          }
-        },
-      });
-    });
-  });
+async function meshq(args: string[], env: Record<string, string>, stdin?: string): Promise<Run> {
+  const { code, stdout, stderr } = await runProcess(process.execPath, tsEntry('src/bin/cli.ts', args), { cwd: root, env: cleanEnv(env), stdin, timeoutMs: 120_000 });
+  return {
+    code,
+    stdout,
+    stderr,
+    json: () => {
+      try {
+        return JSON.parse(stdout);
+      } catch {
+        throw new Error(`meshq ${args.join(' ')}: stdout is not JSON (exit ${code}):\n${stdout}\nstderr:\n${stderr}`);
+      }
+    },
+  };
 }
 
-async function closedPort(): Promise<number> {
-  const srv = createServer();
-  await new Promise<void>((r) => srv.listen(0, '127.0.0.1', r));
-  const { port } = srv.address() as { port: number };
-  await new Promise((r) => srv.close(r));
-  return port;
-}
+afterAll(() => killAll());
 
 describe('meshq CLI without a server', () => {
   it('exits 3 with a JSON error when meshq is unreachable', async () => {
-    const port = await closedPort();
+    const port = await freePort();
     const r = await meshq(['--json', 'configs', 'list'], { MESHQ_URL: `http://127.0.0.1:${port}`, MESHQ_PASSWORD: 'x' });
     expect(r.code).toBe(3);
     expect(r.json().error.message).toContain(`http://127.0.0.1:${port} is not reachable`);
@@ -115,12 +91,8 @@ describe('meshq CLI without a server', () => {
     expect(r.code).toBe(0);
     expect(r.stdout).toContain('complete -o default -F _meshq_complete meshq');
     for (const word of ['jobs', 'snapshot', 'tokens', 'submit', 'restore']) expect(r.stdout).toContain(word);
-    const check = await new Promise<number | null>((resolve) => {
-      const bash = spawn('bash', ['-n'], { stdio: ['pipe', 'ignore', 'ignore'] });
-      bash.on('exit', resolve);
-      bash.stdin.end(r.stdout);
-    });
-    expect(check).toBe(0);
+    const check = await runProcess('bash', ['-n'], { stdin: r.stdout });
+    expect(check.code).toBe(0);
   });
 });
 
@@ -249,17 +221,11 @@ describe.each(DIALECTS)('meshq CLI against a running meshq (%s)', (dialect) => {
     expect(cancel.json().error.status).toBe(409);
 
     // The stream starts at "now": submit until one of our jobs is seen completing.
-    const child = spawn(process.execPath, ['--import', 'tsx', 'src/bin/cli.ts', '--json', 'events', '--type', 'job.*'], {
-      cwd: root,
-      env: { PATH: process.env.PATH!, HOME: process.env.HOME!, ...env },
-      stdio: ['ignore', 'pipe', 'pipe'],
-    });
-    const exited = new Promise<number | null>((r) => child.on('exit', r));
-    let out = '';
-    child.stdout.on('data', (d) => (out += d));
+    const events = startProcess(process.execPath, tsEntry('src/bin/cli.ts', ['--json', 'events', '--type', 'job.*']), { cwd: root, env: cleanEnv(env) });
+    const out = () => events.stdout();
     const submitted: string[] = [];
     const seen = () =>
-      out
+      out()
         .split('\n')
         .filter(Boolean)
         .map((l) => JSON.parse(l) as { id: string; type: string; data: { jobId?: string } })
@@ -267,28 +233,26 @@ describe.each(DIALECTS)('meshq CLI against a running meshq (%s)', (dialect) => {
     try {
       const deadline = Date.now() + 60_000;
       for (let i = 0; !seen(); i++) {
-        expect(Date.now(), `no job.completed event in:\n${out}`).toBeLessThan(deadline);
+        expect(Date.now(), `no job.completed event in:\n${out()}`).toBeLessThan(deadline);
         const r = await meshq(['--json', 'jobs', 'submit', 'config.create', JSON.stringify({ name: `ev${i}`, subnet: `10.51.${i}.0/24` })], env);
         submitted.push(r.json().id);
       }
       expect(seen()!.id).toBeTruthy();
     } finally {
-      child.kill('SIGINT');
+      events.proc.kill('SIGINT');
     }
-    expect(await exited).toBe(0);
+    expect((await events.exited).code).toBe(0);
   }, 180_000);
 
   // `script` gives the command a pseudo-terminal, as a person at a terminal has.
   it('shows a progress bar for an export on a terminal', async () => {
     expect(spawnSync('script', ['--version']).status, 'script(1) (util-linux) runs the command on a pseudo-terminal').toBe(0);
-    const child = spawn('script', ['-qec', `${process.execPath} --import tsx src/bin/cli.ts snapshot export`, '/dev/null'], {
+    const { code, stdout: out } = await runProcess('script', ['-qec', `${process.execPath} --import tsx src/bin/cli.ts snapshot export`, '/dev/null'], {
       cwd: root,
-      env: { PATH: process.env.PATH!, HOME: process.env.HOME!, TERM: 'xterm', ...env },
-      stdio: ['pipe', 'pipe', 'pipe'],
+      env: cleanEnv({ TERM: 'xterm', ...env }),
+      openStdin: true,
+      timeoutMs: 120_000,
     });
-    let out = '';
-    child.stdout.on('data', (d) => (out += d));
-    const code = await new Promise<number | null>((r) => child.on('exit', r));
     expect(code, out).toBe(0);
     expect(out).toMatch(/snapshot\.export \[[^\]]*\] 100%/);
     expect(out).toMatch(/snapshot \S+ \(\d+ bytes, sha256 [0-9a-f]{64}\)/);

@@ -5,18 +5,14 @@
  * applied. Redis and PostgreSQL here are instances the test starts itself.
  */
 import { afterAll, describe, expect, it } from 'vitest';
-import { randomBytes } from 'node:crypto';
 import type { LightMyRequestResponse } from 'fastify';
 import { buildApi } from '../../src/api/app.js';
-import { bootstrap, type AppContext } from '../../src/bin/bootstrap.js';
-import { loadConfig } from '../../src/config.js';
-import { startWorkers } from '../../src/jobs/worker.js';
+import type { AppContext } from '../../src/bin/bootstrap.js';
 import { JOBS } from '../../src/jobs/table.js';
-import { DIALECTS, REDIS_URL, TEST_SECRET_KEY } from '../support/db.js';
+import { DIALECTS } from '../support/db.js';
 import { waitFor } from '../support/processes.js';
-import { deletePrefix } from '../support/redis.js';
-import { basic, startStack } from '../support/stack.js';
-import { startOwnPostgres, startOwnRedis, stopOwnServices } from '../support/own-services.js';
+import { basic, configNames, startOwnPostgresApp, startStack } from '../support/stack.js';
+import { startOwnRedis, stopOwnServices } from '../support/own-services.js';
 
 const ADMIN_PASSWORD = 'deadline-admin-pw';
 const SUBMIT_TIMEOUT_MS = 2_000;
@@ -27,8 +23,6 @@ afterAll(async () => {
   await stopOwnServices();
 });
 
-const names = async (app: AppContext) =>
-  ((await app.orm.em.fork().getConnection().execute('select name from mesh_config order by name')) as { name: string }[]).map((r) => r.name);
 
 /** The names of every config.create job Redis holds, in any state. */
 const submitted = async (app: AppContext) =>
@@ -36,6 +30,16 @@ const submitted = async (app: AppContext) =>
     .filter((j) => j.name === 'config.create')
     .map((j) => j.data.payload.name)
     .sort();
+
+/** Five config.create submissions at once, each with how long its answer took. */
+const ghosts = (submit: (payload: object) => Promise<LightMyRequestResponse>) =>
+  Promise.all(
+    [0, 1, 2, 3, 4].map(async (i) => {
+      const started = Date.now();
+      const res = await submit({ type: 'config.create', data: { name: `ghost-${i}`, subnet: `10.${81 + i}.0.0/16` } });
+      return { res, ms: Date.now() - started };
+    }),
+  );
 
 function expect503(res: LightMyRequestResponse, ms: number): void {
   expect(res.statusCode, res.body).toBe(503);
@@ -54,20 +58,14 @@ describe.each(DIALECTS)('Redis down (%s)', (dialect) => {
     try {
       await s.job('config.create', { name: 'before', subnet: '10.80.0.0/16' });
       await redis.stop();
-      const answers = await Promise.all(
-        [0, 1, 2, 3, 4].map(async (i) => {
-          const started = Date.now();
-          const res = await s.call({ method: 'POST', url: '/api/v1/jobs', payload: { type: 'config.create', data: { name: `ghost-${i}`, subnet: `10.${81 + i}.0.0/16` } } });
-          return { res, ms: Date.now() - started };
-        }),
-      );
+      const answers = await ghosts((payload) => s.call({ method: 'POST', url: '/api/v1/jobs', payload }));
       for (const { res, ms } of answers) expect503(res, ms);
 
       await redis.start();
       await waitFor('the API to reach Redis again', async () => s.app.queues.connection.status === 'ready', 30_000);
       // Jobs run in order: once this one ran, anything accepted before it ran too.
       await s.job('config.create', { name: 'after', subnet: '10.90.0.0/16' });
-      expect(await names(s.app)).toEqual(['after', 'before']);
+      expect(await configNames(s.app)).toEqual(['after', 'before']);
       expect(await submitted(s.app)).toEqual(['after', 'before']);
     } finally {
       await s.stop();
@@ -78,24 +76,7 @@ describe.each(DIALECTS)('Redis down (%s)', (dialect) => {
 
 describe('PostgreSQL frozen (SIGSTOP) during the API checks', () => {
   it('submissions answer 503 with Retry-After within SUBMIT_TIMEOUT_MS, and none is applied after SIGCONT', async () => {
-    const pg = await startOwnPostgres();
-    const url = await pg.createDatabase('meshq_frozen');
-    const prefix = `meshq-test-frozen-${randomBytes(4).toString('hex')}`;
-    const config = loadConfig(
-      {
-        DATABASE_URL: url,
-        REDIS_URL,
-        SECRET_KEY: TEST_SECRET_KEY,
-        LOG_LEVEL: 'silent',
-        REDIS_DURABILITY: 'none',
-        ADMIN_PASSWORD,
-        SUBMIT_TIMEOUT_MS: String(SUBMIT_TIMEOUT_MS),
-        DB_CONNECT_TIMEOUT_MS: '5000',
-      },
-      { queuePrefix: prefix },
-    );
-    const app = await bootstrap('test', config);
-    const pool = await startWorkers(app);
+    const { pg, app, close } = await startOwnPostgresApp('frozen', { ADMIN_PASSWORD, SUBMIT_TIMEOUT_MS: String(SUBMIT_TIMEOUT_MS) });
     const api = await buildApi(app);
     const call = (payload: unknown, wait = 0) =>
       api.inject({ method: 'POST', url: `/api/v1/jobs${wait ? `?wait=${wait}` : ''}`, headers: basic('admin', ADMIN_PASSWORD), payload: payload as object });
@@ -103,15 +84,9 @@ describe('PostgreSQL frozen (SIGSTOP) during the API checks', () => {
       expect((await call({ type: 'config.create', data: { name: 'before', subnet: '10.80.0.0/16' } }, 20_000)).statusCode).toBe(200);
 
       pg.freeze();
-      let answers: { res: LightMyRequestResponse; ms: number }[];
+      let answers: Awaited<ReturnType<typeof ghosts>>;
       try {
-        answers = await Promise.all(
-          [0, 1, 2, 3, 4].map(async (i) => {
-            const started = Date.now();
-            const res = await call({ type: 'config.create', data: { name: `ghost-${i}`, subnet: `10.${81 + i}.0.0/16` } });
-            return { res, ms: Date.now() - started };
-          }),
-        );
+        answers = await ghosts((payload) => call(payload));
       } finally {
         pg.thaw();
       }
@@ -146,14 +121,12 @@ describe('PostgreSQL frozen (SIGSTOP) during the API checks', () => {
         200,
       );
       expect(after.statusCode, after.body).toBe(200);
-      expect(await names(app)).toEqual(['after', 'before']);
+      expect(await configNames(app)).toEqual(['after', 'before']);
       expect(await submitted(app)).toEqual(['after', 'before']);
     } finally {
       pg.thaw();
       await api.close();
-      await pool.close();
-      await deletePrefix(prefix);
-      await app.close();
+      await close();
       await pg.stop();
     }
   });

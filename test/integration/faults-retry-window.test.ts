@@ -6,14 +6,9 @@
  * times, and the jobs complete when it returns. A domain error still fails at once.
  */
 import { afterAll, describe, expect, it } from 'vitest';
-import { randomBytes } from 'node:crypto';
-import { bootstrap } from '../../src/bin/bootstrap.js';
-import { loadConfig } from '../../src/config.js';
-import { startWorkers } from '../../src/jobs/worker.js';
-import { REDIS_URL, TEST_SECRET_KEY } from '../support/db.js';
 import { waitFor } from '../support/processes.js';
-import { deletePrefix } from '../support/redis.js';
-import { startOwnPostgres, stopOwnServices } from '../support/own-services.js';
+import { stopOwnServices } from '../support/own-services.js';
+import { configNames, startOwnPostgresApp } from '../support/stack.js';
 
 afterAll(async () => {
   await stopOwnServices();
@@ -21,24 +16,11 @@ afterAll(async () => {
 
 describe('retry window', () => {
   it('jobs accepted during a database outage longer than the old 8 attempts complete when it returns; a domain error fails at once', async () => {
-    const pg = await startOwnPostgres();
-    const url = await pg.createDatabase('meshq_window');
-    const prefix = `meshq-test-window-${randomBytes(4).toString('hex')}`;
-    const config = loadConfig(
-      {
-        DATABASE_URL: url,
-        REDIS_URL,
-        SECRET_KEY: TEST_SECRET_KEY,
-        LOG_LEVEL: 'silent',
-        REDIS_DURABILITY: 'none',
-        DB_CONNECT_TIMEOUT_MS: '2000',
-        JOB_RETRY_WINDOW_MS: '60000',
-        JOB_RETRY_MAX_DELAY_MS: '200',
-      },
-      { queuePrefix: prefix },
-    );
-    const app = await bootstrap('test', config);
-    const pool = await startWorkers(app);
+    const { pg, app, close } = await startOwnPostgresApp('window', {
+      DB_CONNECT_TIMEOUT_MS: '2000',
+      JOB_RETRY_WINDOW_MS: '60000',
+      JOB_RETRY_MAX_DELAY_MS: '200',
+    });
     let down = false;
     try {
       await pg.stop();
@@ -57,8 +39,7 @@ describe('retry window', () => {
         async () => (await Promise.all(jobs.map(async (j) => (await app.queues.view((await app.queues.find(j.id!))!)).state))).every((s) => s === 'completed'),
         60_000,
       );
-      const names = ((await app.orm.em.fork().getConnection().execute('select name from mesh_config order by name')) as { name: string }[]).map((r) => r.name);
-      expect(names).toEqual(['during-outage-0', 'during-outage-1', 'during-outage-2']);
+      expect(await configNames(app)).toEqual(['during-outage-0', 'during-outage-1', 'during-outage-2']);
 
       const missing = await app.queues.submit('config.update', { id: '0190a0a0-0000-7000-8000-000000000000', name: 'x' }, { actor: 'admin' });
       await waitFor('the domain error', async () => (await app.queues.view((await app.queues.find(missing.id!))!)).state === 'failed', 30_000);
@@ -66,10 +47,8 @@ describe('retry window', () => {
       expect(failed.error?.code).toBe('NOT_FOUND');
       expect(failed.attempts).toBe(1);
     } finally {
-      await pool.close();
-      await deletePrefix(prefix);
       if (down) await pg.start();
-      await app.close();
+      await close();
     }
   });
 });

@@ -5,8 +5,6 @@
  * the test's own.
  */
 import { afterAll, describe, expect, it } from 'vitest';
-import { spawn } from 'node:child_process';
-import { fileURLToPath } from 'node:url';
 import { randomBytes } from 'node:crypto';
 import { Redis } from 'ioredis';
 import { buildApi } from '../../src/api/app.js';
@@ -14,28 +12,10 @@ import { bootstrap, type AppContext } from '../../src/bin/bootstrap.js';
 import { ConfigError, loadConfig } from '../../src/config.js';
 import { startWorkers, type WorkerPool } from '../../src/jobs/worker.js';
 import { createTestDatabase, DIALECTS, type TestDatabase } from '../support/db.js';
+import { runEntry, waitFor } from '../support/processes.js';
 import { deletePrefix } from '../support/redis.js';
 import { startOwnRedis, stopOwnServices } from '../support/own-services.js';
-
-const root = fileURLToPath(new URL('../..', import.meta.url));
-
-function runEntry(entry: string, env: Record<string, string>, timeoutMs = 30_000): Promise<{ code: number | null; out: string }> {
-  return new Promise((resolve) => {
-    const child = spawn(process.execPath, ['--import', 'tsx', entry], {
-      cwd: root,
-      env: { PATH: process.env.PATH!, HOME: process.env.HOME!, ...env },
-      stdio: ['ignore', 'pipe', 'pipe'],
-    });
-    let out = '';
-    child.stdout.on('data', (d) => (out += d));
-    child.stderr.on('data', (d) => (out += d));
-    const timer = setTimeout(() => child.kill('SIGKILL'), timeoutMs);
-    child.on('exit', (code) => {
-      clearTimeout(timer);
-      resolve({ code, out });
-    });
-  });
-}
+import { configNames } from '../support/stack.js';
 
 const dbs: TestDatabase[] = [];
 afterAll(async () => {
@@ -144,20 +124,15 @@ describe.each(DIALECTS)('queue prefix ownership (%s)', (dialect) => {
       const [one, two] = started as [(typeof started)[0], (typeof started)[0]];
       const jobA = await one.app.queues.submit('config.create', { name: 'only-in-a', subnet: '10.71.0.0/16' }, { actor: 'admin' });
       const jobB = await two.app.queues.submit('config.create', { name: 'only-in-b', subnet: '10.72.0.0/16' }, { actor: 'admin' });
-      const done = async (app: AppContext, id: string) => {
-        for (let i = 0; i < 200; i++) {
+      const done = (app: AppContext, id: string) =>
+        waitFor(`job ${id} to complete`, async () => {
           const job = await app.queues.find(id);
-          if (job && (await app.queues.view(job)).state === 'completed') return;
-          await new Promise((r) => setTimeout(r, 100));
-        }
-        throw new Error(`job ${id} did not complete`);
-      };
+          return job && (await app.queues.view(job)).state === 'completed';
+        }, 20_000);
       await done(one.app, jobA.id!);
       await done(two.app, jobB.id!);
-      const names = async (app: AppContext) =>
-        ((await app.orm.em.fork().getConnection().execute('select name from mesh_config order by name')) as { name: string }[]).map((r) => r.name);
-      expect(await names(one.app)).toEqual(['only-in-a']);
-      expect(await names(two.app)).toEqual(['only-in-b']);
+      expect(await configNames(one.app)).toEqual(['only-in-a']);
+      expect(await configNames(two.app)).toEqual(['only-in-b']);
       expect(await one.app.queues.find(jobB.id!)).toBeUndefined();
       expect(await two.app.queues.find(jobA.id!)).toBeUndefined();
     } finally {

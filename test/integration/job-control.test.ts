@@ -31,6 +31,20 @@ describe.each(DIALECTS)('job control on %s', (dialect) => {
   const post = (url: string, payload?: Record<string, unknown>) => s.call({ method: 'POST', url, ...(payload === undefined ? {} : { payload }) });
   const configNamed = async (name: string) =>
     (await s.get<{ items: { id: string; name: string }[] }>('/api/v1/configs?limit=500')).items.filter((c) => c.name === name);
+  /**
+   * A node.create answered 422 (waited for): the address it asks for is another node's,
+   * the holder, whose deletion takes the cause away.
+   */
+  const failedNodeCreate = async (label: string) => {
+    const config = await s.job('config.create', { name: unique(label), subnet: subnet() });
+    const configId = config.result!.id as string;
+    const holderId = (await s.job('node.create', { configId, name: unique('holder'), kind: 'static' })).result!.id as string;
+    const address = (await s.get<{ address: string }>(`/api/v1/nodes/${holderId}`)).address;
+    const name = unique(`${label}-node`);
+    const failed = await post('/api/v1/jobs?wait=20000', { type: 'node.create', data: { configId, name, kind: 'static', address } });
+    expect(failed.statusCode, failed.body).toBe(422);
+    return { configId, holderId, name, failed, jobId: failed.json<JobView>().id };
+  };
 
   it('cancels a delayed job, which then never runs, and says so when asked', async () => {
     const name = unique('delayed');
@@ -62,19 +76,11 @@ describe.each(DIALECTS)('job control on %s', (dialect) => {
   });
 
   it('answers a waited job that failed with 422 and its error, and retries it: it runs once more, its effect applied once', async () => {
-    const config = await s.job('config.create', { name: unique('retry'), subnet: subnet() });
-    const configId = config.result!.id as string;
-    const holder = await s.job('node.create', { configId, name: unique('holder'), kind: 'static' });
-    const address = (await s.get<{ address: string }>(`/api/v1/nodes/${holder.result!.id}`)).address;
-
-    const name = unique('late');
-    const failed = await post('/api/v1/jobs?wait=20000', { type: 'node.create', data: { configId, name, kind: 'static', address } });
-    expect(failed.statusCode, failed.body).toBe(422);
+    const { configId, holderId, name, failed, jobId } = await failedNodeCreate('retry');
     expect(failed.json()).toMatchObject({ state: 'failed', error: { code: 'CONFLICT' } });
-    const jobId = failed.json<JobView>().id;
 
     // The cause goes away; the failed job runs again under its own id.
-    await s.job('node.delete', { id: holder.result!.id });
+    await s.job('node.delete', { id: holderId });
     const retried = await post(`/api/v1/jobs/${jobId}/retry?wait=20000`);
     expect(retried.statusCode, retried.body).toBe(200);
     expect(retried.json()).toMatchObject({ id: jobId, state: 'completed', progress: 100, result: { id: expect.any(String) } });
@@ -91,18 +97,11 @@ describe.each(DIALECTS)('job control on %s', (dialect) => {
   });
 
   it('a retried job whose effect had already committed is answered from its ledger row, not applied again', async () => {
-    const config = await s.job('config.create', { name: unique('ledger'), subnet: subnet() });
-    const configId = config.result!.id as string;
-    const holder = await s.job('node.create', { configId, name: unique('holder'), kind: 'static' });
-    const address = (await s.get<{ address: string }>(`/api/v1/nodes/${holder.result!.id}`)).address;
-    const name = unique('once');
-    const failed = await post('/api/v1/jobs?wait=20000', { type: 'node.create', data: { configId, name, kind: 'static', address } });
-    expect(failed.statusCode, failed.body).toBe(422);
-    const jobId = failed.json<JobView>().id;
+    const { configId, holderId, name, jobId } = await failedNodeCreate('ledger');
 
     // As if this job had committed once and only its acknowledgement was lost.
     await s.app.orm.em.fork().insert(JobRecord, { jobId, type: 'node.create', result: { id: 'recorded' }, completedAt: new Date() });
-    await s.job('node.delete', { id: holder.result!.id });
+    await s.job('node.delete', { id: holderId });
     const retried = await post(`/api/v1/jobs/${jobId}/retry?wait=20000`);
     expect(retried.statusCode, retried.body).toBe(200);
     expect(retried.json()).toMatchObject({ id: jobId, state: 'completed', result: { id: 'recorded' } });

@@ -7,6 +7,7 @@ import { randomUUID } from 'node:crypto';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { publicKeyFromPrivate } from '../../src/domain/keys.js';
 import { hashMqttPassword, hashToken, newSalt } from '../../src/domain/secrets.js';
+import type { JobType } from '../../src/jobs/table.js';
 import { DIALECTS } from '../support/db.js';
 import { createHarness, type Harness } from '../support/harness.js';
 
@@ -36,6 +37,13 @@ describe.each(DIALECTS)('operation jobs on %s', (dialect) => {
   const auditOf = (entityId: string, action: string) =>
     h.read(async (r) => (await r.audit.list({ entityId, action }, { limit: 10 })).items);
   const brokerPending = () => h.read(async (r) => (await r.system.brokerSyncState()).pendingSeq);
+  /** The error of a job that names a `what` nothing has. */
+  const notFound = (what: string, id: string) => ({ code: 'NOT_FOUND', message: `${what} ${id} does not exist` });
+  const itFailsForUnknown = (type: JobType, field: string, what: string) =>
+    it(`fails with NOT_FOUND for an unknown ${what}`, async () => {
+      const id = randomUUID();
+      expect(await h.fail(type, { [field]: id })).toEqual(notFound(what, id));
+    });
 
   describe('config.create', () => {
     it('creates a config with defaults and records who did it', async () => {
@@ -118,10 +126,7 @@ describe.each(DIALECTS)('operation jobs on %s', (dialect) => {
         message: `a config named "${a.name}" already exists`,
       });
       const missing = randomUUID();
-      expect(await h.fail('config.update', { id: missing, listenPort: 1000 })).toEqual({
-        code: 'NOT_FOUND',
-        message: `config ${missing} does not exist`,
-      });
+      expect(await h.fail('config.update', { id: missing, listenPort: 1000 })).toEqual(notFound('config', missing));
       expect((await h.fail('config.update', { id: a.id, subnet: '10.3.0.0/24' })).code).toBe('INVALID');
       expect((await h.fail('config.update', { id: a.id })).code).toBe('INVALID');
     });
@@ -160,10 +165,7 @@ describe.each(DIALECTS)('operation jobs on %s', (dialect) => {
       expect(await brokerPending()).toBe(pending);
     });
 
-    it('fails with NOT_FOUND for an unknown config', async () => {
-      const id = randomUUID();
-      expect(await h.fail('config.delete', { id })).toEqual({ code: 'NOT_FOUND', message: `config ${id} does not exist` });
-    });
+    itFailsForUnknown('config.delete', 'id', 'config');
   });
 
   describe('node.create', () => {
@@ -246,10 +248,7 @@ describe.each(DIALECTS)('operation jobs on %s', (dialect) => {
 
     it('refuses an unknown config (NOT_FOUND) and bad fields (INVALID)', async () => {
       const missing = randomUUID();
-      expect(await h.fail('node.create', { configId: missing, name: 'x', kind: 'static' })).toEqual({
-        code: 'NOT_FOUND',
-        message: `config ${missing} does not exist`,
-      });
+      expect(await h.fail('node.create', { configId: missing, name: 'x', kind: 'static' })).toEqual(notFound('config', missing));
       const { id: configId } = await createConfig();
       for (const bad of [{ kind: 'roaming' }, { listenPort: 0 }, { endpoint: 'no-port' }, { address: 'not-an-ip' }, { secret: 1 }]) {
         const err = await h.fail('node.create', { configId, name: unique('n'), kind: 'static', ...bad });
@@ -282,10 +281,7 @@ describe.each(DIALECTS)('operation jobs on %s', (dialect) => {
         message: `a node named "${aName}" already exists in config "${configName}"`,
       });
       const missing = randomUUID();
-      expect(await h.fail('node.update', { id: missing, listenPort: 1 })).toEqual({
-        code: 'NOT_FOUND',
-        message: `node ${missing} does not exist`,
-      });
+      expect(await h.fail('node.update', { id: missing, listenPort: 1 })).toEqual(notFound('node', missing));
       expect((await h.fail('node.update', { id: a.id })).code).toBe('INVALID');
       expect((await h.fail('node.update', { id: a.id, listenPort: 65536 })).code).toBe('INVALID');
     });
@@ -317,10 +313,7 @@ describe.each(DIALECTS)('operation jobs on %s', (dialect) => {
       expect(await auditOf(a.id, 'node.delete')).toHaveLength(1);
     });
 
-    it('fails with NOT_FOUND for an unknown node', async () => {
-      const id = randomUUID();
-      expect(await h.fail('node.delete', { id })).toEqual({ code: 'NOT_FOUND', message: `node ${id} does not exist` });
-    });
+    itFailsForUnknown('node.delete', 'id', 'node');
   });
 
   describe('node.rotate-credentials', () => {
@@ -358,10 +351,7 @@ describe.each(DIALECTS)('operation jobs on %s', (dialect) => {
       expect(err.code).toBe('INVALID');
       expect(err.message).toMatch(new RegExp(`${nodeId}\\) is static; only dynamic nodes have MQTT credentials`));
       const missing = randomUUID();
-      expect(await h.fail('node.rotate-credentials', { nodeId: missing, passwordHash, salt })).toEqual({
-        code: 'NOT_FOUND',
-        message: `node ${missing} does not exist`,
-      });
+      expect(await h.fail('node.rotate-credentials', { nodeId: missing, passwordHash, salt })).toEqual(notFound('node', missing));
       expect((await h.fail('node.rotate-credentials', { nodeId, passwordHash: 'plaintext', salt })).code).toBe('INVALID');
       expect((await h.fail('node.rotate-credentials', { nodeId, passwordHash, salt, password: 'x' })).code).toBe('INVALID');
     });
@@ -392,10 +382,7 @@ describe.each(DIALECTS)('operation jobs on %s', (dialect) => {
 
     it('fails with NOT_FOUND for an unknown node and INVALID for a bad time', async () => {
       const nodeId = randomUUID();
-      expect(await h.fail('node.presence', { nodeId, online: true, at: new Date().toISOString() })).toEqual({
-        code: 'NOT_FOUND',
-        message: `node ${nodeId} does not exist`,
-      });
+      expect(await h.fail('node.presence', { nodeId, online: true, at: new Date().toISOString() })).toEqual(notFound('node', nodeId));
       expect((await h.fail('node.presence', { nodeId, online: true, at: 'yesterday' })).code).toBe('INVALID');
     });
   });
@@ -440,10 +427,7 @@ describe.each(DIALECTS)('operation jobs on %s', (dialect) => {
       expect(links.flatMap((l) => l.allowedIps).sort()).toEqual(['fd20::1/128', 'fd20::2/128']);
     });
 
-    it('fails with NOT_FOUND for an unknown config', async () => {
-      const configId = randomUUID();
-      expect(await h.fail('mesh.generate', { configId })).toEqual({ code: 'NOT_FOUND', message: `config ${configId} does not exist` });
-    });
+    itFailsForUnknown('mesh.generate', 'configId', 'config');
   });
 
   describe('port-forward.create and port-forward.delete', () => {
@@ -451,34 +435,17 @@ describe.each(DIALECTS)('operation jobs on %s', (dialect) => {
       const { id: configId } = await createConfig();
       const a = await createNode(configId);
       const b = await createNode(configId);
-      const { id } = await h.run<Id>('port-forward.create', {
-        configId,
-        fromNodeId: a.id,
-        fromPort: 8443,
-        toNodeId: b.id,
-        toPort: 443,
-        protocol: 'tcp',
-      });
-      expect(await h.read((r) => r.forwards.get(id))).toMatchObject({
-        configId,
-        fromNodeId: a.id,
-        fromPort: 8443,
-        toNodeId: b.id,
-        toPort: 443,
-        protocol: 'tcp',
-        enabled: true,
-      });
+      const rule = { configId, fromNodeId: a.id, fromPort: 8443, toNodeId: b.id, toPort: 443, protocol: 'tcp' };
+      const { id } = await h.run<Id>('port-forward.create', rule);
+      expect(await h.read((r) => r.forwards.get(id))).toMatchObject({ ...rule, enabled: true });
       expect(await auditOf(id, 'port-forward.create')).toHaveLength(1);
       // the same port with the other protocol is another target
-      await h.run('port-forward.create', { configId, fromNodeId: a.id, fromPort: 8443, toNodeId: b.id, toPort: 443, protocol: 'udp' });
+      await h.run('port-forward.create', { ...rule, protocol: 'udp' });
 
       expect(await h.run('port-forward.delete', { id })).toEqual({ id });
       expect(await h.read((r) => r.forwards.get(id))).toBeUndefined();
       expect(await auditOf(id, 'port-forward.delete')).toHaveLength(1);
-      expect(await h.fail('port-forward.delete', { id })).toEqual({
-        code: 'NOT_FOUND',
-        message: `port-forward rule ${id} does not exist`,
-      });
+      expect(await h.fail('port-forward.delete', { id })).toEqual(notFound('port-forward rule', id));
     });
 
     it('refuses a taken target (CONFLICT), the same node twice (INVALID), nodes outside the config (NOT_FOUND)', async () => {
@@ -500,10 +467,7 @@ describe.each(DIALECTS)('operation jobs on %s', (dialect) => {
         message: `node ${stranger.id} is not in config "${name}"`,
       });
       const missing = randomUUID();
-      expect(await h.fail('port-forward.create', { ...rule, fromNodeId: missing })).toEqual({
-        code: 'NOT_FOUND',
-        message: `node ${missing} does not exist`,
-      });
+      expect(await h.fail('port-forward.create', { ...rule, fromNodeId: missing })).toEqual(notFound('node', missing));
       expect((await h.fail('port-forward.create', { ...rule, configId: missing })).code).toBe('NOT_FOUND');
       expect((await h.fail('port-forward.create', { ...rule, protocol: 'sctp' })).code).toBe('INVALID');
       expect((await h.fail('port-forward.create', { ...rule, toPort: 0 })).code).toBe('INVALID');
@@ -561,7 +525,7 @@ describe.each(DIALECTS)('operation jobs on %s', (dialect) => {
       expect(await h.run('token.revoke', { id })).toEqual({ id });
       expect(await h.read((r) => r.tokens.findByHash(tokenHash))).toBeUndefined();
       expect(await auditOf(id, 'token.revoke')).toHaveLength(1);
-      expect(await h.fail('token.revoke', { id })).toEqual({ code: 'NOT_FOUND', message: `API token ${id} does not exist` });
+      expect(await h.fail('token.revoke', { id })).toEqual(notFound('API token', id));
     });
 
     it('refuses a plaintext token where a hash belongs (INVALID)', async () => {

@@ -12,18 +12,14 @@
  * - Both processes send what they still hold when they stop on SIGTERM.
  * - Unset, no OpenTelemetry SDK, instrumentation or loader hook is loaded at all.
  */
-import { spawn, type ChildProcess } from 'node:child_process';
 import { createServer, type Server } from 'node:http';
-import { resolve } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { ConfigError, loadConfig } from '../../src/config.js';
 import { withoutStringLiterals } from '../../src/bin/telemetry.js';
 import { createTestDatabase, DIALECTS, TEST_SECRET_KEY, type TestDatabase } from '../support/db.js';
-import { freePort } from '../support/own-services.js';
-import { waitFor } from '../support/processes.js';
+import { cleanEnv, freePort, killAll, root, runProcess, startProcess, tsEntry, waitFor, type Started } from '../support/processes.js';
 import { deletePrefix } from '../support/redis.js';
 
-const root = resolve(import.meta.dirname, '../..');
 const ADMIN_PASSWORD = 'otel-admin-password-1';
 const basic = 'Basic ' + Buffer.from(`admin:${ADMIN_PASSWORD}`).toString('base64');
 const DB_PASSWORD = 'otel-db-password-1';
@@ -97,45 +93,18 @@ async function startCollector(): Promise<{ url: string; spans: Received[]; bodie
   };
 }
 
-interface Proc {
-  proc: ChildProcess;
-  output(): string;
-  exited: Promise<number | null>;
-}
-
-const started = new Set<ChildProcess>();
-
 /** An entry point of src/bin as a process of its own (tsx compiles it, as the other process tests do). */
-function startEntry(entry: string, env: Record<string, string>): Proc {
-  const proc = spawn(process.execPath, ['--import', 'tsx', entry], {
-    cwd: root,
-    env: { PATH: process.env.PATH!, HOME: process.env.HOME!, ...env },
-    stdio: ['ignore', 'pipe', 'pipe'],
-  });
-  started.add(proc);
-  let out = '';
-  proc.stdout!.on('data', (d) => (out += d));
-  proc.stderr!.on('data', (d) => (out += d));
-  const exited = new Promise<number | null>((done) =>
-    proc.once('exit', (code) => {
-      started.delete(proc);
-      done(code);
-    }),
-  );
-  return { proc, output: () => out, exited };
-}
+const startEntry = (entry: string, env: Record<string, string>): Started => startProcess(process.execPath, tsEntry(entry), { cwd: root, env: cleanEnv(env) });
 
 /** SIGTERM to this one process (by its pid), and its exit code. */
-async function stop(p: Proc): Promise<number | null> {
+async function stop(p: Started): Promise<number | null> {
   if (p.proc.exitCode !== null || p.proc.signalCode !== null) return p.proc.exitCode;
   process.kill(p.proc.pid!, 'SIGTERM');
-  return p.exited;
+  return (await p.exited).code;
 }
 
-afterAll(async () => {
-  // Whatever a failed test left running.
-  for (const p of started) p.kill('SIGKILL');
-});
+// Whatever a failed test left running.
+afterAll(() => killAll());
 
 /** Each dialect with the API and a worker as two processes, and SQLite with `npm start`'s one. */
 const LAYOUTS = [...DIALECTS.map((d) => [d, 'api + worker'] as const), ['sqlite', 'one process'] as const];
@@ -144,8 +113,8 @@ describe.each(LAYOUTS)('OpenTelemetry traces (%s, %s)', (dialect, layout) => {
   let db: TestDatabase;
   let collector: Awaited<ReturnType<typeof startCollector>>;
   /** The API's process and the worker's (the same one for `npm start`). */
-  let api: Proc;
-  let worker: Proc;
+  let api: Started;
+  let worker: Started;
   let baseUrl: string;
   const prefix = `meshq-test-otel-${dialect}-${layout === 'one process' ? 'one' : 'two'}-${process.pid}`;
   let job: { id: string; state: string; result: { id: string } };
@@ -286,17 +255,7 @@ async function packagesLoaded(env: Record<string, string>): Promise<{ tracing: b
     process.stdout.write(JSON.stringify({ tracing: prepared.tracing !== undefined, packages: [...seen] }) + '\\n');
     process.exit(0);
   `;
-  const p = spawn(process.execPath, ['--import', 'tsx', '--input-type=module', '-e', script], {
-    cwd: root,
-    env: { PATH: process.env.PATH!, HOME: process.env.HOME!, ...env },
-    stdio: ['ignore', 'pipe', 'pipe'],
-  });
-  started.add(p);
-  let out = '';
-  p.stdout.on('data', (d) => (out += d));
-  p.stderr.on('data', (d) => (out += d));
-  const code = await new Promise<number | null>((done) => p.once('exit', done));
-  started.delete(p);
+  const { code, out } = await runProcess(process.execPath, ['--import', 'tsx', '--input-type=module', '-e', script], { cwd: root, env: cleanEnv(env), timeoutMs: 300_000 });
   expect(code, out).toBe(0);
   return JSON.parse(out.trim().split('\n').at(-1)!) as { tracing: boolean; packages: string[] };
 }

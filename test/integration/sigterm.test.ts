@@ -7,7 +7,7 @@
  *   running finish, and the process exits 0.
  * - On a Node.js older than 24 every compiled entry stops at once with one line.
  */
-import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
+import { execFileSync } from 'node:child_process';
 import { copyFileSync, existsSync, mkdtempSync, readFileSync, rmSync, symlinkSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import { tmpdir } from 'node:os';
@@ -17,10 +17,10 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { parse } from 'yaml';
 import { bootstrap, type AppContext } from '../../src/bin/bootstrap.js';
 import { createTestDatabase, type TestDatabase } from '../support/db.js';
-import { waitFor } from '../support/processes.js';
+import { configWithNodes, expectOperationsIdle, heldMeshGenerate } from '../support/long-job.js';
+import { cleanEnv, killAll, root, runProcess, startProcess, waitFor, type Started } from '../support/processes.js';
 import { deletePrefix } from '../support/redis.js';
 
-const root = resolve(import.meta.dirname, '../..');
 const read = (file: string) => readFileSync(resolve(root, file), 'utf8');
 
 /** The runtime stage's CMD (the last CMD of the Dockerfile), exec form. */
@@ -39,7 +39,6 @@ function composeCommand(service: string): string[] {
 
 /** A folder like the image's /app: dist compiled from src/ now, package.json, node_modules. */
 let appDir: string;
-const children = new Set<ChildProcess>();
 
 beforeAll(async () => {
   appDir = mkdtempSync(join(tmpdir(), 'meshq-image-'));
@@ -52,54 +51,19 @@ beforeAll(async () => {
 }, 240_000);
 
 afterAll(async () => {
-  await Promise.all(
-    [...children].map(
-      (c) =>
-        new Promise<void>((done) => {
-          if (c.exitCode !== null || c.signalCode !== null) return done();
-          c.once('exit', () => done());
-          c.kill('SIGKILL');
-        }),
-    ),
-  );
+  await killAll();
   if (appDir) rmSync(appDir, { recursive: true, force: true });
 });
 
-function run(cmd: string, args: string[], cwd: string): Promise<void> {
-  return new Promise((done, fail) => {
-    const p = spawn(cmd, args, { cwd, stdio: ['ignore', 'pipe', 'pipe'] });
-    let out = '';
-    p.stdout.on('data', (d) => (out += d));
-    p.stderr.on('data', (d) => (out += d));
-    p.on('exit', (code) => (code === 0 ? done() : fail(new Error(`${cmd} ${args.join(' ')} exited ${code}:\n${out}`))));
-  });
-}
-
-interface Started {
-  proc: ChildProcess;
-  output(): string;
-  exited: Promise<{ code: number | null; signal: NodeJS.Signals | null }>;
+async function run(cmd: string, args: string[], cwd: string): Promise<void> {
+  const r = await runProcess(cmd, args, { cwd, timeoutMs: 240_000 });
+  if (r.code !== 0) throw new Error(`${cmd} ${args.join(' ')} exited ${r.code}:\n${r.out}`);
 }
 
 /** Runs argv as the container would: `node` is this Node (24), the working directory /app. */
 function start(argv: string[], env: Record<string, string>, node = process.execPath): Started {
   expect(argv[0]).toBe('node');
-  const proc = spawn(node, argv.slice(1), {
-    cwd: appDir,
-    env: { PATH: process.env.PATH!, HOME: process.env.HOME!, ...env },
-    stdio: ['ignore', 'pipe', 'pipe'],
-  });
-  children.add(proc);
-  let out = '';
-  proc.stdout!.on('data', (d) => (out += d));
-  proc.stderr!.on('data', (d) => (out += d));
-  const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((done) =>
-    proc.on('exit', (code, signal) => {
-      children.delete(proc);
-      done({ code, signal });
-    }),
-  );
-  return { proc, output: () => out, exited };
+  return startProcess(node, argv.slice(1), { cwd: appDir, env: cleanEnv(env) });
 }
 
 const NODES = 150;
@@ -134,30 +98,19 @@ describe.each([
       if (code !== null && code !== 0) console.error(meshq.output());
     });
 
-    const done = async (id: string) => (await app.queues.view((await app.queues.find(id))!)).state === 'completed';
-    const config = await app.queues.submit('config.create', { name: 'big', subnet: '10.61.0.0/16' }, { actor: 'admin' });
-    await waitFor('config.create (the process is up)', () => done(config.id!), 60_000);
-    const configId = ((await app.queues.find(config.id!))!.returnvalue as { id: string }).id;
-    let last = config;
-    for (let i = 0; i < NODES; i++) last = await app.queues.submit('node.create', { configId, name: `n${i}`, kind: 'static' }, { actor: 'admin' });
-    await waitFor('the nodes', () => done(last.id!), 60_000);
+    const configId = await configWithNodes(app, '10.61.0.0/16', NODES);
 
     // The job must still be running when the signals arrive, however fast it is: the test
-    // holds SQLite's write lock (an exclusive write, as a restore would) until both were
-    // sent; meanwhile the job waits for the lock without blocking meshq's event loop.
-    let release!: () => void;
-    const released = new Promise<void>((r) => (release = r));
-    const holding = app.uow.write(() => released, { exclusive: true });
-    const mesh = await app.queues.submit('mesh.generate', { configId }, { actor: 'admin' });
-    await waitFor('mesh.generate to be active', async () => (await app.queues.view((await app.queues.find(mesh.id!))!)).state === 'active', 60_000, 5);
+    // holds SQLite's write lock until both were sent; meanwhile the job waits for the lock
+    // without blocking meshq's event loop.
+    const { job: mesh, release } = await heldMeshGenerate(app, configId, 5);
     const signalledAt = Date.now();
     meshq.proc.kill('SIGTERM');
     await waitFor('the shutdown to begin', async () => meshq.output().includes('shutting down'), 10_000, 5);
     expect(meshq.proc.exitCode, 'still running after the first SIGTERM').toBeNull();
     meshq.proc.kill('SIGTERM');
     await waitFor('the second signal to be noticed', async () => meshq.output().includes('shutdown already under way'), 10_000, 5);
-    release();
-    await holding;
+    await release();
 
     const exit = await meshq.exited;
     expect(exit, meshq.output()).toEqual({ code: 0, signal: null });
@@ -169,11 +122,7 @@ describe.each([
     const view = await app.queues.view(job);
     expect(view.state).toBe('completed');
     expect(view.result).toEqual({ created: PAIRS });
-    const counts = await app.queues.queue('operations').getJobCounts('active', 'waiting');
-    expect(counts).toEqual({ active: 0, waiting: 0 });
-    // Delayed jobs may only be the workers' own schedules (retention), never this work.
-    const delayed = await app.queues.queue('operations').getJobs(['delayed']);
-    expect(delayed.map((j) => j.name).filter((n) => n !== 'retention.prune')).toEqual([]);
+    await expectOperationsIdle(app);
     // ... and in the database.
     const sqlite = new Database(app.config.sqlitePath!, { readonly: true });
     try {
@@ -200,14 +149,10 @@ describe('on a Node.js older than 24', () => {
     const argv = entry === 'both' ? dockerfileCommand() : entry === 'worker' ? composeCommand('worker') : ['node', `dist/bin/${entry}.js`];
     expect(argv.at(-1)).toBe(`dist/bin/${entry}.js`);
     const proc = start(argv, { DATABASE_URL: 'sqlite:./data/never.db', LOG_LEVEL: 'info' }, oldNode);
-    let stdout = '';
-    let stderr = '';
-    proc.proc.stdout!.on('data', (d) => (stdout += d));
-    proc.proc.stderr!.on('data', (d) => (stderr += d));
     const exit = await proc.exited;
     expect(exit).toEqual({ code: 1, signal: null });
-    expect(stdout).toBe('');
-    expect(stderr).toBe(
+    expect(proc.stdout()).toBe('');
+    expect(proc.stderr()).toBe(
       `meshq: found Node.js ${version.slice(1)}, needs Node.js 24 or newer: run \`nvm install\` in the meshq folder (it reads .nvmrc), or see "Run it" in README.md\n`,
     );
     // Stopped before anything was loaded: no database file, no data folder.

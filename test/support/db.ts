@@ -40,17 +40,7 @@ export async function createTestDatabase(dialect: Dialect, label: string): Promi
       await adminQuery(`drop database if exists "${name}" with (force)`);
     };
   }
-  const env = {
-    DATABASE_URL: url,
-    REDIS_URL,
-    SECRET_KEY: TEST_SECRET_KEY,
-    LOG_LEVEL: 'silent',
-    DB_CONNECT_TIMEOUT_MS: '5000',
-    // The shared test Redis runs without AOF: every test stack says it knows.
-    REDIS_DURABILITY: 'none',
-    // Worker processes started by tests each take a free port for their health and metrics.
-    WORKER_HTTP_PORT: '0',
-  };
+  const env = testEnv(url);
   return {
     dialect,
     url,
@@ -59,6 +49,19 @@ export async function createTestDatabase(dialect: Dialect, label: string): Promi
     drop,
   };
 }
+
+/** A test's environment for a meshq on the given database, the shared Redis and the test key. */
+export const testEnv = (databaseUrl: string): Record<string, string> => ({
+  DATABASE_URL: databaseUrl,
+  REDIS_URL,
+  SECRET_KEY: TEST_SECRET_KEY,
+  LOG_LEVEL: 'silent',
+  DB_CONNECT_TIMEOUT_MS: '5000',
+  // The shared test Redis runs without AOF: every test stack says it knows.
+  REDIS_DURABILITY: 'none',
+  // Worker processes started by tests each take a free port for their health and metrics.
+  WORKER_HTTP_PORT: '0',
+});
 
 export async function adminQuery(sql: string, params: unknown[] = []): Promise<pg.QueryResult> {
   const client = new pg.Client({ connectionString: PG_ADMIN_URL });

@@ -27,6 +27,8 @@ export interface Harness {
   run<R = unknown>(type: JobType, payload: unknown, opts?: { jobId?: string; actor?: string }): Promise<R>;
   /** Runs a job that must fail permanently; returns its {code, message}. */
   fail(type: JobType, payload: unknown): Promise<JobError>;
+  /** Runs a job that must fail, retryably or not; returns the error. */
+  error(type: JobType, payload: unknown): Promise<Error>;
   /** Read-only look at the data in a fresh fork. */
   read<T>(fn: (repos: Repositories) => Promise<T>): Promise<T>;
   close(): Promise<void>;
@@ -63,6 +65,14 @@ export async function createHarness(dialect: Dialect, label: string, opts: Harne
       type,
       envelope: { actor: opts.actor ?? 'admin', payload },
     }) as Promise<R>;
+  const error = async (type: JobType, payload: unknown): Promise<Error> => {
+    try {
+      await run(type, payload);
+    } catch (err) {
+      return err as Error;
+    }
+    throw new Error(`${type} was expected to fail but succeeded`);
+  };
   return {
     db,
     config,
@@ -72,14 +82,11 @@ export async function createHarness(dialect: Dialect, label: string, opts: Harne
     enqueued,
     run,
     async fail(type, payload) {
-      try {
-        await run(type, payload);
-      } catch (err) {
-        if (err instanceof UnrecoverableError) return parseFailedReason(err.message)!;
-        throw err;
-      }
-      throw new Error(`${type} was expected to fail but succeeded`);
+      const err = await error(type, payload);
+      if (err instanceof UnrecoverableError) return parseFailedReason(err.message)!;
+      throw err;
     },
+    error,
     read: (fn) => fn(createRepositories(uow.fork(), { serverKey })),
     async close() {
       await orm.close(true);

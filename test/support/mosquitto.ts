@@ -9,9 +9,10 @@
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import { chmodSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
-import { createConnection, createServer } from 'node:net';
+import { createConnection } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { freePort } from './processes.js';
 
 export const SHARED_MQTT_URL = 'mqtt://127.0.0.1:1883';
 const SHARED_MQTT_ADDRESS = '127.0.0.1:1883';
@@ -37,14 +38,6 @@ export interface TestBrokerOptions {
    * the shared broker under the prefix.
    */
   sysFeedPrefix?: string;
-}
-
-async function freePort(): Promise<number> {
-  const server = createServer();
-  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
-  const port = (server.address() as { port: number }).port;
-  await new Promise<void>((resolve) => server.close(() => resolve()));
-  return port;
 }
 
 const accepts = (port: number) =>

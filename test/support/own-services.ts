@@ -6,12 +6,11 @@
  */
 import { spawn, execFileSync, type ChildProcess } from 'node:child_process';
 import { chownSync, mkdtempSync, readFileSync, realpathSync, rmSync } from 'node:fs';
-import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { Redis } from 'ioredis';
 import pg from 'pg';
-import { waitFor } from './processes.js';
+import { exited, freePort, waitFor } from './processes.js';
 
 const running = new Set<ChildProcess>();
 const folders: string[] = [];
@@ -35,17 +34,11 @@ export function ownFolder(prefix: string): string {
   return dir;
 }
 
-export async function freePort(): Promise<number> {
-  const srv = createServer();
-  await new Promise<void>((r) => srv.listen(0, '127.0.0.1', r));
-  const { port } = srv.address() as { port: number };
-  await new Promise((r) => srv.close(r));
-  return port;
-}
-
-export function exited(proc: ChildProcess): Promise<void> {
-  if (proc.exitCode !== null || proc.signalCode !== null) return Promise.resolve();
-  return new Promise((r) => proc.once('exit', () => r()));
+/** Ends one instance of a service (SIGTERM or SIGINT: each one's own clean shutdown) and waits for it. */
+async function stopOwn(proc: ChildProcess | undefined, signal: NodeJS.Signals): Promise<void> {
+  if (!proc) return;
+  proc.kill(signal);
+  await exited(proc);
 }
 
 export interface OwnRedis {
@@ -59,16 +52,12 @@ export interface OwnRedis {
 
 export async function startOwnRedis(opts: { aof: boolean }): Promise<OwnRedis> {
   const port = await freePort();
-  const dir = mkdtempSync(join(tmpdir(), 'meshq-own-redis-'));
-  folders.push(dir);
+  const dir = ownFolder('meshq-own-redis-');
   const url = `redis://127.0.0.1:${port}`;
   let proc: ChildProcess | undefined;
   const start = async () => {
     const args = ['--port', String(port), '--bind', '127.0.0.1', '--save', '', '--appendonly', opts.aof ? 'yes' : 'no', '--dir', dir, '--daemonize', 'no'];
-    const p = spawn('redis-server', args, { stdio: 'ignore' });
-    running.add(p);
-    void exited(p).then(() => running.delete(p));
-    proc = p;
+    proc = spawnOwn('redis-server', args);
     await waitFor(`redis on ${port}`, async () => {
       const r = new Redis(url, { lazyConnect: true, retryStrategy: () => null, maxRetriesPerRequest: 0 });
       r.on('error', () => undefined);
@@ -88,11 +77,9 @@ export async function startOwnRedis(opts: { aof: boolean }): Promise<OwnRedis> {
     port,
     start,
     async stop() {
-      if (!proc) return;
       const p = proc;
       proc = undefined;
-      p.kill('SIGTERM');
-      await exited(p);
+      await stopOwn(p, 'SIGTERM');
     },
   };
 }
@@ -116,8 +103,7 @@ const asPostgres = (cmd: string, args: string[]) => (asRoot ? { cmd: 'setpriv', 
 export async function startOwnPostgres(): Promise<OwnPostgres> {
   const bin = dirname(realpathSync(execFileSync('which', ['initdb']).toString().trim()));
   const port = await freePort();
-  const dir = mkdtempSync(join(tmpdir(), 'meshq-own-pg-'));
-  folders.push(dir);
+  const dir = ownFolder('meshq-own-pg-');
   if (asRoot) chownSync(dir, Number(execFileSync('id', ['-u', 'postgres']).toString()), Number(execFileSync('id', ['-g', 'postgres']).toString()));
   const data = join(dir, 'data');
   const init = asPostgres(join(bin, 'initdb'), ['-D', data, '-U', 'postgres', '-A', 'trust', '--no-sync', '-E', 'UTF8']);
@@ -126,10 +112,7 @@ export async function startOwnPostgres(): Promise<OwnPostgres> {
   const admin = () => new pg.Client({ connectionString: `postgres://postgres@127.0.0.1:${port}/postgres` });
   const start = async () => {
     const run = asPostgres(join(bin, 'postgres'), ['-D', data, '-p', String(port), '-k', dir, '-c', 'listen_addresses=127.0.0.1', '-c', 'fsync=off']);
-    const p = spawn(run.cmd, run.args, { stdio: 'ignore' });
-    running.add(p);
-    void exited(p).then(() => running.delete(p));
-    proc = p;
+    proc = spawnOwn(run.cmd, run.args);
     await waitFor(`postgres on ${port}`, async () => {
       const c = admin();
       c.on('error', () => undefined);
@@ -170,11 +153,9 @@ export async function startOwnPostgres(): Promise<OwnPostgres> {
     thaw: () => pids().forEach((pid) => process.kill(pid, 'SIGCONT')),
     start,
     async stop() {
-      if (!proc) return;
       const p = proc;
       proc = undefined;
-      p.kill('SIGINT');
-      await exited(p);
+      await stopOwn(p, 'SIGINT');
     },
   };
 }

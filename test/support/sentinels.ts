@@ -10,8 +10,8 @@ import { execFileSync, type ChildProcess } from 'node:child_process';
 import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { Redis } from 'ioredis';
-import { exited, freePort, ownFolder, spawnOwn } from './own-services.js';
-import { waitFor } from './processes.js';
+import { ownFolder, spawnOwn } from './own-services.js';
+import { exited, freePort, waitFor } from './processes.js';
 
 export const MASTER_NAME = 'mymaster';
 

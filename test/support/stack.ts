@@ -3,16 +3,18 @@
  * with inject) and, unless told otherwise, in-process workers. `stop()` closes all of it
  * and drops the database.
  */
+import { randomBytes } from 'node:crypto';
 import { Writable } from 'node:stream';
 import type { FastifyInstance, InjectOptions, LightMyRequestResponse } from 'fastify';
 import type { DestinationStream } from 'pino';
 import { buildApi, type ApiOptions } from '../../src/api/app.js';
 import { bootstrap, type AppContext } from '../../src/bin/bootstrap.js';
-import type { Dialect } from '../../src/config.js';
+import { loadConfig, type Dialect } from '../../src/config.js';
 import { startWorkers, type WorkerOptions, type WorkerPool } from '../../src/jobs/worker.js';
-import { createTestDatabase, type TestDatabase } from './db.js';
+import { createTestDatabase, testEnv, type TestDatabase } from './db.js';
 import type { EmqxDouble } from './emqx-double.js';
 import { SHARED_MQTT_URL } from './mosquitto.js';
+import { startOwnPostgres, type OwnPostgres } from './own-services.js';
 import { deletePrefix } from './redis.js';
 
 export const basic = (user: string, password: string) => ({ authorization: 'Basic ' + Buffer.from(`${user}:${password}`).toString('base64') });
@@ -34,6 +36,10 @@ export const mqttEnv = (emqx: EmqxDouble, enabled = true): Record<string, string
   EMQX_API_KEY: emqx.apiKey,
   EMQX_API_SECRET: emqx.apiSecret,
 });
+
+/** The names of every config in the app's database, read straight from the table, sorted. */
+export const configNames = async (app: AppContext): Promise<string[]> =>
+  ((await app.orm.em.fork().getConnection().execute('select name from mesh_config order by name')) as { name: string }[]).map((r) => r.name);
 
 export interface StackOptions {
   adminPassword: string;
@@ -119,6 +125,34 @@ export async function startStack(
       await deletePrefix(app!.config.queuePrefix);
       await app!.close();
       await db.drop();
+    },
+  };
+}
+
+export interface OwnPostgresApp {
+  /** The test's own PostgreSQL, to freeze or stop; stopped by `stopOwnServices()` at the latest. */
+  pg: OwnPostgres;
+  app: AppContext;
+  pool: WorkerPool;
+  /** Closes the workers and the app and deletes the queue prefix; the PostgreSQL is left as it is. */
+  close(): Promise<void>;
+}
+
+/** A meshq (in-process workers, its own queue prefix) on a PostgreSQL the test starts itself. */
+export async function startOwnPostgresApp(label: string, env: Record<string, string>): Promise<OwnPostgresApp> {
+  const pg = await startOwnPostgres();
+  const url = await pg.createDatabase(`meshq_${label}`);
+  const prefix = `meshq-test-${label}-${randomBytes(4).toString('hex')}`;
+  const app = await bootstrap('test', loadConfig({ ...testEnv(url), ...env }, { queuePrefix: prefix }));
+  const pool = await startWorkers(app);
+  return {
+    pg,
+    app,
+    pool,
+    async close() {
+      await pool.close();
+      await deletePrefix(prefix);
+      await app.close();
     },
   };
 }
