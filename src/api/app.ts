@@ -65,7 +65,7 @@ export async function buildApi(app: AppContext, opts: ApiOptions = {}): Promise<
 
   // Order matters: headers first (every answer carries them, refusals too), then the
   // cross-site refusal, then authentication (no password is checked for a refused request).
-  await registerSecurityHeaders(api);
+  registerSecurityHeaders(api);
   registerCrossSiteGuard(api);
   const limits = { ...DEFAULT_AUTH_LIMITS, ...opts.authLimits };
   const { routes } = registerAuth(api, app, await createLoginThrottle(api, limits), limits);
