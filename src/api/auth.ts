@@ -292,34 +292,23 @@ export class Authenticator {
 /**
  * A value read from the database for each caller, with reads shared: a caller gets the
  * result of a read that STARTED after it asked, never one already under way (that one may
- * have seen the row before a change the caller must see). So while one read is in flight,
- * every caller that arrives joins the single read that starts when it ends. Under
- * concurrent requests this is one query per round trip instead of one per request; a
- * request alone still pays exactly one.
+ * have seen the row before a change the caller must see). Callers that ask in the same
+ * event-loop round share one read, started once the round's callbacks have run, so
+ * concurrent requests cost one query per round instead of one each, and none waits
+ * longer than its own read.
  */
 export class FreshRead<T> {
-  private inFlight: Promise<T> | undefined;
   private next: Promise<T> | undefined;
 
   constructor(private readonly read: () => Promise<T>) {}
 
   get(): Promise<T> {
-    if (!this.inFlight) return this.start();
-    // Rejections are the callers' to see; the queue only waits for the read to end.
-    this.next ??= this.inFlight.then(
-      () => this.start(),
-      () => this.start(),
-    );
-    return this.next;
-  }
-
-  private start(): Promise<T> {
-    this.next = undefined;
-    const p = this.read().finally(() => {
-      if (this.inFlight === p) this.inFlight = undefined;
+    this.next ??= new Promise<void>((resolve) => setImmediate(resolve)).then(() => {
+      // Callers from now on get the next round's read.
+      this.next = undefined;
+      return this.read();
     });
-    this.inFlight = p;
-    return p;
+    return this.next;
   }
 }
 

@@ -28,48 +28,49 @@ function manualReads() {
   };
 }
 
-describe('FreshRead', () => {
-  it('gives a caller that arrives during a read the next read, started after it asked, shared with the others', async () => {
-    const m = manualReads();
-    const fresh = new FreshRead(m.read);
-    const first = fresh.get();
-    expect(m.started).toHaveLength(1);
-    m.change(); // the row changes while the first read is under way
-    const second = fresh.get();
-    const third = fresh.get();
-    expect(m.started).toHaveLength(1); // they wait; no read of their own yet
-    await m.finish(0);
-    expect(await first).toBe(0);
-    expect(m.started).toHaveLength(2); // one read for both waiting callers
-    await m.finish(1);
-    expect(await second).toBe(1);
-    expect(await third).toBe(1);
-  });
+const round = () => new Promise((r) => setImmediate(r));
 
-  it('reads again for a caller that comes once no read is under way', async () => {
+describe('FreshRead', () => {
+  it('shares one read among the callers of one event-loop round, started after they asked', async () => {
     const m = manualReads();
     const fresh = new FreshRead(m.read);
     const a = fresh.get();
-    await m.finish(0);
-    await a;
-    m.change();
     const b = fresh.get();
-    expect(m.started).toHaveLength(2);
-    await m.finish(1);
-    expect(await b).toBe(1);
+    expect(m.started).toHaveLength(0); // not before the round's callers have all asked
+    await round();
+    expect(m.started).toHaveLength(1);
+    await m.finish(0);
+    expect(await a).toBe(0);
+    expect(await b).toBe(0);
   });
 
-  it('passes a failed read to its callers only, and the waiting callers still get a read of their own', async () => {
+  it('never answers a caller with a read that was under way when it asked', async () => {
+    const m = manualReads();
+    const fresh = new FreshRead(m.read);
+    const first = fresh.get();
+    await round();
+    expect(m.started).toHaveLength(1);
+    m.change(); // the row changes while the first read is under way
+    const second = fresh.get();
+    await round();
+    expect(m.started).toHaveLength(2); // a read of its own, started after it asked
+    await m.finish(0);
+    await m.finish(1);
+    expect(await first).toBe(0);
+    expect(await second).toBe(1);
+  });
+
+  it('passes a failed read to its own callers only', async () => {
     const m = manualReads();
     const fresh = new FreshRead(m.read);
     const failing = fresh.get();
-    const waiting = fresh.get();
+    await round();
+    const later = fresh.get();
     m.started[0]!.reject(new Error('database down'));
     await expect(failing).rejects.toThrow('database down');
-    await new Promise((r) => setImmediate(r));
-    expect(m.started).toHaveLength(2);
+    await round();
     await m.finish(1);
-    expect(await waiting).toBe(0);
+    expect(await later).toBe(0);
   });
 });
 
