@@ -56,7 +56,9 @@ export async function graphilePeer(seed: (app: Awaited<ReturnType<typeof bootstr
   await dropRedisPrefix(db.config.queuePrefix);
 
   const pool = new pg.Pool({ connectionString: db.config.databaseUrl, max: POOL_MAX });
-  pool.on('error', (err) => console.error('graphile-worker bench pool:', err.message));
+  const report = (err: Error) => console.error('graphile-worker bench pool:', err.message);
+  pool.on('error', report);
+  pool.on('connect', (client) => client.on('error', report));
   await runMigrations({ pgPool: pool, schema: SCHEMA, logger: silent });
   const utils = await makeWorkerUtils({ pgPool: pool, schema: SCHEMA, logger: silent });
   const task: Task = async (payload) => {
