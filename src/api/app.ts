@@ -99,7 +99,10 @@ function installJsonParser(api: FastifyInstance): void {
     const text = body as string;
     if (text.trim() === '') return done(null, undefined);
     try {
-      done(null, JSON.parse(text, (key, value: unknown) => (key === '__proto__' ? undefined : value)));
+      // A reviver makes JSON.parse call back for every value: only a text that could name
+      // `__proto__` (literally, or through a \u escape) needs one.
+      const risky = text.includes('__proto__') || text.includes('\\u');
+      done(null, risky ? JSON.parse(text, (key, value: unknown) => (key === '__proto__' ? undefined : value)) : JSON.parse(text));
     } catch (err) {
       done(new ApiError(400, 'INVALID', `body: ${(err as Error).message}`), undefined);
     }
