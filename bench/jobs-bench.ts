@@ -5,6 +5,8 @@
  *   - BullMQ with a hand-written `pg` transaction doing node.update's work
  *     (update one row, insert one audit row),
  *   - meshq's node.update job on PostgreSQL and on SQLite,
+ *   - graphile-worker running the same transaction, at worker concurrency 8 and 50
+ *     (bench/graphile-bench.ts), against meshq at the same concurrency,
  *   - HTTP submission rate of POST /api/v1/jobs against BullMQ's own `add` rate,
  *   - worker RSS after 100,000 jobs against its RSS after 10,000 (bench/rss-child.ts).
  */
@@ -18,12 +20,15 @@ import { bootstrap, type AppContext } from '../src/bin/bootstrap.js';
 import { startWorkers } from '../src/jobs/worker.js';
 import { redisConnection } from '../src/jobs/redis.js';
 import { QUEUES } from '../src/jobs/names.js';
+import { graphilePeer, handWrittenNodeUpdate } from './graphile-bench.js';
 import { benchDatabase, directRunner, dropRedisPrefix, record, REDIS_URL, seconds } from './support.js';
 
 const N = Number(process.env.BENCH_JOBS ?? 5_000);
 const CONCURRENCY = Number(process.env.BENCH_CONCURRENCY ?? 8);
 const NODES = 50;
 const WARM_UP_JOBS = Number(process.env.BENCH_WARM_UP_JOBS ?? 1_000);
+/** The second worker concurrency meshq and graphile-worker are compared at. */
+const PEER_HIGH_CONCURRENCY = 50;
 
 /**
  * Times how long a worker takes to finish the n jobs waiting in `queue`. The queue is
@@ -103,21 +108,7 @@ export async function pgBaselineRate(url: string, ids: string[], n: number): Pro
   const pool = new pg.Pool({ connectionString: url, max: 10 });
   const rate = await drainRate(`bench-pg-${randomUUID().slice(0, 8)}`, async (job) => {
     const { id, listenPort } = (job.data as { payload: { id: string; listenPort: number } }).payload;
-    const client = await pool.connect();
-    try {
-      await client.query('begin');
-      await client.query('update node set listen_port = $2, updated_at = now() where id = $1', [id, listenPort]);
-      await client.query(
-        'insert into audit_record (id, at, actor, action, entity_type, entity_id, detail) values ($1, now(), $2, $3, $4, $5, $6)',
-        [randomUUID(), 'bench', 'node.update', 'node', id, JSON.stringify({ listenPort })],
-      );
-      await client.query('commit');
-    } catch (err) {
-      await client.query('rollback');
-      throw err;
-    } finally {
-      client.release();
-    }
+    await handWrittenNodeUpdate(pool, id, listenPort);
     return { id };
   }, n, (i) => ({ actor: 'bench', payload: nodeUpdatePayload(ids, i) }));
   await pool.end();
@@ -217,14 +208,28 @@ export async function benchJobs(): Promise<void> {
   const pgIds = await seed(pgApp);
   // One short unmeasured run of each first: the first run in a process also measures the
   // JIT compiling its code, which is far more for meshq's path than for the baseline's.
+  // The same app at the peer's higher concurrency (its own workers; same database).
+  const pgApp50 = await bootstrap('bench', { ...pgDb.config, workerConcurrency: PEER_HIGH_CONCURRENCY });
+  const graphile = await graphilePeer(seed);
   await pgBaselineRate(pgDb.config.databaseUrl, pgIds, WARM_UP_JOBS);
   await meshqNodeUpdateRate(pgApp, pgIds, WARM_UP_JOBS);
-  const [baseline, meshqPg] = await interleavedMedians([
+  await meshqNodeUpdateRate(pgApp50, pgIds, WARM_UP_JOBS);
+  await graphile.rate(WARM_UP_JOBS, CONCURRENCY);
+  const [baseline, meshqPg, graphileLow, meshqPg50, graphileHigh] = await interleavedMedians([
     () => pgBaselineRate(pgDb.config.databaseUrl, pgIds, N),
     () => meshqNodeUpdateRate(pgApp, pgIds, N),
+    () => graphile.rate(N, CONCURRENCY),
+    () => meshqNodeUpdateRate(pgApp50, pgIds, N),
+    () => graphile.rate(N, PEER_HIGH_CONCURRENCY),
   ]);
   record({ name: 'BullMQ + hand-written pg transaction', value: baseline, unit: 'jobs/s', baseline: 'no-op', ratio: baseline / noop });
-  record({ name: 'meshq node.update, PostgreSQL', value: meshqPg, unit: 'jobs/s', baseline: 'hand-written pg', ratio: meshqPg / baseline, target: '>= 0.8' });
+  record({ name: 'meshq node.update, PostgreSQL', value: meshqPg, unit: 'jobs/s', baseline: 'hand-written pg', ratio: meshqPg / baseline, target: '>= 0.9' });
+  record({ name: `graphile-worker, same transaction, concurrency ${CONCURRENCY}`, value: graphileLow, unit: 'jobs/s' });
+  record({ name: `meshq node.update, PostgreSQL, concurrency ${CONCURRENCY}`, value: meshqPg, unit: 'jobs/s', baseline: `graphile-worker at ${CONCURRENCY}`, ratio: meshqPg / graphileLow, target: '>= 1.2' });
+  record({ name: `graphile-worker, same transaction, concurrency ${PEER_HIGH_CONCURRENCY}`, value: graphileHigh, unit: 'jobs/s' });
+  record({ name: `meshq node.update, PostgreSQL, concurrency ${PEER_HIGH_CONCURRENCY}`, value: meshqPg50, unit: 'jobs/s', baseline: `graphile-worker at ${PEER_HIGH_CONCURRENCY}`, ratio: meshqPg50 / graphileHigh, target: '>= 1.2' });
+  await graphile.close();
+  await pgApp50.close();
 
   const connections = 16;
   const durationS = Number(process.env.BENCH_HTTP_SECONDS ?? 5);

@@ -65,7 +65,7 @@ export async function buildApi(app: AppContext, opts: ApiOptions = {}): Promise<
 
   // Order matters: headers first (every answer carries them, refusals too), then the
   // cross-site refusal, then authentication (no password is checked for a refused request).
-  await registerSecurityHeaders(api);
+  registerSecurityHeaders(api);
   registerCrossSiteGuard(api);
   const limits = { ...DEFAULT_AUTH_LIMITS, ...opts.authLimits };
   const { routes } = registerAuth(api, app, await createLoginThrottle(api, limits), limits);
@@ -99,7 +99,10 @@ function installJsonParser(api: FastifyInstance): void {
     const text = body as string;
     if (text.trim() === '') return done(null, undefined);
     try {
-      done(null, JSON.parse(text, (key, value: unknown) => (key === '__proto__' ? undefined : value)));
+      // A reviver makes JSON.parse call back for every value: only a text that could name
+      // `__proto__` (literally, or through a \u escape) needs one.
+      const risky = text.includes('__proto__') || text.includes('\\u');
+      done(null, risky ? JSON.parse(text, (key, value: unknown) => (key === '__proto__' ? undefined : value)) : JSON.parse(text));
     } catch (err) {
       done(new ApiError(400, 'INVALID', `body: ${(err as Error).message}`), undefined);
     }

@@ -131,6 +131,11 @@ export class Authenticator {
   /** Once an administrator exists it always will (only its password changes). */
   private adminSeen = false;
   private readonly waiting: (() => void)[] = [];
+  /** Verifications under way, by header hash and stored hash (see basic()). */
+  private readonly checking = new Map<string, Promise<boolean>>();
+  private readonly storedHash = new FreshRead(() =>
+    bounded(createRepositories(this.app.uow.fork(), { serverKey: this.app.serverKey }).admin.passwordHash(ADMIN_NAME)),
+  );
 
   constructor(
     private readonly app: Pick<AppContext, 'uow' | 'serverKey' | 'log'>,
@@ -164,9 +169,8 @@ export class Authenticator {
       await this.throttle.recordFailure(request);
       throw unauthorized('wrong administrator name or password');
     }
-    // Read on every request, so that a changed password takes effect at once; one bound
-    // query of one column, since every dashboard poll and script call pays it.
-    const passwordHash = await bounded(createRepositories(this.app.uow.fork(), { serverKey: this.app.serverKey }).admin.passwordHash(ADMIN_NAME));
+    // Read for every request, so that a changed password takes effect at once: see FreshRead.
+    const passwordHash = await this.storedHash.get();
     // Nothing to guess yet: say what to do instead of "wrong password".
     if (passwordHash === undefined) throw unauthorized(NO_ADMIN_MESSAGE);
     this.adminSeen = true;
@@ -175,17 +179,19 @@ export class Authenticator {
     if (cached && cached.until > Date.now() && cached.passwordHash === passwordHash) return ADMIN_PRINCIPAL;
     if (cached) this.basicCache.delete(cacheKey);
 
-    // Throttled before any hashing: a guesser pays nothing but a counter read.
-    await this.refuseIfThrottled(request);
-    await this.acquireVerification();
+    // The same header against the same stored hash has one answer: requests that arrive
+    // while it is being checked (a client opening several connections at once) share that
+    // check instead of each paying its own scrypt. Each still counts as its own failure.
+    const checkKey = `${cacheKey}\n${passwordHash}`;
+    const shared = this.checking.get(checkKey);
     let ok: boolean;
-    try {
-      // Checked again with the slot held: requests that queued up behind the first
-      // failures must not all get their guess in.
-      await this.refuseIfThrottled(request);
-      ok = await verifyAdminPassword(password, passwordHash);
-    } finally {
-      this.releaseVerification();
+    if (shared) {
+      // A refusal of the other request (its client throttled) is not this one's answer.
+      ok = await shared.catch(() => this.verify(request, password, passwordHash));
+    } else {
+      const check = this.verify(request, password, passwordHash).finally(() => this.checking.delete(checkKey));
+      this.checking.set(checkKey, check);
+      ok = await check;
     }
     if (!ok) {
       await this.throttle.recordFailure(request);
@@ -194,6 +200,20 @@ export class Authenticator {
     if (this.basicCache.size >= BASIC_CACHE_MAX) this.basicCache.delete(this.basicCache.keys().next().value!);
     this.basicCache.set(cacheKey, { until: Date.now() + BASIC_CACHE_TTL_MS, passwordHash });
     return ADMIN_PRINCIPAL;
+  }
+
+  private async verify(request: FastifyRequest, password: string, passwordHash: string): Promise<boolean> {
+    // Throttled before any hashing: a guesser pays nothing but a counter read.
+    await this.refuseIfThrottled(request);
+    await this.acquireVerification();
+    try {
+      // Checked again with the slot held: requests that queued up behind the first
+      // failures must not all get their guess in.
+      await this.refuseIfThrottled(request);
+      return await verifyAdminPassword(password, passwordHash);
+    } finally {
+      this.releaseVerification();
+    }
   }
 
   /**
@@ -266,6 +286,29 @@ export class Authenticator {
 
   async close(): Promise<void> {
     await Promise.all([...this.pending]);
+  }
+}
+
+/**
+ * A value read from the database for each caller, with reads shared: a caller gets the
+ * result of a read that STARTED after it asked, never one already under way (that one may
+ * have seen the row before a change the caller must see). Callers that ask in the same
+ * event-loop round share one read, started once the round's callbacks have run, so
+ * concurrent requests cost one query per round instead of one each, and none waits
+ * longer than its own read.
+ */
+export class FreshRead<T> {
+  private next: Promise<T> | undefined;
+
+  constructor(private readonly read: () => Promise<T>) {}
+
+  get(): Promise<T> {
+    this.next ??= new Promise<void>((resolve) => setImmediate(resolve)).then(() => {
+      // Callers from now on get the next round's read.
+      this.next = undefined;
+      return this.read();
+    });
+    return this.next;
   }
 }
 

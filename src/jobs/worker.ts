@@ -19,7 +19,7 @@ import { UnrecoverableError } from 'bullmq';
 import { BROKER_RECONCILE_SCHEDULER_ID, configureScheduledReconcile, requestBrokerSync, requestPushBatch } from './broker-requests.js';
 import { envelopeKey, verifyEnvelope } from './envelope.js';
 import { RETENTION_SCHEDULER_ID, configureRetentionSchedule } from './retention-schedule.js';
-import { publishApplied, publishCommitted } from './events.js';
+import { CommittedEvents, publishApplied } from './events.js';
 import type { AppliedAck } from '../repositories/node-sync.js';
 import { WorkerMetrics } from './metrics.js';
 import { configureScheduledExport, lastExportAt } from './snapshot-schedule.js';
@@ -102,6 +102,9 @@ export async function startWorkers(
   const onRecorded = (acked: AppliedAck[], at: Date) => publishApplied(queues.connection, config.queuePrefix, acked, at);
   const acks = config.mqtt.enabled ? new AppliedRecorder({ uow: deps.uow, serverKey: deps.serverKey, log, onRecorded }) : undefined;
   const mqtt = config.mqtt.enabled ? startWorkerMqttLink({ config, log, queues, acks }, opts.mqttLinkOptions) : undefined;
+  const committedEvents = new CommittedEvents(queues.connection, config.queuePrefix, (err, events) =>
+    log.warn({ err, events }, 'publishing committed jobs\' events failed'),
+  );
   const runnerDeps: RunnerDeps = {
     uow: deps.uow,
     config,
@@ -111,7 +114,7 @@ export async function startWorkers(
     onCommitted: opts.onCommitted,
     requestBrokerSync: (reason) => requestBrokerSync(queues, reason),
     mqtt,
-    publishCommitted: (job) => publishCommitted(queues.connection, config.queuePrefix, job),
+    publishCommitted: async (job) => committedEvents.publish(job),
   };
   const metrics = new WorkerMetrics({ lastExportAt: () => lastExportAt(deps), processMetrics: opts.processMetrics });
 
@@ -183,6 +186,8 @@ export async function startWorkers(
         log.warn({ timeoutMs: timeout }, 'active jobs did not finish in time; forcing close');
         await Promise.all(workers.map((w) => w.close(true)));
       }
+      // The finished jobs' events, before anything that writes them closes.
+      await committedEvents.flush();
       await Promise.all(connections.map((c) => c.quit().catch(() => c.disconnect())));
       // After the workers: active jobs may still have been publishing.
       await mqtt?.close();

@@ -138,6 +138,16 @@ describe.each(DIALECTS)('bad input on %s', (dialect) => {
     expect(await s.app.queues.counts()).toEqual(before);
   });
 
+  it('drops a __proto__ key of a JSON body, written plainly or with \\u escapes', async () => {
+    for (const [i, key] of ['__proto__', '\\u005f_proto__'].entries()) {
+      const payload = `{"type":"config.create","data":{"name":"proto-${i}","subnet":"10.${60 + i}.0.0/24"},"${key}":{"polluted":true}}`;
+      const res = await s.api.inject({ method: 'POST', url: '/api/v1/jobs', headers: { ...ADMIN, 'content-type': 'application/json' }, payload });
+      // The body schema is strict: a kept "__proto__" key would be a 400 naming it.
+      expect(res.statusCode, res.body).toBe(202);
+    }
+    expect(({} as { polluted?: boolean }).polluted).toBeUndefined();
+  });
+
   it('a burst of submissions for known and unknown nodes: each gets its own answer, only the known are enqueued', async () => {
     // Concurrent requests share the API's batched node-id probes (src/jobs/prechecks.ts).
     const unknown = Array.from({ length: 12 }, (_, i) => `01890a5d-ac96-774b-bcce-${String(i).padStart(12, '0')}`);

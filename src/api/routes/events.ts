@@ -6,6 +6,7 @@
  * the streams' retention). Shutdown ends every open stream first, so closing the server
  * never waits on a client that will not hang up.
  */
+import type { OutgoingHttpHeaders } from 'node:http';
 import type { FastifyInstance } from 'fastify';
 import { z } from 'zod';
 import type { AppContext } from '../context.js';
@@ -110,12 +111,13 @@ export async function eventRoutes(api: FastifyInstance, opts: EventRouteOptions)
       request.raw.on('close', stop);
       res.on('close', stop);
       res.writeHead(200, {
+        ...reply.getHeaders(), // the security headers set for every response
         'content-type': 'text/event-stream; charset=utf-8',
         'cache-control': 'no-store',
         connection: 'keep-alive',
         // Reverse proxies (nginx) must not buffer a stream.
         'x-accel-buffering': 'no',
-      });
+      } as OutgoingHttpHeaders);
       res.write(`retry: 2000\n: cursor ${reader.cursor}\n\n`);
 
       // A slow client: wait for its buffer to drain (or for it to go away).
