@@ -14,7 +14,6 @@
  */
 import { execFile, spawn, type ChildProcess } from 'node:child_process';
 import { mkdtempSync, rmSync } from 'node:fs';
-import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { promisify } from 'node:util';
@@ -22,6 +21,7 @@ import { bootstrap, type AppContext } from '../src/bin/bootstrap.js';
 import type { Config } from '../src/config.js';
 import { connectOrm } from '../src/db/orm.js';
 import { migrateUnderLock } from '../src/db/migrate.js';
+import { freePort } from '../test/support/processes.js';
 import { benchDatabase, directRunner, dropRedisPrefix, record, seconds } from './support.js';
 
 const run = promisify(execFile);
@@ -32,16 +32,6 @@ const PROBE_EVERY_MS = 10;
 const IDLE_PROBES = 300;
 const JOB_TIMEOUT_MS = 10 * 60_000;
 
-function freePort(): Promise<number> {
-  return new Promise((done, fail) => {
-    const server = createServer();
-    server.once('error', fail);
-    server.listen(0, '127.0.0.1', () => {
-      const { port } = server.address() as { port: number };
-      server.close(() => done(port));
-    });
-  });
-}
 
 /** One request's latency in ms; `anyStatus`: an answer of any status counts (a 503 from /readyz is an answer). */
 async function probe(url: string, anyStatus = false): Promise<number> {

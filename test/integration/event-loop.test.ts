@@ -10,14 +10,13 @@
  * never waits on the loop).
  */
 import { spawn, type ChildProcess } from 'node:child_process';
-import { createServer } from 'node:net';
 import { monitorEventLoopDelay } from 'node:perf_hooks';
 import Database from 'better-sqlite3';
 import { resolve } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import { bootstrap, type AppContext } from '../../src/bin/bootstrap.js';
 import { createTestDatabase, DIALECTS, type TestDatabase } from '../support/db.js';
-import { waitFor } from '../support/processes.js';
+import { freePort, waitFor } from '../support/processes.js';
 import { deletePrefix } from '../support/redis.js';
 
 const root = resolve(import.meta.dirname, '../..');
@@ -42,16 +41,6 @@ afterAll(async () => {
   );
 });
 
-function freePort(): Promise<number> {
-  return new Promise((done, fail) => {
-    const server = createServer();
-    server.once('error', fail);
-    server.listen(0, '127.0.0.1', () => {
-      const { port } = server.address() as { port: number };
-      server.close(() => done(port));
-    });
-  });
-}
 
 /** One GET /healthz: its latency in ms, or Infinity when it fails. */
 async function probe(url: string): Promise<number> {
