@@ -59,15 +59,6 @@ const committedFields = (job: CommittedJob): string =>
   JSON.stringify({ jobId: job.jobId, actor: job.actor, at: new Date().toISOString(), ...refs(job.result, job.payload) });
 
 /**
- * Adds committed jobs' domain events (the runner hands each over after commit). The job
- * does not wait for its event: a Redis round trip per job in every worker slot halved
- * the throughput of a worker whose transactions are short (SQLite). Events go out in
- * commit order, at once when none is on its way, else together in one command when the
- * batch under way is written. As before, an event is added only after its job committed,
- * and one that cannot be written is logged, never undoes or fails its job. `flush()`
- * waits for every event handed over (a worker closing).
- */
-/**
  * Several stream entries in one command: an ioredis pipeline copies every script BullMQ
  * defined on the connection each time one is made, and separate commands are separate
  * socket writes. ARGV: the stream's approximate length cap, then type and data per entry.
@@ -77,6 +68,15 @@ for i = 2, #ARGV, 2 do
   redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[1], '*', 'type', ARGV[i], 'data', ARGV[i + 1])
 end`;
 
+/**
+ * Adds committed jobs' domain events (the runner hands each over after commit). The job
+ * does not wait for its event: a Redis round trip per job in every worker slot halved
+ * the throughput of a worker whose transactions are short (SQLite). Events go out in
+ * commit order, at once when none is on its way, else together in one command when the
+ * batch under way is written. As before, an event is added only after its job committed,
+ * and one that cannot be written is logged, never undoes or fails its job. `flush()`
+ * waits for every event handed over (a worker closing).
+ */
 export class CommittedEvents {
   private queued: { type: string; data: string }[] = [];
   private sending: Promise<void> | undefined;
