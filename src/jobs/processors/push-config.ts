@@ -9,8 +9,9 @@
  *   key, since the agent can only run the interface its peers expect with that key. A
  *   node whose agent holds its own key (node.create/node.update with `publicKey`) gets
  *   no private key: meshq has none. The private key is never retained on the broker,
- *   never in job data, results or logs, and EMQX's rules let only that node read its topic. That last part holds only if EMQX denies what no rule
- *   allows, so before a message with a private key is published meshq checks EMQX's
+ *   never in job data, results or logs, and EMQX's rules let only that node read its
+ *   topic. That last part holds only if EMQX denies what no rule allows, so before a
+ *   message with a private key is published meshq checks EMQX's
  *   authorization settings (src/broker/authorization.ts); when they would let others
  *   read it, the push fails permanently with BROKER_INSECURE.
  * - Per outgoing link the peer's public key, endpoint, listen port, allowed IPs and
