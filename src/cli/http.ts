@@ -41,6 +41,28 @@ export class ApiClient {
 
   /** Sends a request; answers the Response when its status is 2xx, else throws ApiRefusal. */
   async send(method: string, path: string, opts: RequestOptions = {}): Promise<Response> {
+    const res = await this.request(method, path, opts);
+    if (res.ok) return res;
+    throw refusal(method, path, res, await res.text().catch(() => ''));
+  }
+
+  /**
+   * A submission or a retry: answered with the job, 200 completed, 202 queued or running,
+   * and 422 failed, which a job that fails fast may already be by the time the answer is
+   * written. Any other status, or a 422 that is not a job, is a refusal.
+   */
+  async job<T extends { id: string; state: string }>(method: string, path: string, opts: RequestOptions = {}): Promise<T> {
+    const res = await this.request(method, path, opts);
+    if (res.ok) return (await res.json()) as T;
+    const text = await res.text().catch(() => '');
+    if (res.status === 422) {
+      const body = parseOrUndefined(text) as Partial<T> | undefined;
+      if (typeof body?.id === 'string' && body.state === 'failed') return body as T;
+    }
+    throw refusal(method, path, res, text);
+  }
+
+  private async request(method: string, path: string, opts: RequestOptions): Promise<Response> {
     const headers: Record<string, string> = { accept: 'application/json', ...opts.headers };
     if (this.credentials?.kind === 'bearer') headers.authorization = `Bearer ${this.credentials.token}`;
     if (this.credentials?.kind === 'basic') {
@@ -60,8 +82,7 @@ export class ApiClient {
       if (opts.signal?.aborted) throw err;
       throw new Unreachable(`meshq at ${this.baseUrl} is not reachable: ${describeFetchError(err)}`);
     }
-    if (res.ok) return res;
-    throw await refusal(method, path, res);
+    return res;
   }
 
   async json<T>(method: string, path: string, opts: RequestOptions = {}): Promise<T> {
@@ -113,14 +134,16 @@ export class ApiClient {
   }
 }
 
-async function refusal(method: string, path: string, res: Response): Promise<ApiRefusal> {
-  const text = await res.text().catch(() => '');
-  let body: { error?: { code?: string; message?: string; details?: unknown } } | undefined;
+function parseOrUndefined(text: string): unknown {
   try {
-    body = JSON.parse(text) as typeof body;
+    return JSON.parse(text);
   } catch {
-    /* not meshq's error body: a proxy's page, say */
+    return undefined; // not meshq's JSON: a proxy's page, say
   }
+}
+
+function refusal(method: string, path: string, res: Response, text: string): ApiRefusal {
+  const body = parseOrUndefined(text) as { error?: { code?: string; message?: string; details?: unknown } } | undefined;
   const code = body?.error?.code ?? `HTTP_${res.status}`;
   const message = body?.error?.message ?? (text.trim().slice(0, 200) || res.statusText);
   return new ApiRefusal(res.status, code, `${method} ${path}: ${res.status} ${code}: ${message}`, body?.error?.details);

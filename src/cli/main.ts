@@ -175,7 +175,7 @@ Exit codes: 0 done, 1 job failed or request refused (4xx), 2 usage, 3 meshq unre
       if (data !== undefined && opts.data !== undefined) throw new UsageError('give the payload once: as the argument or with --data');
       const payload = parseJson(data ?? opts.data ?? '{}', 'data');
       const timeout = seconds(opts.timeout);
-      const job = await cli.client.json<JobView>('POST', '/api/v1/jobs', {
+      const job = await cli.client.job<JobView>('POST', '/api/v1/jobs', {
         body: { type, data: payload },
         headers: opts.idempotencyKey ? { 'idempotency-key': opts.idempotencyKey } : {},
       });
@@ -214,7 +214,7 @@ Exit codes: 0 done, 1 job failed or request refused (4xx), 2 usage, 3 meshq unre
     .action(async (id: string, opts: { wait: boolean; timeout: string }) => {
       const timeout = seconds(opts.timeout);
       const job = await cli.client
-        .json<JobView>('POST', `/api/v1/jobs/${encodeURIComponent(id)}/retry`)
+        .job<JobView>('POST', `/api/v1/jobs/${encodeURIComponent(id)}/retry`)
         .catch((err: unknown) => unavailable(err, 'retrying a job'));
       if (!opts.wait) return cli.print(job, () => `job ${job.id} ${job.type} queued again\n`);
       cli.finishJob(await cli.waitForJob(job.id, timeout));

@@ -1,11 +1,13 @@
 /**
- * The CLI's pure parts: its environment (MESHQ_*), the Server-Sent Events reader, and the
- * secret prompt's pipe path.
+ * The CLI's pure parts: its environment (MESHQ_*), the Server-Sent Events reader, the
+ * secret prompt's pipe path, and how a job answer is read.
  */
+import { createServer } from 'node:http';
 import { Readable } from 'node:stream';
 import { describe, expect, it } from 'vitest';
 import { readCliEnv } from '../../src/cli/env.js';
-import { UsageError } from '../../src/cli/errors.js';
+import { ApiRefusal, UsageError } from '../../src/cli/errors.js';
+import { ApiClient } from '../../src/cli/http.js';
 import { readSecret } from '../../src/cli/prompt.js';
 import { readSse, type SseEvent } from '../../src/cli/sse.js';
 
@@ -61,5 +63,42 @@ describe('readSecret from a pipe', () => {
   it('answers the first line without its line ending', async () => {
     expect(await readSecret('p: ', Readable.from(['secret-pw\r\nmore\n']))).toBe('secret-pw');
     expect(await readSecret('p: ', Readable.from(['no newline']))).toBe('no newline');
+  });
+});
+
+describe('ApiClient.job', () => {
+  /** A server that answers every request with `status` and `body`. */
+  async function answering(status: number, body: unknown): Promise<{ client: ApiClient; close(): Promise<void> }> {
+    const server = createServer((_req, res) => {
+      res.writeHead(status, { 'content-type': 'application/json' });
+      res.end(JSON.stringify(body));
+    });
+    await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+    const { port } = server.address() as { port: number };
+    return { client: new ApiClient(`http://127.0.0.1:${port}`, undefined), close: () => new Promise((r) => server.close(() => r())) };
+  }
+
+  it('answers the job when it had already failed by the time the answer was written (422 with the job)', async () => {
+    const failed = { id: 'j1', type: 'node.create', state: 'failed', error: { code: 'CONFLICT', message: 'a node named "twin" already exists' } };
+    const s = await answering(422, failed);
+    try {
+      expect(await s.client.job('POST', '/api/v1/jobs/j1/retry')).toEqual(failed);
+    } finally {
+      await s.close();
+    }
+  });
+
+  it('refuses a 422 that is not a job, and any other refusal', async () => {
+    for (const [status, body] of [
+      [422, { error: { code: 'CONFLICT', message: 'no' } }],
+      [409, { id: 'j1', state: 'failed' }],
+    ] as const) {
+      const s = await answering(status, body);
+      try {
+        await expect(s.client.job('POST', '/api/v1/jobs')).rejects.toBeInstanceOf(ApiRefusal);
+      } finally {
+        await s.close();
+      }
+    }
   });
 });
