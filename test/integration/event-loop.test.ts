@@ -17,7 +17,7 @@ import { afterAll, describe, expect, it } from 'vitest';
 import { bootstrap, type AppContext } from '../../src/bin/bootstrap.js';
 import { createTestDatabase, DIALECTS, type TestDatabase } from '../support/db.js';
 import { freePort, waitFor } from '../support/processes.js';
-import { deletePrefix } from '../support/redis.js';
+import { closeAppAndDatabase } from '../support/stack.js';
 
 const root = resolve(import.meta.dirname, '../..');
 /**
@@ -58,12 +58,7 @@ describe.each(DIALECTS)('npm start on %s', (dialect) => {
   let db: TestDatabase;
   let app: AppContext;
 
-  afterAll(async () => {
-    const prefix = app?.config.queuePrefix;
-    await app?.close();
-    if (prefix) await deletePrefix(prefix);
-    await db?.drop();
-  });
+  afterAll(() => closeAppAndDatabase(app, db));
 
   const nodes = NODES[dialect];
   const pairs = (nodes * (nodes - 1)) / 2;
@@ -124,12 +119,7 @@ describe('a SQLite write transaction behind another connection\'s write lock', (
   let db: TestDatabase;
   let app: AppContext;
 
-  afterAll(async () => {
-    const prefix = app?.config.queuePrefix;
-    await app?.close();
-    if (prefix) await deletePrefix(prefix);
-    await db?.drop();
-  });
+  afterAll(() => closeAppAndDatabase(app, db));
 
   it('waits for the lock without blocking the event loop, then commits', async () => {
     db = await createTestDatabase('sqlite', 'lockwait');

@@ -19,7 +19,7 @@ import { bootstrap, type AppContext } from '../../src/bin/bootstrap.js';
 import { createTestDatabase, type TestDatabase } from '../support/db.js';
 import { configWithNodes, expectOperationsIdle, heldMeshGenerate } from '../support/long-job.js';
 import { cleanEnv, killAll, root, runProcess, startProcess, waitFor, type Started } from '../support/processes.js';
-import { deletePrefix } from '../support/redis.js';
+import { closeAppAndDatabase } from '../support/stack.js';
 
 const read = (file: string) => readFileSync(resolve(root, file), 'utf8');
 
@@ -76,12 +76,7 @@ describe.each([
   let db: TestDatabase;
   let app: AppContext;
 
-  afterAll(async () => {
-    const prefix = app?.config.queuePrefix;
-    await app?.close();
-    if (prefix) await deletePrefix(prefix);
-    await db?.drop();
-  });
+  afterAll(() => closeAppAndDatabase(app, db));
 
   it('finishes the job it is running on SIGTERM, ignores a second SIGTERM, and exits 0', async () => {
     db = await createTestDatabase('sqlite', 'sigterm');

@@ -129,6 +129,17 @@ export async function startStack(
   };
 }
 
+/**
+ * The teardown of a test that bootstrapped an app on its own database: closes the app (if
+ * it got that far), deletes its queue prefix, drops the database.
+ */
+export async function closeAppAndDatabase(app: AppContext | undefined, db: TestDatabase | undefined): Promise<void> {
+  const prefix = app?.config.queuePrefix;
+  await app?.close();
+  if (prefix) await deletePrefix(prefix);
+  await db?.drop();
+}
+
 export interface OwnPostgresApp {
   /** The test's own PostgreSQL, to freeze or stop; stopped by `stopOwnServices()` at the latest. */
   pg: OwnPostgres;
