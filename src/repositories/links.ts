@@ -157,12 +157,6 @@ export class LinkRepository {
     return this.em.count(PeerLink, { config: configId });
   }
 
-  /** A node's outgoing links: its peers, for a config push. */
-  async fromNode(nodeId: string): Promise<LinkView[]> {
-    const rows = await this.em.find(PeerLink, { fromNode: nodeId }, { orderBy: { id: 'asc' } });
-    return rows.map(linkView);
-  }
-
   async list(configId: string, filter: { nodeId?: string } = {}, req: PageRequest = {}): Promise<Page<LinkView>> {
     const limit = pageLimit(req);
     const cursor = idCursor(req);

@@ -132,7 +132,7 @@ describe.each(DIALECTS)('config push fan-out on %s', (dialect) => {
         protocol: 'wireguard',
         awg: null,
       });
-      const expected = (await r.links.fromNode(id)).map((l) => {
+      const expected = (await r.links.list(configId, { nodeId: id }, { limit: 100 })).items.map((l) => {
         const peer = byId.get(l.toNodeId)!;
         return { nodeId: peer.id, name: peer.name, publicKey: peer.publicKey, endpoint: peer.endpoint, listenPort: 51820, allowedIps: l.allowedIps, persistentKeepalive: l.persistentKeepalive };
       });
