@@ -16,6 +16,7 @@ import { runJob, type RunnerDeps } from './runner.js';
 import { AppliedRecorder } from './acks.js';
 import { promoteDelayedPushes } from './pushes.js';
 import { UnrecoverableError } from 'bullmq';
+import { backoffDelay } from '../backoff.js';
 import { BROKER_RECONCILE_SCHEDULER_ID, configureScheduledReconcile, requestBrokerSync, requestPushBatch } from './broker-requests.js';
 import { envelopeKey, verifyEnvelope } from './envelope.js';
 import { RETENTION_SCHEDULER_ID, configureRetentionSchedule } from './retention-schedule.js';
@@ -197,6 +198,9 @@ export async function startWorkers(
   };
 }
 
+/** Retries of a failed check of the settings below. */
+const SETTINGS_RETRY_BACKOFF = { baseMs: 500, capMs: 30_000 } as const;
+
 /**
  * Some settings live only in Redis: the global concurrency of 1 of the serial queues
  * (snapshot-restore, broker-sync), the broker reconcile's scheduler and the daily retention
@@ -211,9 +215,12 @@ function reapplyRedisSettings(
 ): () => void {
   const { config, log, queues } = deps;
   let running = false;
+  let failures = 0;
+  let retry: NodeJS.Timeout | undefined;
   const check = async () => {
     if (running) return;
     running = true;
+    clearTimeout(retry);
     try {
       for (const q of served) {
         if (!QUEUE_RULES[q].globallySerial) continue;
@@ -232,8 +239,14 @@ function reapplyRedisSettings(
         await configureRetentionSchedule(queues);
         log.warn('the daily retention run was missing in Redis; registered it again');
       }
+      failures = 0;
     } catch (err) {
-      log.warn({ err }, 'checking the settings kept in Redis failed; trying again later');
+      // Often a Redis that answers again but is still loading: try again soon, not only at
+      // the next 'ready' or tick, or a restore could run unserialized for a whole period.
+      const delay = backoffDelay(++failures, SETTINGS_RETRY_BACKOFF);
+      log.warn({ err, retryInMs: delay }, 'checking the settings kept in Redis failed; trying again');
+      retry = setTimeout(onReady, delay);
+      retry.unref();
     } finally {
       running = false;
     }
@@ -244,6 +257,7 @@ function reapplyRedisSettings(
   timer.unref();
   return () => {
     clearInterval(timer);
+    clearTimeout(retry);
     queues.connection.off('ready', onReady);
   };
 }

@@ -6,6 +6,7 @@
  * persistence (the test's own) restarts empty.
  */
 import Database from 'better-sqlite3';
+import { Redis } from 'ioredis';
 import { afterAll, describe, expect, it } from 'vitest';
 import { adminQuery, DIALECTS } from '../support/db.js';
 import { waitFor } from '../support/processes.js';
@@ -122,6 +123,33 @@ describe('settings kept only in Redis', () => {
       await waitFor('the global concurrency to be set again', async () => (await restore.getGlobalConcurrency().catch(() => null)) === 1, 30_000);
       expect(await s.app.queues.queue('broker-sync').getGlobalConcurrency()).toBe(1);
     } finally {
+      await s.stop();
+      await redis.stop();
+    }
+  });
+
+  it('are checked again soon after a check failed, not only at the next period', async () => {
+    const redis = await startOwnRedis({ aof: false });
+    const s = await startStack('sqlite', 'redis_settings_retry', {
+      adminPassword: ADMIN_PASSWORD,
+      env: { REDIS_URL: redis.url, REDIS_DURABILITY: 'none' },
+    });
+    const admin = new Redis(redis.url);
+    try {
+      const restore = s.app.queues.queue('snapshot-restore');
+      expect(await restore.getGlobalConcurrency()).toBe(1);
+      // The setting is lost, and the check that follows the reconnect fails (the command it
+      // reads with is refused), as it would against a Redis still loading its data.
+      await admin.acl('SETUSER', 'default', '-hget');
+      await admin.hdel(restore.keys.meta!, 'concurrency');
+      await admin.client('KILL', 'TYPE', 'normal');
+      await waitFor('a failed check', async () => (await admin.hget(restore.keys.meta!, 'concurrency').catch(() => 'refused')) === 'refused', 5_000);
+      await new Promise((r) => setTimeout(r, 1_500));
+      await admin.acl('SETUSER', 'default', '+hget');
+      // The periodic check is a minute away: only a retry sets it again in time.
+      await waitFor('the global concurrency to be set again', async () => (await restore.getGlobalConcurrency().catch(() => null)) === 1, 20_000);
+    } finally {
+      admin.disconnect();
       await s.stop();
       await redis.stop();
     }
