@@ -181,11 +181,14 @@ export async function startWorkers(
       // stuck job cannot hold shutdown forever (its lock expires and another worker
       // takes it over as stalled).
       const timeout = opts.shutdownTimeoutMs ?? 30_000;
-      const graceful = Promise.all(workers.map((w) => w.close()));
-      const timer = new Promise<'timeout'>((r) => setTimeout(() => r('timeout'), timeout).unref());
-      if ((await Promise.race([graceful, timer])) === 'timeout') {
+      if (!(await settlesWithin(Promise.all(workers.map((w) => w.close())), timeout))) {
         log.warn({ timeoutMs: timeout }, 'active jobs did not finish in time; forcing close');
-        await Promise.all(workers.map((w) => w.close(true)));
+        // A BullMQ worker whose blocking connection is stuck reconnecting after a Redis
+        // restart may never finish even a forced close: bounded too, and the connections
+        // are cut below either way.
+        if (!(await settlesWithin(Promise.all(workers.map((w) => w.close(true))), FORCED_CLOSE_MS))) {
+          log.warn({ timeoutMs: FORCED_CLOSE_MS }, 'workers did not close; cutting their connections');
+        }
       }
       // The finished jobs' events, before anything that writes them closes.
       await committedEvents.flush();
@@ -196,6 +199,22 @@ export async function startWorkers(
       await acks?.flush();
     },
   };
+}
+
+/** How long a forced close of the workers may take before their connections are cut. */
+const FORCED_CLOSE_MS = 5_000;
+
+/** Whether `p` resolves within `ms` (a rejection is thrown as it comes). */
+async function settlesWithin(p: Promise<unknown>, ms: number): Promise<boolean> {
+  let timer: NodeJS.Timeout | undefined;
+  const late = new Promise<false>((r) => {
+    timer = setTimeout(() => r(false), ms);
+  });
+  try {
+    return await Promise.race([p.then(() => true), late]);
+  } finally {
+    clearTimeout(timer);
+  }
 }
 
 /** Retries of a failed check of the settings below. */

@@ -114,6 +114,8 @@ describe('settings kept only in Redis', () => {
     const s = await startStack('sqlite', 'redis_settings', {
       adminPassword: ADMIN_PASSWORD,
       env: { REDIS_URL: redis.url, REDIS_DURABILITY: 'none' },
+      // A worker whose blocking connection was caught by the restart may need its forced close.
+      workerOptions: { shutdownTimeoutMs: 5_000 },
     });
     try {
       const restore = s.app.queues.queue('snapshot-restore');
