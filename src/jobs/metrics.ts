@@ -9,7 +9,8 @@
  */
 import type { Job } from 'bullmq';
 import { UnrecoverableError } from 'bullmq';
-import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
+import { Counter, Gauge, Registry, collectDefaultMetrics } from 'prom-client';
+import { JobHistogram, type HistogramSeries } from './job-histogram.js';
 import { isJobType } from './table.js';
 
 const DURATION_BUCKETS = [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300];
@@ -25,33 +26,40 @@ export interface WorkerMetricsOptions {
   processMetrics?: boolean;
 }
 
+/**
+ * Per-job observations go to JobHistogram series kept per label set (prom-client's own
+ * observe and inc rebuild a label key on every call); the attempts counter is the
+ * duration histogram's count per (type, status), copied into it when scraped.
+ */
 export class WorkerMetrics {
   readonly registry = new Registry();
-  private readonly jobs: Counter<'type' | 'status'>;
-  private readonly duration: Histogram<'type' | 'status'>;
-  private readonly wait: Histogram<'type'>;
+  private readonly duration: JobHistogram<'type' | 'status'>;
+  private readonly wait: JobHistogram<'type'>;
 
   constructor(opts: WorkerMetricsOptions = {}) {
-    this.jobs = new Counter({
+    // Registered in this order (the scrape lists them so): attempts, durations, waits.
+    const jobs: Counter<'type' | 'status'> = new Counter({
       name: 'meshq_jobs_total',
       help: 'Job attempts this worker process ran, by job type and outcome (completed, failed for good, retried)',
       labelNames: ['type', 'status'] as const,
       registers: [this.registry],
+      collect: () => {
+        jobs.reset();
+        for (const s of this.duration.allSeries()) jobs.inc(s.labels, s.count);
+      },
     });
-    this.duration = new Histogram({
-      name: 'meshq_job_duration_seconds',
-      help: 'Run time of each attempt this worker process ran, by job type and outcome',
-      labelNames: ['type', 'status'] as const,
-      buckets: DURATION_BUCKETS,
-      registers: [this.registry],
-    });
-    this.wait = new Histogram({
-      name: 'meshq_job_wait_seconds',
-      help: 'Time a job waited in its queue before its first attempt started (from when it became runnable)',
-      labelNames: ['type'] as const,
-      buckets: WAIT_BUCKETS,
-      registers: [this.registry],
-    });
+    this.duration = new JobHistogram(
+      'meshq_job_duration_seconds',
+      'Run time of each attempt this worker process ran, by job type and outcome',
+      DURATION_BUCKETS,
+      this.registry,
+    );
+    this.wait = new JobHistogram(
+      'meshq_job_wait_seconds',
+      'Time a job waited in its queue before its first attempt started (from when it became runnable)',
+      WAIT_BUCKETS,
+      this.registry,
+    );
     const lastExportAt = opts.lastExportAt;
     if (lastExportAt) {
       const lastExport = new Gauge({
@@ -77,7 +85,7 @@ export class WorkerMetrics {
     const started = Date.now();
     if (job.attemptsMade === 0) {
       const runnable = job.timestamp + (job.opts.delay ?? 0);
-      this.wait.observe({ type }, Math.max(0, started - runnable) / 1000);
+      this.wait.observe(this.wait.series(type, () => ({ type })), Math.max(0, started - runnable) / 1000);
     }
     let status: AttemptStatus = 'completed';
     try {
@@ -87,9 +95,12 @@ export class WorkerMetrics {
       status = last ? 'failed' : 'retried';
       throw err;
     } finally {
-      this.jobs.inc({ type, status });
-      this.duration.observe({ type, status }, (Date.now() - started) / 1000);
+      this.duration.observe(this.durationSeries(type, status), (Date.now() - started) / 1000);
     }
+  }
+
+  private durationSeries(type: string, status: AttemptStatus): HistogramSeries<'type' | 'status'> {
+    return this.duration.series(`${type} ${status}`, () => ({ type, status }));
   }
 
   text(): Promise<string> {

@@ -52,23 +52,83 @@ interface RepositoryDeps {
   tx?: TransactionHandle;
 }
 
+/**
+ * Each repository is made when first used: a job touches two or three of them, and
+ * making all of them for every transaction showed in the worker's profile.
+ */
+class LazyRepositories implements Repositories {
+  #system?: SystemStateRepository;
+  #brokerApplied?: BrokerAppliedRepository;
+  #configs?: ConfigRepository;
+  #nodes?: NodeRepository;
+  #nodeSync?: NodeSyncRepository;
+  #pushContent?: PushContentRepository;
+  #links?: LinkRepository;
+  #credentials?: CredentialRepository;
+  #forwards?: ForwardRepository;
+  #settings?: SettingsRepository;
+  #tokens?: TokenRepository;
+  #audit?: AuditRepository;
+  #admin?: AdminRepository;
+  #snapshots?: SnapshotRepository;
+  #idempotency?: IdempotencyRepository;
+  #ledger?: LedgerRepository;
+
+  constructor(
+    private readonly em: Em,
+    private readonly d: RepositoryDeps,
+  ) {}
+
+  get system(): SystemStateRepository {
+    return (this.#system ??= new SystemStateRepository(this.em));
+  }
+  get brokerApplied(): BrokerAppliedRepository {
+    return (this.#brokerApplied ??= new BrokerAppliedRepository(this.em));
+  }
+  get configs(): ConfigRepository {
+    return (this.#configs ??= new ConfigRepository(this.em));
+  }
+  get nodes(): NodeRepository {
+    return (this.#nodes ??= new NodeRepository(this.em, this.d.serverKey, this.d.tx));
+  }
+  get nodeSync(): NodeSyncRepository {
+    return (this.#nodeSync ??= new NodeSyncRepository(this.em, this.d.tx));
+  }
+  get pushContent(): PushContentRepository {
+    return (this.#pushContent ??= new PushContentRepository(this.em, this.d.serverKey, this.d.tx));
+  }
+  get links(): LinkRepository {
+    return (this.#links ??= new LinkRepository(this.em));
+  }
+  get credentials(): CredentialRepository {
+    return (this.#credentials ??= new CredentialRepository(this.em));
+  }
+  get forwards(): ForwardRepository {
+    return (this.#forwards ??= new ForwardRepository(this.em));
+  }
+  get settings(): SettingsRepository {
+    return (this.#settings ??= new SettingsRepository(this.em));
+  }
+  get tokens(): TokenRepository {
+    return (this.#tokens ??= new TokenRepository(this.em));
+  }
+  get audit(): AuditRepository {
+    return (this.#audit ??= new AuditRepository(this.em));
+  }
+  get admin(): AdminRepository {
+    return (this.#admin ??= new AdminRepository(this.em));
+  }
+  get snapshots(): SnapshotRepository {
+    return (this.#snapshots ??= new SnapshotRepository(this.em, this.d.tx));
+  }
+  get idempotency(): IdempotencyRepository {
+    return (this.#idempotency ??= new IdempotencyRepository(this.em));
+  }
+  get ledger(): LedgerRepository {
+    return (this.#ledger ??= new LedgerRepository(this.em));
+  }
+}
+
 export function createRepositories(em: Em, deps: RepositoryDeps): Repositories {
-  return {
-    system: new SystemStateRepository(em),
-    brokerApplied: new BrokerAppliedRepository(em),
-    configs: new ConfigRepository(em),
-    nodes: new NodeRepository(em, deps.serverKey, deps.tx),
-    nodeSync: new NodeSyncRepository(em, deps.tx),
-    pushContent: new PushContentRepository(em, deps.serverKey, deps.tx),
-    links: new LinkRepository(em),
-    credentials: new CredentialRepository(em),
-    forwards: new ForwardRepository(em),
-    settings: new SettingsRepository(em),
-    tokens: new TokenRepository(em),
-    audit: new AuditRepository(em),
-    admin: new AdminRepository(em),
-    snapshots: new SnapshotRepository(em, deps.tx),
-    idempotency: new IdempotencyRepository(em),
-    ledger: new LedgerRepository(em),
-  };
+  return new LazyRepositories(em, deps);
 }

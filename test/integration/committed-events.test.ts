@@ -20,7 +20,7 @@ afterAll(async () => {
 });
 
 describe('committed events', () => {
-  it('writes every event once and in order, the first alone and the rest in one batch', async () => {
+  it('writes every event once and in order, in one batch', async () => {
     const errors: unknown[] = [];
     const events = new CommittedEvents(redis, prefix, (err) => errors.push(err));
     const ids = Array.from({ length: 50 }, (_, i) => `node-${i}`);
@@ -36,6 +36,26 @@ describe('committed events', () => {
     expect(decoded.every((e) => e.type === 'node.update')).toBe(true);
     expect(decoded[7]!.data).toMatchObject({ jobId: 'job-7', actor: 'admin', id: 'node-7' });
     expect(decoded[7]!.data).not.toHaveProperty('listenPort'); // ids only
+  });
+
+  it('writes an event handed over alone without a flush, and those that follow within the window with it', async () => {
+    const key = `${prefix}:window`;
+    const events = new CommittedEvents(redis, key, () => undefined);
+    // Counts the commands that write events (the connection itself is real).
+    const calls = { xadd: 0, eval: 0 };
+    const counted = Object.create(redis) as Redis;
+    counted.xadd = ((...args: Parameters<Redis['xadd']>) => (calls.xadd++, redis.xadd(...args))) as Redis['xadd'];
+    counted.eval = ((...args: Parameters<Redis['eval']>) => (calls.eval++, redis.eval(...args))) as Redis['eval'];
+    Object.assign(events, { connection: counted });
+    events.publish({ jobId: 'w-0', type: 'node.update', actor: 'admin', payload: { id: 'n' }, result: {} });
+    await new Promise((r) => setTimeout(r, 1));
+    for (let i = 1; i < 5; i++) events.publish({ jobId: `w-${i}`, type: 'node.update', actor: 'admin', payload: { id: 'n' }, result: {} });
+    const deadline = Date.now() + 5_000;
+    while ((await redis.xlen(eventsStreamKey(key))) < 5 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 5));
+    const stream = await redis.xrange(eventsStreamKey(key), '-', '+');
+    expect(stream.map(([, f]) => (JSON.parse(f[3]!) as { jobId: string }).jobId)).toEqual(['w-0', 'w-1', 'w-2', 'w-3', 'w-4']);
+    expect(calls).toEqual({ xadd: 0, eval: 1 });
+    await events.flush();
   });
 
   it('reports a write that fails instead of throwing at the job', async () => {

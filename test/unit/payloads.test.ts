@@ -1,4 +1,4 @@
-import { randomUUID } from 'node:crypto';
+import { createHmac, randomUUID } from 'node:crypto';
 import { describe, expect, it } from 'vitest';
 import { z } from 'zod';
 import { JOBS, JOB_TYPES, PUBLIC_JOB_TYPES, jobOptions, retryDelay } from '../../src/jobs/table.js';
@@ -209,24 +209,78 @@ describe('the job table', () => {
 describe('job envelopes', () => {
   const key = envelopeKey(Buffer.alloc(32, 7));
   const payload = { id, name: 'x', nested: { b: 1, a: [2, { d: 3, c: 4 }] } };
+  /** An envelope as the first form was signed (before v2), written out here so it stays that form. */
+  const signV1 = (type: string, actor: string, p: unknown) => ({
+    actor,
+    payload: p,
+    sig: createHmac('sha256', key).update(canonicalJson({ type, actor, payload: p })).digest('hex'),
+  });
+  /** The same value with every object's keys in reverse order. */
+  const reversed = (v: unknown): unknown =>
+    Array.isArray(v) ? v.map(reversed) : v && typeof v === 'object' ? Object.fromEntries(Object.entries(v).reverse().map(([k, x]) => [k, reversed(x)])) : v;
 
-  it('verify what was signed, whatever the key order after a round trip', () => {
+  it('verify what was signed after a round trip through JSON (as BullMQ stores it)', () => {
     const signed = JSON.parse(JSON.stringify(signEnvelope(key, 'config.update', 'admin', payload)));
-    const reordered = { ...signed, payload: { nested: { a: [2, { c: 4, d: 3 }], b: 1 }, name: 'x', id } };
+    expect(signed.v).toBe(2);
+    expect(verifyEnvelope(key, 'config.update', signed)).toMatchObject({ v: 2, actor: 'admin', payload });
+  });
+
+  it('verify a v1 envelope (queued before v2) whatever the key order after a round trip', () => {
+    const signed = JSON.parse(JSON.stringify(signV1('config.update', 'admin', payload)));
+    const reordered = { ...signed, payload: reversed(signed.payload) };
     expect(verifyEnvelope(key, 'config.update', signed)).toMatchObject({ actor: 'admin', payload });
     expect(verifyEnvelope(key, 'config.update', reordered)).toBeDefined();
     expect(canonicalJson(reordered.payload)).toBe(canonicalJson(payload));
   });
 
   it('refuse a changed type, actor or payload, a missing or malformed signature, and another key', () => {
-    const signed = signEnvelope(key, 'token.revoke', 'token:abc', { id });
-    expect(verifyEnvelope(key, 'token.create', signed)).toBeUndefined();
-    expect(verifyEnvelope(key, 'token.revoke', { ...signed, actor: 'admin' })).toBeUndefined();
-    expect(verifyEnvelope(key, 'token.revoke', { ...signed, payload: { id: randomUUID() } })).toBeUndefined();
-    expect(verifyEnvelope(key, 'token.revoke', { actor: signed.actor, payload: signed.payload })).toBeUndefined();
-    expect(verifyEnvelope(key, 'token.revoke', { ...signed, sig: 'zz' })).toBeUndefined();
-    expect(verifyEnvelope(key, 'token.revoke', null)).toBeUndefined();
-    expect(verifyEnvelope(envelopeKey(Buffer.alloc(32, 8)), 'token.revoke', signed)).toBeUndefined();
-    expect(verifyEnvelope(key, 'token.revoke', signed)).toBeDefined();
+    for (const signed of [signEnvelope(key, 'token.revoke', 'token:abc', { id }), signV1('token.revoke', 'token:abc', { id })]) {
+      expect(verifyEnvelope(key, 'token.create', signed)).toBeUndefined();
+      expect(verifyEnvelope(key, 'token.revoke', { ...signed, actor: 'admin' })).toBeUndefined();
+      expect(verifyEnvelope(key, 'token.revoke', { ...signed, payload: { id: randomUUID() } })).toBeUndefined();
+      expect(verifyEnvelope(key, 'token.revoke', { ...signed, payload: { id, extra: 1 } })).toBeUndefined();
+      expect(verifyEnvelope(key, 'token.revoke', { actor: signed.actor, payload: signed.payload })).toBeUndefined();
+      expect(verifyEnvelope(key, 'token.revoke', { ...signed, sig: 'zz' })).toBeUndefined();
+      expect(verifyEnvelope(key, 'token.revoke', null)).toBeUndefined();
+      expect(verifyEnvelope(envelopeKey(Buffer.alloc(32, 8)), 'token.revoke', signed)).toBeUndefined();
+      expect(verifyEnvelope(key, 'token.revoke', signed)).toBeDefined();
+    }
+  });
+
+  it('refuse a v2 envelope with any byte of its stored JSON changed', () => {
+    const stored = JSON.stringify(signEnvelope(key, 'node.update', 'admin', { id, listenPort: 51820 }));
+    expect(verifyEnvelope(key, 'node.update', JSON.parse(stored))).toBeDefined();
+    let parsed = 0;
+    for (let i = 0; i < stored.length; i++) {
+      for (const c of ['0', '1', 'a', 'x', '"', ' ']) {
+        if (stored[i] === c) continue;
+        let changed: unknown;
+        try {
+          changed = JSON.parse(stored.slice(0, i) + c + stored.slice(i + 1));
+        } catch {
+          continue; // not JSON: BullMQ could not even hand it to the worker
+        }
+        parsed++;
+        const seen = verifyEnvelope(key, 'node.update', changed);
+        // A change that leaves the same value (whitespace) verifies the same value; any other is refused.
+        if (seen) expect(JSON.stringify(changed)).toBe(stored);
+      }
+    }
+    expect(parsed).toBeGreaterThan(100);
+  });
+
+  it('refuse a signature moved between forms, and an unknown form', () => {
+    const v2 = signEnvelope(key, 'token.revoke', 'token:abc', { id });
+    const v1 = signV1('token.revoke', 'token:abc', { id });
+    const { v: _v, ...v2WithoutVersion } = v2;
+    expect(verifyEnvelope(key, 'token.revoke', v2WithoutVersion)).toBeUndefined();
+    expect(verifyEnvelope(key, 'token.revoke', { ...v1, v: 2 })).toBeUndefined();
+    expect(verifyEnvelope(key, 'token.revoke', { ...v2, v: 3 })).toBeUndefined();
+    expect(verifyEnvelope(key, 'token.revoke', { ...v2, v: '2' })).toBeUndefined();
+  });
+
+  it('refuse a v2 payload whose keys were reordered after signing (the signed text is the stored one)', () => {
+    const signed = signEnvelope(key, 'config.update', 'admin', payload);
+    expect(verifyEnvelope(key, 'config.update', { ...signed, payload: reversed(payload) })).toBeUndefined();
   });
 });
