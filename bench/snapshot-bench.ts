@@ -29,6 +29,7 @@ import { createRepositories } from '../src/repositories/index.js';
 import { stageUpload } from '../src/jobs/processors/snapshots.js';
 import type { JobInput } from '../src/jobs/table.js';
 import { openUpload } from '../src/snapshots/restore.js';
+import { piecesOf } from '../test/support/snapshot-bytes.js';
 import { encodeTestSnapshot, generateBusinessTables, rowCount } from '../test/support/snapshot-data.js';
 import { benchDatabase, dropRedisPrefix, record, seconds } from './support.js';
 
@@ -92,7 +93,7 @@ async function restore(app: AppContext, file: Buffer): Promise<{ checkS: number;
   const t0 = process.hrtime.bigint();
   const prepared = await openUpload(file, FILE_PASSWORD, repos.snapshots.tableSpecs(), app.serverKey);
   const checkS = seconds(t0);
-  const staged = await stageUpload(app, file, prepared);
+  const staged = await stageUpload(app, piecesOf(file), prepared);
   const { s } = await jobSeconds(app, 'snapshot.restore', { stagedId: staged.id });
   return { checkS, restoreS: s };
 }
