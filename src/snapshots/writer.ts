@@ -50,8 +50,8 @@ export interface WrittenSnapshot {
  * rows are mostly random keys and hashes, which no level compresses). Nothing ever holds
  * the whole JSON text.
  *
- * Compressed members go, in order, into a temporary file (SpoolFile) as they are done,
- * not into memory: the container's header states the ciphertext's length and is
+ * Compressed members go, in order, into a temporary file (SpoolFile, encrypted under a
+ * key of its own that only this process holds) as they are done, not into memory: the container's header states the ciphertext's length and is
  * authenticated before the first encrypted byte (container.ts), so the body must be
  * complete before encryption starts. finish() then hands out the file's bytes encrypted
  * as they are read from that file, and a caller that stops before the end (or never
@@ -150,7 +150,7 @@ export class SnapshotWriter {
         const piece = await this.members[this.settled]!;
         this.members[this.settled] = undefined;
         this.settled++;
-        this.spool ??= SpoolFile.create('meshq-export-');
+        this.spool ??= SpoolFile.create('meshq-export-', { sealed: true });
         await (await this.spool).append(piece);
       }
     });
