@@ -132,7 +132,12 @@ async function measure(dialect: 'postgresql' | 'sqlite', path: string, expected:
     const idleHealthz = await idleProbes(`${base}/healthz`);
     const apiIdle = processRss(apiPid!).rss;
     const workerIdle = processRss(workerPid!).rss;
+    // Where the peaks come from: each process's high-water mark after each phase.
+    const mark = (phase: string) =>
+      console.error(`  ${dialect} peak RSS after ${phase}: ${meshq.pids.map((pid) => `${(processRss(pid).peak / 2 ** 20).toFixed(0)} MiB`).join(' / ')}`);
+    mark('start');
     const restoreEmpty = await restore(app, base, path);
+    mark('the first upload and restore');
     const total = Object.values(await counts(app)).reduce((a, b) => a + b, 0);
     if (total !== expected) throw new Error(`${dialect}: restored ${total} rows, expected ${expected}`);
     const exports: number[] = [];
@@ -144,8 +149,10 @@ async function measure(dialect: 'postgresql' | 'sqlite', path: string, expected:
       fileBytes = (exported.result as { size: number }).size;
       if (baseline) dumps.push(await baseline.dump(app, db.config.databaseUrl));
     }
+    mark('the exports');
     console.error(`  ${dialect} export runs: ${exports.map((x) => x.toFixed(2)).join(' ')} s${baseline ? `; pg_dump runs: ${dumps.map((x) => x.toFixed(2)).join(' ')} s` : ''}`);
     const restoreFull = await restore(app, base, path);
+    mark('the second upload and restore');
     await baseline?.load();
     return {
       exportS: median(exports),

@@ -11,7 +11,7 @@ import { SpoolFile } from './spool.js';
 import { checkWritable, describePayloadIssues, envelopeSchema, type SnapshotEnvelope, type SnapshotPayload } from './payload.js';
 
 /** zlib level for exports (see SnapshotWriter). */
-const GZIP_LEVEL = 3;
+const GZIP_LEVEL = 2;
 /** JSON text per gzip member of an export: large enough that members cost nothing, small enough to overlap. */
 const GZIP_PIECE_BYTES = 4 * 1024 * 1024;
 /**
@@ -47,8 +47,10 @@ export interface WrittenSnapshot {
  * (RFC 1952, 2.2), so this is the same gzip(JSON) any gunzip reads, format version 1
  * unchanged; each member adds only a gzip header and trailer. Level GZIP_LEVEL: deflate's
  * fast levels (1-3) take far less time than the default 6 for slightly larger files (the
- * rows are mostly random keys and hashes, which no level compresses). Nothing ever holds
- * the whole JSON text.
+ * rows are mostly random keys and hashes, which no level compresses), and of those, 2
+ * searches shorter match chains than 3 (about two thirds of its CPU on export text, for
+ * a file under 1% larger; docs/benchmarks.md) while compressing a little better than 1.
+ * Nothing ever holds the whole JSON text.
  *
  * Compressed members go, in order, into a temporary file (SpoolFile, encrypted under a
  * key of its own that only this process holds) as they are done, not into memory: the container's header states the ciphertext's length and is
