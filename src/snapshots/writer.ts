@@ -53,11 +53,12 @@ export interface WrittenSnapshot {
  * Nothing ever holds the whole JSON text.
  *
  * Compressed members go, in order, into a temporary file (SpoolFile, encrypted under a
- * key of its own that only this process holds) as they are done, not into memory: the container's header states the ciphertext's length and is
- * authenticated before the first encrypted byte (container.ts), so the body must be
- * complete before encryption starts. finish() then hands out the file's bytes encrypted
- * as they are read from that file, and a caller that stops before the end (or never
- * calls finish) calls discard(). Memory is a few members, whatever the export's size.
+ * key of its own that only this process holds) as they are done, not into memory: the
+ * container's header states the ciphertext's length and is authenticated before the
+ * first encrypted byte (container.ts), so the body must be complete before encryption
+ * starts. finish() then hands out the file's bytes encrypted as they are read from that
+ * file, and a caller that stops before the end (or never calls finish) calls discard().
+ * Memory is a few members, whatever the export's size.
  *
  * The writer checks the envelope and that every table of `counts` is written with exactly
  * that many rows, in any case; the rows themselves are trusted to be JSON objects in the
