@@ -1,36 +1,36 @@
 /**
- * Snapshot benchmark (issue 4). ~250,000 business rows (10 configs, 10,000 nodes each
- * with an MQTT credential, ~100,000 link rows, 20,000 port-forward rules, 100,000 audit
- * records) exported and restored by a real worker process, next to the database's own
- * tools on the same rows in the same run:
+ * Snapshot benchmark (issue 4, issue 14). ~250,000 business rows (10 configs, 10,000 nodes
+ * each with an MQTT credential, ~100,000 link rows, 20,000 port-forward rules, 100,000
+ * audit records; BENCH_SNAPSHOT_SCALE=4 gives ~840,000) exported and restored by meshq as
+ * deployed (bench/support.ts startMeshq: `npm start` on SQLite, the API and a worker on
+ * PostgreSQL), next to the database's own tools on the same rows in the same run:
  *   - export on PostgreSQL vs `pg_dump --data-only` of the business tables,
- *   - restore on PostgreSQL (replacing 250,000 rows, one transaction) vs loading that dump
+ *   - restore on PostgreSQL (replacing the rows, one transaction) vs loading that dump
  *     with `psql` into an emptied copy,
  *   - the same export and restore on SQLite, against the same PostgreSQL baselines,
- *   - the API's check of an upload (decrypt, decompress, parse, upgrade, validate),
- *   - the worker's peak RSS over export and both restores.
+ *   - the upload through the API (POST /snapshots/restore: spooled, checked in a worker
+ *     thread, staged), with /healthz p99 and max while it runs and while the restore job
+ *     runs, next to an idle /healthz probe of the same process just before,
+ *   - the peak RSS above idle of the API and the worker processes (Linux /proc), over the
+ *     check, both restores and the exports.
  * Restore timings are the job's own (processedOn..finishedOn: decrypt, validate, delete,
  * insert, commit), not queue latency. Exports, being cheap and harmless, are run
  * EXPORT_RUNS times, on PostgreSQL taking turns with pg_dump, and the medians compared:
  * a single export of under a second moved by a third from run to run on this machine.
  */
 import { execFile } from 'node:child_process';
-import { fork, type ChildProcess } from 'node:child_process';
-import { mkdtempSync, rmSync, statSync } from 'node:fs';
+import { mkdtempSync, openAsBlob, rmSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
 import { bootstrap, type AppContext } from '../src/bin/bootstrap.js';
-import type { Config } from '../src/config.js';
 import { connectOrm } from '../src/db/orm.js';
 import { migrateUnderLock } from '../src/db/migrate.js';
 import { createRepositories } from '../src/repositories/index.js';
-import { stageUpload } from '../src/jobs/processors/snapshots.js';
 import type { JobInput } from '../src/jobs/table.js';
-import { openUpload } from '../src/snapshots/restore.js';
+import { freePort } from '../test/support/processes.js';
 import { encodeTestSnapshot, generateBusinessTables, rowCount } from '../test/support/snapshot-data.js';
-import { benchDatabase, dropRedisPrefix, record, seconds } from './support.js';
+import { benchDatabase, dropRedisPrefix, idleProbes, probeDuring, processRss, quantile, record, seconds, startMeshq } from './support.js';
 
 const run = promisify(execFile);
 const ADMIN_PASSWORD = 'bench-admin-password';
@@ -40,61 +40,57 @@ const EXPORT_RUNS = Number(process.env.BENCH_EXPORT_RUNS ?? 3);
 
 const median = (xs: number[]): number => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
 
-interface Worker {
-  /** RSS once started, before any snapshot work. */
-  idleRss: number;
-  maxRss(): Promise<number>;
-  stop(): Promise<void>;
-}
-
-async function startWorker(config: Config): Promise<Worker> {
-  const script = fileURLToPath(new URL('./snapshot-worker-child.ts', import.meta.url));
-  const child: ChildProcess = fork(script, [], {
-    execArgv: ['--import', 'tsx'],
-    env: { ...process.env, DATABASE_URL: config.databaseUrl, REDIS_URL: config.redisUrl, SECRET_KEY: config.secretKey, LOG_LEVEL: 'warn', REDIS_DURABILITY: 'none', BENCH_QUEUE_PREFIX: config.queuePrefix },
-    stdio: ['ignore', 'inherit', 'inherit', 'ipc'],
-  });
-  await new Promise<void>((resolve, reject) => {
-    child.once('message', () => resolve());
-    child.once('exit', (code) => reject(new Error(`bench worker exited (${code}) before it was ready`)));
-  });
-  const idleRss = await new Promise<number>((resolve) => {
-    child.once('message', (m) => resolve((m as { rss: number }).rss));
-    child.send('rss');
-  });
-  return {
-    idleRss,
-    maxRss: () =>
-      new Promise((resolve) => {
-        child.once('message', (m) => resolve((m as { maxRss: number }).maxRss));
-        child.send('rss');
-      }),
-    stop: () =>
-      new Promise((resolve) => {
-        child.once('exit', () => resolve());
-        child.send('stop');
-      }),
-  };
-}
-
 /** The job's own duration in seconds, once it completed. */
 async function jobSeconds<T extends 'snapshot.export' | 'snapshot.restore'>(app: AppContext, type: T, payload: JobInput<T>): Promise<{ s: number; result: unknown }> {
   const job = await app.queues.submit(type, payload, { actor: 'bench' });
-  const view = await app.queues.waitFor(job, JOB_TIMEOUT_MS);
-  if (view.state !== 'completed') throw new Error(`${type} did not complete: ${JSON.stringify(view.error)}`);
-  const done = (await app.queues.find(job.id!))!;
-  return { s: (done.finishedOn! - done.processedOn!) / 1000, result: done.returnvalue };
+  return finished(app, job.id!, type);
 }
 
-/** What the API does with an upload, then the job. */
-async function restore(app: AppContext, file: Buffer): Promise<{ checkS: number; restoreS: number }> {
-  const repos = createRepositories(app.uow.fork(), { serverKey: app.serverKey });
+async function finished(app: AppContext, id: string, type: string): Promise<{ s: number; result: unknown; processedOn: number; finishedOn: number }> {
+  const job = (await app.queues.find(id))!;
+  const view = await app.queues.waitFor(job, JOB_TIMEOUT_MS);
+  if (view.state !== 'completed') throw new Error(`${type} did not complete: ${JSON.stringify(view.error)}`);
+  const done = (await app.queues.find(id))!;
+  return { s: (done.finishedOn! - done.processedOn!) / 1000, result: done.returnvalue, processedOn: done.processedOn!, finishedOn: done.finishedOn! };
+}
+
+interface RestoreFigures {
+  /** The upload request: sent, spooled, checked, staged, answered. */
+  checkS: number;
+  restoreS: number;
+  /** /healthz latencies (ms) while the upload was checked, and while the restore job ran. */
+  duringCheck: number[];
+  duringRestore: number[];
+}
+
+/** What an administrator does: uploads the file to the API, then the worker restores it. */
+async function restore(app: AppContext, base: string, path: string): Promise<RestoreFigures> {
+  const healthz = `${base}/healthz`;
+  const form = new FormData();
+  form.set('password', FILE_PASSWORD);
+  // A file-backed Blob: sent from the disk as it goes, as a client would.
+  form.set('file', await openAsBlob(path), 'snapshot.meshq');
   const t0 = process.hrtime.bigint();
-  const prepared = await openUpload(file, FILE_PASSWORD, repos.snapshots.tableSpecs(), app.serverKey);
+  const upload = fetch(`${base}/api/v1/snapshots/restore`, {
+    method: 'POST',
+    body: form,
+    headers: { authorization: `Basic ${Buffer.from(`admin:${ADMIN_PASSWORD}`).toString('base64')}` },
+  }).then(async (res) => {
+    const body = (await res.json()) as { id: string };
+    if (res.status !== 202 && res.status !== 200) throw new Error(`upload answered ${res.status}: ${JSON.stringify(body)}`);
+    return body;
+  });
+  const checked = await probeDuring(healthz, upload);
   const checkS = seconds(t0);
-  const staged = await stageUpload(app, file, prepared);
-  const { s } = await jobSeconds(app, 'snapshot.restore', { stagedId: staged.id });
-  return { checkS, restoreS: s };
+  const restoring = await probeDuring(healthz, finished(app, checked.value.id, 'snapshot.restore'));
+  const { processedOn, finishedOn } = restoring.value;
+  return {
+    checkS,
+    restoreS: restoring.value.s,
+    duringCheck: checked.samples.map((x) => x.ms),
+    // Only the probes sent while the job ran.
+    duringRestore: restoring.samples.filter((x) => x.at >= processedOn && x.at <= finishedOn).map((x) => x.ms),
+  };
 }
 
 async function businessTableNames(app: AppContext): Promise<string[]> {
@@ -107,12 +103,13 @@ async function counts(app: AppContext): Promise<Record<string, number>> {
 
 interface DialectFigures {
   exportS: number;
-  restoreEmptyS: number;
-  restoreS: number;
-  checkS: number;
+  restoreEmpty: RestoreFigures;
+  restoreFull: RestoreFigures;
   fileBytes: number;
-  idleRss: number;
-  maxRss: number;
+  idleHealthz: number[];
+  /** Idle and peak RSS of the API process and of the worker process (the same one for `npm start`). */
+  api: { idle: number; peak: number };
+  worker: { idle: number; peak: number };
 }
 
 /**
@@ -124,12 +121,23 @@ interface Baseline {
   load(): Promise<void>;
 }
 
-async function measure(dialect: 'postgresql' | 'sqlite', file: Buffer, expected: number, baseline?: Baseline): Promise<DialectFigures & { dumpS?: number }> {
+async function measure(dialect: 'postgresql' | 'sqlite', path: string, expected: number, baseline?: Baseline): Promise<DialectFigures & { dumpS?: number }> {
   const db = await benchDatabase(dialect, { ADMIN_PASSWORD });
   const app = await bootstrap('bench', db.config);
-  const worker = await startWorker(db.config);
+  const port = await freePort();
+  const meshq = await startMeshq(db.config, port);
+  const base = `http://127.0.0.1:${port}`;
   try {
-    const empty = await restore(app, file);
+    const [apiPid, workerPid = apiPid] = meshq.pids as [number, number?];
+    const idleHealthz = await idleProbes(`${base}/healthz`);
+    const apiIdle = processRss(apiPid!).rss;
+    const workerIdle = processRss(workerPid!).rss;
+    // Where the peaks come from: each process's high-water mark after each phase.
+    const mark = (phase: string) =>
+      console.error(`  ${dialect} peak RSS after ${phase}: ${meshq.pids.map((pid) => `${(processRss(pid).peak / 2 ** 20).toFixed(0)} MiB`).join(' / ')}`);
+    mark('start');
+    const restoreEmpty = await restore(app, base, path);
+    mark('the first upload and restore');
     const total = Object.values(await counts(app)).reduce((a, b) => a + b, 0);
     if (total !== expected) throw new Error(`${dialect}: restored ${total} rows, expected ${expected}`);
     const exports: number[] = [];
@@ -141,21 +149,23 @@ async function measure(dialect: 'postgresql' | 'sqlite', file: Buffer, expected:
       fileBytes = (exported.result as { size: number }).size;
       if (baseline) dumps.push(await baseline.dump(app, db.config.databaseUrl));
     }
+    mark('the exports');
     console.error(`  ${dialect} export runs: ${exports.map((x) => x.toFixed(2)).join(' ')} s${baseline ? `; pg_dump runs: ${dumps.map((x) => x.toFixed(2)).join(' ')} s` : ''}`);
-    const replace = await restore(app, file);
+    const restoreFull = await restore(app, base, path);
+    mark('the second upload and restore');
     await baseline?.load();
     return {
       exportS: median(exports),
       ...(baseline ? { dumpS: median(dumps) } : {}),
-      restoreEmptyS: empty.restoreS,
-      restoreS: replace.restoreS,
-      checkS: replace.checkS,
+      restoreEmpty,
+      restoreFull,
       fileBytes,
-      idleRss: worker.idleRss,
-      maxRss: await worker.maxRss(),
+      idleHealthz,
+      api: { idle: apiIdle, peak: processRss(apiPid!).peak },
+      worker: { idle: workerIdle, peak: processRss(workerPid!).peak },
     };
   } finally {
-    await worker.stop();
+    await meshq.stop();
     await app.close();
     await dropRedisPrefix(db.config.queuePrefix);
     await db.drop();
@@ -190,8 +200,10 @@ export async function benchSnapshots(): Promise<void> {
   let dumpBytes = 0;
   const tmp = mkdtempSync(join(tmpdir(), 'meshq-snapbench-'));
   try {
+    const path = join(tmp, 'upload.meshq');
+    writeFileSync(path, file);
     const dump = join(tmp, 'business.sql');
-    const pg = await measure('postgresql', file, rows, {
+    const pg = await measure('postgresql', path, rows, {
       // The baseline on the same rows: the database's own data-only dump and load.
       async dump(app, url) {
         const tablesArgs = (await businessTableNames(app)).map((t) => `--table=public.${t}`);
@@ -215,7 +227,7 @@ export async function benchSnapshots(): Promise<void> {
       },
     });
     pgDumpS = pg.dumpS!;
-    const lite = await measure('sqlite', file, rows);
+    const lite = await measure('sqlite', path, rows);
 
     const perS = (s: number) => rows / s;
     record({ name: `snapshot rows`, value: rows, unit: 'rows' });
@@ -223,18 +235,34 @@ export async function benchSnapshots(): Promise<void> {
     record({ name: `pg_dump --data-only (baseline, median of ${EXPORT_RUNS})`, value: pgDumpS, unit: 's' });
     record({ name: 'psql load of that dump (baseline)', value: psqlLoadS, unit: 's' });
     record({ name: `export, PostgreSQL (median of ${EXPORT_RUNS})`, value: pg.exportS, unit: 's', baseline: 'pg_dump', ratio: pg.exportS / pgDumpS, target: '<= 1.5' });
-    record({ name: 'restore, PostgreSQL (replacing all rows)', value: pg.restoreS, unit: 's', baseline: 'psql load', ratio: pg.restoreS / psqlLoadS, target: '<= 1.5' });
-    record({ name: 'restore, PostgreSQL (empty database)', value: pg.restoreEmptyS, unit: 's', baseline: 'psql load', ratio: pg.restoreEmptyS / psqlLoadS, target: '<= 1.5' });
-    record({ name: 'restore rate, PostgreSQL', value: perS(pg.restoreS), unit: 'rows/s' });
+    record({ name: 'restore, PostgreSQL (replacing all rows)', value: pg.restoreFull.restoreS, unit: 's', baseline: 'psql load', ratio: pg.restoreFull.restoreS / psqlLoadS, target: '<= 1.5' });
+    record({ name: 'restore, PostgreSQL (empty database)', value: pg.restoreEmpty.restoreS, unit: 's', baseline: 'psql load', ratio: pg.restoreEmpty.restoreS / psqlLoadS, target: '<= 1.5' });
+    record({ name: 'restore rate, PostgreSQL', value: perS(pg.restoreFull.restoreS), unit: 'rows/s' });
     record({ name: `export, SQLite (median of ${EXPORT_RUNS})`, value: lite.exportS, unit: 's', baseline: 'pg_dump', ratio: lite.exportS / pgDumpS, target: '<= 1.5' });
-    record({ name: 'restore, SQLite (replacing all rows)', value: lite.restoreS, unit: 's', baseline: 'psql load', ratio: lite.restoreS / psqlLoadS, target: '<= 1.5' });
-    record({ name: 'restore, SQLite (empty database)', value: lite.restoreEmptyS, unit: 's', baseline: 'psql load', ratio: lite.restoreEmptyS / psqlLoadS, target: '<= 1.5' });
-    record({ name: 'upload check in the API (decrypt, parse, validate)', value: pg.checkS, unit: 's' });
-    record({ name: 'worker peak RSS, PostgreSQL', value: pg.maxRss / 2 ** 20, unit: 'MiB', baseline: 'idle worker', ratio: pg.maxRss / pg.idleRss });
-    record({ name: 'worker peak RSS, SQLite', value: lite.maxRss / 2 ** 20, unit: 'MiB', baseline: 'idle worker', ratio: lite.maxRss / lite.idleRss });
-    record({ name: 'worker peak RSS above idle, PostgreSQL (export + restores)', value: (pg.maxRss - pg.idleRss) / 2 ** 20, unit: 'MiB', target: '<= 256' });
-    record({ name: 'worker peak RSS above idle, SQLite (export + restores)', value: (lite.maxRss - lite.idleRss) / 2 ** 20, unit: 'MiB', target: '<= 256' });
-    record({ name: 'worker RSS when idle, PostgreSQL', value: pg.idleRss / 2 ** 20, unit: 'MiB' });
+    record({ name: 'restore, SQLite (replacing all rows)', value: lite.restoreFull.restoreS, unit: 's', baseline: 'psql load', ratio: lite.restoreFull.restoreS / psqlLoadS, target: '<= 1.5' });
+    record({ name: 'restore, SQLite (empty database)', value: lite.restoreEmpty.restoreS, unit: 's', baseline: 'psql load', ratio: lite.restoreEmpty.restoreS / psqlLoadS, target: '<= 1.5' });
+    const mib = (n: number) => n / 2 ** 20;
+    for (const [name, f] of [
+      ['PostgreSQL, api + worker', pg],
+      ['SQLite, npm start', lite],
+    ] as const) {
+      record({ name: `upload to the API (send, spool, check, stage), ${name}`, value: f.restoreFull.checkS, unit: 's' });
+      const idleP99 = quantile(f.idleHealthz, 0.99);
+      const idleMax = Math.max(...f.idleHealthz);
+      record({ name: `/healthz p99 idle, ${name}`, value: idleP99, unit: `ms (${f.idleHealthz.length} probes)` });
+      // Both restores' probes: into the empty database and replacing every row.
+      for (const [what, xs] of [
+        ['upload check', [...f.restoreEmpty.duringCheck, ...f.restoreFull.duringCheck]],
+        ['restore', [...f.restoreEmpty.duringRestore, ...f.restoreFull.duringRestore]],
+      ] as const) {
+        const probes = xs.length > 0 ? xs : [NaN];
+        record({ name: `/healthz p99 during ${what}, ${name}`, value: quantile(probes, 0.99), unit: `ms (${xs.length} probes)`, baseline: 'idle p99', ratio: quantile(probes, 0.99) / idleP99, target: '<= 50 ms' });
+        record({ name: `/healthz max during ${what}, ${name}`, value: Math.max(...probes), unit: 'ms', baseline: 'idle max', ratio: Math.max(...probes) / idleMax, target: '<= 250 ms' });
+      }
+      const oneProcess = f === lite;
+      record({ name: `${oneProcess ? 'npm start process' : 'API'} peak RSS above idle, ${name}`, value: mib(f.api.peak - f.api.idle), unit: `MiB (idle ${mib(f.api.idle).toFixed(0)})`, target: '<= 256' });
+      if (!oneProcess) record({ name: `worker peak RSS above idle, ${name}`, value: mib(f.worker.peak - f.worker.idle), unit: `MiB (idle ${mib(f.worker.idle).toFixed(0)})`, target: '<= 256' });
+    }
   } finally {
     rmSync(tmp, { recursive: true, force: true });
   }

@@ -1,9 +1,11 @@
 /**
- * Benchmark plumbing: fresh databases and queue prefixes per run, timing, and the table
- * that prints every figure next to the baseline measured in the same run.
+ * Benchmark plumbing: fresh databases and queue prefixes per run, timing, the table that
+ * prints every figure next to the baseline measured in the same run, meshq started as
+ * deployed, /healthz probes and processes' memory.
  */
+import { spawn, type ChildProcess } from 'node:child_process';
 import { randomBytes, randomUUID } from 'node:crypto';
-import { mkdtempSync, rmSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import pg from 'pg';
@@ -11,6 +13,7 @@ import type { AppContext } from '../src/bin/bootstrap.js';
 import { loadConfig, type Config, type Dialect } from '../src/config.js';
 import type { JobType } from '../src/jobs/table.js';
 import { runJob } from '../src/jobs/runner.js';
+import { freePort } from '../test/support/processes.js';
 
 export const PG_ADMIN_URL = process.env.BENCH_PG_ADMIN_URL ?? 'postgres://postgres@127.0.0.1:5432/postgres';
 export const REDIS_URL = process.env.BENCH_REDIS_URL ?? 'redis://127.0.0.1:6379';
@@ -89,3 +92,110 @@ export function printTable(): void {
 }
 
 export const seconds = (startNs: bigint) => Number(process.hrtime.bigint() - startNs) / 1e9;
+
+/** /healthz probes: one request every PROBE_EVERY_MS; IDLE_PROBES of them make the idle baseline. */
+export const PROBE_EVERY_MS = 10;
+export const IDLE_PROBES = 300;
+
+export const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
+
+export const quantile = (xs: readonly number[], q: number): number => {
+  const s = [...xs].sort((a, b) => a - b);
+  return s[Math.min(s.length - 1, Math.ceil(q * s.length) - 1)]!;
+};
+
+/** One request's latency in ms; `anyStatus`: an answer of any status counts (a 503 from /readyz is an answer). */
+export async function probe(url: string, anyStatus = false): Promise<number> {
+  const t0 = performance.now();
+  const res = await fetch(url, { signal: AbortSignal.timeout(60_000) });
+  await res.arrayBuffer();
+  if (!res.ok && !anyStatus) throw new Error(`${url}: ${res.status}`);
+  return performance.now() - t0;
+}
+
+/** IDLE_PROBES probes of an idle process: the baseline of the probes taken under load. */
+export async function idleProbes(url: string): Promise<number[]> {
+  const xs: number[] = [];
+  for (let i = 0; i < IDLE_PROBES; i++) {
+    xs.push(await probe(url));
+    await sleep(PROBE_EVERY_MS);
+  }
+  return xs;
+}
+
+/**
+ * Probes `url` every PROBE_EVERY_MS until `work` settles; returns its outcome and every
+ * probe with the time it was sent (to keep only those inside a job's own run).
+ */
+export async function probeDuring<T>(url: string, work: Promise<T>): Promise<{ value: T; samples: { at: number; ms: number }[] }> {
+  let done = false;
+  const settled = work.finally(() => (done = true));
+  settled.catch(() => undefined);
+  const samples: { at: number; ms: number }[] = [];
+  while (!done) {
+    const at = Date.now();
+    samples.push({ at, ms: await probe(url) });
+    await sleep(PROBE_EVERY_MS);
+  }
+  return { value: await settled, samples };
+}
+
+export interface Meshq {
+  /** The processes' ids: the API first, then the worker (one process for `npm start`). */
+  pids: number[];
+  stop(): Promise<void>;
+}
+
+/** meshq as deployed: `npm start` (SQLite: API and worker thread in one process) or the API and a worker (PostgreSQL), from src through tsx. */
+export async function startMeshq(config: Config, port: number, env: Record<string, string> = {}): Promise<Meshq> {
+  const root = new URL('..', import.meta.url).pathname;
+  const fullEnv = {
+    ...process.env,
+    DATABASE_URL: config.databaseUrl,
+    REDIS_URL: config.redisUrl,
+    SECRET_KEY: config.secretKey,
+    QUEUE_PREFIX: config.queuePrefix,
+    REDIS_DURABILITY: 'none',
+    LOG_LEVEL: 'warn',
+    HOST: '127.0.0.1',
+    PORT: String(port),
+    WORKER_HTTP_PORT: String(await freePort()),
+    ...env,
+  };
+  const entries = config.dialect === 'sqlite' ? ['both'] : ['api', 'worker'];
+  const procs: ChildProcess[] = entries.map((entry) =>
+    spawn(process.execPath, ['--import', 'tsx', '--max-semi-space-size=16', `src/bin/${entry}.ts`], { cwd: root, env: fullEnv, stdio: ['ignore', 'inherit', 'inherit'] }),
+  );
+  const stop = () =>
+    Promise.all(
+      procs.map(
+        (p) =>
+          new Promise<void>((done) => {
+            if (p.exitCode !== null || p.signalCode !== null) return done();
+            p.once('exit', () => done());
+            p.kill('SIGTERM');
+          }),
+      ),
+    ).then(() => undefined);
+  const deadline = Date.now() + 120_000;
+  for (;;) {
+    if (procs.some((p) => p.exitCode !== null)) {
+      await stop();
+      throw new Error('meshq exited during start-up');
+    }
+    if (await probe(`http://127.0.0.1:${port}/healthz`).then(() => true, () => false)) break;
+    if (Date.now() > deadline) {
+      await stop();
+      throw new Error('meshq did not answer /healthz within 120 s');
+    }
+    await sleep(200);
+  }
+  return { pids: procs.map((p) => p.pid!), stop };
+}
+
+/** A process's resident memory now and its peak so far, in bytes (Linux: /proc/<pid>/status). */
+export function processRss(pid: number): { rss: number; peak: number } {
+  const status = readFileSync(`/proc/${pid}/status`, 'utf8');
+  const kib = (field: string) => Number(new RegExp(`^${field}:\\s+(\\d+) kB`, 'm').exec(status)?.[1] ?? NaN) * 1024;
+  return { rss: kib('VmRSS'), peak: kib('VmHWM') };
+}

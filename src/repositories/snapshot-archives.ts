@@ -1,6 +1,8 @@
 /**
- * Stored snapshot files (exports and staged uploads) in `snapshot_archive`: the bytes as
- * written (encrypted), never a key in the clear.
+ * Stored snapshot files (exports and staged uploads): their metadata in `snapshot_archive`,
+ * their bytes as written (encrypted) in `snapshot_archive_chunk`, a bounded piece per row,
+ * written and read as streams, so a file of any size costs a piece of memory at a time.
+ * Never a key in the clear.
  */
 import { createHash } from 'node:crypto';
 import type { Em } from '../db/orm.js';
@@ -8,7 +10,7 @@ import { boundSql, type BoundSql } from '../db/sql.js';
 import { pgPool } from '../db/pg-client.js';
 import { isPostgres } from '../migrations/dialect.js';
 import type { TransactionHandle } from '../db/unit-of-work.js';
-import { SnapshotArchive } from '../domain/entities/system.js';
+import { SnapshotArchive, SnapshotArchiveChunk } from '../domain/entities/system.js';
 import { newId } from '../domain/ids.js';
 import { idCursor, pageLimit, toPage, type Page, type PageRequest } from '../domain/paging.js';
 
@@ -30,11 +32,14 @@ interface StagedSnapshot extends SnapshotView {
 }
 
 /**
- * Bytes of a stored file read per query on PostgreSQL. A bytea as one value would arrive
- * as hex text, a JS string twice the file's size; in slices (sent as base64, the most
- * compact text) a file of any size streams through a bounded buffer.
+ * Bytes per stored piece (the migration that made the table cut older files the same way).
+ * Large enough that a file is a few dozen rows, small enough that a piece in flight is
+ * nothing next to the process's memory.
  */
-const PG_SLICE_BYTES = 1024 * 1024;
+export const ARCHIVE_CHUNK_BYTES = 1024 * 1024;
+
+/** A file's bytes as they come: an export being encrypted, an upload read from its spool file. */
+export type ArchiveBytes = AsyncIterable<Buffer | Uint8Array>;
 
 const view = (a: SnapshotArchive): SnapshotView => ({
   id: a.id,
@@ -60,31 +65,62 @@ export class SnapshotArchiveRepository {
     this.sql = tx?.sql ?? boundSql(em);
   }
 
-  /** Stores a file (export or staged upload); returns its view. */
+  /**
+   * Stores a file (export or staged upload) from its bytes as they come, in pieces of
+   * ARCHIVE_CHUNK_BYTES, in the caller's transaction; returns its view. The pieces go in
+   * first and the metadata row last, once its size and hash are known: a failure half-way
+   * rolls back with the transaction and leaves no row that names a partial file.
+   */
   async storeArchive(file: {
     kind: ArchiveKind;
-    data: Buffer;
+    data: ArchiveBytes;
     schemaVersion: string;
     counts: Record<string, number>;
     sealedKey?: string | null;
     createdAt?: Date;
   }): Promise<SnapshotView> {
+    const id = newId();
+    const hash = createHash('sha256');
+    let size = 0;
+    let seq = 0;
+    // Each piece is one INSERT with the bytes as a bound parameter (bytea / blob, sent as
+    // binary): the ORM would write them into the SQL text as hex, twice their size.
+    const put = (piece: Buffer) =>
+      this.sql.query('insert into snapshot_archive_chunk (archive_id, seq, data) values (?, ?, ?)', [id, seq++, piece]);
+    let held: Buffer[] = [];
+    let heldBytes = 0;
+    for await (const bytes of file.data) {
+      let chunk = Buffer.isBuffer(bytes) ? bytes : Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+      hash.update(chunk);
+      size += chunk.length;
+      while (heldBytes + chunk.length >= ARCHIVE_CHUNK_BYTES) {
+        const take = ARCHIVE_CHUNK_BYTES - heldBytes;
+        held.push(chunk.subarray(0, take));
+        await put(held.length === 1 ? held[0]! : Buffer.concat(held, ARCHIVE_CHUNK_BYTES));
+        chunk = chunk.subarray(take);
+        held = [];
+        heldBytes = 0;
+      }
+      if (chunk.length > 0) {
+        // Copied: a stream may reuse the memory of what it handed out.
+        held.push(Buffer.from(chunk));
+        heldBytes += chunk.length;
+      }
+    }
+    if (heldBytes > 0) await put(Buffer.concat(held, heldBytes));
     const row = {
-      id: newId(),
+      id,
       kind: file.kind,
       createdAt: file.createdAt ?? new Date(),
-      size: file.data.length,
-      sha256: createHash('sha256').update(file.data).digest('hex'),
+      size,
+      sha256: hash.digest('hex'),
       schemaVersion: file.schemaVersion,
       counts: file.counts,
       sealedKey: file.sealedKey ?? null,
     };
-    // One INSERT with the file as a bound parameter (bytea / blob, sent as binary): the
-    // ORM would write the bytes into the SQL text as hex, twice their size to build, send
-    // and parse again; on an 8 MiB export that was a quarter of a second.
     await this.sql.query(
-      'insert into snapshot_archive (id, kind, created_at, size, sha256, schema_version, counts, sealed_key, data) values (?, ?, ?, ?, ?, ?, ?, ?, ?)',
-      [row.id, row.kind, row.createdAt, row.size, row.sha256, row.schemaVersion, row.counts, row.sealedKey, file.data],
+      'insert into snapshot_archive (id, kind, created_at, size, sha256, schema_version, counts, sealed_key) values (?, ?, ?, ?, ?, ?, ?, ?)',
+      [row.id, row.kind, row.createdAt, row.size, row.sha256, row.schemaVersion, row.counts, row.sealedKey],
     );
     return { ...row, createdAt: row.createdAt.toISOString() } as SnapshotView;
   }
@@ -113,45 +149,53 @@ export class SnapshotArchiveRepository {
   }
 
   /**
-   * A stored file's bytes, as they are read. PostgreSQL: slices of the bytea, each its own
-   * query on the pool (never on a transaction's connection, which a restore's COPY holds;
-   * stored files never change, and one deleted meanwhile ends the stream with an error).
-   * SQLite: the blob in one piece, a Buffer outside the JS heap (slicing a blob makes
-   * SQLite read it whole for every slice).
+   * A stored file's bytes, piece by piece in order, as they are read: one query per piece.
+   * PostgreSQL: on the pool, never on a transaction's connection, which a restore's COPY
+   * holds (stored files never change, and one deleted meanwhile ends the stream with an
+   * error); each piece comes as base64, the most compact text (a bytea value would arrive
+   * as hex text, twice its size). SQLite: on the caller's connection, a Buffer outside the
+   * JS heap.
    */
   async *archiveBytes(file: { id: string; size: number }): AsyncGenerator<Buffer> {
-    if (!isPostgres(this.em.getDriver())) {
-      const { rows } = await this.sql.query<{ data: Uint8Array }>('select data from snapshot_archive where id = ?', [file.id]);
-      if (!rows[0]) throw new Error(`snapshot file ${file.id} is gone`);
-      yield asBuffer(rows[0].data);
-      return;
-    }
-    const pool = await pgPool(this.em);
-    for (let at = 0; at < file.size; at += PG_SLICE_BYTES) {
-      const length = Math.min(PG_SLICE_BYTES, file.size - at);
-      const { rows } = await pool.query<{ data: string }>(
-        "select encode(substring(data from $2::int for $3::int), 'base64') as data from snapshot_archive where id = $1",
-        [file.id, at + 1, length],
-      );
-      const slice = rows[0] ? Buffer.from(rows[0].data, 'base64') : undefined;
-      if (!slice || slice.length !== length) throw new Error(`snapshot file ${file.id} is gone or shorter than its ${file.size} bytes`);
-      yield slice;
+    const pieces = Math.ceil(file.size / ARCHIVE_CHUNK_BYTES);
+    const pool = isPostgres(this.em.getDriver()) ? await pgPool(this.em) : undefined;
+    let read = 0;
+    for (let seq = 0; seq < pieces; seq++) {
+      let piece: Buffer | undefined;
+      if (pool) {
+        const { rows } = await pool.query<{ data: string }>("select encode(data, 'base64') as data from snapshot_archive_chunk where archive_id = $1 and seq = $2", [file.id, seq]);
+        piece = rows[0] ? Buffer.from(rows[0].data, 'base64') : undefined;
+      } else {
+        const { rows } = await this.sql.query<{ data: Uint8Array }>('select data from snapshot_archive_chunk where archive_id = ? and seq = ?', [file.id, seq]);
+        piece = rows[0] ? asBuffer(rows[0].data) : undefined;
+      }
+      const expected = Math.min(ARCHIVE_CHUNK_BYTES, file.size - read);
+      if (!piece || piece.length !== expected) throw new Error(`snapshot file ${file.id} is gone or not the ${file.size} bytes it was stored as`);
+      read += piece.length;
+      yield piece;
     }
   }
 
   async deleteArchive(id: string): Promise<void> {
-    await this.em.nativeDelete(SnapshotArchive, { id });
+    await this.deleteArchives([id]);
   }
 
   /** Keeps the newest `keep` exports (SNAPSHOT_KEEP); returns how many were removed. */
   async pruneExports(keep: number): Promise<number> {
     const old = await this.em.find(SnapshotArchive, { kind: 'export' }, { orderBy: { id: 'desc' }, offset: keep, limit: 10_000, fields: ['id'] });
-    if (old.length === 0) return 0;
-    return this.em.nativeDelete(SnapshotArchive, { id: { $in: old.map((r) => r.id) } });
+    return this.deleteArchives(old.map((r) => r.id));
   }
 
   /** Staged uploads nobody restored (a failed or abandoned restore) do not live forever. */
   async pruneStaged(olderThan: Date): Promise<number> {
-    return this.em.nativeDelete(SnapshotArchive, { kind: 'staged', createdAt: { $lt: olderThan } });
+    const old = await this.em.find(SnapshotArchive, { kind: 'staged', createdAt: { $lt: olderThan } }, { limit: 10_000, fields: ['id'] });
+    return this.deleteArchives(old.map((r) => r.id));
+  }
+
+  /** Files and their pieces, in the caller's transaction. */
+  private async deleteArchives(ids: string[]): Promise<number> {
+    if (ids.length === 0) return 0;
+    await this.em.nativeDelete(SnapshotArchiveChunk, { archiveId: { $in: ids } });
+    return this.em.nativeDelete(SnapshotArchive, { id: { $in: ids } });
   }
 }

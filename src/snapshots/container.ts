@@ -123,16 +123,25 @@ export function readHeader(buf: Buffer): SnapshotHeader {
 
 /** Header plus the length checks of the whole file: everything short of decrypting. */
 export function readContainer(buf: Buffer): SnapshotHeader {
-  const header = readHeader(buf);
-  if (buf.length < header.totalLength) truncated(buf.length, header.totalLength, 'the snapshot');
-  if (buf.length > header.totalLength) {
-    const extra = buf.length - header.totalLength;
+  return checkFileLength(readHeader(buf), buf.length);
+}
+
+/** The length checks of a whole file of `size` bytes against its header (a file read as a stream). */
+export function checkFileLength(header: SnapshotHeader, size: number): SnapshotHeader {
+  if (size < header.totalLength) truncated(size, header.totalLength, 'the snapshot');
+  if (size > header.totalLength) {
+    const extra = size - header.totalLength;
     invalid(
       'trailing_data',
       `file has ${extra} unexpected byte${extra === 1 ? '' : 's'} after the end of the snapshot (modified or concatenated?)`,
     );
   }
   return header;
+}
+
+/** What a file with a compressed body of `bodyLength` bytes measures. */
+export function snapshotFileLength(bodyLength: number): number {
+  return FIXED_PREFIX + SCRYPT_PARAMS_LENGTH + SALT_LENGTH + IV_LENGTH + LENGTH_FIELD + bodyLength + TAG_LENGTH;
 }
 
 function encodeHeader(kdf: KdfParamsWithSalt, iv: Buffer, ciphertextLength: number): Buffer {
@@ -166,32 +175,47 @@ export function encryptSnapshotBody(body: Buffer, key: Buffer, kdf: KdfParamsWit
   return Buffer.concat([header, ciphertext, cipher.getAuthTag()]);
 }
 
+/** Plaintext encrypted between yields to the event loop. */
+const ENCRYPT_SLICE_BYTES = 1024 * 1024;
+
 /**
- * The same container from the compressed body in pieces, encrypted piece by piece into
- * one buffer with a yield to the event loop between pieces. Each piece is released (its
- * slot in `pieces` emptied) once encrypted, so the body and the file are held together
- * only piece by piece, never twice over.
+ * The same container from the compressed body as it is read (the export's spool file):
+ * the header, then the ciphertext as it is produced, then the tag, with a yield to the
+ * event loop after each megabyte. GCM itself streams; what it cannot do is take
+ * additional data after the first byte, and the header, which is the additional data,
+ * states the ciphertext length. So the body's length must be known before the first
+ * byte is encrypted, which is why an export compresses into a file first (writer.ts); the
+ * format stays version 1. A body that turns out longer or shorter than `bodyLength` is an
+ * error, never a file whose header lies.
  */
-export async function encryptSnapshotPieces(pieces: (Buffer | undefined)[], key: Buffer, kdf: KdfParamsWithSalt): Promise<Buffer> {
+export async function* encryptSnapshotStream(
+  bodyLength: number,
+  body: AsyncIterable<Buffer>,
+  key: Buffer,
+  kdf: KdfParamsWithSalt,
+): AsyncGenerator<Buffer> {
   assertDataKey(key);
   const problem = checkKdfParams(kdf);
   if (problem) throw new Error(`invalid KDF parameters: ${problem}`);
   if (kdf.salt.length !== SALT_LENGTH) throw new Error(`the snapshot salt must be ${SALT_LENGTH} bytes`);
-  const bodyLength = pieces.reduce((n, p) => n + (p?.length ?? 0), 0);
   const iv = randomBytes(IV_LENGTH);
   const header = encodeHeader(kdf, iv, bodyLength);
-  const out = Buffer.allocUnsafe(header.length + bodyLength + TAG_LENGTH);
-  let at = header.copy(out, 0);
   const cipher = createCipheriv('aes-256-gcm', key, iv, { authTagLength: TAG_LENGTH });
   cipher.setAAD(header);
-  for (let i = 0; i < pieces.length; i++) {
-    at += cipher.update(pieces[i]!).copy(out, at);
-    pieces[i] = undefined;
-    await new Promise<void>((resolve) => setImmediate(resolve));
+  yield header;
+  let read = 0;
+  for await (const piece of body) {
+    for (let at = 0; at < piece.length; at += ENCRYPT_SLICE_BYTES) {
+      const slice = piece.subarray(at, at + ENCRYPT_SLICE_BYTES);
+      read += slice.length;
+      if (read > bodyLength) throw new Error(`snapshot body is longer than the ${bodyLength} bytes its header states`);
+      yield cipher.update(slice);
+      await new Promise<void>((resolve) => setImmediate(resolve));
+    }
   }
-  at += cipher.final().copy(out, at);
-  cipher.getAuthTag().copy(out, at);
-  return out;
+  if (read !== bodyLength) throw new Error(`snapshot body is ${read} bytes, not the ${bodyLength} its header states`);
+  const last = cipher.final();
+  yield Buffer.concat([last, cipher.getAuthTag()]);
 }
 
 /** Checks structure and authenticity and returns the (still compressed) body. */

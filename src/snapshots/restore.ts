@@ -15,15 +15,13 @@
 import { createHash } from 'node:crypto';
 import { setImmediate as yieldToLoop } from 'node:timers/promises';
 import { DomainError } from '../domain/errors.js';
-import { KEY_LENGTH, seal, unseal } from '../crypto.js';
+import { deriveKey, KEY_LENGTH, seal, unseal } from '../crypto.js';
 import { LATEST_SCHEMA_VERSION } from '../migrations/index.js';
-import { deriveFileKey } from './container.js';
+import { checkFileLength, readHeader } from './container.js';
 import { APP_VERSION } from './export.js';
-import { DEFAULT_INFLATION_LIMITS, type InflationLimits, type SnapshotEnvelope, type SnapshotPayload } from './payload.js';
+import { DEFAULT_INFLATION_LIMITS, type InflationLimits, type SnapshotEnvelope } from './payload.js';
 import { streamSnapshot, type RowSink, type SnapshotSource, type StreamedSnapshot } from './reader.js';
-import type { SnapshotTables, TableSpec } from './tables.js';
-import { upgradeSnapshotTables } from './upgrades.js';
-import { validateSnapshotTables } from './validator.js';
+import type { TableSpec } from './tables.js';
 
 /** What a checked or restored file was: its envelope and the upgrades its rows went through. */
 export interface PreparedSnapshot {
@@ -31,22 +29,6 @@ export interface PreparedSnapshot {
   meta: SnapshotEnvelope;
   /** Migrations whose upgrade steps were applied. */
   upgradedThrough: string[];
-}
-
-/**
- * Whole tables in memory through the same upgrades and checks as a streamed file (tools
- * and tests; a restore streams).
- */
-export function prepareSnapshot(
-  payload: SnapshotPayload,
-  specs: readonly TableSpec[],
-  serverKey: Buffer,
-  opts: { alreadyChecked?: boolean } = {},
-): PreparedSnapshot & { tables: SnapshotTables } {
-  const { tables, ...meta } = payload;
-  const upgraded = upgradeSnapshotTables(payload.schemaVersion, tables);
-  if (!opts.alreadyChecked) validateSnapshotTables(upgraded.tables, specs, serverKey);
-  return { meta, tables: upgraded.tables, upgradedThrough: upgraded.applied };
 }
 
 /** What the API's check covered: these bytes, against this schema and code. */
@@ -98,25 +80,72 @@ async function openSealed(sealed: Buffer, file: () => SnapshotSource): Promise<{
 export type OpenedUpload = PreparedSnapshot & { sealedKey: string };
 
 /**
- * An upload: derives the file's data key from the password, then streams the file through
- * every check (src/snapshots/reader.ts) without keeping its rows. Returns the key sealed
- * under the server key for staging: the job decrypts the staged file with it, and the
- * password itself is dropped here. The API runs this in a worker thread (upload-check.ts).
+ * An upload's bytes: its size, and its bytes from the start as often as asked (the API's
+ * spool file of the upload; a stored file; a Buffer).
+ */
+export interface UploadSource {
+  readonly size: number;
+  read(): AsyncIterable<Buffer>;
+}
+
+/** Bytes a header takes at most (the scrypt header is 57); more is read, to say what is wrong with a short file. */
+const HEAD_BYTES = 256;
+
+/** The first HEAD_BYTES of a file (all of it if shorter). */
+async function headOf(file: UploadSource): Promise<Buffer> {
+  const parts: Buffer[] = [];
+  let have = 0;
+  for await (const chunk of file.read()) {
+    parts.push(chunk);
+    have += chunk.length;
+    if (have >= HEAD_BYTES) break;
+  }
+  return Buffer.concat(parts).subarray(0, HEAD_BYTES);
+}
+
+/**
+ * An upload: reads its header and checks its length (so a cut-off or foreign upload, or
+ * one whose header asks for too costly a derivation, costs no key derivation), derives
+ * the file's data key from the password, then streams the file through every check
+ * (src/snapshots/reader.ts) without keeping its rows, hashing it on the way. Returns the
+ * key sealed under the server key for staging: the job decrypts the staged file with it,
+ * and the password itself is dropped here. The API runs this in a worker thread
+ * (upload-check.ts) on the spool file of the upload.
  */
 export async function openUpload(
-  file: Buffer,
+  file: UploadSource | Buffer,
   password: string,
   specs: readonly TableSpec[],
   serverKey: Buffer,
   limits: InflationLimits = DEFAULT_INFLATION_LIMITS,
 ): Promise<OpenedUpload> {
-  const key = await deriveFileKey(file, password);
+  const source: UploadSource = Buffer.isBuffer(file) ? bufferSource(file) : file;
+  const header = checkFileLength(readHeader(await headOf(source)), source.size);
+  const key = await deriveKey(password, header.kdf);
   try {
-    const checked = await streamSnapshot(file, key, { specs, validate: true, serverKey, limits });
-    return { ...checked, sealedKey: sealStaged(key, await sha256Of(file), serverKey) };
+    const hash = createHash('sha256');
+    async function* hashed(): AsyncGenerator<Buffer> {
+      for await (const chunk of source.read()) {
+        hash.update(chunk);
+        yield chunk;
+      }
+    }
+    const checked = await streamSnapshot(hashed(), key, { specs, validate: true, serverKey, limits });
+    return { ...checked, sealedKey: sealStaged(key, hash.digest('hex'), serverKey) };
   } finally {
     key.fill(0);
   }
+}
+
+/** A Buffer as an UploadSource, read in slices. */
+function bufferSource(buf: Buffer): UploadSource {
+  const step = 256 * 1024;
+  return {
+    size: buf.length,
+    async *read() {
+      for (let at = 0; at < buf.length; at += step) yield buf.subarray(at, at + step);
+    },
+  };
 }
 
 /**

@@ -11,7 +11,8 @@
  * - the KDF parameters are bounded before any key derivation (container.ts, src/crypto.ts);
  * - at most `maxConcurrent` checks run at once. Another upload meanwhile is refused at once
  *   (UploadChecksBusyError, answered 429 with Retry-After) rather than queued: the upload
- *   is already in memory, and queueing would let many large uploads pile up there.
+ *   is already spooled to a temporary file, and queueing would let many large uploads pile
+ *   up on disk with their requests open.
  *
  * Only the outcome comes back (the file's meta data and its sealed data key), never the
  * rows. Threads are started on the first upload and kept while uploads come (loading the
@@ -28,7 +29,8 @@ import type { TableSpec } from './tables.js';
 
 /** What the worker thread is given (structured-cloned: no classes, no functions). */
 export interface CheckRequest {
-  file: Uint8Array;
+  /** The upload's spool file, read by the thread as a stream (never sent over as bytes). */
+  path: string;
   password: string;
   specs: readonly Omit<TableSpec, 'entity'>[];
   serverKey: Uint8Array;
@@ -98,14 +100,17 @@ export class UploadChecker {
     this.limits = options.limits ?? DEFAULT_INFLATION_LIMITS;
   }
 
-  /** Checks an upload in a worker thread; every refusal of the file is a SnapshotInvalidError. */
-  async check(file: Buffer, password: string, specs: readonly TableSpec[], serverKey: Buffer): Promise<CheckedUpload> {
+  /**
+   * Checks an upload, spooled to the file at `path`, in a worker thread; every refusal of
+   * the file is a SnapshotInvalidError. The file must not change until this resolves.
+   */
+  async check(path: string, password: string, specs: readonly TableSpec[], serverKey: Buffer): Promise<CheckedUpload> {
     if (this.closed) throw new Error('the snapshot upload checker is closed');
     if (this.running >= this.maxConcurrent) throw new UploadChecksBusyError(this.running);
     this.running++;
     try {
       const request: CheckRequest = {
-        file,
+        path,
         password,
         specs: specs.map(({ entity: _entity, ...portable }) => portable),
         serverKey,

@@ -1,15 +1,17 @@
 /**
  * Writing a snapshot file: JSON text handed over table by table, compressed while it is
- * produced, then encrypted into the container (container.ts).
+ * produced into a temporary file, then encrypted into the container (container.ts) as the
+ * file is stored.
  */
 import { promisify } from 'node:util';
 import { gzip, gzipSync } from 'node:zlib';
 import type { KdfParamsWithSalt } from '../crypto.js';
-import { assertDataKey, encryptSnapshotBody, encryptSnapshotPieces, SNAPSHOT_FORMAT_VERSION } from './container.js';
+import { assertDataKey, encryptSnapshotBody, encryptSnapshotStream, snapshotFileLength, SNAPSHOT_FORMAT_VERSION } from './container.js';
+import { SpoolFile } from './spool.js';
 import { checkWritable, describePayloadIssues, envelopeSchema, type SnapshotEnvelope, type SnapshotPayload } from './payload.js';
 
 /** zlib level for exports (see SnapshotWriter). */
-const GZIP_LEVEL = 3;
+const GZIP_LEVEL = 2;
 /** JSON text per gzip member of an export: large enough that members cost nothing, small enough to overlap. */
 const GZIP_PIECE_BYTES = 4 * 1024 * 1024;
 /**
@@ -26,6 +28,13 @@ export type SnapshotWriterEnvelope = Omit<SnapshotEnvelope, 'counts'> & { counts
 /** gzip members compressing at once; past this, the writer waits (bounds the text held in memory). */
 const MAX_MEMBERS_IN_FLIGHT = 4;
 
+/** A written file, ready to be stored: its size, and its bytes, to be read once. */
+export interface WrittenSnapshot {
+  readonly size: number;
+  /** Header, ciphertext, tag, encrypted as they are read; the temporary file goes once they were read. */
+  readonly bytes: AsyncIterable<Buffer>;
+}
+
 /**
  * Writes a file from JSON text handed over table by table: the export's way, where the
  * rows' JSON is written by the database (SQLite) or converted from COPY's bytes
@@ -38,8 +47,18 @@ const MAX_MEMBERS_IN_FLIGHT = 4;
  * (RFC 1952, 2.2), so this is the same gzip(JSON) any gunzip reads, format version 1
  * unchanged; each member adds only a gzip header and trailer. Level GZIP_LEVEL: deflate's
  * fast levels (1-3) take far less time than the default 6 for slightly larger files (the
- * rows are mostly random keys and hashes, which no level compresses). Nothing ever holds
- * the whole JSON text.
+ * rows are mostly random keys and hashes, which no level compresses), and of those, 2
+ * searches shorter match chains than 3 (about two thirds of its CPU on export text, for
+ * a file under 1% larger; docs/benchmarks.md) while compressing a little better than 1.
+ * Nothing ever holds the whole JSON text.
+ *
+ * Compressed members go, in order, into a temporary file (SpoolFile, encrypted under a
+ * key of its own that only this process holds) as they are done, not into memory: the
+ * container's header states the ciphertext's length and is authenticated before the
+ * first encrypted byte (container.ts), so the body must be complete before encryption
+ * starts. finish() then hands out the file's bytes encrypted as they are read from that
+ * file, and a caller that stops before the end (or never calls finish) calls discard().
+ * Memory is a few members, whatever the export's size.
  *
  * The writer checks the envelope and that every table of `counts` is written with exactly
  * that many rows, in any case; the rows themselves are trusted to be JSON objects in the
@@ -47,9 +66,12 @@ const MAX_MEMBERS_IN_FLIGHT = 4;
  * SQL and COPY conversion, which the snapshot-export tests hold to the same output).
  */
 export class SnapshotWriter {
-  private readonly members: Promise<Buffer>[] = [];
-  /** Leading members already awaited by drain(). */
+  private readonly members: (Promise<Buffer> | undefined)[] = [];
+  /** Leading members already in the spool file. */
   private settled = 0;
+  private spool: Promise<SpoolFile> | undefined;
+  /** Appends to the spool file, one after the other. */
+  private draining: Promise<void> = Promise.resolve();
   private pending: (string | Buffer)[] = [];
   private pendingLength = 0;
   private readonly written = new Map<string, number>();
@@ -121,24 +143,41 @@ export class SnapshotWriter {
   private wrote(table: string, rows: number): Promise<void> | undefined {
     this.written.set(table, rows);
     const waiting = this.members.length - this.settled;
-    return waiting > MAX_MEMBERS_IN_FLIGHT ? this.drain() : undefined;
+    return waiting > MAX_MEMBERS_IN_FLIGHT ? this.drain(MAX_MEMBERS_IN_FLIGHT) : undefined;
   }
 
-  private async drain(): Promise<void> {
-    while (this.members.length - this.settled > MAX_MEMBERS_IN_FLIGHT) {
-      await this.members[this.settled];
-      this.settled++;
-    }
+  /** Moves finished members, in order, into the spool file until at most `left` are pending. */
+  private drain(left: number): Promise<void> {
+    const next = this.draining.then(async () => {
+      while (this.members.length - this.settled > left) {
+        const piece = await this.members[this.settled]!;
+        this.members[this.settled] = undefined;
+        this.settled++;
+        this.spool ??= SpoolFile.create('meshq-export-', { sealed: true });
+        await (await this.spool).append(piece);
+      }
+    });
+    this.draining = next.catch(() => undefined);
+    return next;
+  }
+
+  /** Removes the temporary file; for a writer given up on before its bytes were read. Safe to call again. */
+  async discard(): Promise<void> {
+    this.finished = true;
+    this.members.length = 0;
+    await this.draining;
+    const spool = this.spool;
+    if (spool) await (await spool.catch(() => undefined))?.remove();
   }
 
   /**
    * The file: checks that every table was written whole (where counts were given),
-   * compresses the rest, encrypts. The envelope, counts included, is the first gzip
-   * member, compressed last.
+   * compresses the rest into the spool file, and returns the file's size and its bytes,
+   * encrypted as they are read. The envelope, counts included, is the first gzip member,
+   * compressed last.
    */
-  async finish(): Promise<Buffer> {
+  async finish(): Promise<WrittenSnapshot> {
     if (this.finished) throw new Error('snapshot writer: already finished');
-    this.finished = true;
     const declared = this.envelope.counts;
     if (declared) {
       const wrong = Object.keys(declared)
@@ -147,12 +186,28 @@ export class SnapshotWriter {
       if (wrong.length > 0) throw new Error(`snapshot writer: rows do not match the counts (${wrong.join('; ')})`);
     }
     this.push(`${this.current === undefined ? '' : ']'}}}`, true);
+    this.finished = true;
+    await this.drain(0);
     // Same text as JSON.stringify(payload): the envelope's fields, then "tables" last.
     const { formatVersion, schemaVersion, appVersion, createdAt } = this.envelope;
     const head = JSON.stringify({ formatVersion, schemaVersion, appVersion, createdAt, counts: declared ?? this.counts, tables: {} }).slice(0, -2);
-    const pieces: (Buffer | undefined)[] = [gzipSync(head, { level: GZIP_LEVEL }), ...(await Promise.all(this.members))];
-    this.members.length = 0;
-    return encryptSnapshotPieces(pieces, this.key, this.kdf);
+    const headMember = await gzipAsync(head, { level: GZIP_LEVEL });
+    const spool = await this.spool!;
+    const bodyLength = headMember.length + spool.size;
+    async function* body(): AsyncGenerator<Buffer> {
+      yield headMember;
+      yield* spool.read();
+    }
+    const key = this.key;
+    const kdf = this.kdf;
+    async function* bytes(): AsyncGenerator<Buffer> {
+      try {
+        yield* encryptSnapshotStream(bodyLength, body(), key, kdf);
+      } finally {
+        await spool.remove();
+      }
+    }
+    return { size: snapshotFileLength(bodyLength), bytes: bytes() };
   }
 
   private push(text: string | Buffer, force = false): void {

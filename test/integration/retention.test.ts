@@ -7,7 +7,7 @@
 import { randomUUID } from 'node:crypto';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { AuditRecord } from '../../src/domain/entities/audit.js';
-import { IdempotencyKey, JobRecord, SnapshotArchive } from '../../src/domain/entities/system.js';
+import { IdempotencyKey, JobRecord, SnapshotArchive, SnapshotArchiveChunk } from '../../src/domain/entities/system.js';
 import { newId } from '../../src/domain/ids.js';
 import { JOB_RETENTION_MS } from '../../src/jobs/processors/retention.js';
 import { STAGED_TTL_MS } from '../../src/jobs/processors/snapshots.js';
@@ -29,11 +29,16 @@ async function seed(h: Harness, label: string) {
   const key = (keyHash: string, createdAt: Date) => ({ keyHash, actor: 'admin', jobId: `idem-${keyHash.slice(0, 8)}`, type: 'config.create', requestHash: 'c'.repeat(64), createdAt });
   await em.insert(IdempotencyKey, key(ids.keyOld, at(JOB_RETENTION_MS + MARGIN)));
   await em.insert(IdempotencyKey, key(ids.keyNew, at(JOB_RETENTION_MS - MARGIN)));
-  const archive = (id: string, kind: string, createdAt: Date) => ({ id, kind, createdAt, size: 1, sha256: 'd'.repeat(64), schemaVersion: 'x', counts: {}, sealedKey: kind === 'staged' ? 'sealed' : null, data: Buffer.from('x') });
-  await em.insert(SnapshotArchive, archive(ids.stagedOld, 'staged', at(STAGED_TTL_MS + MARGIN)));
-  await em.insert(SnapshotArchive, archive(ids.stagedNew, 'staged', at(STAGED_TTL_MS - MARGIN)));
+  const archive = (id: string, kind: string, createdAt: Date) => ({ id, kind, createdAt, size: 1, sha256: 'd'.repeat(64), schemaVersion: 'x', counts: {}, sealedKey: kind === 'staged' ? 'sealed' : null });
+  // Each file with its bytes, stored in pieces: they go with it.
+  const stored = async (id: string, kind: string, createdAt: Date) => {
+    await em.insert(SnapshotArchiveChunk, { archiveId: id, seq: 0, data: Buffer.from('x') });
+    await em.insert(SnapshotArchive, archive(id, kind, createdAt));
+  };
+  await stored(ids.stagedOld, 'staged', at(STAGED_TTL_MS + MARGIN));
+  await stored(ids.stagedNew, 'staged', at(STAGED_TTL_MS - MARGIN));
   // Exports are SNAPSHOT_KEEP's business, not retention's, however old.
-  await em.insert(SnapshotArchive, archive(ids.exportOld, 'export', at(365 * DAY)));
+  await stored(ids.exportOld, 'export', at(365 * DAY));
   const audit = (id: string, when: Date) => ({ id, at: when, actor: 'admin', action: 'config.create', entityType: 'config', entityId: null, detail: {} });
   await em.insert(AuditRecord, audit(ids.auditOld, at(AUDIT_DAYS * DAY + MARGIN)));
   await em.insert(AuditRecord, audit(ids.auditNew, at(AUDIT_DAYS * DAY - MARGIN)));
@@ -51,6 +56,8 @@ async function present(h: Harness, ids: Record<string, string>): Promise<string[
         : name.startsWith('audit')
           ? await em.count(AuditRecord, { id })
           : await em.count(SnapshotArchive, { id });
+    // A stored file and its pieces are there, or gone, together.
+    if (name.startsWith('staged') || name.startsWith('export')) expect(await em.count(SnapshotArchiveChunk, { archiveId: id }), name).toBe(found);
     if (found) out.push(name);
   }
   return out.sort();

@@ -17,6 +17,7 @@ import { setAdminPassword } from '../../src/repositories/admin-account.js';
 import { createRepositories, type Repositories } from '../../src/repositories/index.js';
 import { LATEST_SCHEMA_VERSION } from '../../src/migrations/index.js';
 import { openUpload } from '../../src/snapshots/restore.js';
+import { piecesOf } from '../support/snapshot-bytes.js';
 import type { JobType } from '../../src/jobs/table.js';
 import { parseFailedReason } from '../../src/jobs/errors.js';
 import { runJob } from '../../src/jobs/runner.js';
@@ -81,7 +82,7 @@ describe.each(DIALECTS)('stored snapshots on %s', (dialect) => {
     const file = await encodeTestSnapshot(tables, 'pw-archive');
     const prepared = await openUpload(file, 'pw-archive', repos().snapshots.tableSpecs(), serverKey);
     const staged = await uow.write((em) =>
-      createRepositories(em, { serverKey }).snapshots.storeArchive({ kind: 'staged', data: file, schemaVersion: prepared.meta.schemaVersion, counts: prepared.meta.counts, sealedKey: prepared.sealedKey }),
+      createRepositories(em, { serverKey }).snapshots.storeArchive({ kind: 'staged', data: piecesOf(file), schemaVersion: prepared.meta.schemaVersion, counts: prepared.meta.counts, sealedKey: prepared.sealedKey }),
     );
     // Staged uploads are not exports: not listed, not downloadable.
     expect(await repos().snapshots.getExport(staged.id)).toBeUndefined();
@@ -97,12 +98,12 @@ describe.each(DIALECTS)('stored snapshots on %s', (dialect) => {
   it('drops staged uploads older than a day when a restore runs', async () => {
     const file = await encodeTestSnapshot(generateBusinessTables({ configs: 1, nodesPerConfig: 2 }), 'pw-old');
     const store = (createdAt: Date) =>
-      uow.write((em) => createRepositories(em, { serverKey }).snapshots.storeArchive({ kind: 'staged', data: file, schemaVersion: LATEST_SCHEMA_VERSION, counts: {}, sealedKey: 'x', createdAt }));
+      uow.write((em) => createRepositories(em, { serverKey }).snapshots.storeArchive({ kind: 'staged', data: piecesOf(file), schemaVersion: LATEST_SCHEMA_VERSION, counts: {}, sealedKey: 'x', createdAt }));
     const old = await store(new Date(Date.now() - 25 * 3600_000));
     const fresh = await store(new Date());
     const prepared = await openUpload(file, 'pw-old', repos().snapshots.tableSpecs(), serverKey);
     const toRestore = await uow.write((em) =>
-      createRepositories(em, { serverKey }).snapshots.storeArchive({ kind: 'staged', data: file, schemaVersion: LATEST_SCHEMA_VERSION, counts: prepared.meta.counts, sealedKey: prepared.sealedKey }),
+      createRepositories(em, { serverKey }).snapshots.storeArchive({ kind: 'staged', data: piecesOf(file), schemaVersion: LATEST_SCHEMA_VERSION, counts: prepared.meta.counts, sealedKey: prepared.sealedKey }),
     );
     await run('snapshot.restore', { stagedId: toRestore.id });
     expect(await repos().snapshots.getStaged(old.id)).toBeUndefined();

@@ -16,6 +16,7 @@ import { deriveKey, newKdfParams } from '../../src/crypto.js';
 import { exportEnvelope } from '../../src/snapshots/export.js';
 import { decodeSnapshot } from '../../src/snapshots/payload.js';
 import { SnapshotWriter } from '../../src/snapshots/writer.js';
+import { finishToBuffer } from '../support/snapshot-bytes.js';
 import type { SnapshotTables } from '../../src/snapshots/tables.js';
 import { createTestDatabase, DIALECTS, type TestDatabase } from '../support/db.js';
 import { deletePrefix } from '../support/redis.js';
@@ -70,7 +71,7 @@ describe.each(DIALECTS)('export writes the database rows as JSON on %s', (dialec
     const writer = await app.uow.read((em) =>
       createRepositories(em, { serverKey: app.serverKey }).snapshots.writeBusinessTablesJson(new SnapshotWriter(exportEnvelope('test-schema'), key, kdf)),
     );
-    return writer.finish();
+    return finishToBuffer(writer);
   }
 
   it('decodes to exactly what the JS reader reads, and round-trips every row', async () => {

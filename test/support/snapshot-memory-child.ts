@@ -1,9 +1,12 @@
 /**
  * The streamed-snapshot test's child process (test/integration/snapshots-memory.test.ts),
  * started with a small --max-old-space-size: it seeds a database with a snapshot larger
- * than that heap (rows streamed in), exports it, checks the file as the API does, stages
- * it, restores it as the restore job does (read back from the database, rows streamed into
- * one exclusive transaction) and prints a digest of the business rows before and after.
+ * than that heap (rows streamed in), exports it as the export job does (compressed into a
+ * spool file, encrypted as it is stored in pieces), reads it back as a download does into
+ * a file as the API spools an upload, checks and stages it from there as the API does,
+ * restores it as the restore job does (the pieces read back from the database, rows
+ * streamed into one exclusive transaction) and prints a digest of the business rows
+ * before and after.
  * Anything on the way that held the whole file, its text or its rows would run out of heap
  * and end this process.
  *
@@ -23,6 +26,7 @@ import { createRepositories } from '../../src/repositories/index.js';
 import type { SnapshotJsonSink } from '../../src/repositories/snapshot-rows.js';
 import { exportEnvelope } from '../../src/snapshots/export.js';
 import { openUpload, restoreStaged } from '../../src/snapshots/restore.js';
+import { SpoolFile } from '../../src/snapshots/spool.js';
 import { SnapshotWriter } from '../../src/snapshots/writer.js';
 import { generateBusinessTables } from './snapshot-data.js';
 
@@ -90,18 +94,40 @@ const before = await digest();
 
 const kdf = newKdfParams({ N: 2 ** 10 });
 const key = await deriveKey(PASSWORD, kdf);
-const writer = await uow.write((em, tx) => repos(em, tx).snapshots.writeBusinessTablesJson(new SnapshotWriter(exportEnvelope(LATEST_SCHEMA_VERSION), key, kdf)));
-const file = await writer.finish();
-const fileBytes = file.length;
 const specs = await uow.read(async (em) => repos(em).snapshots.tableSpecs());
 
-// The API's check, here in this small heap rather than in its worker thread.
-const checked = await openUpload(file, PASSWORD, specs, serverKey);
-const staged = await uow.write((em, tx) =>
-  repos(em, tx).snapshots.storeArchive({ kind: 'staged', data: file, schemaVersion: checked.meta.schemaVersion, counts: checked.meta.counts, sealedKey: checked.sealedKey }),
-);
+// The export job's path: rows compressed into a spool file, encrypted as they are stored
+// in pieces (src/jobs/processors/snapshots.ts).
+const exported = await uow.write(async (em, tx) => {
+  const writer = new SnapshotWriter(exportEnvelope(LATEST_SCHEMA_VERSION), key, kdf);
+  try {
+    await repos(em, tx).snapshots.writeBusinessTablesJson(writer);
+    const file = await writer.finish();
+    return await repos(em, tx).snapshots.storeArchive({ kind: 'export', data: file.bytes, schemaVersion: LATEST_SCHEMA_VERSION, counts: writer.counts });
+  } finally {
+    await writer.discard();
+  }
+});
+const fileBytes = exported.size;
 
-// The restore job's path: the staged bytes read back from the database, rows streamed in.
+// Downloaded (the route streams the stored pieces) into a file, as the API spools an upload.
+const upload = await SpoolFile.create('meshq-memory-test-');
+let uploaded = 0;
+for await (const piece of repos(uow.fork()).snapshots.archiveBytes(exported)) {
+  await upload.append(piece);
+  uploaded += piece.length;
+}
+await upload.close();
+
+// The API's check (here in this small heap rather than in its worker thread) and staging,
+// both reading the spool file as a stream.
+const checked = await openUpload({ size: upload.size, read: () => upload.read() }, PASSWORD, specs, serverKey);
+const staged = await uow.write((em, tx) =>
+  repos(em, tx).snapshots.storeArchive({ kind: 'staged', data: upload.read(), schemaVersion: checked.meta.schemaVersion, counts: checked.meta.counts, sealedKey: checked.sealedKey }),
+);
+await upload.remove();
+
+// The restore job's path: the staged pieces read back from the database, rows streamed in.
 const restored = await uow.write(
   (em, tx) => {
     const r = repos(em, tx);
@@ -118,5 +144,5 @@ const after = await digest();
 await orm.close(true);
 
 process.stdout.write(
-  `${JSON.stringify({ before, after, fileBytes, restored, heapLimit: getHeapStatistics().heap_size_limit, maxRss: process.resourceUsage().maxRSS * 1024 })}\n`,
+  `${JSON.stringify({ before, after, fileBytes, uploaded, stagedBytes: staged.size, sameFile: staged.sha256 === exported.sha256, restored, heapLimit: getHeapStatistics().heap_size_limit, maxRss: process.resourceUsage().maxRSS * 1024 })}\n`,
 );

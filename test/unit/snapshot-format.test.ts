@@ -14,6 +14,7 @@ import type { KdfParamsWithSalt } from '../../src/crypto.js';
 import { decryptSnapshotBody, deriveFileKey, encryptSnapshotBody, readHeader, SNAPSHOT_FORMAT_VERSION } from '../../src/snapshots/container.js';
 import { decodeSnapshot, DEFAULT_INFLATION_LIMITS, inflationCap, type SnapshotPayload } from '../../src/snapshots/payload.js';
 import { encodeSnapshot, SnapshotWriter } from '../../src/snapshots/writer.js';
+import { finishToBuffer } from '../support/snapshot-bytes.js';
 
 /** A payload written through SnapshotWriter, in slices of rows as an export writes them. */
 async function encodeSnapshotAsync(payload: SnapshotPayload, key: Buffer, kdf: KdfParamsWithSalt): Promise<Buffer> {
@@ -26,7 +27,7 @@ async function encodeSnapshotAsync(payload: SnapshotPayload, key: Buffer, kdf: K
       await writer.rows(JSON.stringify(slice).slice(1, -1), slice.length);
     }
   }
-  return writer.finish();
+  return finishToBuffer(writer);
 }
 import { SnapshotInvalidError } from '../../src/snapshots/errors.js';
 

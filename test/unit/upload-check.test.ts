@@ -10,6 +10,7 @@ import { deriveKey, newKdfParams } from '../../src/crypto.js';
 import { encryptSnapshotBody } from '../../src/snapshots/container.js';
 import { SnapshotInvalidError } from '../../src/snapshots/errors.js';
 import { UploadChecker, UploadChecksBusyError } from '../../src/snapshots/upload-check.js';
+import { withTempFile } from '../support/snapshot-bytes.js';
 
 const PASSWORD = 'check-password';
 const serverKey = randomBytes(32);
@@ -31,7 +32,7 @@ describe('upload checks in worker threads', () => {
   afterAll(() => checker.close());
 
   it('answers a refusal with its reason and message, as a SnapshotInvalidError', async () => {
-    const e = await refusal(checker.check(Buffer.from('not a snapshot at all'), PASSWORD, [], serverKey));
+    const e = await withTempFile(Buffer.from('not a snapshot at all'), (path) => refusal(checker.check(path, PASSWORD, [], serverKey)));
     expect(e.reason).toBe('not_snapshot');
     expect(e.message).toMatch(/MESHQSNP/);
   });
@@ -39,26 +40,29 @@ describe('upload checks in worker threads', () => {
   it('stops a bomb at the checker’s own inflation limits', async () => {
     const kdf = newKdfParams({ N: 2 ** 10 });
     const bomb = encryptSnapshotBody(gzipSync(Buffer.alloc(32 * 1024 * 1024, 0x20)), await deriveKey(PASSWORD, kdf), kdf);
-    const e = await refusal(checker.check(bomb, PASSWORD, [], serverKey));
+    const e = await withTempFile(bomb, (path) => refusal(checker.check(path, PASSWORD, [], serverKey)));
     expect(e.reason).toBe('too_large');
     // The floor (1 MiB) applies: 8 times the ~32 KiB body is less.
     expect(e.message).toMatch(/inflate beyond 1048576 bytes/);
   });
 
   it('refuses a check beyond the concurrent limit at once, and takes new ones once those finish', async () => {
-    const file = Buffer.from('MESHQSNP');
-    const first = checker.check(file, PASSWORD, [], serverKey);
-    const second = checker.check(file, PASSWORD, [], serverKey);
-    await expect(checker.check(file, PASSWORD, [], serverKey)).rejects.toBeInstanceOf(UploadChecksBusyError);
-    expect((await refusal(first)).reason).toBe('truncated');
-    expect((await refusal(second)).reason).toBe('truncated');
-    expect((await refusal(checker.check(file, PASSWORD, [], serverKey))).reason).toBe('truncated');
+    await withTempFile(Buffer.from('MESHQSNP'), async (file) => {
+      const first = checker.check(file, PASSWORD, [], serverKey);
+      const second = checker.check(file, PASSWORD, [], serverKey);
+      await expect(checker.check(file, PASSWORD, [], serverKey)).rejects.toBeInstanceOf(UploadChecksBusyError);
+      expect((await refusal(first)).reason).toBe('truncated');
+      expect((await refusal(second)).reason).toBe('truncated');
+      expect((await refusal(checker.check(file, PASSWORD, [], serverKey))).reason).toBe('truncated');
+    });
   });
 
   it('refuses checks once closed', async () => {
     const closing = new UploadChecker();
-    expect((await refusal(closing.check(Buffer.alloc(0), PASSWORD, [], serverKey))).reason).toBe('truncated');
-    await closing.close();
-    await expect(closing.check(Buffer.alloc(0), PASSWORD, [], serverKey)).rejects.toThrow(/closed/);
+    await withTempFile(Buffer.alloc(0), async (empty) => {
+      expect((await refusal(closing.check(empty, PASSWORD, [], serverKey))).reason).toBe('truncated');
+      await closing.close();
+      await expect(closing.check(empty, PASSWORD, [], serverKey)).rejects.toThrow(/closed/);
+    });
   });
 });

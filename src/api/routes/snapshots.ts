@@ -18,6 +18,7 @@ import { ConflictError, InvalidError, NotFoundError } from '../../domain/errors.
 import { createRepositories, type Repositories } from '../../repositories/index.js';
 import { stageUpload } from '../../jobs/processors/snapshots.js';
 import { DEFAULT_INFLATION_LIMITS } from '../../snapshots/payload.js';
+import { SpoolFile } from '../../snapshots/spool.js';
 import { UploadChecker, UploadChecksBusyError } from '../../snapshots/upload-check.js';
 import { ApiError } from '../errors.js';
 import { pageQuery } from '../validation.js';
@@ -25,8 +26,10 @@ import { replyWithJob, waitQuery } from './jobs.js';
 import { documentedAs, errorResponses, jobAnswers, json, media, pageOf, snapshotSchema } from '../schemas.js';
 
 /**
- * Largest accepted upload. The whole file is held here, and decrypted and parsed in a
- * worker thread whose heap and inflation are capped (src/snapshots/upload-check.ts).
+ * Largest accepted upload: a limit, not a memory requirement. The file is spooled to a
+ * temporary file as it arrives, checked from there in a worker thread as a stream (whose
+ * heap and inflation are capped: src/snapshots/upload-check.ts) and staged from there a
+ * piece at a time; the temporary file is removed on every path.
  */
 export const MAX_SNAPSHOT_UPLOAD_BYTES = 512 * 1024 * 1024;
 const MAX_PASSWORD_BYTES = 4096;
@@ -159,14 +162,19 @@ export async function snapshotRoutes(api: FastifyInstance, opts: { app: AppConte
       const { wait } = request.query as z.infer<typeof waitQuery>;
       const { file, password } = await readUpload(request);
       let prepared;
+      let staged;
       try {
-        prepared = await checker.check(file, password, repos().snapshots.tableSpecs(), app.serverKey);
-      } catch (err) {
-        if (!(err instanceof UploadChecksBusyError)) throw err;
-        void reply.header('retry-after', '5');
-        throw new ApiError(429, 'TOO_MANY_REQUESTS', err.message);
+        try {
+          prepared = await checker.check(file.path, password, repos().snapshots.tableSpecs(), app.serverKey);
+        } catch (err) {
+          if (!(err instanceof UploadChecksBusyError)) throw err;
+          void reply.header('retry-after', '5');
+          throw new ApiError(429, 'TOO_MANY_REQUESTS', err.message);
+        }
+        staged = await stageUpload(app, file.read(), prepared);
+      } finally {
+        await file.remove();
       }
-      const staged = await stageUpload(app, file, prepared);
       const job = await app.queues.submit('snapshot.restore', { stagedId: staged.id }, { actor: request.actor });
       request.log.info(
         { jobId: job.id, stagedId: staged.id, size: staged.size, schemaVersion: prepared.meta.schemaVersion, upgradedThrough: prepared.upgradedThrough },
@@ -178,33 +186,50 @@ export async function snapshotRoutes(api: FastifyInstance, opts: { app: AppConte
 }
 
 /**
- * Reads the whole multipart body (leaving parts unread would stall the request), then
- * says everything that is wrong with it at once.
+ * Reads the whole multipart body (leaving parts unread would stall the request), the file
+ * part into a spool file as it arrives, then says everything that is wrong with it at
+ * once. The spool file is the caller's to remove once this returns; on any failure here
+ * (a refusal, a file over the limit, a client that went away) it is removed before the
+ * error goes up.
  */
-async function readUpload(request: import('fastify').FastifyRequest): Promise<{ file: Buffer; password: string }> {
+async function readUpload(request: import('fastify').FastifyRequest): Promise<{ file: SpoolFile; password: string }> {
   if (!request.isMultipart()) {
     throw new InvalidError('send multipart/form-data with a "file" part (the snapshot) and a "password" field');
   }
-  let file: Buffer | undefined;
-  let password: string | undefined;
-  const unexpected: string[] = [];
-  for await (const part of request.parts()) {
-    if (part.type === 'file') {
-      const data = await part.toBuffer();
-      if (part.fieldname === 'file') file = data;
-      else unexpected.push(`file part "${part.fieldname}"`);
-    } else if (part.fieldname === 'password' && typeof part.value === 'string') {
-      password = part.value;
-    } else {
-      unexpected.push(`field "${part.fieldname}"`);
+  let file: SpoolFile | undefined;
+  try {
+    let password: string | undefined;
+    const unexpected: string[] = [];
+    for await (const part of request.parts()) {
+      if (part.type === 'file') {
+        if (part.fieldname === 'file' && !file) {
+          file = await SpoolFile.create('meshq-upload-');
+          for await (const chunk of part.file as AsyncIterable<Buffer>) await file.append(chunk);
+          await file.close();
+          if (part.file.truncated) {
+            throw new ApiError(413, 'PAYLOAD_TOO_LARGE', `the snapshot file is larger than the upload limit (${MAX_SNAPSHOT_UPLOAD_BYTES} bytes)`);
+          }
+        } else {
+          // Read to its end and dropped: never held.
+          for await (const _chunk of part.file as AsyncIterable<Buffer>) void _chunk;
+          unexpected.push(`file part "${part.fieldname}"`);
+        }
+      } else if (part.fieldname === 'password' && typeof part.value === 'string') {
+        password = part.value;
+      } else {
+        unexpected.push(`field "${part.fieldname}"`);
+      }
     }
+    const problems = [
+      // An empty file is the file's problem, reported by the snapshot reader like any other.
+      ...(file === undefined ? ['the "file" part is missing'] : []),
+      ...(password === undefined || password === '' ? ['the "password" field is missing'] : []),
+      ...(unexpected.length > 0 ? [`unexpected ${unexpected.join(', ')} (send only "file" and "password")`] : []),
+    ];
+    if (problems.length > 0) throw new InvalidError(`body: ${problems.join('; ')}`);
+    return { file: file!, password: password! };
+  } catch (err) {
+    await file?.remove();
+    throw err;
   }
-  const problems = [
-    // An empty file is the file's problem, reported by the snapshot reader like any other.
-    ...(file === undefined ? ['the "file" part is missing'] : []),
-    ...(password === undefined || password === '' ? ['the "password" field is missing'] : []),
-    ...(unexpected.length > 0 ? [`unexpected ${unexpected.join(', ')} (send only "file" and "password")`] : []),
-  ];
-  if (problems.length > 0) throw new InvalidError(`body: ${problems.join('; ')}`);
-  return { file: file!, password: password! };
 }

@@ -13,7 +13,7 @@ import {
   PortForwardRuleSchema,
 } from './mesh.js';
 import { SettingSchema } from './settings.js';
-import { BrokerAppliedSchema, IdempotencyKeySchema, JobRecordSchema, NodeSyncSchema, PushRequestSchema, SnapshotArchiveSchema, SystemStateSchema } from './system.js';
+import { BrokerAppliedSchema, IdempotencyKeySchema, JobRecordSchema, NodeSyncSchema, PushRequestSchema, SnapshotArchiveChunkSchema, SnapshotArchiveSchema, SystemStateSchema } from './system.js';
 
 /** Business entities in foreign-key order (parents first): restore inserts in this order. */
 export const BUSINESS_ENTITIES = [
@@ -33,6 +33,7 @@ export const SYSTEM_ENTITIES = [
   JobRecordSchema,
   SystemStateSchema,
   SnapshotArchiveSchema,
+  SnapshotArchiveChunkSchema,
   BrokerAppliedSchema,
   NodeSyncSchema,
   IdempotencyKeySchema,

@@ -68,11 +68,28 @@ export const SnapshotArchiveSchema = defineEntity({
     counts: p.json<Record<string, number>>(),
     /** For staged uploads: the data key, sealed with the server key. */
     sealedKey: p.text().nullable(),
-    data: p.blob().lazy(),
   },
 });
 export class SnapshotArchive extends SnapshotArchiveSchema.class {}
 SnapshotArchiveSchema.setClass(SnapshotArchive);
+
+/**
+ * A stored file's bytes, in order, a bounded piece per row: a file of any size is written
+ * and read a piece at a time (src/repositories/snapshot-archives.ts). No foreign key: the
+ * pieces are written before their snapshot_archive row, whose size and hash are known only
+ * once the last piece is, and the repository deletes them with it.
+ */
+export const SnapshotArchiveChunkSchema = defineEntity({
+  name: 'SnapshotArchiveChunk',
+  tableName: 'snapshot_archive_chunk',
+  properties: {
+    archiveId: p.uuid().primary(),
+    seq: p.integer().primary(),
+    data: p.blob().lazy(),
+  },
+});
+export class SnapshotArchiveChunk extends SnapshotArchiveChunkSchema.class {}
+SnapshotArchiveChunkSchema.setClass(SnapshotArchiveChunk);
 
 /**
  * What meshq last applied to EMQX, per managed user. EMQX's user listing never returns

@@ -9,7 +9,7 @@
 import type { UnitOfWork } from '../../db/unit-of-work.js';
 import { ADMIN_NAME } from '../../repositories/admin-account.js';
 import { createRepositories } from '../../repositories/index.js';
-import type { SnapshotView } from '../../repositories/snapshot-archives.js';
+import type { ArchiveBytes, SnapshotView } from '../../repositories/snapshot-archives.js';
 import { DomainError } from '../../domain/errors.js';
 import { MIGRATIONS } from '../../migrations/index.js';
 import { parseServerKey } from '../../crypto.js';
@@ -39,13 +39,20 @@ export async function exportSnapshot(_data: SnapshotExport, ctx: JobContext): Pr
     const schemaVersion = exportSchemaVersion(await ctx.repos.snapshots.appliedMigrations(), MIGRATIONS.map((m) => m.name));
     const createdAt = new Date();
     // The rows' JSON is written from the database's output and the writer compresses it as
-    // it comes: the rows never become JS objects (SnapshotRepository.writeBusinessTablesJson).
-    const writer = await ctx.repos.snapshots.writeBusinessTablesJson(new SnapshotWriter(exportEnvelope(schemaVersion, createdAt), key, kdf));
-    const file = await writer.finish();
-    const { counts } = writer;
-    const stored = await ctx.repos.snapshots.storeArchive({ kind: 'export', data: file, schemaVersion, counts, createdAt });
+    // it comes into a temporary file: the rows never become JS objects
+    // (SnapshotRepository.writeBusinessTablesJson). The file is then encrypted as it is
+    // stored, a piece at a time: neither the body nor the file is ever held whole.
+    const writer = new SnapshotWriter(exportEnvelope(schemaVersion, createdAt), key, kdf);
+    let stored: SnapshotView;
+    try {
+      await ctx.repos.snapshots.writeBusinessTablesJson(writer);
+      const file = await writer.finish();
+      stored = await ctx.repos.snapshots.storeArchive({ kind: 'export', data: file.bytes, schemaVersion, counts: writer.counts, createdAt });
+    } finally {
+      await writer.discard();
+    }
     const pruned = await ctx.repos.snapshots.pruneExports(ctx.config.snapshotKeep);
-    ctx.log.info({ snapshotId: stored.id, size: stored.size, counts, pruned }, 'snapshot exported');
+    ctx.log.info({ snapshotId: stored.id, size: stored.size, counts: stored.counts, pruned }, 'snapshot exported');
     return { snapshotId: stored.id, size: stored.size, sha256: stored.sha256 };
   } finally {
     key.fill(0);
@@ -69,10 +76,11 @@ export interface StageableUpload {
 }
 
 /**
- * Keeps a checked upload for the restore job: the encrypted bytes as uploaded, and the
- * file's data key sealed under the server key. The job gets only the staged id.
+ * Keeps a checked upload for the restore job: the encrypted bytes as uploaded (read as
+ * they are stored: the API's spool file of the upload), and the file's data key sealed
+ * under the server key. The job gets only the staged id.
  */
-export async function stageUpload(deps: { uow: UnitOfWork; serverKey: Buffer }, file: Buffer, checked: StageableUpload): Promise<SnapshotView> {
+export async function stageUpload(deps: { uow: UnitOfWork; serverKey: Buffer }, file: ArchiveBytes, checked: StageableUpload): Promise<SnapshotView> {
   return deps.uow.write((em) =>
     createRepositories(em, { serverKey: deps.serverKey }).snapshots.storeArchive({
       kind: 'staged',

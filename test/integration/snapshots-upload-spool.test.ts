@@ -1,0 +1,94 @@
+/**
+ * A restore upload is spooled to a temporary file as it arrives (never held in memory),
+ * checked and staged from there, and the file is gone afterwards on every path: a restore
+ * that was accepted, a file that was refused, a body with a part missing, and a client
+ * that went away half-way through the upload. This test process gets a temporary
+ * directory of its own (TMPDIR), so what it finds there is its own uploads' only.
+ */
+import { mkdtempSync, readdirSync, rmSync } from 'node:fs';
+import { request } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { DIALECTS } from '../support/db.js';
+import { encodeTestSnapshot, generateBusinessTables, multipartBody, uploadSnapshot } from '../support/snapshot-data.js';
+import { startStack, type Stack } from '../support/stack.js';
+
+const ADMIN = 'spool-admin-password';
+const PASSWORD = 'spool-file-password';
+const ownTmp = mkdtempSync(join(tmpdir(), 'meshq-spool-test-'));
+const previousTmp = process.env.TMPDIR;
+
+const spools = () => readdirSync(tmpdir()).filter((name) => name.startsWith('meshq-upload-'));
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+async function until(what: string, check: () => boolean, ms = 10_000): Promise<void> {
+  const deadline = Date.now() + ms;
+  while (!check()) {
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
+    await sleep(20);
+  }
+}
+
+beforeAll(() => {
+  process.env.TMPDIR = ownTmp;
+});
+afterAll(() => {
+  if (previousTmp === undefined) delete process.env.TMPDIR;
+  else process.env.TMPDIR = previousTmp;
+  rmSync(ownTmp, { recursive: true, force: true });
+});
+
+describe.each(DIALECTS)('restore uploads spooled to a temporary file on %s', (dialect) => {
+  let s: Stack;
+  let file: Buffer;
+
+  beforeAll(async () => {
+    s = await startStack(dialect, 'upload-spool', { adminPassword: ADMIN, workers: false });
+    file = await encodeTestSnapshot(generateBusinessTables({ configs: 1, nodesPerConfig: 4, audit: 3000 }), PASSWORD);
+  });
+  afterAll(async () => {
+    await s?.stop();
+  });
+
+  it('leaves no temporary file after an accepted upload', async () => {
+    expect(tmpdir()).toBe(ownTmp);
+    const res = await uploadSnapshot(s.api, s.auth, file, PASSWORD);
+    expect(res.statusCode, res.body).toBe(202);
+    expect(spools()).toEqual([]);
+  });
+
+  it('leaves no temporary file after a refused file, a wrong password or a missing field', async () => {
+    expect((await uploadSnapshot(s.api, s.auth, Buffer.from('not a snapshot'), PASSWORD)).statusCode).toBe(400);
+    expect((await uploadSnapshot(s.api, s.auth, file, 'wrong password')).statusCode).toBe(400);
+    const noPassword = multipartBody([{ name: 'file', value: file, filename: 'snapshot.meshq' }]);
+    const res = await s.api.inject({ method: 'POST', url: '/api/v1/snapshots/restore', payload: noPassword.payload, headers: { ...s.auth, ...noPassword.headers } });
+    expect(res.statusCode).toBe(400);
+    expect(res.json<{ error: { message: string } }>().error.message).toMatch(/"password" field is missing/);
+    expect(spools()).toEqual([]);
+  });
+
+  it('removes the temporary file of an upload whose client goes away half-way', async () => {
+    await s.api.listen({ host: '127.0.0.1', port: 0 });
+    const { port } = s.api.server.address() as AddressInfo;
+    const body = multipartBody([
+      { name: 'password', value: PASSWORD },
+      { name: 'file', value: file, filename: 'snapshot.meshq' },
+    ]);
+    const req = request({
+      host: '127.0.0.1',
+      port,
+      method: 'POST',
+      path: '/api/v1/snapshots/restore',
+      headers: { ...s.auth, ...body.headers, 'content-length': String(body.payload.length) },
+    });
+    req.on('error', () => undefined);
+    // Half the body, then nothing more until the spool file exists: the upload is under way.
+    req.write(body.payload.subarray(0, Math.floor(body.payload.length / 2)));
+    await until('the upload to be spooled', () => spools().length > 0);
+    req.destroy();
+    await until('the spool file to be removed', () => spools().length === 0);
+    expect(spools()).toEqual([]);
+  });
+});
