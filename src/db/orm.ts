@@ -29,6 +29,9 @@ export type Em = EntityManager;
  */
 const SQLITE_BUSY_TIMEOUT_MS = 5_000;
 
+/** SQLite's page cache per connection, KiB (see applySqlitePragmas). */
+const SQLITE_CACHE_KIB = 64 * 1024;
+
 /** Longest wait for a new PostgreSQL connection (or a free one from the pool) once started. */
 const POOL_CONNECT_TIMEOUT_CAP_MS = 10_000;
 
@@ -194,6 +197,12 @@ async function applySqlitePragmas(orm: Orm): Promise<void> {
   // WAL + NORMAL: a commit is durable once the WAL is checkpointed; a power cut may lose
   // the last transactions but never corrupts the file. FULL would fsync every job.
   db.pragma('synchronous = NORMAL');
+  // A cap, not an allocation (pages are cached as they are read or written). At SQLite's
+  // default of 2 MiB the pages a large write keeps returning to do not fit: mesh.generate
+  // inserts each row's to_node_id at one of n places in its index, so a full mesh evicts
+  // and re-reads (and spills to the WAL) those leaf pages all along, about twice the work
+  // of a run that keeps them (docs/benchmarks.md).
+  db.pragma(`cache_size = ${-SQLITE_CACHE_KIB}`);
   cachePreparedStatements(db);
 }
 
