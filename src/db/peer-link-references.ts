@@ -20,6 +20,10 @@
  * SQLite keeps the foreign keys: there a check is one index probe inside the statement's
  * own bytecode.
  *
+ * The functions keep the search_path they were created with (the migration's, where
+ * meshq's tables are): a trigger must find them whoever fires it, and pg_dump's output,
+ * for one, empties search_path before loading rows.
+ *
  * Created by Migration20261201180000_peer_link_set_checks and declared to the ORM
  * (src/db/orm.ts), so the schema diff knows them; a change here needs a migration.
  */
@@ -86,7 +90,7 @@ const trigger = (
   event,
   fn,
   ddl:
-    `create function "${fn}"() returns trigger language plpgsql as $$${body}$$;\n` +
+    `create function "${fn}"() returns trigger language plpgsql set search_path from current as $$${body}$$;\n` +
     `create trigger "${name}" after ${event} on "${table}" referencing ${transition} for each statement execute function "${fn}"();`,
 });
 

@@ -91,6 +91,26 @@ describe.each(DIALECTS)('peer_link references on %s', (dialect) => {
     expect(await linkCount('config_id = ?', [kept.configId])).toBe(6);
   });
 
+  // pg_dump's output, for one, loads rows with an empty search_path.
+  it.runIf(dialect === 'postgresql')('checks statements run with an empty search_path the same', async () => {
+    const { configId, nodeIds } = await meshedConfig('refs-path', '10.66.0.0/24', 2, false);
+    const insert = (to: string) =>
+      h.uow.write(async (em) => {
+        await em.execute("select set_config('search_path', '', true)");
+        await em.execute(
+          `insert into public.peer_link (id, config_id, from_node_id, to_node_id, link_group_id, allowed_ips, persistent_keepalive) values (?, ?, ?, ?, ?, '[]', null)`,
+          [newId(), configId, nodeIds[0], to, newId()],
+        );
+      });
+    await insert(nodeIds[1]!);
+    const err = await insert(newId()).then(
+      () => undefined,
+      (e: unknown) => h.orm.em.getDriver().convertException(e as Error),
+    );
+    expect(err).toBeInstanceOf(ForeignKeyConstraintViolationException);
+    expect(await linkCount('config_id = ?', [configId])).toBe(1);
+  });
+
   it('refuses changing the id of a node or config that links reference', async () => {
     const { configId, nodeIds } = await meshedConfig('refs-ids', '10.65.0.0/24', 2);
     for (const [table, id] of [
