@@ -16,7 +16,7 @@ import { redactUrl, type Config } from '../config.js';
 import { ALL_ENTITIES } from '../domain/entities/index.js';
 import { MIGRATIONS } from '../migrations/index.js';
 import { assertUtf8, UTF8_SESSION } from './encoding.js';
-import { declarePeerLinkReferences } from './peer-link-references.js';
+import { declarePeerLinkReferences } from '../migrations/peer-link-references.js';
 
 export type Orm = MikroORM;
 export type Em = EntityManager;
@@ -62,7 +62,7 @@ export function ormOptions(
     ...common,
     driver: PostgreSqlDriver,
     clientUrl: config.databaseUrl,
-    // peer_link's references are triggers there, not foreign keys (src/db/peer-link-references.ts).
+    // peer_link's references are triggers there, not foreign keys (src/migrations/peer-link-references.ts).
     discovery: { onMetadata: declarePeerLinkReferences },
     pool: { min: 0, max: config.dbPoolMax },
     driverOptions: {

@@ -1,10 +1,10 @@
 import { Migration } from '@mikro-orm/migrations';
-import { PEER_LINK_FOREIGN_KEYS, PEER_LINK_REFERENCE_TRIGGERS } from '../db/peer-link-references.js';
+import { PEER_LINK_FOREIGN_KEYS, PEER_LINK_REFERENCE_TRIGGERS } from './peer-link-references.js';
 import { isPostgres } from './dialect.js';
 
 /**
  * PostgreSQL: peer_link's three foreign keys become statement-level triggers with the
- * same rules (src/db/peer-link-references.ts): the per-row RI checks were most of
+ * same rules (src/migrations/peer-link-references.ts): the per-row RI checks were most of
  * mesh.generate's time. SQLite is unchanged. No business row changes, so snapshots need
  * no upgrade step.
  */

@@ -1,6 +1,6 @@
 /**
  * peer_link's references on both dialects: foreign keys on SQLite, statement-level
- * triggers on PostgreSQL (src/db/peer-link-references.ts). The same rules either way: a
+ * triggers on PostgreSQL (src/migrations/peer-link-references.ts). The same rules either way: a
  * link to a missing config or node is refused with the foreign-key error the runner maps
  * to NOT_FOUND, deleting a node or a config deletes its links, and a referenced id cannot
  * change.
