@@ -16,6 +16,7 @@ import { redactUrl, type Config } from '../config.js';
 import { ALL_ENTITIES } from '../domain/entities/index.js';
 import { MIGRATIONS } from '../migrations/index.js';
 import { assertUtf8, UTF8_SESSION } from './encoding.js';
+import { declarePeerLinkReferences } from '../migrations/peer-link-references.js';
 
 export type Orm = MikroORM;
 export type Em = EntityManager;
@@ -27,6 +28,9 @@ export type Em = EntityManager;
  * rare moments WAL makes them wait), where better-sqlite3 waits synchronously.
  */
 const SQLITE_BUSY_TIMEOUT_MS = 5_000;
+
+/** SQLite's page cache per connection, KiB (see applySqlitePragmas). */
+const SQLITE_CACHE_KIB = 64 * 1024;
 
 /** Longest wait for a new PostgreSQL connection (or a free one from the pool) once started. */
 const POOL_CONNECT_TIMEOUT_CAP_MS = 10_000;
@@ -58,6 +62,8 @@ export function ormOptions(
     ...common,
     driver: PostgreSqlDriver,
     clientUrl: config.databaseUrl,
+    // peer_link's references are triggers there, not foreign keys (src/migrations/peer-link-references.ts).
+    discovery: { onMetadata: declarePeerLinkReferences },
     pool: { min: 0, max: config.dbPoolMax },
     driverOptions: {
       // Without these a frozen or unreachable PostgreSQL holds a request (and its pool
@@ -191,6 +197,12 @@ async function applySqlitePragmas(orm: Orm): Promise<void> {
   // WAL + NORMAL: a commit is durable once the WAL is checkpointed; a power cut may lose
   // the last transactions but never corrupts the file. FULL would fsync every job.
   db.pragma('synchronous = NORMAL');
+  // A cap, not an allocation (pages are cached as they are read or written). At SQLite's
+  // default of 2 MiB the pages a large write keeps returning to do not fit: mesh.generate
+  // inserts each row's to_node_id at one of n places in its index, so a full mesh evicts
+  // and re-reads (and spills to the WAL) those leaf pages all along, about twice the work
+  // of a run that keeps them (docs/benchmarks.md).
+  db.pragma(`cache_size = ${-SQLITE_CACHE_KIB}`);
   cachePreparedStatements(db);
 }
 

@@ -11,6 +11,7 @@ import { Migration20261201135000_node_sync } from './Migration20261201135000_nod
 import { Migration20261201135500_idempotency_key } from './Migration20261201135500_idempotency_key.js';
 import { Migration20261201160000_peer_link_indexes } from './Migration20261201160000_peer_link_indexes.js';
 import { Migration20261201161000_push_request } from './Migration20261201161000_push_request.js';
+import { Migration20261201180000_peer_link_set_checks } from './Migration20261201180000_peer_link_set_checks.js';
 import { Migration20261201181000_snapshot_chunks } from './Migration20261201181000_snapshot_chunks.js';
 
 export const MIGRATIONS = [
@@ -23,6 +24,7 @@ export const MIGRATIONS = [
   { name: 'Migration20261201135500_idempotency_key', class: Migration20261201135500_idempotency_key },
   { name: 'Migration20261201160000_peer_link_indexes', class: Migration20261201160000_peer_link_indexes },
   { name: 'Migration20261201161000_push_request', class: Migration20261201161000_push_request },
+  { name: 'Migration20261201180000_peer_link_set_checks', class: Migration20261201180000_peer_link_set_checks },
   { name: 'Migration20261201181000_snapshot_chunks', class: Migration20261201181000_snapshot_chunks },
 ];
 

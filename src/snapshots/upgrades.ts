@@ -44,6 +44,8 @@ export const UPGRADES: Readonly<Record<string, UpgradeStep | null>> = Object.fre
   Migration20261201160000_peer_link_indexes: null,
   // push_request: the outbox of config pushes (a system table), not in snapshots.
   Migration20261201161000_push_request: null,
+  // PostgreSQL: peer_link's foreign keys become statement-level triggers; rows unchanged.
+  Migration20261201180000_peer_link_set_checks: null,
   // Stored snapshot files in pieces (system tables), not in snapshots.
   Migration20261201181000_snapshot_chunks: null,
 });

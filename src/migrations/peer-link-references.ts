@@ -1,0 +1,169 @@
+/**
+ * PostgreSQL: the rules of peer_link's three references (config_id -> mesh_config,
+ * from_node_id and to_node_id -> node; ON DELETE CASCADE, ON UPDATE NO ACTION), enforced
+ * once per statement by triggers with transition tables instead of once per row by
+ * foreign keys. A foreign key runs an RI query per row and per key: for a full mesh of
+ * 1,000 nodes that is three million probes, most of mesh.generate's time
+ * (docs/benchmarks.md); a trigger here checks a statement's rows with one hash anti-join
+ * per key. What the foreign keys did, and the triggers do:
+ * - peer_link, after INSERT and after UPDATE: the referenced config and node rows are
+ *   locked FOR KEY SHARE, as an RI check locks them (a concurrent delete waits for this
+ *   transaction, or has already committed and the row is then missing), then a new row
+ *   whose config, from node or to node is missing fails the statement with SQLSTATE 23503
+ *   (foreign_key_violation) naming the old constraint, which the ORM raises as
+ *   ForeignKeyConstraintViolationException as before;
+ * - node and mesh_config, after DELETE: the links that referenced the deleted rows are
+ *   deleted (ON DELETE CASCADE). A config's delete still cascades to its nodes through
+ *   node's own foreign key, whose trigger then takes their links too;
+ * - node and mesh_config, after UPDATE: an id change is refused while links reference
+ *   the old id (NO ACTION; nothing in meshq changes an id).
+ * SQLite keeps the foreign keys: there a check is one index probe inside the statement's
+ * own bytecode.
+ *
+ * The functions keep the search_path they were created with (the migration's, where
+ * meshq's tables are): a trigger must find them whoever fires it, and pg_dump's output,
+ * for one, empties search_path before loading rows.
+ *
+ * Created by Migration20261201180000_peer_link_set_checks and declared to the ORM
+ * (src/db/orm.ts), so the schema diff knows them; a change here needs a migration.
+ */
+import type { EntityMetadata } from '@mikro-orm/core';
+
+interface ReferenceTrigger {
+  table: 'peer_link' | 'node' | 'mesh_config';
+  name: string;
+  event: 'insert' | 'update' | 'delete';
+  /** The trigger's function, created with it. */
+  fn: string;
+  /** The whole DDL: function and trigger. */
+  ddl: string;
+}
+
+const violation = (constraint: string, table: string, message: string, detail: string): string =>
+  `raise foreign_key_violation using constraint = '${constraint}', table = '${table}',
+      message = '${message}',
+      detail = ${detail};`;
+
+/** The new rows' references of one key: the first missing one fails the statement. */
+const checkKey = (column: string, target: string, constraint: string): string => `
+  select l."${column}" into missing from new_links l where not exists (select 1 from "${target}" t where t."id" = l."${column}") limit 1;
+  if found then
+    ${violation(constraint, 'peer_link', `insert or update on table "peer_link" violates foreign key constraint "${constraint}"`, `format('Key (${column})=(%s) is not present in table "${target}".', missing)`)}
+  end if;`;
+
+const CHECK_REFERENCES = `
+declare
+  missing uuid;
+begin
+  perform 1 from "mesh_config" c where c."id" in (select "config_id" from new_links) order by c."id" for key share;
+  perform 1 from "node" n where n."id" in (select "from_node_id" from new_links union select "to_node_id" from new_links) order by n."id" for key share;
+  ${checkKey('config_id', 'mesh_config', 'peer_link_config_id_foreign')}
+  ${checkKey('from_node_id', 'node', 'peer_link_from_node_id_foreign')}
+  ${checkKey('to_node_id', 'node', 'peer_link_to_node_id_foreign')}
+  return null;
+end`;
+
+/** An id change of a referenced row: refused while links still reference the old id. */
+const keepIds = (table: string, linked: string, constraint: string): string => `
+declare
+  changed uuid;
+begin
+  select o."id" into changed from before_rows o
+    where not exists (select 1 from after_rows n where n."id" = o."id") and (${linked})
+    limit 1;
+  if found then
+    ${violation(constraint, table, `update or delete on table "${table}" violates foreign key constraint "${constraint}" on table "peer_link"`, `format('Key (id)=(%s) is still referenced from table "peer_link".', changed)`)}
+  end if;
+  return null;
+end`;
+
+const trigger = (
+  table: ReferenceTrigger['table'],
+  name: string,
+  event: ReferenceTrigger['event'],
+  fn: string,
+  transition: string,
+  body: string,
+): ReferenceTrigger => ({
+  table,
+  name,
+  event,
+  fn,
+  ddl:
+    `create function "${fn}"() returns trigger language plpgsql set search_path from current as $$${body}$$;\n` +
+    `create trigger "${name}" after ${event} on "${table}" referencing ${transition} for each statement execute function "${fn}"();`,
+});
+
+export const PEER_LINK_REFERENCE_TRIGGERS: readonly ReferenceTrigger[] = [
+  trigger('peer_link', 'peer_link_references_on_insert', 'insert', 'peer_link_check_references_on_insert', 'new table as new_links', CHECK_REFERENCES),
+  trigger('peer_link', 'peer_link_references_on_update', 'update', 'peer_link_check_references_on_update', 'new table as new_links', CHECK_REFERENCES),
+  trigger(
+    'node',
+    'node_peer_links_on_delete',
+    'delete',
+    'node_delete_peer_links',
+    'old table as gone',
+    `
+begin
+  delete from "peer_link" where "from_node_id" in (select "id" from gone);
+  delete from "peer_link" where "to_node_id" in (select "id" from gone);
+  return null;
+end`,
+  ),
+  trigger(
+    'node',
+    'node_peer_links_on_update',
+    'update',
+    'node_keep_linked_ids',
+    'old table as before_rows new table as after_rows',
+    keepIds(
+      'node',
+      `exists (select 1 from "peer_link" l where l."from_node_id" = o."id") or exists (select 1 from "peer_link" l where l."to_node_id" = o."id")`,
+      'peer_link_from_node_id_foreign',
+    ),
+  ),
+  trigger(
+    'mesh_config',
+    'mesh_config_peer_links_on_delete',
+    'delete',
+    'mesh_config_delete_peer_links',
+    'old table as gone',
+    `
+begin
+  delete from "peer_link" where "config_id" in (select "id" from gone);
+  return null;
+end`,
+  ),
+  trigger(
+    'mesh_config',
+    'mesh_config_peer_links_on_update',
+    'update',
+    'mesh_config_keep_linked_ids',
+    'old table as before_rows new table as after_rows',
+    keepIds('mesh_config', `exists (select 1 from "peer_link" l where l."config_id" = o."id")`, 'peer_link_config_id_foreign'),
+  ),
+];
+
+/** peer_link's foreign keys as the initial migration made them (what the triggers replace). */
+export const PEER_LINK_FOREIGN_KEYS = [
+  `alter table "peer_link" add constraint "peer_link_config_id_foreign" foreign key ("config_id") references "mesh_config" ("id") on delete cascade;`,
+  `alter table "peer_link" add constraint "peer_link_from_node_id_foreign" foreign key ("from_node_id") references "node" ("id") on delete cascade;`,
+  `alter table "peer_link" add constraint "peer_link_to_node_id_foreign" foreign key ("to_node_id") references "node" ("id") on delete cascade;`,
+];
+
+/**
+ * ORM metadata on PostgreSQL (discovery.onMetadata): peer_link's relations have no
+ * foreign key, and the three tables carry these triggers, so a schema diff against the
+ * database stays empty.
+ */
+export function declarePeerLinkReferences(meta: EntityMetadata): void {
+  if (meta.tableName === 'peer_link') {
+    for (const name of ['config', 'fromNode', 'toNode']) meta.properties[name as keyof typeof meta.properties]!.createForeignKeyConstraint = false;
+  }
+  const triggers = PEER_LINK_REFERENCE_TRIGGERS.filter((t) => t.table === meta.tableName);
+  if (triggers.length === 0) return;
+  meta.triggers = [
+    ...(meta.triggers ?? []),
+    ...triggers.map((t) => ({ name: t.name, timing: 'after' as const, events: [t.event], forEach: 'statement' as const, expression: t.ddl })),
+  ];
+}
