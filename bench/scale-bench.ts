@@ -12,35 +12,23 @@
  * Nodes are created through the real runner in this process (node.create: keys, MQTT
  * credentials), before the meshq process starts.
  */
-import { execFile, spawn, type ChildProcess } from 'node:child_process';
+import { execFile, spawn } from 'node:child_process';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { promisify } from 'node:util';
 import { bootstrap, type AppContext } from '../src/bin/bootstrap.js';
-import type { Config } from '../src/config.js';
 import { connectOrm } from '../src/db/orm.js';
 import { migrateUnderLock } from '../src/db/migrate.js';
 import { freePort } from '../test/support/processes.js';
-import { benchDatabase, directRunner, dropRedisPrefix, record, seconds } from './support.js';
+import { benchDatabase, directRunner, dropRedisPrefix, idleProbes, PROBE_EVERY_MS, probe, probeDuring, quantile, record, seconds, sleep, startMeshq } from './support.js';
 
 const run = promisify(execFile);
 const root = resolve(import.meta.dirname, '..');
 const NODES = Number(process.env.BENCH_SCALE_NODES ?? 1000);
 const PAIRS = (NODES * (NODES - 1)) / 2;
-const PROBE_EVERY_MS = 10;
-const IDLE_PROBES = 300;
 const JOB_TIMEOUT_MS = 10 * 60_000;
 
-
-/** One request's latency in ms; `anyStatus`: an answer of any status counts (a 503 from /readyz is an answer). */
-async function probe(url: string, anyStatus = false): Promise<number> {
-  const t0 = performance.now();
-  const res = await fetch(url, { signal: AbortSignal.timeout(60_000) });
-  await res.arrayBuffer();
-  if (!res.ok && !anyStatus) throw new Error(`${url}: ${res.status}`);
-  return performance.now() - t0;
-}
 
 const LOCK_HOLD_MS = 8_000;
 
@@ -87,54 +75,6 @@ async function probeUnderWriteLock(base: string, file: string): Promise<{ health
   return { healthz, readyz };
 }
 
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
-const quantile = (xs: number[], q: number): number => {
-  const s = [...xs].sort((a, b) => a - b);
-  return s[Math.min(s.length - 1, Math.ceil(q * s.length) - 1)]!;
-};
-
-/** meshq as deployed: `npm start` (SQLite) or the API and a worker (PostgreSQL), from src through tsx. */
-async function startMeshq(config: Config, port: number): Promise<{ stop(): Promise<void> }> {
-  const env = {
-    ...process.env,
-    DATABASE_URL: config.databaseUrl,
-    REDIS_URL: config.redisUrl,
-    SECRET_KEY: config.secretKey,
-    QUEUE_PREFIX: config.queuePrefix,
-    REDIS_DURABILITY: 'none',
-    LOG_LEVEL: 'warn',
-    HOST: '127.0.0.1',
-    PORT: String(port),
-    WORKER_HTTP_PORT: String(await freePort()),
-  };
-  const entries = config.dialect === 'sqlite' ? ['both'] : ['api', 'worker'];
-  const procs: ChildProcess[] = entries.map((entry) =>
-    spawn(process.execPath, ['--import', 'tsx', '--max-semi-space-size=16', `src/bin/${entry}.ts`], { cwd: root, env, stdio: ['ignore', 'inherit', 'inherit'] }),
-  );
-  const stop = () =>
-    Promise.all(
-      procs.map(
-        (p) =>
-          new Promise<void>((done) => {
-            if (p.exitCode !== null || p.signalCode !== null) return done();
-            p.once('exit', () => done());
-            p.kill('SIGTERM');
-          }),
-      ),
-    ).then(() => undefined);
-  const deadline = Date.now() + 120_000;
-  for (;;) {
-    if (procs.some((p) => p.exitCode !== null)) throw new Error('meshq exited during start-up');
-    if (await probe(`http://127.0.0.1:${port}/healthz`).then(() => true, () => false)) break;
-    if (Date.now() > deadline) {
-      await stop();
-      throw new Error('meshq did not answer /healthz within 120 s');
-    }
-    await sleep(200);
-  }
-  return { stop };
-}
-
 async function seedNodes(app: AppContext): Promise<string> {
   const runJob = directRunner(app);
   const { id: configId } = await runJob('config.create', { name: 'scale', subnet: '10.80.0.0/16' });
@@ -162,22 +102,10 @@ async function measure(dialect: 'sqlite' | 'postgresql', baseline?: (app: AppCon
     const meshq = await startMeshq(db.config, port);
     try {
       const healthz = `http://127.0.0.1:${port}/healthz`;
-      const idle: number[] = [];
-      for (let i = 0; i < IDLE_PROBES; i++) {
-        idle.push(await probe(healthz));
-        await sleep(PROBE_EVERY_MS);
-      }
+      const idle = await idleProbes(healthz);
       const job = await app.queues.submit('mesh.generate', { configId }, { actor: 'bench' });
       const during: number[] = [];
-      let done = false;
-      const waited = app.queues.waitFor(job, JOB_TIMEOUT_MS).finally(() => (done = true));
-      const samples: { at: number; ms: number }[] = [];
-      while (!done) {
-        const at = Date.now();
-        samples.push({ at, ms: await probe(healthz) });
-        await sleep(PROBE_EVERY_MS);
-      }
-      const view = await waited;
+      const { value: view, samples } = await probeDuring(healthz, app.queues.waitFor(job, JOB_TIMEOUT_MS));
       if (view.state !== 'completed') throw new Error(`mesh.generate did not complete: ${JSON.stringify(view.error)}`);
       const finished = (await app.queues.find(job.id!))!;
       const created = (finished.returnvalue as { created: number }).created;
