@@ -5,20 +5,19 @@
  * that went away half-way through the upload. This test process gets a temporary
  * directory of its own (TMPDIR), so what it finds there is its own uploads' only.
  */
-import { mkdtempSync, readdirSync, rmSync } from 'node:fs';
+import { readdirSync } from 'node:fs';
 import { request } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
-import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { DIALECTS } from '../support/db.js';
 import { encodeTestSnapshot, generateBusinessTables, multipartBody, uploadSnapshot } from '../support/snapshot-data.js';
 import { startStack, type Stack } from '../support/stack.js';
+import { ownTmpdir } from '../support/tmpdir.js';
 
 const ADMIN = 'spool-admin-password';
 const PASSWORD = 'spool-file-password';
-const ownTmp = mkdtempSync(join(tmpdir(), 'meshq-spool-test-'));
-const previousTmp = process.env.TMPDIR;
+const ownTmp = ownTmpdir('meshq-spool-test-');
 
 const spools = () => readdirSync(tmpdir()).filter((name) => name.startsWith('meshq-upload-'));
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
@@ -31,14 +30,6 @@ async function until(what: string, check: () => boolean, ms = 10_000): Promise<v
   }
 }
 
-beforeAll(() => {
-  process.env.TMPDIR = ownTmp;
-});
-afterAll(() => {
-  if (previousTmp === undefined) delete process.env.TMPDIR;
-  else process.env.TMPDIR = previousTmp;
-  rmSync(ownTmp, { recursive: true, force: true });
-});
 
 describe.each(DIALECTS)('restore uploads spooled to a temporary file on %s', (dialect) => {
   let s: Stack;

@@ -6,16 +6,16 @@
  * on. This test process has a temporary directory of its own (TMPDIR).
  */
 import { randomBytes } from 'node:crypto';
-import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { dirname, join } from 'node:path';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { existsSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { dirname } from 'node:path';
+import { describe, expect, it } from 'vitest';
 import { deriveKey, newKdfParams } from '../../src/crypto.js';
 import { exportEnvelope } from '../../src/snapshots/export.js';
 import { SpoolFile } from '../../src/snapshots/spool.js';
 import { SnapshotWriter } from '../../src/snapshots/writer.js';
 import { decodeSnapshot } from '../../src/snapshots/payload.js';
 import { finishToBuffer, gather } from '../support/snapshot-bytes.js';
+import { ownTmpdir } from '../support/tmpdir.js';
 
 describe('spool files', () => {
   it('reads back what was appended, as many times as asked, and removes its directory', async () => {
@@ -50,17 +50,8 @@ describe('spool files', () => {
 });
 
 describe("an export's spool file", () => {
-  const ownTmp = mkdtempSync(join(tmpdir(), 'meshq-spool-unit-tmp-'));
-  const previousTmp = process.env.TMPDIR;
+  const ownTmp = ownTmpdir('meshq-spool-unit-tmp-');
   const spools = () => readdirSync(ownTmp).filter((n) => n.startsWith('meshq-export-'));
-  beforeAll(() => {
-    process.env.TMPDIR = ownTmp;
-  });
-  afterAll(() => {
-    if (previousTmp === undefined) delete process.env.TMPDIR;
-    else process.env.TMPDIR = previousTmp;
-    rmSync(ownTmp, { recursive: true, force: true });
-  });
 
   const writer = async (rows: number) => {
     const kdf = newKdfParams({ N: 2 ** 10 });
