@@ -15,8 +15,9 @@
  * - node and mesh_config, after DELETE: the links that referenced the deleted rows are
  *   deleted (ON DELETE CASCADE). A config's delete still cascades to its nodes through
  *   node's own foreign key, whose trigger then takes their links too;
- * - node and mesh_config, after UPDATE: an id change is refused while links reference
- *   the old id (NO ACTION; nothing in meshq changes an id).
+ * - node and mesh_config, after an UPDATE of their id: the change is refused while links
+ *   reference the old id (NO ACTION; nothing in meshq changes an id). A row trigger that
+ *   only an id change fires, so the common update of a node costs nothing.
  * SQLite keeps the foreign keys: there a check is one index probe inside the statement's
  * own bytecode.
  *
@@ -33,6 +34,7 @@ interface ReferenceTrigger {
   table: 'peer_link' | 'node' | 'mesh_config';
   name: string;
   event: 'insert' | 'update' | 'delete';
+  forEach: 'statement' | 'row';
   /** The trigger's function, created with it. */
   fn: string;
   /** The whole DDL: function and trigger. */
@@ -63,19 +65,29 @@ begin
   return null;
 end`;
 
-/** An id change of a referenced row: refused while links still reference the old id. */
-const keepIds = (table: string, linked: string, constraint: string): string => `
-declare
-  changed uuid;
+/**
+ * An id change of a referenced row: refused while links still reference the old id. A row
+ * trigger on `update of "id"` with a WHEN clause: every other update of the table (a
+ * node.update per job) fires nothing, where a statement trigger would build its
+ * transition tables on each. Stricter than NO ACTION in one case nothing does: two
+ * linked rows swapping their ids in one statement.
+ */
+const idChangeTrigger = (table: 'node' | 'mesh_config', name: string, fn: string, linked: string, constraint: string): ReferenceTrigger => ({
+  table,
+  name,
+  event: 'update',
+  forEach: 'row',
+  fn,
+  ddl:
+    `create function "${fn}"() returns trigger language plpgsql set search_path from current as $$
 begin
-  select o."id" into changed from before_rows o
-    where not exists (select 1 from after_rows n where n."id" = o."id") and (${linked})
-    limit 1;
-  if found then
-    ${violation(constraint, table, `update or delete on table "${table}" violates foreign key constraint "${constraint}" on table "peer_link"`, `format('Key (id)=(%s) is still referenced from table "peer_link".', changed)`)}
+  if ${linked} then
+    ${violation(constraint, table, `update or delete on table "${table}" violates foreign key constraint "${constraint}" on table "peer_link"`, `format('Key (id)=(%s) is still referenced from table "peer_link".', old."id")`)}
   end if;
   return null;
-end`;
+end$$;\n` +
+    `create trigger "${name}" after update of "id" on "${table}" for each row when (old."id" is distinct from new."id") execute function "${fn}"();`,
+});
 
 const trigger = (
   table: ReferenceTrigger['table'],
@@ -88,6 +100,7 @@ const trigger = (
   table,
   name,
   event,
+  forEach: 'statement',
   fn,
   ddl:
     `create function "${fn}"() returns trigger language plpgsql set search_path from current as $$${body}$$;\n` +
@@ -110,17 +123,12 @@ begin
   return null;
 end`,
   ),
-  trigger(
+  idChangeTrigger(
     'node',
     'node_peer_links_on_update',
-    'update',
     'node_keep_linked_ids',
-    'old table as before_rows new table as after_rows',
-    keepIds(
-      'node',
-      `exists (select 1 from "peer_link" l where l."from_node_id" = o."id") or exists (select 1 from "peer_link" l where l."to_node_id" = o."id")`,
-      'peer_link_from_node_id_foreign',
-    ),
+    `exists (select 1 from "peer_link" l where l."from_node_id" = old."id") or exists (select 1 from "peer_link" l where l."to_node_id" = old."id")`,
+    'peer_link_from_node_id_foreign',
   ),
   trigger(
     'mesh_config',
@@ -134,13 +142,12 @@ begin
   return null;
 end`,
   ),
-  trigger(
+  idChangeTrigger(
     'mesh_config',
     'mesh_config_peer_links_on_update',
-    'update',
     'mesh_config_keep_linked_ids',
-    'old table as before_rows new table as after_rows',
-    keepIds('mesh_config', `exists (select 1 from "peer_link" l where l."config_id" = o."id")`, 'peer_link_config_id_foreign'),
+    `exists (select 1 from "peer_link" l where l."config_id" = old."id")`,
+    'peer_link_config_id_foreign',
   ),
 ];
 
@@ -164,6 +171,6 @@ export function declarePeerLinkReferences(meta: EntityMetadata): void {
   if (triggers.length === 0) return;
   meta.triggers = [
     ...(meta.triggers ?? []),
-    ...triggers.map((t) => ({ name: t.name, timing: 'after' as const, events: [t.event], forEach: 'statement' as const, expression: t.ddl })),
+    ...triggers.map((t) => ({ name: t.name, timing: 'after' as const, events: [t.event], forEach: t.forEach, expression: t.ddl })),
   ];
 }
