@@ -65,6 +65,9 @@ begin
   return null;
 end`;
 
+/** A trigger function that keeps the search_path it was created with (see above). */
+const functionDdl = (fn: string, body: string): string => `create function "${fn}"() returns trigger language plpgsql set search_path from current as $$${body}$$;\n`;
+
 /**
  * An id change of a referenced row: refused while links still reference the old id. A row
  * trigger on `update of "id"` with a WHEN clause: every other update of the table (a
@@ -79,13 +82,16 @@ const idChangeTrigger = (table: 'node' | 'mesh_config', name: string, fn: string
   forEach: 'row',
   fn,
   ddl:
-    `create function "${fn}"() returns trigger language plpgsql set search_path from current as $$
+    functionDdl(
+      fn,
+      `
 begin
   if ${linked} then
     ${violation(constraint, table, `update or delete on table "${table}" violates foreign key constraint "${constraint}" on table "peer_link"`, `format('Key (id)=(%s) is still referenced from table "peer_link".', old."id")`)}
   end if;
   return null;
-end$$;\n` +
+end`,
+    ) +
     `create trigger "${name}" after update of "id" on "${table}" for each row when (old."id" is distinct from new."id") execute function "${fn}"();`,
 });
 
@@ -103,26 +109,28 @@ const trigger = (
   forEach: 'statement',
   fn,
   ddl:
-    `create function "${fn}"() returns trigger language plpgsql set search_path from current as $$${body}$$;\n` +
+    functionDdl(fn, body) +
     `create trigger "${name}" after ${event} on "${table}" referencing ${transition} for each statement execute function "${fn}"();`,
 });
+
+/** ON DELETE CASCADE: the links whose `columns` referenced the deleted rows go with them. */
+const cascadeDelete = (table: 'node' | 'mesh_config', name: string, fn: string, columns: readonly string[]): ReferenceTrigger =>
+  trigger(
+    table,
+    name,
+    'delete',
+    fn,
+    'old table as gone',
+    `
+begin
+${columns.map((c) => `  delete from "peer_link" where "${c}" in (select "id" from gone);\n`).join('')}  return null;
+end`,
+  );
 
 export const PEER_LINK_REFERENCE_TRIGGERS: readonly ReferenceTrigger[] = [
   trigger('peer_link', 'peer_link_references_on_insert', 'insert', 'peer_link_check_references_on_insert', 'new table as new_links', CHECK_REFERENCES),
   trigger('peer_link', 'peer_link_references_on_update', 'update', 'peer_link_check_references_on_update', 'new table as new_links', CHECK_REFERENCES),
-  trigger(
-    'node',
-    'node_peer_links_on_delete',
-    'delete',
-    'node_delete_peer_links',
-    'old table as gone',
-    `
-begin
-  delete from "peer_link" where "from_node_id" in (select "id" from gone);
-  delete from "peer_link" where "to_node_id" in (select "id" from gone);
-  return null;
-end`,
-  ),
+  cascadeDelete('node', 'node_peer_links_on_delete', 'node_delete_peer_links', ['from_node_id', 'to_node_id']),
   idChangeTrigger(
     'node',
     'node_peer_links_on_update',
@@ -130,18 +138,7 @@ end`,
     `exists (select 1 from "peer_link" l where l."from_node_id" = old."id") or exists (select 1 from "peer_link" l where l."to_node_id" = old."id")`,
     'peer_link_from_node_id_foreign',
   ),
-  trigger(
-    'mesh_config',
-    'mesh_config_peer_links_on_delete',
-    'delete',
-    'mesh_config_delete_peer_links',
-    'old table as gone',
-    `
-begin
-  delete from "peer_link" where "config_id" in (select "id" from gone);
-  return null;
-end`,
-  ),
+  cascadeDelete('mesh_config', 'mesh_config_peer_links_on_delete', 'mesh_config_delete_peer_links', ['config_id']),
   idChangeTrigger(
     'mesh_config',
     'mesh_config_peer_links_on_update',

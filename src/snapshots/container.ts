@@ -36,6 +36,8 @@ const TAG_LENGTH = 16;
 const LENGTH_FIELD = 8;
 /** Bytes before the KDF parameter block: magic, version, KDF id, parameter length. */
 const FIXED_PREFIX = SNAPSHOT_MAGIC.length + 2 + 1 + 2;
+/** The whole header this version writes (scrypt): the prefix, KDF parameters, salt, IV, body length. */
+const HEADER_LENGTH = FIXED_PREFIX + SCRYPT_PARAMS_LENGTH + SALT_LENGTH + IV_LENGTH + LENGTH_FIELD;
 
 export interface SnapshotHeader {
   formatVersion: number;
@@ -141,11 +143,11 @@ export function checkFileLength(header: SnapshotHeader, size: number): SnapshotH
 
 /** What a file with a compressed body of `bodyLength` bytes measures. */
 export function snapshotFileLength(bodyLength: number): number {
-  return FIXED_PREFIX + SCRYPT_PARAMS_LENGTH + SALT_LENGTH + IV_LENGTH + LENGTH_FIELD + bodyLength + TAG_LENGTH;
+  return HEADER_LENGTH + bodyLength + TAG_LENGTH;
 }
 
 function encodeHeader(kdf: KdfParamsWithSalt, iv: Buffer, ciphertextLength: number): Buffer {
-  const header = Buffer.alloc(FIXED_PREFIX + SCRYPT_PARAMS_LENGTH + SALT_LENGTH + IV_LENGTH + LENGTH_FIELD);
+  const header = Buffer.alloc(HEADER_LENGTH);
   let at = SNAPSHOT_MAGIC.copy(header, 0);
   at = header.writeUInt16BE(SNAPSHOT_FORMAT_VERSION, at);
   at = header.writeUInt8(KDF_SCRYPT, at);
