@@ -7,7 +7,7 @@ import { stageUpload } from '../src/jobs/processors/snapshots.js';
 import { openUpload } from '../src/snapshots/restore.js';
 import { runJob } from '../src/jobs/runner.js';
 import type { JobType } from '../src/jobs/table.js';
-import { piecesOf } from '../test/support/snapshot-bytes.js';
+import { piecesOf, uploadSource } from '../test/support/snapshot-bytes.js';
 import { encodeTestSnapshot, generateBusinessTables, rowCount } from '../test/support/snapshot-data.js';
 import { benchDatabase, dropRedisPrefix, seconds } from './support.js';
 
@@ -24,7 +24,7 @@ const deps = { uow: app.uow, config: app.config, log: app.log, serverKey: app.se
 const job = (type: JobType, payload: unknown) => runJob(deps, { jobId: randomUUID(), type, envelope: { actor: 'bench', payload } });
 const restore = async () => {
   const repos = createRepositories(app.uow.fork(), { serverKey: app.serverKey });
-  const prepared = await openUpload(file, PASSWORD, repos.snapshots.tableSpecs(), app.serverKey);
+  const prepared = await openUpload(uploadSource(file), PASSWORD, repos.snapshots.tableSpecs(), app.serverKey);
   const staged = await stageUpload(app, piecesOf(file), prepared);
   const t0 = process.hrtime.bigint();
   await job('snapshot.restore', { stagedId: staged.id });

@@ -241,12 +241,13 @@ export function decryptSnapshotBody(buf: Buffer, key: Buffer, header: SnapshotHe
 }
 
 /**
- * The data key of a file for a password, after the structural checks (so a cut-off or
- * foreign upload, or one whose header asks for too costly a derivation, costs no key
+ * The data key of a file for a password, from the file's first bytes (`head`, its header
+ * at least) and its whole `size`, after the structural checks (so a cut-off or foreign
+ * upload, or one whose header asks for too costly a derivation, costs no key
  * derivation). Restore keeps this key, sealed with the server key, to decrypt the staged
  * upload later without the password.
  */
-export async function deriveFileKey(buf: Buffer, password: string): Promise<Buffer> {
-  const header = readContainer(buf);
+export async function deriveFileKey(head: Buffer, size: number, password: string): Promise<Buffer> {
+  const header = checkFileLength(readHeader(head), size);
   return deriveKey(password, header.kdf);
 }

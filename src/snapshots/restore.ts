@@ -15,9 +15,9 @@
 import { createHash } from 'node:crypto';
 import { setImmediate as yieldToLoop } from 'node:timers/promises';
 import { DomainError } from '../domain/errors.js';
-import { deriveKey, KEY_LENGTH, seal, unseal } from '../crypto.js';
+import { KEY_LENGTH, seal, unseal } from '../crypto.js';
 import { LATEST_SCHEMA_VERSION } from '../migrations/index.js';
-import { checkFileLength, readHeader } from './container.js';
+import { deriveFileKey } from './container.js';
 import { APP_VERSION } from './export.js';
 import { DEFAULT_INFLATION_LIMITS, type InflationLimits, type SnapshotEnvelope } from './payload.js';
 import { streamSnapshot, type RowSink, type SnapshotSource, type StreamedSnapshot } from './reader.js';
@@ -81,7 +81,7 @@ export type OpenedUpload = PreparedSnapshot & { sealedKey: string };
 
 /**
  * An upload's bytes: its size, and its bytes from the start as often as asked (the API's
- * spool file of the upload; a stored file; a Buffer).
+ * spool file of the upload; a stored file).
  */
 export interface UploadSource {
   readonly size: number;
@@ -113,15 +113,13 @@ async function headOf(file: UploadSource): Promise<Buffer> {
  * (upload-check.ts) on the spool file of the upload.
  */
 export async function openUpload(
-  file: UploadSource | Buffer,
+  source: UploadSource,
   password: string,
   specs: readonly TableSpec[],
   serverKey: Buffer,
   limits: InflationLimits = DEFAULT_INFLATION_LIMITS,
 ): Promise<OpenedUpload> {
-  const source: UploadSource = Buffer.isBuffer(file) ? bufferSource(file) : file;
-  const header = checkFileLength(readHeader(await headOf(source)), source.size);
-  const key = await deriveKey(password, header.kdf);
+  const key = await deriveFileKey(await headOf(source), source.size, password);
   try {
     const hash = createHash('sha256');
     async function* hashed(): AsyncGenerator<Buffer> {
@@ -135,17 +133,6 @@ export async function openUpload(
   } finally {
     key.fill(0);
   }
-}
-
-/** A Buffer as an UploadSource, read in slices. */
-function bufferSource(buf: Buffer): UploadSource {
-  const step = 256 * 1024;
-  return {
-    size: buf.length,
-    async *read() {
-      for (let at = 0; at < buf.length; at += step) yield buf.subarray(at, at + step);
-    },
-  };
 }
 
 /**

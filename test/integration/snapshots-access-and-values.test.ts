@@ -16,7 +16,7 @@ import { businessRows, encodeTestSnapshot, generateBusinessTables, uploadSnapsho
 import { startStack, type JobView, type Stack } from '../support/stack.js';
 
 const ADMIN = 'access-values-admin-password';
-const openSnapshot = async (file: Buffer, password: string) => decodeSnapshot(file, await deriveFileKey(file, password));
+const openSnapshot = async (file: Buffer, password: string) => decodeSnapshot(file, await deriveFileKey(file, file.length, password));
 
 const nested = (levels: number): unknown => {
   let v: unknown = 'leaf';

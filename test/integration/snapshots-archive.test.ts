@@ -17,7 +17,7 @@ import { setAdminPassword } from '../../src/repositories/admin-account.js';
 import { createRepositories, type Repositories } from '../../src/repositories/index.js';
 import { LATEST_SCHEMA_VERSION } from '../../src/migrations/index.js';
 import { openUpload } from '../../src/snapshots/restore.js';
-import { piecesOf } from '../support/snapshot-bytes.js';
+import { piecesOf, uploadSource } from '../support/snapshot-bytes.js';
 import type { JobType } from '../../src/jobs/table.js';
 import { parseFailedReason } from '../../src/jobs/errors.js';
 import { runJob } from '../../src/jobs/runner.js';
@@ -80,7 +80,7 @@ describe.each(DIALECTS)('stored snapshots on %s', (dialect) => {
   it('consumes a staged upload with its restore, and refuses a restore of one that is gone', async () => {
     const tables = generateBusinessTables({ configs: 1, nodesPerConfig: 3 });
     const file = await encodeTestSnapshot(tables, 'pw-archive');
-    const prepared = await openUpload(file, 'pw-archive', repos().snapshots.tableSpecs(), serverKey);
+    const prepared = await openUpload(uploadSource(file), 'pw-archive', repos().snapshots.tableSpecs(), serverKey);
     const staged = await uow.write((em) =>
       createRepositories(em, { serverKey }).snapshots.storeArchive({ kind: 'staged', data: piecesOf(file), schemaVersion: prepared.meta.schemaVersion, counts: prepared.meta.counts, sealedKey: prepared.sealedKey }),
     );
@@ -101,7 +101,7 @@ describe.each(DIALECTS)('stored snapshots on %s', (dialect) => {
       uow.write((em) => createRepositories(em, { serverKey }).snapshots.storeArchive({ kind: 'staged', data: piecesOf(file), schemaVersion: LATEST_SCHEMA_VERSION, counts: {}, sealedKey: 'x', createdAt }));
     const old = await store(new Date(Date.now() - 25 * 3600_000));
     const fresh = await store(new Date());
-    const prepared = await openUpload(file, 'pw-old', repos().snapshots.tableSpecs(), serverKey);
+    const prepared = await openUpload(uploadSource(file), 'pw-old', repos().snapshots.tableSpecs(), serverKey);
     const toRestore = await uow.write((em) =>
       createRepositories(em, { serverKey }).snapshots.storeArchive({ kind: 'staged', data: piecesOf(file), schemaVersion: LATEST_SCHEMA_VERSION, counts: prepared.meta.counts, sealedKey: prepared.sealedKey }),
     );

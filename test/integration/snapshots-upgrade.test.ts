@@ -11,7 +11,7 @@ import { LATEST_SCHEMA_VERSION } from '../../src/migrations/index.js';
 import { deriveFileKey, readHeader } from '../../src/snapshots/container.js';
 import { decodeSnapshot } from '../../src/snapshots/payload.js';
 
-const openSnapshot = async (file: Buffer, password: string) => decodeSnapshot(file, await deriveFileKey(file, password));
+const openSnapshot = async (file: Buffer, password: string) => decodeSnapshot(file, await deriveFileKey(file, file.length, password));
 import { DIALECTS } from '../support/db.js';
 import { businessRows, sortedByKey, uploadSnapshot } from '../support/snapshot-data.js';
 import { startStack, type JobView, type Stack } from '../support/stack.js';

@@ -6,6 +6,7 @@
 import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import type { UploadSource } from '../../src/snapshots/restore.js';
 import type { SnapshotWriter } from '../../src/snapshots/writer.js';
 
 export async function gather(bytes: AsyncIterable<Buffer>): Promise<Buffer> {
@@ -29,6 +30,11 @@ export async function finishToBuffer(writer: SnapshotWriter): Promise<Buffer> {
 /** A Buffer in pieces of `step` bytes. */
 export async function* piecesOf(buf: Buffer, step = 100_000): AsyncGenerator<Buffer> {
   for (let at = 0; at < buf.length; at += step) yield buf.subarray(at, at + step);
+}
+
+/** A Buffer as the source of an upload check (openUpload), read in pieces. */
+export function uploadSource(buf: Buffer): UploadSource {
+  return { size: buf.length, read: () => piecesOf(buf) };
 }
 
 /** Runs `fn` with `buf` in a temporary file, removed afterwards. */

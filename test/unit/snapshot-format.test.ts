@@ -32,7 +32,7 @@ async function encodeSnapshotAsync(payload: SnapshotPayload, key: Buffer, kdf: K
 import { SnapshotInvalidError } from '../../src/snapshots/errors.js';
 
 const CHEAP = { N: 2 ** 10 };
-const openSnapshot = async (file: Buffer, password: string) => decodeSnapshot(file, await deriveFileKey(file, password));
+const openSnapshot = async (file: Buffer, password: string) => decodeSnapshot(file, await deriveFileKey(file, file.length, password));
 const PASSWORD = 'correct horse battery staple';
 
 function payload(overrides: Partial<SnapshotPayload> = {}): SnapshotPayload {

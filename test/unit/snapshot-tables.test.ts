@@ -22,6 +22,7 @@ import { validateSnapshotTables } from '../../src/snapshots/validator.js';
 import { upgradeSnapshotTables } from '../../src/snapshots/upgrades.js';
 import { TEST_SECRET_KEY } from '../support/db.js';
 import { generateBusinessTables, snapshotPayload, TEST_KDF } from '../support/snapshot-data.js';
+import { uploadSource } from '../support/snapshot-bytes.js';
 
 function refusal(fn: () => unknown): SnapshotInvalidError {
   try {
@@ -298,7 +299,7 @@ describe('snapshot rows against the current schema', () => {
       const bad = clone(good);
       bad.peer_link![0]!.to_node_id = '01900000-0000-7000-8000-00000000dead';
       const other = encodeSnapshot(snapshotPayload(bad), key, kdf);
-      const upload = await openUpload(checked, 'pw', specs, SERVER_KEY);
+      const upload = await openUpload(uploadSource(checked), 'pw', specs, SERVER_KEY);
       // Checked bytes: no row check runs (even against specs it would refuse).
       const noTables = specs.slice(1);
       const restored = async (file: Buffer, sealed: string, with_: readonly TableSpec[]) => {
