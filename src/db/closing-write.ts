@@ -20,7 +20,8 @@
 import type { Dialect } from '../config.js';
 import { JobRecord } from '../domain/entities/system.js';
 import type { Em } from './orm.js';
-import { textParts, toParam, type SqlStatement, type SqlValue } from './sql.js';
+import { inlinePostgres } from './pg-literals.js';
+import type { SqlStatement, SqlValue } from './sql.js';
 
 /** An audit row waiting for the job's closing write. */
 export interface AuditRow {
@@ -83,41 +84,4 @@ export function pgCommitQuery(statements: readonly SqlStatement[]): string {
 export async function recordedResult(em: Em, jobId: string): Promise<{ result: unknown } | undefined> {
   const row = await em.findOne(JobRecord, { jobId });
   return row ? { result: row.result } : undefined;
-}
-
-/** A statement with its values written into the text as PostgreSQL literals. */
-function inlinePostgres({ text, params }: SqlStatement): string {
-  const parts = textParts(text);
-  const placeholders = parts.length - 1;
-  if (placeholders > params.length) throw new Error(`closing write: more placeholders than the ${params.length} values in: ${text}`);
-  if (placeholders < params.length) throw new Error(`closing write: ${params.length} values for ${placeholders} placeholders in: ${text}`);
-  let out = parts[0]!;
-  for (let i = 0; i < placeholders; i++) out += pgLiteral(toParam('postgresql', params[i]!)) + parts[i + 1]!;
-  return out;
-}
-
-/**
- * Negative numbers are written in parentheses: after a `-` in the text (`x -?`), a bare
- * `-5` would make `--5`, which starts a comment running to the end of the query and would
- * swallow the COMMIT behind it.
- */
-function pgLiteral(v: unknown): string {
-  if (v === null || v === undefined) return 'null';
-  if (typeof v === 'string') return quoteLiteral(v);
-  if (typeof v === 'boolean') return v ? 'true' : 'false';
-  if (typeof v === 'number' && Number.isFinite(v)) return v < 0 ? `(${v})` : String(v);
-  throw new TypeError(`closing write: cannot write ${typeof v === 'number' ? v : typeof v} as a literal`);
-}
-
-/**
- * node-postgres's escapeLiteral, output for output (a test compares them): quotes doubled,
- * and with any backslash, backslashes doubled in an E'' string, which reads the same
- * whatever standard_conforming_strings says. Its character-by-character loop cost a
- * noticeable part of every job (the JSON of the audit and ledger rows); two native
- * replaces do not. The leading space of the E'' form keeps a preceding identifier
- * character from joining it.
- */
-function quoteLiteral(s: string): string {
-  const body = s.replaceAll("'", "''");
-  return s.includes('\\') ? ` E'${body.replaceAll('\\', '\\\\')}'` : `'${body}'`;
 }

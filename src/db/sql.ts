@@ -12,7 +12,7 @@
  * written unquoted and lower case, so one text serves both dialects; placeholders are `?`.
  */
 import { CompiledQuery } from 'kysely';
-import type { PoolClient, QueryResultRow } from 'pg';
+import type { QueryResult, QueryResultRow } from 'pg';
 import type { Dialect } from '../config.js';
 import { isPostgres } from '../migrations/dialect.js';
 import type { Em } from './orm.js';
@@ -70,6 +70,11 @@ export interface SqlStatement {
   params: readonly SqlValue[];
 }
 
+/** A PostgreSQL write transaction's client (TransactionClient, src/db/pg-client.ts). */
+interface StatementClient {
+  query<R extends QueryResultRow>(statement: SqlStatement, pgText: string, values: unknown[]): Promise<QueryResult<R>>;
+}
+
 /** The commands whose row count is rows changed (as Kysely's numAffectedRows). */
 const CHANGES = new Set(['INSERT', 'UPDATE', 'DELETE', 'MERGE']);
 
@@ -89,7 +94,7 @@ export class BoundSql {
   constructor(
     private readonly em: Em,
     readonly dialect: Dialect,
-    private readonly client?: PoolClient,
+    private readonly client?: StatementClient,
   ) {}
 
   /**
@@ -101,7 +106,7 @@ export class BoundSql {
     const values = params.map((p) => toParam(this.dialect, p));
     try {
       if (this.client) {
-        const res = await this.client.query<R & QueryResultRow>(pgText(text), values);
+        const res = await this.client.query<R & QueryResultRow>({ text, params }, pgText(text), values);
         return { rows: res.rows, affected: CHANGES.has(res.command) ? (res.rowCount ?? 0) : 0 };
       }
       const executor = (this.em.getTransactionContext() ?? this.em.getConnection().getClient()) as Executor;

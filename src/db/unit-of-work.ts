@@ -17,8 +17,9 @@
  *
  * Write transactions are begun and ended here rather than by `em.transactional`, for
  * two reasons, both on the path of every job: the transaction's first statement can
- * carry its lock (PostgreSQL: `begin` and the advisory lock in one round trip; SQLite:
- * BEGIN IMMEDIATE, which the ORM cannot issue), and the ORM's transaction machinery
+ * carry its lock (PostgreSQL: `begin` and the advisory lock in one round trip, held back
+ * to go with the first statement, src/db/pg-client.ts; SQLite: BEGIN IMMEDIATE, which the
+ * ORM cannot issue), and the ORM's transaction machinery
  * (forks, event broadcasting, savepoint bookkeeping) was a large part of a job's CPU time.
  * The entity manager takes the transaction's connection as its transaction context, so
  * the ORM's queries, its flush, `em.getKysely()` and src/db/sql.ts all run on it, as
@@ -47,7 +48,7 @@ import { closingStatements, pgCommitQuery, recordedResult, type JobClosing } fro
 import { pgDataLock } from './locks.js';
 import type Database from 'better-sqlite3';
 import { sqliteBeginImmediate, sqliteNative, type Em, type Orm } from './orm.js';
-import { contextOnClient, pgPool } from './pg-client.js';
+import { pgPool, TransactionClient } from './pg-client.js';
 import { BoundSql, type SqlStatement } from './sql.js';
 
 /**
@@ -57,7 +58,7 @@ import { BoundSql, type SqlStatement } from './sql.js';
  * snapshot from before that writer's commit, and an operation submitted during a restore
  * in another worker process would then see the old data and fail NOT_FOUND for good, or
  * hit SQLITE_BUSY_SNAPSHOT at its first write. PostgreSQL: two statements in one simple
- * query (no parameters), so one round trip.
+ * query (no parameters), sent with the transaction's first statement when it can be.
  */
 const BEGIN = {
   sqlite: { shared: 'begin immediate', exclusive: 'begin immediate' },
@@ -99,10 +100,17 @@ export const unmanaged = { disableIdentityMap: true } as const;
 export interface TransactionHandle {
   /** Whether the transaction holds the data lock exclusively (a restore). */
   readonly exclusive: boolean;
-  /** PostgreSQL: the pooled client the transaction runs on (for COPY); undefined on SQLite. */
+  /** PostgreSQL, exclusive transactions: the pooled client the transaction runs on (for COPY); otherwise undefined. */
   readonly pgClient: PoolClient | undefined;
   /** Bound statements on the transaction's connection. */
   readonly sql: BoundSql;
+}
+
+/** How a transaction's own statements are sent, per dialect. */
+interface TransactionControl {
+  begin(): Promise<unknown>;
+  end(text: string): Promise<unknown>;
+  rollback(): Promise<unknown>;
 }
 
 /** What a write transaction's function can ask of the transaction itself. */
@@ -147,7 +155,9 @@ export class UnitOfWork {
         .connection()
         .execute((conn) => {
           entered = true;
-          return this.inTransaction(conn, (sql) => conn.executeQuery(CompiledQuery.raw(sql)), undefined, fn, exclusive, undefined);
+          const run = (sql: string) => conn.executeQuery(CompiledQuery.raw(sql));
+          // BEGIN IMMEDIATE went above.
+          return this.inTransaction(conn, { begin: () => Promise.resolve(), end: run, rollback: () => run('rollback') }, fn, exclusive, undefined);
         });
     } catch (err) {
       // inTransaction rolls back its own failures; this covers not reaching it.
@@ -162,41 +172,41 @@ export class UnitOfWork {
    */
   private async inTransaction<T>(
     ctx: Kysely<unknown>,
-    run: (sql: string) => Promise<unknown>,
-    /** Undefined when the caller has begun the transaction already (SQLite). */
-    begin: string | undefined,
+    /** How the transaction's own statements go: BEGIN (unless the caller began it), the closing statements with COMMIT, ROLLBACK. */
+    control: TransactionControl,
     fn: (em: Em, tx: WriteTransaction) => Promise<T>,
     exclusive: boolean,
-    pgClient: PoolClient | undefined,
+    pg: TransactionClient | undefined,
   ): Promise<T> {
     // Driver errors of begin and commit become the ORM's exceptions, like those of every
     // query the ORM runs (a processor's own errors pass through untouched).
-    const control = (sql: string) => run(sql).catch((err: Error) => Promise.reject(this.orm.em.getDriver().convertException(err)));
+    const converted = (sent: Promise<unknown>) => sent.catch((err: Error) => Promise.reject(this.orm.em.getDriver().convertException(err)));
     const em = this.orm.em.fork() as Em;
-    const sql = new BoundSql(em, this.dialect, pgClient);
+    const sql = new BoundSql(em, this.dialect, pg);
     const closing: SqlStatement[] = [];
     const tx: WriteTransaction = {
       exclusive,
-      pgClient,
+      // COPY runs on the raw client, past the deferred BEGIN: only exclusive transactions, which begin at once, get it.
+      pgClient: exclusive ? pg?.client : undefined,
       sql,
       closeWith: (c) => closing.push(...closingStatements(this.dialect, c)),
     };
     try {
-      if (begin !== undefined) await control(begin);
+      await converted(control.begin());
       em.setTransactionContext(ctx as never);
       const result = await fn(em, tx);
       if (hasPendingChanges(em)) await em.flush();
       if (this.dialect === 'postgresql') {
-        await control(pgCommitQuery(closing));
+        await converted(control.end(pgCommitQuery(closing)));
       } else {
         for (const statement of closing) await sql.query(statement.text, statement.params);
-        await control('commit');
+        await converted(control.end('commit'));
       }
       return result;
     } catch (err) {
       // Whatever failed (a half-done begin included), the connection goes back to the pool
       // with no transaction open. Where none is left, the rollback fails harmlessly.
-      await run('rollback').catch(() => undefined);
+      await control.rollback().catch(() => undefined);
       throw err;
     } finally {
       em.resetTransactionContext();
@@ -204,20 +214,28 @@ export class UnitOfWork {
   }
 
   /**
-   * PostgreSQL: the transaction on a pooled client held here (see the file comment). After
-   * a failed exclusive transaction (a restore) the client is discarded, not pooled: a COPY
+   * PostgreSQL: the transaction on a pooled client held here (see the file comment). An
+   * operation's BEGIN waits for its first statement (TransactionClient); an exclusive
+   * transaction (a restore) begins at once, since it hands the raw client to COPY. After
+   * a failed exclusive transaction the client is discarded, not pooled: a COPY
    * cut off half-way must not leave a connection in an unknown state for the next job.
    * Other failures end in a rollback and leave the client as clean as Kysely would.
    */
   private async writeOnHeldClient<T>(begin: string, fn: (em: Em, tx: WriteTransaction) => Promise<T>, exclusive: boolean): Promise<T> {
     const pool = await (this.pgPool ??= pgPool(this.orm.em as Em));
     const client = await pool.connect();
-    // A client that fails its first check (contextOnClient) is discarded too.
+    // A client that fails its first check (TransactionClient.of) is discarded too.
     let discard = true;
     try {
-      const ctx = await contextOnClient(client, pool);
+      const pg = await TransactionClient.of(client, pool);
       discard = false;
-      return await this.inTransaction(ctx, (sql) => client.query(sql), begin, fn, exclusive, client);
+      pg.deferBegin(begin);
+      const control: TransactionControl = {
+        begin: () => (exclusive ? pg.begun() : Promise.resolve()),
+        end: (text) => pg.end(text),
+        rollback: () => pg.rollback(),
+      };
+      return await this.inTransaction(pg.context, control, fn, exclusive, pg);
     } catch (err) {
       discard ||= exclusive;
       throw err;

@@ -3,16 +3,18 @@
  * travels with COMMIT as one simple query, its values written in as literals, so these
  * tests put values that quoting gets wrong through that path and read them back, and check
  * that a failing closing write rolls back the whole transaction, that bound statements and
- * the ORM share the transaction's one connection, and that every PostgreSQL connection of
- * the unit of work speaks UTF8 whatever the database's default.
+ * the ORM share the transaction's one connection, that on PostgreSQL an operation's BEGIN
+ * and data lock travel with its first statement (or its commit) and still come first, and
+ * that every PostgreSQL connection of the unit of work speaks UTF8 whatever the database's
+ * default.
  */
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import { randomUUID } from 'node:crypto';
 import pg, { escapeLiteral } from 'pg';
 import { UniqueConstraintViolationException } from '@mikro-orm/core';
 import { pgCommitQuery } from '../../src/db/closing-write.js';
 import { connectOrm, type Em } from '../../src/db/orm.js';
-import { assertUtf8 } from '../../src/db/encoding.js';
+import { assertUtf8, UTF8_SESSION } from '../../src/db/encoding.js';
 import { pgPool } from '../../src/db/pg-client.js';
 import { boundSql, type SqlStatement } from '../../src/db/sql.js';
 import { UnitOfWork, type WriteTransaction } from '../../src/db/unit-of-work.js';
@@ -118,10 +120,79 @@ describe.each(DIALECTS)('unit of work write transactions on %s', (dialect) => {
     expect(await app.uow.fork().count(JobRecord, { jobId: dropped })).toBe(0);
   });
 
-  it('tells repositories whether the transaction is exclusive, and gives its pg client on PostgreSQL only', async () => {
+  // An operation's BEGIN waits for its first statement, so the raw client (COPY) would run
+  // before it: only an exclusive transaction, which begins at once, hands it out.
+  it('tells repositories whether the transaction is exclusive, and gives its pg client to exclusive ones on PostgreSQL only', async () => {
     const seen = async (exclusive: boolean) => app.uow.write(async (_em, tx) => ({ exclusive: tx.exclusive, client: tx.pgClient !== undefined }), { exclusive });
     expect(await seen(true)).toEqual({ exclusive: true, client: dialect === 'postgresql' });
-    expect(await seen(false)).toEqual({ exclusive: false, client: dialect === 'postgresql' });
+    expect(await seen(false)).toEqual({ exclusive: false, client: false });
+  });
+});
+
+describe('the PostgreSQL begin, sent with the first statement', () => {
+  let app: Harness;
+
+  beforeAll(async () => {
+    app = await createHarness('postgresql', 'uow_begin');
+  });
+
+  afterAll(async () => {
+    await app?.close();
+    vi.restoreAllMocks();
+  });
+
+  // The data lock is granted before the statement runs, whichever way the begin went.
+  const LOCKS = "select count(*)::int as n from pg_locks where locktype = 'advisory' and pid = pg_backend_pid() and granted and ? = ?";
+  const firstStatements = {
+    'a bound statement, its values written in': { values: ["it's", "it's"], roundTrips: 2 },
+    'a bound statement with bytes, which cannot be written in': { values: [Buffer.from('x'), Buffer.from('x')], roundTrips: 3 },
+  };
+
+  it.each(Object.entries(firstStatements))('%s: runs inside the transaction, holding the data lock', async (_name, { values, roundTrips }) => {
+    const jobId = randomUUID();
+    const sent = vi.spyOn(pg.Client.prototype, 'query');
+    const held = await app.uow.write(async (_em, tx) => {
+      const { rows } = await tx.sql.query<{ n: number }>(LOCKS, values);
+      tx.closeWith({ jobId, type: 'test.begin', result: null, audit: [] });
+      return rows[0]!.n;
+    });
+    // Statements sent on the transaction's client: begin (alone or with the statement), the
+    // statement, the commit; not a fresh client's one-time encoding check.
+    const calls = sent.mock.calls.filter(([q]) => q !== UTF8_SESSION).length;
+    sent.mockRestore();
+    expect(held).toBe(1);
+    expect(calls).toBe(roundTrips);
+    expect(await app.uow.readLedger(jobId)).toEqual({ result: null });
+  });
+
+  it("sends the begin alone before the ORM's first statement, and with the commit when nothing else goes", async () => {
+    const held = await app.uow.write(async (em) => (await em.execute<{ n: number }[]>(LOCKS.replace('? = ?', 'true')))[0]!.n);
+    expect(held).toBe(1);
+
+    const jobId = randomUUID();
+    const sent = vi.spyOn(pg.Client.prototype, 'query');
+    await app.uow.write(async (_em, tx) => tx.closeWith({ jobId, type: 'test.begin', result: 1, audit: [] }));
+    const texts = sent.mock.calls.map(([q]) => String(q)).filter((q) => q !== UTF8_SESSION);
+    sent.mockRestore();
+    expect(texts).toHaveLength(1);
+    expect(texts[0]).toMatch(/^begin; select pg_advisory_xact_lock_shared\(\d+\); insert into job_record .*; commit$/);
+    expect(await app.uow.readLedger(jobId)).toEqual({ result: 1 });
+  });
+
+  it('rolls a combined first statement back with the rest, and the client serves the next transaction', async () => {
+    const jobId = randomUUID();
+    const insert = 'insert into job_record (job_id, type, result, completed_at) values (?, ?, ?, ?)';
+    await expect(
+      app.uow.write(async (_em, tx) => {
+        await tx.sql.query(insert, [jobId, 'test.begin', { n: -1 }, new Date()]);
+        throw new Error('abandon');
+      }),
+    ).rejects.toThrow('abandon');
+    expect(await app.uow.readLedger(jobId)).toBeUndefined();
+    // A failing combined statement: the error is the ORM's, and nothing stays open.
+    await app.uow.write(async (_em, tx) => tx.sql.query(insert, [jobId, 'test.begin', 1, new Date()]));
+    await expect(app.uow.write(async (_em, tx) => tx.sql.query(insert, [jobId, 'test.begin', 2, new Date()]))).rejects.toBeInstanceOf(UniqueConstraintViolationException);
+    expect(await app.uow.readLedger(jobId)).toEqual({ result: 1 });
   });
 });
 
@@ -137,7 +208,7 @@ describe('the PostgreSQL closing query', () => {
   });
 
   it('writes values, ends with commit, and refuses what it cannot write', () => {
-    expect(commitOf({ text: 'select ?, ?, ?, ?', params: ["o'k", null, true, 3] }, { text: 'select 1', params: [] })).toBe("select 'o''k', null, true, 3; select 1; commit");
+    expect(commitOf({ text: 'select ?, ?, ?, ?', params: ["o'k", null, true, 3] }, { text: 'select 1', params: [] })).toBe("select 'o''k', null, 'true', '3'; select 1; commit");
     expect(commitOf()).toBe('commit');
     expect(() => commitOf({ text: 'select ?', params: [] })).toThrow(/more placeholders/);
     expect(() => commitOf({ text: 'select ?', params: [1, 2] })).toThrow(/2 values for 1 placeholders/);
@@ -145,14 +216,14 @@ describe('the PostgreSQL closing query', () => {
     expect(() => commitOf({ text: 'select ?', params: [Buffer.from('x')] })).toThrow(/cannot write/);
   });
 
-  // `0-?` with -5 written bare is `0--5`: a comment from there on, COMMIT included.
+  // `0-?` with -5 written bare would be `0--5`: a comment from there on, COMMIT included.
   it('keeps a negative number after a minus sign a number, and the COMMIT behind it', async () => {
     const client = new pg.Client({ connectionString: PG_ADMIN_URL });
     await client.connect();
     try {
       for (const [value, expected] of [[-5, 5], [-0.25, 0.25], [-1e300, 1e300], [7, -7]] as const) {
         await client.query('begin');
-        const results = (await client.query(commitOf({ text: 'select (0-?)::float8 as v', params: [value] }))) as unknown as pg.QueryResult[];
+        const results = (await client.query(commitOf({ text: 'select (0.0-?)::float8 as v', params: [value] }))) as unknown as pg.QueryResult[];
         expect(results.map((r) => r.command)).toEqual(['SELECT', 'COMMIT']);
         expect(results[0]!.rows[0].v).toBe(expected);
       }
