@@ -13,6 +13,7 @@ import { Migration20261201160000_peer_link_indexes } from './Migration2026120116
 import { Migration20261201161000_push_request } from './Migration20261201161000_push_request.js';
 import { Migration20261201180000_peer_link_set_checks } from './Migration20261201180000_peer_link_set_checks.js';
 import { Migration20261201181000_snapshot_chunks } from './Migration20261201181000_snapshot_chunks.js';
+import { Migration20261201183700_peer_link_check_pass } from './Migration20261201183700_peer_link_check_pass.js';
 
 export const MIGRATIONS = [
   { name: 'Migration20261124000000_initial', class: Migration20261124000000_initial },
@@ -26,6 +27,7 @@ export const MIGRATIONS = [
   { name: 'Migration20261201161000_push_request', class: Migration20261201161000_push_request },
   { name: 'Migration20261201180000_peer_link_set_checks', class: Migration20261201180000_peer_link_set_checks },
   { name: 'Migration20261201181000_snapshot_chunks', class: Migration20261201181000_snapshot_chunks },
+  { name: 'Migration20261201183700_peer_link_check_pass', class: Migration20261201183700_peer_link_check_pass },
 ];
 
 /** The schema version a database is at once every migration has run. */

@@ -46,14 +46,32 @@ const violation = (constraint: string, table: string, message: string, detail: s
       message = '${message}',
       detail = ${detail};`;
 
-/** The new rows' references of one key: the first missing one fails the statement. */
-const checkKey = (column: string, target: string, constraint: string): string => `
-  select l."${column}" into missing from new_links l where not exists (select 1 from "${target}" t where t."id" = l."${column}") limit 1;
-  if found then
+const missingKey = (column: string, target: string, constraint: string): string => `if found then
     ${violation(constraint, 'peer_link', `insert or update on table "peer_link" violates foreign key constraint "${constraint}"`, `format('Key (${column})=(%s) is not present in table "${target}".', missing)`)}
   end if;`;
 
-const CHECK_REFERENCES = `
+/** The new rows' references of one key, read from the rows: the first missing one fails the statement (version 1). */
+const checkKey = (column: string, target: string, constraint: string): string => `
+  select l."${column}" into missing from new_links l where not exists (select 1 from "${target}" t where t."id" = l."${column}") limit 1;
+  ${missingKey(column, target, constraint)}`;
+
+/** The same from the key's distinct values, collected once (version 2). */
+const checkValues = (values: string, column: string, target: string, constraint: string): string => `
+  select v into missing from unnest(${values}) v where not exists (select 1 from "${target}" t where t."id" = v) limit 1;
+  ${missingKey(column, target, constraint)}`;
+
+/**
+ * The check function's body, by version. 1, as Migration20261201180000_peer_link_set_checks
+ * made it: the locks and each key's anti-join scan the statement's rows, six passes in
+ * all, and the union of both node columns was sorted on disk (no statistics on a
+ * transition table, so the planner expects every row distinct). 2, since
+ * Migration20261201183700_peer_link_check_pass: one pass per key collects its distinct
+ * values (hashed, a few thousand at most for a full mesh), and the locks and checks work
+ * on those. Same rules, same errors.
+ */
+const checkReferences = (version: 1 | 2): string =>
+  version === 1
+    ? `
 declare
   missing uuid;
 begin
@@ -63,10 +81,25 @@ begin
   ${checkKey('from_node_id', 'node', 'peer_link_from_node_id_foreign')}
   ${checkKey('to_node_id', 'node', 'peer_link_to_node_id_foreign')}
   return null;
+end`
+    : `
+declare
+  missing uuid;
+  configs uuid[] := array(select distinct "config_id" from new_links);
+  froms uuid[] := array(select distinct "from_node_id" from new_links);
+  tos uuid[] := array(select distinct "to_node_id" from new_links);
+begin
+  perform 1 from "mesh_config" c where c."id" = any(configs) order by c."id" for key share;
+  perform 1 from "node" n where n."id" = any(froms) or n."id" = any(tos) order by n."id" for key share;
+  ${checkValues('configs', 'config_id', 'mesh_config', 'peer_link_config_id_foreign')}
+  ${checkValues('froms', 'from_node_id', 'node', 'peer_link_from_node_id_foreign')}
+  ${checkValues('tos', 'to_node_id', 'node', 'peer_link_to_node_id_foreign')}
+  return null;
 end`;
 
 /** A trigger function that keeps the search_path it was created with (see above). */
-const functionDdl = (fn: string, body: string): string => `create function "${fn}"() returns trigger language plpgsql set search_path from current as $$${body}$$;\n`;
+const functionDdl = (fn: string, body: string, replace = false): string =>
+  `create ${replace ? 'or replace ' : ''}function "${fn}"() returns trigger language plpgsql set search_path from current as $$${body}$$;\n`;
 
 /**
  * An id change of a referenced row: refused while links still reference the old id. A row
@@ -127,9 +160,13 @@ ${columns.map((c) => `  delete from "peer_link" where "${c}" in (select "id" fro
 end`,
   );
 
-export const PEER_LINK_REFERENCE_TRIGGERS: readonly ReferenceTrigger[] = [
-  trigger('peer_link', 'peer_link_references_on_insert', 'insert', 'peer_link_check_references_on_insert', 'new table as new_links', CHECK_REFERENCES),
-  trigger('peer_link', 'peer_link_references_on_update', 'update', 'peer_link_check_references_on_update', 'new table as new_links', CHECK_REFERENCES),
+/** peer_link's check functions: the trigger on insert and the one on update run the same body. */
+const CHECK_FUNCTIONS = ['peer_link_check_references_on_insert', 'peer_link_check_references_on_update'] as const;
+
+/** Every trigger, with the check functions at `checkVersion` (see checkReferences). */
+export const peerLinkReferenceTriggers = (checkVersion: 1 | 2): readonly ReferenceTrigger[] => [
+  trigger('peer_link', 'peer_link_references_on_insert', 'insert', CHECK_FUNCTIONS[0], 'new table as new_links', checkReferences(checkVersion)),
+  trigger('peer_link', 'peer_link_references_on_update', 'update', CHECK_FUNCTIONS[1], 'new table as new_links', checkReferences(checkVersion)),
   cascadeDelete('node', 'node_peer_links_on_delete', 'node_delete_peer_links', ['from_node_id', 'to_node_id']),
   idChangeTrigger(
     'node',
@@ -147,6 +184,12 @@ export const PEER_LINK_REFERENCE_TRIGGERS: readonly ReferenceTrigger[] = [
     'peer_link_config_id_foreign',
   ),
 ];
+
+/** The triggers as the latest migration leaves them (the ORM's metadata). */
+export const PEER_LINK_REFERENCE_TRIGGERS = peerLinkReferenceTriggers(2);
+
+/** The check functions' bodies replaced by those of `version`, triggers untouched. */
+export const replacePeerLinkChecks = (version: 1 | 2): string[] => CHECK_FUNCTIONS.map((fn) => functionDdl(fn, checkReferences(version), true));
 
 /** peer_link's foreign keys as the initial migration made them (what the triggers replace). */
 export const PEER_LINK_FOREIGN_KEYS = [

@@ -16,14 +16,18 @@ import { boundSql } from '../db/sql.js';
  * i_hi) + 1 for the pair's shared link group. Id order is then (from_node_id, to_node_id)
  * order, so the primary key and the (from, to) unique index, the two indexes every row
  * enters, are filled at their right edge instead of at random places, and each node's
- * route is built once, not once per row. A row is skipped when its pair exists in either
- * direction, so a pair is always written whole.
+ * route is built once, not once per row. That holds only if the `from` node is the outer
+ * loop of the pair join (`pairs`): SQLite keeps the written order of a cross join;
+ * PostgreSQL chose `to` as the outer loop, writing rows n ids apart, unless the inner
+ * side is a lateral subquery it cannot flatten. A row is skipped when its pair exists in
+ * either direction, so a pair is always written whole.
  */
 const missingPairsInsert = (d: {
   id: (counter: string) => string;
   route: (address: string) => string;
   missing: (from: string, to: string) => string;
   prelude: string;
+  pairs: string;
 }): string => `
 with m as materialized (
   select id, config_id, row_number() over (order by id) - 1 as i,
@@ -36,7 +40,7 @@ insert into peer_link (id, config_id, from_node_id, to_node_id, link_group_id, a
 select ${d.id('c.base + 2 * (f.i * c.n + t.i)')}, f.config_id, f.id, t.id,
   ${d.id('c.base + 2 * (case when f.i < t.i then f.i * c.n + t.i else t.i * c.n + f.i end) + 1')},
   t.route, cast(? as integer)
-from c cross join m f join m t on t.i <> f.i
+from c cross join m f ${d.pairs}
 where f.i >= cast(? as bigint) and f.i < cast(? as bigint)
   and ${d.missing('f.id', 't.id')} and ${d.missing('t.id', 'f.id')}`;
 
@@ -50,6 +54,7 @@ const MISSING_PAIRS_INSERT = {
     missing: (from, to) =>
       `not exists (select 1 from peer_link l where l.from_node_id = ${from} and l.to_node_id = ${to} and substr(l.id, 1, length(c.prefix)) <> c.prefix)`,
     prelude: '',
+    pairs: 'join m t on t.i <> f.i',
   }),
   // The config's existing links once, hashed (see insertMissingPairs for the plan).
   postgresql: missingPairsInsert({
@@ -59,6 +64,8 @@ const MISSING_PAIRS_INSERT = {
     prelude: `, e as materialized (
   select from_node_id as f, to_node_id as t from peer_link where config_id = ?
 )`,
+    // `offset 0` keeps the subquery a nested loop's parameterised inner side.
+    pairs: 'cross join lateral (select * from m t where t.i <> f.i offset 0) t',
   }),
 } as const;
 

@@ -48,6 +48,8 @@ export const UPGRADES: Readonly<Record<string, UpgradeStep | null>> = Object.fre
   Migration20261201180000_peer_link_set_checks: null,
   // Stored snapshot files in pieces (system tables), not in snapshots.
   Migration20261201181000_snapshot_chunks: null,
+  // PostgreSQL: peer_link's reference checks in one pass per key; rows unchanged.
+  Migration20261201183700_peer_link_check_pass: null,
 });
 
 /**

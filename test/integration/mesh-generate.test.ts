@@ -61,6 +61,25 @@ describe.each(DIALECTS)('mesh.generate at scale on %s', (dialect) => {
   }
 
   /**
+   * A fresh mesh is written in id order, which is (from, to) order, so each unique index
+   * grows at its right edge. Written order: the heap's on PostgreSQL (nothing was deleted
+   * in this file, so rows are appended), rowid on SQLite.
+   */
+  async function expectWrittenInKeyOrder(configId: string): Promise<void> {
+    const rows = await h.uow
+      .fork()
+      .getConnection()
+      .execute<{ id: string; from_node_id: string; to_node_id: string }[]>(
+        `select id, from_node_id, to_node_id from peer_link where config_id = ? order by ${dialect === 'postgresql' ? 'ctid' : 'rowid'}`,
+        [configId],
+      );
+    const ids = rows.map((r) => r.id);
+    expect(ids).toEqual([...ids].sort());
+    const pairs = rows.map((r) => `${r.from_node_id}:${r.to_node_id}`);
+    expect(pairs).toEqual([...pairs].sort());
+  }
+
+  /**
    * Checks the links of a config pair by pair: every two nodes exactly once, both
    * directions sharing a linkGroupId no other pair has, each routing its peer's host
    * address as linksForPair says, distinct uuids. Returns the rows.
@@ -111,6 +130,7 @@ describe.each(DIALECTS)('mesh.generate at scale on %s', (dialect) => {
     const configId = await configWithNodes('big', '10.60.0.0/16', NODES);
 
     expect(await h.run('mesh.generate', { configId })).toEqual({ created: PAIRS });
+    await expectWrittenInKeyOrder(configId);
     const rows = await expectFullMesh(configId, 25);
     // UUIDv7, like every other id meshq makes
     expect(rows.every((r) => r.id[14] === '7' && r.link_group_id[14] === '7')).toBe(true);

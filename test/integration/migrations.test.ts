@@ -1,3 +1,4 @@
+import { ForeignKeyConstraintViolationException } from '@mikro-orm/core';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { fork } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
@@ -104,3 +105,77 @@ describe.each(DIALECTS)('data written at the first migration on %s', (dialect) =
 });
 
 const parseJson = (v: unknown) => (typeof v === 'string' ? JSON.parse(v) : v);
+
+describe.each(DIALECTS)('Migration20261201183700_peer_link_check_pass on %s', (dialect) => {
+  const NAME = 'Migration20261201183700_peer_link_check_pass';
+  let db: TestDatabase;
+  let orm: Orm;
+
+  beforeAll(async () => {
+    db = await createTestDatabase(dialect, 'migrations_checks');
+    orm = await connectOrm(db.config());
+    await migrateUnderLock(orm, db.config());
+  });
+  afterAll(async () => {
+    await orm?.close(true);
+    await db?.drop();
+  });
+
+  it('goes down and up again, and links to a missing node are refused at either version', async () => {
+    const conn = orm.em.getConnection();
+    const [configId, a, b] = ['01900000-0000-7000-8000-0000000000c1', '01900000-0000-7000-8000-0000000000c2', '01900000-0000-7000-8000-0000000000c3'];
+    const ts = dialect === 'sqlite' ? Date.now() : new Date().toISOString();
+    await conn.execute('insert into mesh_config (id, name, subnet, listen_port, dns, protocol, created_at, updated_at) values (?, ?, ?, ?, ?, ?, ?, ?)', [
+      configId,
+      'checks',
+      '10.1.0.0/24',
+      51820,
+      '[]',
+      'wireguard',
+      ts,
+      ts,
+    ]);
+    for (const [id, address] of [
+      [a, '10.1.0.2'],
+      [b, '10.1.0.3'],
+    ] as const) {
+      await conn.execute(
+        'insert into node (id, config_id, name, kind, address, public_key, created_at, updated_at) values (?, ?, ?, ?, ?, ?, ?, ?)',
+        [id, configId, `n${address}`, 'static', address, 'pk', ts, ts],
+      );
+    }
+    let serial = 0;
+    const link = (from: string, to: string) =>
+      conn.execute(
+        `insert into peer_link (id, config_id, from_node_id, to_node_id, link_group_id, allowed_ips, persistent_keepalive) values (?, ?, ?, ?, ?, '[]', null)`,
+        [`01900000-0000-7000-8000-0000000001${(serial++).toString(16).padStart(2, '0')}`, configId, from, to, '01900000-0000-7000-8000-0000000000ff'],
+      );
+    const refused = async (from: string, to: string) =>
+      link(from, to).then(
+        () => undefined,
+        (e: unknown) => orm.em.getDriver().convertException(e as Error),
+      );
+    const checkBody = async () =>
+      dialect === 'postgresql'
+        ? String((await conn.execute("select prosrc from pg_proc where proname = 'peer_link_check_references_on_insert'"))[0]!.prosrc)
+        : '';
+    const missing = '01900000-0000-7000-8000-0000000000ee';
+    const links = async () => Number((await conn.execute('select count(*) as n from peer_link'))[0]!.n);
+
+    const index = MIGRATIONS.findIndex((m) => m.name === NAME);
+    await orm.migrator.down({ to: MIGRATIONS[index - 1]!.name });
+    expect((await orm.migrator.getExecuted()).map((m) => m.name)).toEqual(MIGRATIONS.slice(0, index).map((m) => m.name));
+    if (dialect === 'postgresql') expect(await checkBody()).toContain('union');
+    expect(await refused(a, missing)).toBeInstanceOf(ForeignKeyConstraintViolationException);
+    await link(a, b);
+
+    await orm.migrator.up();
+    expect((await orm.migrator.getExecuted()).map((m) => m.name)).toEqual(MIGRATIONS.map((m) => m.name));
+    if (dialect === 'postgresql') expect(await checkBody()).toContain('array(select distinct "to_node_id" from new_links)');
+    expect(await refused(missing, b)).toBeInstanceOf(ForeignKeyConstraintViolationException);
+    await link(b, a);
+    expect(await links()).toBe(2);
+    const diff = await orm.schema.getUpdateSchemaSQL({ wrap: false, safe: false, dropTables: true });
+    expect(diff.trim()).toBe('');
+  });
+});
