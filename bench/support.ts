@@ -157,7 +157,7 @@ export async function startMeshq(config: Config, port: number, env: Record<strin
     QUEUE_PREFIX: config.queuePrefix,
     REDIS_DURABILITY: 'none',
     LOG_LEVEL: 'warn',
-    // As `npm start`, `npm run worker` and the image set it (README.md).
+    // As the image sets it (README.md, "Processes").
     MALLOC_ARENA_MAX: '2',
     HOST: '127.0.0.1',
     PORT: String(port),
