@@ -36,9 +36,11 @@ RUN npm pkg delete scripts.prepare \
  && npm cache clean --force
 
 FROM node:24-bookworm-slim AS runtime
+# MALLOC_ARENA_MAX: see README.md ("Processes").
 ENV NODE_ENV=production \
     NPM_CONFIG_UPDATE_NOTIFIER=false \
-    NPM_CONFIG_FUND=false
+    NPM_CONFIG_FUND=false \
+    MALLOC_ARENA_MAX=2
 WORKDIR /app
 # Code and dependencies stay owned by root (read-only for the app); only the data folder
 # (SQLite database and its generated server key) belongs to the unprivileged `node` user.

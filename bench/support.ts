@@ -157,6 +157,8 @@ export async function startMeshq(config: Config, port: number, env: Record<strin
     QUEUE_PREFIX: config.queuePrefix,
     REDIS_DURABILITY: 'none',
     LOG_LEVEL: 'warn',
+    // As the image sets it (README.md, "Processes").
+    MALLOC_ARENA_MAX: '2',
     HOST: '127.0.0.1',
     PORT: String(port),
     WORKER_HTTP_PORT: String(await freePort()),

@@ -31,6 +31,8 @@ const SQLITE_BUSY_TIMEOUT_MS = 5_000;
 
 /** SQLite's page cache per connection, KiB (see applySqlitePragmas). */
 const SQLITE_CACHE_KIB = 64 * 1024;
+/** The page cache of a connection that runs no job (apiPageCache): SQLite's own default, KiB. */
+const SQLITE_API_CACHE_KIB = 2000;
 
 /** Longest wait for a new PostgreSQL connection (or a free one from the pool) once started. */
 const POOL_CONNECT_TIMEOUT_CAP_MS = 10_000;
@@ -204,6 +206,18 @@ async function applySqlitePragmas(orm: Orm): Promise<void> {
   // of a run that keeps them (docs/benchmarks.md).
   db.pragma(`cache_size = ${-SQLITE_CACHE_KIB}`);
   cachePreparedStatements(db);
+}
+
+/**
+ * A connection that runs no job (the API's; in `npm start` the jobs have the worker
+ * thread's connection) keeps SQLite's default page cache once migrations are done: it
+ * reads a page of rows at a time and writes a staged upload once, and the large cache
+ * would only keep that upload's pages in memory.
+ */
+export async function apiPageCache(orm: Orm): Promise<void> {
+  const db = await sqliteNative(orm);
+  db.pragma(`cache_size = ${-SQLITE_API_CACHE_KIB}`);
+  db.pragma('shrink_memory');
 }
 
 /**

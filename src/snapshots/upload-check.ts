@@ -15,9 +15,10 @@
  *   up on disk with their requests open.
  *
  * Only the outcome comes back (the file's meta data and its sealed data key), never the
- * rows. Threads are started on the first upload and kept while uploads come (loading the
- * checking code costs more than a small check); one idle for a minute ends, returning its
- * heap, and so does one whose check failed in an unexpected way.
+ * rows. Each check has a thread of its own, ended as soon as it answered: a thread keeps
+ * its isolate, heap and the inflater's and checks' buffers until it ends, and a kept
+ * thread held all of it through the staging and the restore that follow an upload. Starting one costs little next to checking a file
+ * large enough for its memory to matter.
  */
 import { existsSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
@@ -73,9 +74,6 @@ export interface UploadCheckOptions {
  */
 const HEAP_LIMIT_MB = 192;
 
-/** An idle thread ends after this long. */
-const IDLE_MS = 60_000;
-
 /**
  * Where the worker's code is: next to this module, compiled (.js, run by node) or as
  * source (.ts, under tsx or the test runner, where the thread needs tsx's loader too).
@@ -89,7 +87,6 @@ function workerEntry(): { url: URL; execArgv: string[] } {
 
 export class UploadChecker {
   private running = 0;
-  private readonly idle: { worker: Worker; timer: NodeJS.Timeout }[] = [];
   private readonly busy = new Set<Worker>();
   private readonly maxConcurrent: number;
   private readonly limits: InflationLimits;
@@ -116,7 +113,7 @@ export class UploadChecker {
         serverKey,
         limits: this.limits,
       };
-      return await this.run(this.take(), request);
+      return await this.run(this.start(), request);
     } finally {
       this.running--;
     }
@@ -125,57 +122,25 @@ export class UploadChecker {
   /** Ends every thread (the API is closing); a check under way fails. */
   async close(): Promise<void> {
     this.closed = true;
-    const workers = [...this.busy, ...this.idle.map((i) => i.worker)];
-    for (const { timer } of this.idle) clearTimeout(timer);
-    this.idle.length = 0;
+    const workers = [...this.busy];
     this.busy.clear();
     await Promise.all(workers.map((w) => w.terminate()));
   }
 
-  private take(): Worker {
-    const reused = this.idle.pop();
-    if (reused) {
-      clearTimeout(reused.timer);
-      reused.worker.ref();
-      this.busy.add(reused.worker);
-      return reused.worker;
-    }
+  private start(): Worker {
     const { url, execArgv } = workerEntry();
     const worker = new Worker(url, {
       execArgv,
       resourceLimits: { maxOldGenerationSizeMb: HEAP_LIMIT_MB, maxYoungGenerationSizeMb: 32 },
     });
-    // A thread that fails or ends while idle is dropped (an 'error' without a listener
-    // would throw in the API); one that fails during a check is answered by run().
-    worker.on('error', () => this.forget(worker));
-    worker.on('exit', () => this.forget(worker));
+    // An 'error' without a listener would throw in the API; run() answers those of a check.
+    worker.on('error', () => undefined);
     this.busy.add(worker);
     return worker;
   }
 
-  private forget(worker: Worker): void {
-    const at = this.idle.findIndex((i) => i.worker === worker);
-    if (at >= 0) {
-      clearTimeout(this.idle[at]!.timer);
-      this.idle.splice(at, 1);
-    }
-  }
-
-  private release(worker: Worker): void {
-    this.busy.delete(worker);
-    if (this.closed) return void worker.terminate();
-    // An idle thread must not keep the process alive, and ends after a while.
-    worker.unref();
-    const timer = setTimeout(() => {
-      const at = this.idle.findIndex((i) => i.worker === worker);
-      if (at >= 0) this.idle.splice(at, 1);
-      void worker.terminate();
-    }, IDLE_MS);
-    timer.unref();
-    this.idle.push({ worker, timer });
-  }
-
-  private discard(worker: Worker): void {
+  /** The thread's work is done, whatever its answer: it ends, returning its memory. */
+  private end(worker: Worker): void {
     this.busy.delete(worker);
     void worker.terminate();
   }
@@ -189,24 +154,21 @@ export class UploadChecker {
       };
       const onMessage = (answer: CheckAnswer) => {
         done();
+        this.end(worker);
         if (answer.ok) {
-          this.release(worker);
           return resolve({ meta: answer.meta, upgradedThrough: answer.upgradedThrough, sealedKey: answer.sealedKey });
         }
         if ('invalid' in answer) {
-          this.release(worker);
           return reject(new SnapshotInvalidError(answer.invalid.reason, answer.invalid.message));
         }
         if ('domain' in answer) {
-          this.release(worker);
           return reject(new DomainError(answer.domain.code, answer.domain.message, answer.domain.details));
         }
-        this.discard(worker);
         return reject(new Error(`the snapshot check failed: ${answer.error.message}`));
       };
       const onError = (err: NodeJS.ErrnoException) => {
         done();
-        this.discard(worker);
+        this.end(worker);
         if (err.code === 'ERR_WORKER_OUT_OF_MEMORY') {
           return reject(new SnapshotInvalidError('too_large', 'checking the snapshot needs more memory than a check may use; refused'));
         }
