@@ -11,7 +11,6 @@
  *   - worker RSS after 100,000 jobs against its RSS after 10,000 (bench/rss-child.ts).
  */
 import { fork } from 'node:child_process';
-import { readFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { randomUUID } from 'node:crypto';
 import { Queue, Worker, type Processor } from 'bullmq';
@@ -21,7 +20,7 @@ import { startWorkers } from '../src/jobs/worker.js';
 import { redisConnection } from '../src/jobs/redis.js';
 import { QUEUES } from '../src/jobs/names.js';
 import { graphilePeer, handWrittenNodeUpdate } from './graphile-bench.js';
-import { benchDatabase, directRunner, dropRedisPrefix, record, REDIS_URL, seconds } from './support.js';
+import { benchDatabase, deployedArgs, directRunner, dropRedisPrefix, record, REDIS_URL, seconds } from './support.js';
 
 const N = Number(process.env.BENCH_JOBS ?? 5_000);
 const CONCURRENCY = Number(process.env.BENCH_CONCURRENCY ?? 8);
@@ -166,10 +165,7 @@ interface IdleMemory {
 }
 
 /** The Node flags package.json's `worker` script starts a worker with (its young generation size). */
-function workerNodeFlags(): string[] {
-  const pkg = JSON.parse(readFileSync(new URL('../package.json', import.meta.url), 'utf8')) as { scripts: { worker: string } };
-  return pkg.scripts.worker.split(/\s+/).filter((arg) => arg.startsWith('--'));
-}
+const workerNodeFlags = (): string[] => deployedArgs('worker').filter((arg) => arg.startsWith('--'));
 
 async function rssChild(): Promise<{ at10k: IdleMemory; at100k: IdleMemory }> {
   const script = fileURLToPath(new URL('./rss-child.ts', import.meta.url));

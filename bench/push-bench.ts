@@ -8,7 +8,7 @@
  *     which follows the commit), as pushes per second;
  *   - baseline from the same run: a raw mqtt.js client publishing the same payloads to the
  *     same topics at QoS 1, pipelined, until the same subscriber received them all.
- * meshq's worker is a real process (src/bin/worker.ts through tsx) on the shared Mosquitto
+ * meshq's worker is a real process (`npm run worker`'s compiled code) on the shared Mosquitto
  * (BENCH_MQTT_URL) and the EMQX contract double; the nodes are created before it starts,
  * through the real runner in this process. PostgreSQL first, then SQLite
  * (BENCH_PUSH_DIALECTS=postgresql to run one).
@@ -21,7 +21,7 @@ import { bootstrap } from '../src/bin/bootstrap.js';
 import type { Dialect } from '../src/config.js';
 import { QUEUES } from '../src/jobs/names.js';
 import { startEmqxDouble } from '../test/support/emqx-double.js';
-import { benchDatabase, directRunner, dropRedisPrefix, record, seconds } from './support.js';
+import { benchDatabase, buildOnce, deployedArgs, directRunner, dropRedisPrefix, record, seconds } from './support.js';
 
 const root = resolve(import.meta.dirname, '..');
 const NODES = Number(process.env.BENCH_PUSH_NODES ?? 1000);
@@ -80,7 +80,8 @@ class PushCounter {
 }
 
 async function startWorker(env: NodeJS.ProcessEnv): Promise<{ stop(): Promise<void> }> {
-  const proc: ChildProcess = spawn(process.execPath, ['--import', 'tsx', '--max-semi-space-size=16', 'src/bin/worker.ts'], { cwd: root, env, stdio: ['ignore', 'inherit', 'inherit'] });
+  await buildOnce(root);
+  const proc: ChildProcess = spawn(process.execPath, deployedArgs('worker'), { cwd: root, env, stdio: ['ignore', 'inherit', 'inherit'] });
   return {
     stop: () =>
       new Promise<void>((done) => {

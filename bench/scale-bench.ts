@@ -1,6 +1,6 @@
 /**
  * Scale benchmark (`npm run bench scale`): a 1,000-node mesh (BENCH_SCALE_NODES), built
- * by a real meshq process, on SQLite (`npm start`: src/bin/both.ts, API and worker thread
+ * by a real meshq process, on SQLite (`npm start`: the compiled both entry, API and worker thread
  * in one process) and PostgreSQL (the API and the worker as two processes).
  *   - mesh.generate's own duration (processedOn..finishedOn), every pair of 1,000
  *     dynamic nodes, next to the baseline: psql loading a `pg_dump --data-only` of the

@@ -146,7 +146,34 @@ export interface Meshq {
   stop(): Promise<void>;
 }
 
-/** meshq as deployed: `npm start` (SQLite: API and worker thread in one process) or the API and a worker (PostgreSQL), from src through tsx. */
+/**
+ * The Node arguments of one of package.json's run scripts (`start`, `api`, `worker`):
+ * `node <flags> dist/bin/<entry>.js`, without npm in between, as the image runs them.
+ */
+export function deployedArgs(script: 'start' | 'api' | 'worker'): string[] {
+  const pkg = JSON.parse(readFileSync(new URL('../package.json', import.meta.url), 'utf8')) as { scripts: Record<string, string> };
+  const [node, ...args] = pkg.scripts[script]!.split(/\s+/);
+  if (node !== 'node') throw new Error(`package.json script ${script} does not start with node: ${pkg.scripts[script]}`);
+  return args;
+}
+
+let built: Promise<void> | undefined;
+
+/** Compiles src to dist once per bench run (`npm run build` without the type check), so the deployed code is this tree's. */
+export function buildOnce(root: string): Promise<void> {
+  return (built ??= new Promise<void>((done, fail) => {
+    const build = spawn('npm', ['run', 'build', '--', '--noCheck'], { cwd: root, stdio: ['ignore', 'ignore', 'inherit'] });
+    build.once('error', fail);
+    build.once('exit', (code) => (code === 0 ? done() : fail(new Error(`npm run build exited ${code}`))));
+  }));
+}
+
+/**
+ * meshq as deployed: `npm start` (SQLite: API and worker thread in one process) or the API
+ * and a worker (PostgreSQL), each the compiled code with its script's Node flags
+ * (deployedArgs): threads it starts (the worker thread, upload checks) load compiled code
+ * too, as in production, not TypeScript through tsx.
+ */
 export async function startMeshq(config: Config, port: number, env: Record<string, string> = {}): Promise<Meshq> {
   const root = new URL('..', import.meta.url).pathname;
   const fullEnv = {
@@ -164,10 +191,9 @@ export async function startMeshq(config: Config, port: number, env: Record<strin
     WORKER_HTTP_PORT: String(await freePort()),
     ...env,
   };
-  const entries = config.dialect === 'sqlite' ? ['both'] : ['api', 'worker'];
-  const procs: ChildProcess[] = entries.map((entry) =>
-    spawn(process.execPath, ['--import', 'tsx', '--max-semi-space-size=16', `src/bin/${entry}.ts`], { cwd: root, env: fullEnv, stdio: ['ignore', 'inherit', 'inherit'] }),
-  );
+  await buildOnce(root);
+  const scripts = config.dialect === 'sqlite' ? (['start'] as const) : (['api', 'worker'] as const);
+  const procs: ChildProcess[] = scripts.map((script) => spawn(process.execPath, deployedArgs(script), { cwd: root, env: fullEnv, stdio: ['ignore', 'inherit', 'inherit'] }));
   const stop = () =>
     Promise.all(
       procs.map(
