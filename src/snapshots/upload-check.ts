@@ -17,8 +17,8 @@
  * Only the outcome comes back (the file's meta data and its sealed data key), never the
  * rows. Each check has a thread of its own, ended as soon as it answered: a thread keeps
  * its isolate, heap and the inflater's and checks' buffers until it ends, and a kept
- * thread held all of it through the staging and the restore that follow an upload. Starting one costs little next to checking a file
- * large enough for its memory to matter.
+ * thread held all of it through the staging and the restore that follow an upload.
+ * Starting one costs little next to checking a file large enough for its memory to matter.
  */
 import { existsSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
