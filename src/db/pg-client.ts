@@ -11,8 +11,7 @@ import { Kysely, PostgresDialect } from 'kysely';
 import type { Pool, PoolClient, QueryResult, QueryResultRow } from 'pg';
 import { assertUtf8, UTF8_SESSION } from './encoding.js';
 import type { Em } from './orm.js';
-import { inlinable, inlinePostgres } from './pg-literals.js';
-import type { SqlStatement } from './sql.js';
+import { inlineValues } from './pg-literals.js';
 
 /** The pg Pool behind the ORM (MikroORM's public accessor). */
 export const pgPool = (em: Em): Promise<Pool> => (em.getConnection() as unknown as PostgreSqlConnection).getNativeClient();
@@ -73,15 +72,16 @@ export class TransactionClient {
   }
 
   /**
-   * A bound statement (`pgText` is its `$n` form, `values` its parameters as sent). When
-   * the transaction's BEGIN is still waiting and `inlinable` (the values written as literals
-   * into `statement`, as src/db/pg-literals.ts does), both go as one simple query.
+   * A bound statement (`text` with `?` placeholders, `pgText` its `$n` form, `values` its
+   * parameters as sent). When the transaction's BEGIN is still waiting and the values can
+   * be written into the text as literals (src/db/pg-literals.ts), both go as one simple query.
    */
-  async query<R extends QueryResultRow>(statement: SqlStatement, pgText: string, values: unknown[]): Promise<QueryResult<R>> {
+  async query<R extends QueryResultRow>(text: string, pgText: string, values: unknown[]): Promise<QueryResult<R>> {
     const begin = this.pending;
-    if (begin !== undefined && inlinable(statement.params)) {
+    const inlined = begin === undefined ? undefined : inlineValues(text, values);
+    if (inlined !== undefined) {
       this.pending = undefined;
-      const results = (await this.client.query(`${begin}; ${inlinePostgres(statement)}`)) as unknown as QueryResult<R>[];
+      const results = (await this.client.query(`${begin}; ${inlined}`)) as unknown as QueryResult<R>[];
       return results[results.length - 1]!;
     }
     await this.begun();

@@ -5,23 +5,33 @@
  * (src/db/pg-client.ts). A simple query cannot carry bound parameters. Every connection
  * these run on is UTF8 (src/db/encoding.ts). Private to src/db/.
  */
-import { textParts, toParam, type SqlStatement, type SqlValue } from './sql.js';
+import { textParts, toParam, type SqlStatement } from './sql.js';
 
-/** Whether `inlinePostgres` can write every value of `params` (bytes it cannot). */
-export function inlinable(params: readonly SqlValue[]): boolean {
-  for (const p of params) if (p instanceof Uint8Array || (typeof p === 'number' && !Number.isFinite(p))) return false;
-  return true;
-}
-
-/** A statement with its values written into the text as PostgreSQL literals. */
-export function inlinePostgres({ text, params }: SqlStatement): string {
+/**
+ * `text` with `values` (parameters as toParam made them) written in as literals, or
+ * undefined when one cannot be (bytes, a non-finite number): the caller then binds them.
+ */
+export function inlineValues(text: string, values: readonly unknown[]): string | undefined {
   const parts = textParts(text);
   const placeholders = parts.length - 1;
-  if (placeholders > params.length) throw new Error(`inlined statement: more placeholders than the ${params.length} values in: ${text}`);
-  if (placeholders < params.length) throw new Error(`inlined statement: ${params.length} values for ${placeholders} placeholders in: ${text}`);
+  if (placeholders > values.length) throw new Error(`inlined statement: more placeholders than the ${values.length} values in: ${text}`);
+  if (placeholders < values.length) throw new Error(`inlined statement: ${values.length} values for ${placeholders} placeholders in: ${text}`);
   let out = parts[0]!;
-  for (let i = 0; i < placeholders; i++) out += pgLiteral(toParam('postgresql', params[i]!)) + parts[i + 1]!;
+  for (let i = 0; i < placeholders; i++) {
+    const literal = pgLiteral(values[i]);
+    if (literal === undefined) return undefined;
+    out += literal + parts[i + 1]!;
+  }
   return out;
+}
+
+/** A statement with its values written into the text as PostgreSQL literals; refuses what it cannot write. */
+export function inlinePostgres({ text, params }: SqlStatement): string {
+  const values = params.map((p) => toParam('postgresql', p));
+  const out = inlineValues(text, values);
+  if (out !== undefined) return out;
+  const refused = values.find((v) => pgLiteral(v) === undefined);
+  throw new TypeError(`inlined statement: cannot write ${typeof refused === 'number' ? refused : typeof refused} as a literal`);
 }
 
 /**
@@ -32,12 +42,12 @@ export function inlinePostgres({ text, params }: SqlStatement): string {
  * works). Quoting also keeps a negative number after a `-` in the text (`x -?`) from
  * becoming `--5`, a comment that would swallow the rest of the query, COMMIT included.
  */
-function pgLiteral(v: unknown): string {
+function pgLiteral(v: unknown): string | undefined {
   if (v === null || v === undefined) return 'null';
   if (typeof v === 'string') return quoteLiteral(v);
   if (typeof v === 'boolean') return v ? "'true'" : "'false'";
   if (typeof v === 'number' && Number.isFinite(v)) return `'${v}'`;
-  throw new TypeError(`inlined statement: cannot write ${typeof v === 'number' ? v : typeof v} as a literal`);
+  return undefined;
 }
 
 /**

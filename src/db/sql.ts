@@ -72,7 +72,7 @@ export interface SqlStatement {
 
 /** A PostgreSQL write transaction's client (TransactionClient, src/db/pg-client.ts). */
 interface StatementClient {
-  query<R extends QueryResultRow>(statement: SqlStatement, pgText: string, values: unknown[]): Promise<QueryResult<R>>;
+  query<R extends QueryResultRow>(text: string, pgText: string, values: unknown[]): Promise<QueryResult<R>>;
 }
 
 /** The commands whose row count is rows changed (as Kysely's numAffectedRows). */
@@ -106,7 +106,7 @@ export class BoundSql {
     const values = params.map((p) => toParam(this.dialect, p));
     try {
       if (this.client) {
-        const res = await this.client.query<R & QueryResultRow>({ text, params }, pgText(text), values);
+        const res = await this.client.query<R & QueryResultRow>(text, pgText(text), values);
         return { rows: res.rows, affected: CHANGES.has(res.command) ? (res.rowCount ?? 0) : 0 };
       }
       const executor = (this.em.getTransactionContext() ?? this.em.getConnection().getClient()) as Executor;
