@@ -170,7 +170,9 @@ const lowerFirst = (s: string) => s.charAt(0).toLowerCase() + s.slice(1);
 
 export function errorHandler(err: unknown, request: FastifyRequest, reply: FastifyReply): FastifyReply {
   const mapped = mapError(err);
-  if (mapped.status === 413 && request.routeOptions.bodyLimit) {
+  // Fastify's own refusal names the route's body limit; other 413s (an upload over its
+  // file limit) carry their own message, which names theirs.
+  if ((err as { code?: unknown } | null)?.code === 'FST_ERR_CTP_BODY_TOO_LARGE' && request.routeOptions.bodyLimit) {
     mapped.body.error.message = `request body is too large: the limit is ${request.routeOptions.bodyLimit} bytes`;
   }
   if (mapped.internal) {

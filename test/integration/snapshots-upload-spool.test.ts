@@ -2,7 +2,8 @@
  * A restore upload is spooled to a temporary file as it arrives (never held in memory),
  * checked and staged from there, and the file is gone afterwards on every path: a restore
  * that was accepted, a file that was refused, a body with a part missing, and a client
- * that went away half-way through the upload. This test process gets a temporary
+ * that went away half-way through the upload, and a file over the upload limit, which is
+ * refused without being held in memory. This test process gets a temporary
  * directory of its own (TMPDIR), so what it finds there is its own uploads' only.
  */
 import { readdirSync } from 'node:fs';
@@ -10,6 +11,7 @@ import { request } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { MAX_SNAPSHOT_UPLOAD_BYTES } from '../../src/api/routes/snapshots.js';
 import { DIALECTS } from '../support/db.js';
 import { encodeTestSnapshot, generateBusinessTables, multipartBody, uploadSnapshot } from '../support/snapshot-data.js';
 import { startStack, type Stack } from '../support/stack.js';
@@ -30,6 +32,11 @@ async function until(what: string, check: () => boolean, ms = 10_000): Promise<v
   }
 }
 
+/** The stack's API on a real socket (once), for bodies that must arrive as a stream. */
+async function listening(stack: Stack): Promise<AddressInfo> {
+  if (!stack.api.server.listening) await stack.api.listen({ host: '127.0.0.1', port: 0 });
+  return stack.api.server.address() as AddressInfo;
+}
 
 describe.each(DIALECTS)('restore uploads spooled to a temporary file on %s', (dialect) => {
   let s: Stack;
@@ -61,8 +68,7 @@ describe.each(DIALECTS)('restore uploads spooled to a temporary file on %s', (di
   });
 
   it('removes the temporary file of an upload whose client goes away half-way', async () => {
-    await s.api.listen({ host: '127.0.0.1', port: 0 });
-    const { port } = s.api.server.address() as AddressInfo;
+    const { port } = await listening(s);
     const body = multipartBody([
       { name: 'password', value: PASSWORD },
       { name: 'file', value: file, filename: 'snapshot.meshq' },
@@ -81,5 +87,61 @@ describe.each(DIALECTS)('restore uploads spooled to a temporary file on %s', (di
     req.destroy();
     await until('the spool file to be removed', () => spools().length === 0);
     expect(spools()).toEqual([]);
+  });
+  it('refuses a file over the upload limit with 413, streamed, and keeps nothing', async () => {
+    const { port } = await listening(s);
+    const boundary = '----meshqOverLimit';
+    const head = Buffer.from(
+      `--${boundary}\r\nContent-Disposition: form-data; name="password"\r\n\r\n${PASSWORD}\r\n` +
+        `--${boundary}\r\nContent-Disposition: form-data; name="file"; filename="big.meshq"\r\nContent-Type: application/octet-stream\r\n\r\n`,
+    );
+    const tail = Buffer.from(`\r\n--${boundary}--\r\n`);
+    const chunk = Buffer.alloc(1024 * 1024, 0x5a);
+    const chunks = MAX_SNAPSHOT_UPLOAD_BYTES / chunk.length + 8;
+    const rssBefore = process.memoryUsage().rss;
+    let rssPeak = rssBefore;
+    const sampler = setInterval(() => (rssPeak = Math.max(rssPeak, process.memoryUsage().rss)), 50);
+    try {
+      const answer = await new Promise<{ status: number; body: string }>((done, fail) => {
+        const req = request(
+          {
+            host: '127.0.0.1',
+            port,
+            method: 'POST',
+            path: '/api/v1/snapshots/restore',
+            headers: {
+              ...s.auth,
+              'content-type': `multipart/form-data; boundary=${boundary}`,
+              'content-length': String(head.length + chunks * chunk.length + tail.length),
+            },
+          },
+          (res) => {
+            let body = '';
+            res.setEncoding('utf8');
+            res.on('data', (d: string) => (body += d));
+            res.on('end', () => done({ status: res.statusCode ?? 0, body }));
+          },
+        );
+        // The server may answer and close before the whole body is sent: that is its answer.
+        req.on('error', fail);
+        req.write(head);
+        let sent = 0;
+        const more = (): void => {
+          while (sent < chunks) {
+            sent++;
+            if (!req.write(chunk)) return void req.once('drain', more);
+          }
+          req.end(tail);
+        };
+        more();
+      });
+      expect(answer.status, answer.body).toBe(413);
+      expect(JSON.parse(answer.body)).toMatchObject({ error: { code: 'PAYLOAD_TOO_LARGE', message: expect.stringMatching(/larger than the upload limit/) } });
+    } finally {
+      clearInterval(sampler);
+    }
+    // Half a gigabyte went through; far less than that was ever held at once.
+    expect(rssPeak - rssBefore).toBeLessThan(MAX_SNAPSHOT_UPLOAD_BYTES / 4);
+    await until('the spool file to be removed', () => spools().length === 0);
   });
 });
