@@ -9,7 +9,8 @@ import { ConfigError, describeRedis, loadConfig, loadDotEnv, redactUrl, type Con
 import { apiPageCache, connectOrm } from '../db/orm.js';
 import { migrateUnderLock } from '../db/migrate.js';
 import { UnitOfWork } from '../db/unit-of-work.js';
-import { createLogger } from '../logger.js';
+import { createLogger, type Logger } from '../logger.js';
+import { sweepStaleSpools } from '../snapshots/spool.js';
 import { claimQueuePrefix, JobQueues, requireRedisDurability } from '../jobs/queue-client.js';
 import { checkRedis } from '../jobs/redis.js';
 import { randomUUID } from 'node:crypto';
@@ -22,6 +23,16 @@ import type { Telemetry } from 'bullmq';
 import type { PreparedProcess } from './telemetry.js';
 
 export type { AppContext };
+
+/** Spool files a killed process left behind (src/snapshots/spool.ts); never a reason not to start. */
+async function sweepSpools(log: Logger): Promise<void> {
+  try {
+    const removed = await sweepStaleSpools();
+    if (removed.length > 0) log.info({ removed }, 'removed temporary snapshot files left by processes that are gone');
+  } catch (err) {
+    log.warn({ err }, 'could not look for temporary snapshot files left by processes that are gone');
+  }
+}
 
 export async function bootstrap(
   role: string,
@@ -44,6 +55,7 @@ export async function bootstrap(
     await orm.close(true);
     throw err;
   }
+  if (role !== 'migrate') await sweepSpools(log);
   const uow = new UnitOfWork(orm, cfg.dialect);
   const serverKey = parseServerKey(cfg.secretKey);
   // Workers wait out a Redis blip (a follow-up job must not be lost to it); whatever

@@ -11,10 +11,14 @@
  * is read back, so the file on disk is worthless once the process forgets the key, and a
  * change to it is an error rather than a different export. An upload is already
  * encrypted and is spooled as it is.
+ *
+ * A process killed outright (SIGKILL, the OOM killer, a power cut) removes nothing, so a
+ * directory's name carries the pid of the process that made it, and sweepStaleSpools()
+ * at start-up removes those whose process is gone.
  */
 import { createCipheriv, createDecipheriv, randomBytes, type CipherGCM } from 'node:crypto';
 import { createReadStream } from 'node:fs';
-import { mkdtemp, open, rm, type FileHandle } from 'node:fs/promises';
+import { mkdtemp, open, readdir, rm, stat, type FileHandle } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 
@@ -42,7 +46,7 @@ export class SpoolFile {
 
   /** A new empty file; `prefix` names its directory (meshq-export-…, meshq-upload-…). */
   static async create(prefix: string, opts: { sealed?: boolean } = {}): Promise<SpoolFile> {
-    const dir = await mkdtemp(join(tmpdir(), prefix));
+    const dir = await mkdtemp(join(tmpdir(), `${prefix}${process.pid}-`));
     let seal: Seal | undefined;
     if (opts.sealed) {
       const key = randomBytes(32);
@@ -112,4 +116,40 @@ export class SpoolFile {
     await this.close().catch(() => undefined);
     await rm(this.dir, { recursive: true, force: true });
   }
+}
+
+/** meshq-export-<pid>-XXXXXX, meshq-upload-<pid>-XXXXXX (mkdtemp's suffix has no '-'). */
+const SPOOL_DIR = /^meshq-(?:export|upload)-(\d+)-[^-]+$/;
+
+function processGone(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return false;
+  } catch (err) {
+    // EPERM: it exists, under another user.
+    return (err as NodeJS.ErrnoException).code === 'ESRCH';
+  }
+}
+
+/**
+ * Removes the spool directories under the temporary directory that no running process
+ * owns: their pid is gone, or is this process's own and the directory is older than this
+ * process (a container restarts its main process under the same pid). Another live
+ * process's spools are never touched; a pid reused by an unrelated process keeps its
+ * directory until that process is gone too. Returns the directories removed.
+ */
+export async function sweepStaleSpools(): Promise<string[]> {
+  const root = tmpdir();
+  const started = Date.now() - process.uptime() * 1000;
+  const removed: string[] = [];
+  for (const name of await readdir(root)) {
+    const pid = Number(SPOOL_DIR.exec(name)?.[1] ?? 0);
+    if (pid <= 0) continue;
+    const dir = join(root, name);
+    const stale = pid === process.pid ? ((await stat(dir).catch(() => undefined))?.mtimeMs ?? Infinity) < started : processGone(pid);
+    if (!stale) continue;
+    await rm(dir, { recursive: true, force: true });
+    removed.push(dir);
+  }
+  return removed;
 }

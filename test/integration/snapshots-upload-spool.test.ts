@@ -3,13 +3,16 @@
  * checked and staged from there, and the file is gone afterwards on every path: a restore
  * that was accepted, a file that was refused, a body with a part missing, and a client
  * that went away half-way through the upload, and a file over the upload limit, which is
- * refused without being held in memory. This test process gets a temporary
+ * refused without being held in memory; what a killed process left there is removed when
+ * meshq starts. This test process gets a temporary
  * directory of its own (TMPDIR), so what it finds there is its own uploads' only.
  */
-import { readdirSync } from 'node:fs';
+import { spawnSync } from 'node:child_process';
+import { existsSync, mkdirSync, readdirSync, writeFileSync } from 'node:fs';
 import { request } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { MAX_SNAPSHOT_UPLOAD_BYTES } from '../../src/api/routes/snapshots.js';
 import { DIALECTS } from '../support/db.js';
@@ -42,12 +45,23 @@ describe.each(DIALECTS)('restore uploads spooled to a temporary file on %s', (di
   let s: Stack;
   let file: Buffer;
 
+  let leftBehind: string;
+
   beforeAll(async () => {
+    // What a killed process would leave: a spool directory whose pid has ended.
+    const gonePid = spawnSync(process.execPath, ['-e', 'process.stdout.write(String(process.pid))'], { encoding: 'utf8' }).stdout;
+    leftBehind = join(tmpdir(), `meshq-upload-${gonePid}-x${dialect.slice(0, 5)}`);
+    mkdirSync(leftBehind);
+    writeFileSync(join(leftBehind, 'spool'), 'an upload nobody will finish');
     s = await startStack(dialect, 'upload-spool', { adminPassword: ADMIN, workers: false });
     file = await encodeTestSnapshot(generateBusinessTables({ configs: 1, nodesPerConfig: 4, audit: 3000 }), PASSWORD);
   });
   afterAll(async () => {
     await s?.stop();
+  });
+
+  it('removes at start-up the spool directory a killed process left', () => {
+    expect(existsSync(leftBehind)).toBe(false);
   });
 
   it('leaves no temporary file after an accepted upload', async () => {

@@ -3,15 +3,17 @@
  * export's compressed body) never holds them in the clear on disk and refuses a file
  * changed behind its back; remove() leaves nothing behind, whenever it is called; an
  * export's spool file is gone once its bytes were read, and when the writer was given up
- * on. This test process has a temporary directory of its own (TMPDIR).
+ * on; the start-up sweep removes what killed processes left and nothing a live one owns. This test process has a temporary directory of its own (TMPDIR).
  */
 import { randomBytes } from 'node:crypto';
-import { existsSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
-import { dirname } from 'node:path';
+import { spawnSync } from 'node:child_process';
+import { existsSync, mkdirSync, readdirSync, readFileSync, utimesSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { dirname, join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { deriveKey, newKdfParams } from '../../src/crypto.js';
 import { exportEnvelope } from '../../src/snapshots/export.js';
-import { SpoolFile } from '../../src/snapshots/spool.js';
+import { SpoolFile, sweepStaleSpools } from '../../src/snapshots/spool.js';
 import { SnapshotWriter } from '../../src/snapshots/writer.js';
 import { decodeSnapshot } from '../../src/snapshots/payload.js';
 import { finishToBuffer, gather } from '../support/snapshot-bytes.js';
@@ -83,5 +85,38 @@ describe("an export's spool file", () => {
     await it.next();
     await late.w.discard();
     expect(spools()).toEqual([]);
+  });
+});
+
+describe('the start-up sweep of spool directories', () => {
+  const ownTmp = ownTmpdir('meshq-spool-sweep-tmp-');
+  it('removes the directories of processes that are gone, and of this pid from before this process, and keeps the rest', async () => {
+    const root = tmpdir();
+    expect(root).toBe(ownTmp);
+    // A pid that was just used and has ended.
+    const gonePid = spawnSync(process.execPath, ['-e', 'process.stdout.write(String(process.pid))'], { encoding: 'utf8' }).stdout;
+    const dirs = {
+      gone: join(root, `meshq-upload-${gonePid}-aB3dE9`),
+      goneExport: join(root, `meshq-export-${gonePid}-Zz0123`),
+      oursBefore: join(root, `meshq-export-${process.pid}-old000`),
+      oursNow: join(root, `meshq-upload-${process.pid}-new000`),
+      parentAlive: join(root, `meshq-upload-${process.ppid}-live00`),
+      notOurs: join(root, `meshq-upload-nopid`),
+    };
+    for (const dir of Object.values(dirs)) {
+      mkdirSync(dir);
+      writeFileSync(join(dir, 'spool'), 'bytes');
+    }
+    const beforeStart = (Date.now() - process.uptime() * 1000 - 60_000) / 1000;
+    utimesSync(dirs.oursBefore, beforeStart, beforeStart);
+    const live = await SpoolFile.create('meshq-upload-');
+
+    const removed = await sweepStaleSpools();
+
+    expect(removed.sort()).toEqual([dirs.gone, dirs.goneExport, dirs.oursBefore].sort());
+    for (const dir of [dirs.gone, dirs.goneExport, dirs.oursBefore]) expect(existsSync(dir)).toBe(false);
+    for (const dir of [dirs.oursNow, dirs.parentAlive, dirs.notOurs, dirname(live.path)]) expect(existsSync(dir)).toBe(true);
+    expect(dirname(live.path).startsWith(join(root, `meshq-upload-${process.pid}-`))).toBe(true);
+    await live.remove();
   });
 });
