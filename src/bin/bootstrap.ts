@@ -44,7 +44,7 @@ export async function bootstrap(
     await orm.close(true);
     throw err;
   }
-  const uow = new UnitOfWork(orm, cfg.dialect);
+  const uow = new UnitOfWork(orm, cfg.dialect, log);
   const serverKey = parseServerKey(cfg.secretKey);
   // Workers wait out a Redis blip (a follow-up job must not be lost to it); whatever
   // answers clients fails fast, so a submission answers 503 instead of hanging.

@@ -7,6 +7,7 @@ import { idCursor, pageLimit, toPage, type Page, type PageRequest } from '../dom
 import type { MeshLinkIds, PeerLinkDraft } from '../domain/pairs.js';
 import { boundSql, type BoundSql } from '../db/sql.js';
 import { withIndexBuiltAfter } from '../db/sqlite-deferred-index.js';
+import type { TransactionHandle } from '../db/unit-of-work.js';
 
 /**
  * mesh.generate's statement, per dialect; parameters: config id, id prefix, id base, the
@@ -91,15 +92,19 @@ const ROWS_PER_SQLITE_STATEMENT = 50_000;
 const SCATTERED_INDEX = 'peer_link_to_node_id_index';
 
 /**
- * SQLite: link rows a mesh.generate may add at least before the scattered index is built
- * after the insert (it must also add more rows than the table holds, since the build reads
- * every row); below it the index's upkeep is small and a build would be most of the job.
+ * SQLite: link rows a mesh.generate may add at least to count as a large run, whose commit
+ * leaves its WAL checkpoint to a thread and which builds the scattered index after the
+ * insert when it also adds more rows than the table holds (the build reads every row).
+ * Below it the index's upkeep and the checkpoint are small, and a build would be most of
+ * the job.
  */
-const DEFER_INDEX_MIN_ROWS = 40_000;
+const LARGE_RUN_ROWS = 40_000;
 
 export interface LinkRepositoryOptions {
-  /** Least link rows to add for the deferred index build on SQLite (tests make it small). */
-  deferIndexMinRows?: number;
+  /** The write transaction, when there is one (a large run asks it to checkpoint after commit). */
+  tx?: TransactionHandle;
+  /** Least link rows to add for a large run on SQLite (tests make it small). */
+  largeRunRows?: number;
 }
 
 export interface NewLink {
@@ -129,13 +134,15 @@ const linkView = (l: PeerLink): LinkView => ({
 const ANALYZE_AFTER_PAIRS = 5_000;
 
 export class LinkRepository {
-  private readonly deferIndexMinRows: number;
+  private readonly largeRunRows: number;
+  private readonly tx: TransactionHandle | undefined;
 
   constructor(
     private readonly em: Em,
     opts: LinkRepositoryOptions = {},
   ) {
-    this.deferIndexMinRows = opts.deferIndexMinRows ?? DEFER_INDEX_MIN_ROWS;
+    this.largeRunRows = opts.largeRunRows ?? LARGE_RUN_ROWS;
+    this.tx = opts.tx;
   }
 
   /**
@@ -182,8 +189,9 @@ export class LinkRepository {
    * slices of the `from` node's position, with a turn of the event loop between them: the
    * worker renews BullMQ's job lock and serves the MQTT link. Same transaction, same ids
    * (the numbering is the same in every slice). A config whose nodes have no link yet
-   * skips the existing-pair probes; a large run builds the to_node_id index after its rows
-   * are in (deferIndex).
+   * skips the existing-pair probes. A large run (largeRun) checkpoints after its commit
+   * in a thread, and builds the to_node_id index after its rows are in when it adds more
+   * rows than the table holds.
    */
   private async insertMissingPairsSqlite(sql: BoundSql, configId: string, ids: MeshLinkIds, persistentKeepalive: number | null): Promise<number> {
     const { rows } = await sql.query<{ n: number; linked: number }>(
@@ -205,27 +213,31 @@ export class LinkRepository {
       }
       return rowsAdded / 2;
     };
-    return (await this.deferIndex(sql, configId, n, linked)) ? withIndexBuiltAfter(sql, SCATTERED_INDEX, insert) : insert();
+    const large = await this.largeRun(sql, configId, n, linked);
+    if (large) this.tx?.checkpointAfterCommit();
+    return large === 'build index after' ? withIndexBuiltAfter(sql, SCATTERED_INDEX, insert) : insert();
   }
 
   /**
-   * Whether a run over n nodes adds enough rows to build the scattered index afterwards:
-   * at least deferIndexMinRows, and more than peer_link holds, since the build sorts every
-   * row of the table and the upkeep it saves is paid by the added rows only. The rows to
+   * Whether a run over n nodes is large: it adds at least largeRunRows rows; and whether it
+   * adds more than peer_link holds, so that the scattered index is built after the insert
+   * (the build sorts every row of the table, the upkeep it saves is paid by the added rows
+   * only). The rows to
    * add are n(n - 1) less the config's links (counted through the config_id index when
    * there are any); the table's rows are bounded by its largest rowid, read from the end
    * of the table's b-tree (SQLite numbers rows upwards, so it is never less than the count).
    */
-  private async deferIndex(sql: BoundSql, configId: string, n: number, linked: boolean): Promise<boolean> {
+  private async largeRun(sql: BoundSql, configId: string, n: number, linked: boolean): Promise<false | 'large' | 'build index after'> {
     const most = n * (n - 1);
-    if (most < this.deferIndexMinRows) return false;
+    if (most < this.largeRunRows) return false;
     const counted = await sql.query<{ config: number; total: number }>(
       `select ${linked ? '(select count(*) from peer_link where config_id = ?)' : '0 + ?'} as config, (select coalesce(max(rowid), 0) from peer_link) as total`,
       [linked ? configId : 0],
     );
     const { config, total } = counted.rows[0]!;
     const toAdd = most - Number(config);
-    return toAdd >= this.deferIndexMinRows && toAdd > Number(total);
+    if (toAdd < this.largeRunRows) return false;
+    return toAdd > Number(total) ? 'build index after' : 'large';
   }
 
   async get(id: string): Promise<LinkView | undefined> {

@@ -165,7 +165,7 @@ describe.each(DIALECTS)('mesh.generate at scale on %s', (dialect) => {
   function generateWith(configId: string, opts: ConstructorParameters<typeof LinkRepository>[1]) {
     return h.uow.write(async (tx, handle) => {
       const repos = createRepositories(tx, { serverKey: h.serverKey, tx: handle });
-      const links = new LinkRepository(tx, opts);
+      const links = new LinkRepository(tx, { tx: handle, ...opts });
       const ctx: JobContext = {
         em: tx,
         // getters run on the repositories object itself (they read its private fields)
@@ -214,7 +214,7 @@ describe.each(DIALECTS)('mesh.generate at scale on %s', (dialect) => {
   }
 
   it('on SQLite builds the to_node_id index after the rows of a run that adds more than the table holds; a failure on the way leaves indexes and rows as they were', async () => {
-    const small = { deferIndexMinRows: 100 };
+    const small = { largeRunRows: 100 };
     const before = await linkIndexes();
     const held = Number((await sqlOf('select count(*) as n from peer_link'))[0]!.n);
     // a mesh of more rows than the table will hold (the tests above left rows in it)
