@@ -21,19 +21,21 @@ import type Database from 'better-sqlite3';
 import type { Logger } from 'pino';
 
 /**
- * The thread: a connection of its own to the file, one checkpoint, closed. CommonJS text,
- * so that it loads nothing but the driver (given by path: an evaluated thread resolves
- * modules from the working directory).
+ * The thread: a connection of its own to the file, then one checkpoint when told `true`
+ * (nothing when told `false`), closed. CommonJS text, so that it loads nothing but the
+ * driver (given by path: an evaluated thread resolves modules from the working directory).
  */
 const THREAD = `
 const { parentPort, workerData } = require('node:worker_threads');
 const Database = require(workerData.driver);
 const db = new Database(workerData.file, { fileMustExist: true });
-try {
-  parentPort.postMessage(db.pragma('wal_checkpoint(PASSIVE)')[0]);
-} finally {
-  db.close();
-}`;
+parentPort.once('message', (go) => {
+  try {
+    parentPort.postMessage(go ? db.pragma('wal_checkpoint(PASSIVE)')[0] : undefined);
+  } finally {
+    db.close();
+  }
+});`;
 
 const DRIVER = createRequire(import.meta.url).resolve('better-sqlite3');
 
@@ -44,28 +46,42 @@ export interface CheckpointResult {
   checkpointed: number;
 }
 
-/** One PASSIVE checkpoint of the database file `file`, in a thread that ends with it. */
-export function checkpointInThread(file: string): Promise<CheckpointResult> {
-  return new Promise((resolve, reject) => {
-    const thread = new Worker(THREAD, { eval: true, workerData: { driver: DRIVER, file }, resourceLimits: { maxOldGenerationSizeMb: 16 } });
+/**
+ * A thread with a connection to the database file `file`, ready to checkpoint it once:
+ * started before the commit, so that the checkpoint begins as soon as the commit is done
+ * (until then another connection's commit, the API's write probe in `npm start`, would run
+ * the whole checkpoint itself, on its own loop).
+ */
+function checkpointThread(file: string): (go: boolean) => Promise<CheckpointResult | undefined> {
+  const thread = new Worker(THREAD, { eval: true, workerData: { driver: DRIVER, file }, resourceLimits: { maxOldGenerationSizeMb: 16 } });
+  const ended = new Promise<CheckpointResult | undefined>((resolve, reject) => {
+    let answered = false;
     let answer: CheckpointResult | undefined;
-    thread.once('message', (m: CheckpointResult) => (answer = m));
+    thread.once('message', (m: CheckpointResult | undefined) => ((answered = true), (answer = m)));
     thread.once('error', reject);
-    thread.once('exit', (code) => (answer ? resolve(answer) : reject(new Error(`the checkpoint thread exited with code ${code}`))));
+    thread.once('exit', (code) => (answered ? resolve(answer) : reject(new Error(`the checkpoint thread exited with code ${code}`))));
   });
+  // Until told, an error must not go unhandled.
+  ended.catch(() => undefined);
+  return (go) => {
+    thread.postMessage(go);
+    return ended;
+  };
 }
 
 /**
  * The large commits of one connection whose checkpoints run in a thread (see the file
- * comment). `hold` before such a commit, `release` after it, committed or not; checkpoints
- * run one after the other, and the connection's automatic checkpoint is back once none is
- * held or running.
+ * comment). `hold` before such a commit, `release` after it, committed or not (the
+ * connection's write transactions are serialized, so a release is always for the last
+ * hold); checkpoints run one after the other, and the connection's automatic checkpoint is
+ * back once none is held or running.
  */
 export class DeferredCheckpoints {
   private held = 0;
   /** The connection's own wal_autocheckpoint, while held. */
   private saved: number | undefined;
   private chain: Promise<unknown> = Promise.resolve();
+  private ready: ((go: boolean) => Promise<CheckpointResult | undefined>) | undefined;
 
   constructor(
     private readonly db: Database.Database,
@@ -77,18 +93,19 @@ export class DeferredCheckpoints {
       this.saved = this.db.pragma('wal_autocheckpoint', { simple: true }) as number;
       this.db.pragma('wal_autocheckpoint = 0');
     }
+    this.ready = checkpointThread(this.db.name);
   }
 
   /** After the held commit (or its rollback, which leaves nothing to checkpoint). */
   release(committed: boolean): Promise<void> {
-    if (committed) {
-      this.chain = this.chain.then(() =>
-        checkpointInThread(this.db.name).then(
-          (result) => this.log?.debug({ ...result }, 'WAL checkpoint after a large commit'),
-          (err: unknown) => this.log?.warn({ err }, 'WAL checkpoint after a large commit failed; the automatic checkpoint will do it'),
-        ),
-      );
-    }
+    const thread = this.ready!;
+    this.ready = undefined;
+    this.chain = this.chain.then(() =>
+      thread(committed).then(
+        (result) => result && this.log?.debug({ ...result }, 'WAL checkpoint after a large commit'),
+        (err: unknown) => this.log?.warn({ err }, 'WAL checkpoint after a large commit failed; the automatic checkpoint will do it'),
+      ),
+    );
     return this.chain.then(() => {
       if (--this.held === 0 && this.db.open) this.db.pragma(`wal_autocheckpoint = ${this.saved}`);
     });
