@@ -169,9 +169,9 @@ export class UnitOfWork {
           entered = true;
           const run = (sql: string) => conn.executeQuery(CompiledQuery.raw(sql));
           let large = false;
-          const checkpoints = (this.checkpoints ??= new DeferredCheckpoints(db, this.log));
           const end = async (sql: string) => {
             if (!large) return run(sql);
+            const checkpoints = (this.checkpoints ??= new DeferredCheckpoints(db, this.log));
             checkpoints.hold();
             let committed = false;
             try {

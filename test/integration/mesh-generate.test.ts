@@ -162,23 +162,26 @@ describe.each(DIALECTS)('mesh.generate at scale on %s', (dialect) => {
   });
 
   /** generateMesh in a write transaction of its own, with a LinkRepository built with `opts`. */
+  /** A job's context for calling a processor directly in a write transaction. */
+  const directContext = (em: Em, repos: Repositories): JobContext => ({
+    em,
+    repos,
+    log: pino({ level: 'silent' }),
+    config: h.config,
+    actor: 'test',
+    jobId: 'direct',
+    afterCommit: () => undefined,
+    enqueue: () => undefined,
+    progress: async () => undefined,
+  });
+
   function generateWith(configId: string, opts: ConstructorParameters<typeof LinkRepository>[1]) {
     return h.uow.write(async (tx, handle) => {
       const repos = createRepositories(tx, { serverKey: h.serverKey, tx: handle });
       const links = new LinkRepository(tx, { tx: handle, ...opts });
-      const ctx: JobContext = {
-        em: tx,
-        // getters run on the repositories object itself (they read its private fields)
-        repos: new Proxy(repos, { get: (target, key) => (key === 'links' ? links : Reflect.get(target, key)) }) as Repositories,
-        log: pino({ level: 'silent' }),
-        config: h.config,
-        actor: 'test',
-        jobId: 'direct',
-        afterCommit: () => undefined,
-        enqueue: () => undefined,
-        progress: async () => undefined,
-      };
-      return generateMesh({ configId, persistentKeepalive: 25 }, ctx);
+      // getters run on the repositories object itself (they read its private fields)
+      const withLinks = new Proxy(repos, { get: (target, key) => (key === 'links' ? links : Reflect.get(target, key)) });
+      return generateMesh({ configId, persistentKeepalive: 25 }, directContext(tx, withLinks));
     });
   }
 
@@ -259,18 +262,7 @@ describe.each(DIALECTS)('mesh.generate at scale on %s', (dialect) => {
 
     const result = await h.uow.write(async (tx) => {
       em = tx;
-      const ctx: JobContext = {
-        em: tx,
-        repos: createRepositories(tx, { serverKey: h.serverKey }),
-        log: pino({ level: 'silent' }),
-        config: h.config,
-        actor: 'test',
-        jobId: 'direct',
-        afterCommit: () => undefined,
-        enqueue: () => undefined,
-        progress: async () => undefined,
-      };
-      return generateMesh({ configId, persistentKeepalive: 25 }, ctx);
+      return generateMesh({ configId, persistentKeepalive: 25 }, directContext(tx, createRepositories(tx, { serverKey: h.serverKey })));
     });
 
     expect(result).toEqual({ created: 1225 });
