@@ -222,22 +222,18 @@ export class LinkRepository {
    * Whether a run over n nodes is large: it adds at least largeRunRows rows; and whether it
    * adds more than peer_link holds, so that the scattered index is built after the insert
    * (the build sorts every row of the table, the upkeep it saves is paid by the added rows
-   * only). The rows to
-   * add are n(n - 1) less the config's links (counted through the config_id index when
-   * there are any); the table's rows are bounded by its largest rowid, read from the end
-   * of the table's b-tree (SQLite numbers rows upwards, so it is never less than the count).
+   * only). The rows to add are n(n - 1) less the config's links (counted through the
+   * config_id index when there are any); the table's rows are bounded by its largest rowid,
+   * read from the end of the table's b-tree (SQLite numbers rows upwards, so it is never
+   * less than the count).
    */
   private async largeRun(sql: BoundSql, configId: string, n: number, linked: boolean): Promise<false | 'large' | 'build index after'> {
     const most = n * (n - 1);
     if (most < this.largeRunRows) return false;
-    const counted = await sql.query<{ config: number; total: number }>(
-      `select ${linked ? '(select count(*) from peer_link where config_id = ?)' : '0 + ?'} as config, (select coalesce(max(rowid), 0) from peer_link) as total`,
-      [linked ? configId : 0],
-    );
-    const { config, total } = counted.rows[0]!;
-    const toAdd = most - Number(config);
+    const held = async (text: string, params: string[] = []) => Number((await sql.query<{ n: number }>(text, params)).rows[0]!.n);
+    const toAdd = most - (linked ? await held('select count(*) as n from peer_link where config_id = ?', [configId]) : 0);
     if (toAdd < this.largeRunRows) return false;
-    return toAdd > Number(total) ? 'build index after' : 'large';
+    return toAdd > (await held('select coalesce(max(rowid), 0) as n from peer_link')) ? 'build index after' : 'large';
   }
 
   async get(id: string): Promise<LinkView | undefined> {
