@@ -5,8 +5,8 @@
  * In WAL mode the connection that commits a transaction which leaves the WAL longer than
  * `wal_autocheckpoint` pages checkpoints it at once: it copies every page of the WAL into
  * the database file and syncs both, inside the commit call. After a large write (a full
- * mesh.generate) that is the whole WAL copied and synced inside the job, on the thread of the worker's
- * event loop, since better-sqlite3 is synchronous. A transaction that asks for it
+ * mesh.generate) that is a large WAL copied and synced inside the job, on the thread of
+ * the worker's event loop, since better-sqlite3 is synchronous. A transaction that asks for it
  * (`WriteTransaction.checkpointAfterCommit`) turns the connection's automatic checkpoint
  * off for its commit; the same PASSIVE checkpoint then runs on a connection of a short-lived
  * thread, and the connection's automatic checkpoint comes back once that is done, so the
