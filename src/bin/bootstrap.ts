@@ -56,7 +56,7 @@ export async function bootstrap(
     throw err;
   }
   if (role !== 'migrate') await sweepSpools(log);
-  const uow = new UnitOfWork(orm, cfg.dialect);
+  const uow = new UnitOfWork(orm, cfg.dialect, log);
   const serverKey = parseServerKey(cfg.secretKey);
   // Workers wait out a Redis blip (a follow-up job must not be lost to it); whatever
   // answers clients fails fast, so a submission answers 503 instead of hanging.

@@ -47,6 +47,8 @@ import type { Dialect } from '../config.js';
 import { closingStatements, pgCommitQuery, recordedResult, type JobClosing } from './closing-write.js';
 import { pgDataLock } from './locks.js';
 import type Database from 'better-sqlite3';
+import type { Logger } from 'pino';
+import { DeferredCheckpoints } from './sqlite-checkpoint.js';
 import { sqliteBeginImmediate, sqliteNative, type Em, type Orm } from './orm.js';
 import { pgPool, TransactionClient } from './pg-client.js';
 import { BoundSql, type SqlStatement } from './sql.js';
@@ -104,6 +106,11 @@ export interface TransactionHandle {
   readonly pgClient: PoolClient | undefined;
   /** Bound statements on the transaction's connection. */
   readonly sql: BoundSql;
+  /**
+   * SQLite: this transaction writes a lot; its commit leaves the WAL checkpoint to a thread
+   * (src/db/sqlite-checkpoint.ts) instead of running it inside the commit. PostgreSQL: nothing.
+   */
+  checkpointAfterCommit(): void;
 }
 
 /** How a transaction's own statements are sent, per dialect. */
@@ -111,6 +118,8 @@ interface TransactionControl {
   begin(): Promise<unknown>;
   end(text: string): Promise<unknown>;
   rollback(): Promise<unknown>;
+  /** SQLite: the commit leaves its WAL checkpoint to a thread (WriteTransaction.checkpointAfterCommit). */
+  checkpointAfterCommit?(): void;
 }
 
 /** What a write transaction's function can ask of the transaction itself. */
@@ -125,10 +134,13 @@ export class UnitOfWork {
   private sqliteDb: Promise<Database.Database> | undefined;
   /** The ORM's pg pool (PostgreSQL), looked up once. */
   private pgPool: Promise<Pool> | undefined;
+  /** SQLite: the large commits whose checkpoint runs in a thread. */
+  private checkpoints: DeferredCheckpoints | undefined;
 
   constructor(
     private readonly orm: Orm,
     readonly dialect: Dialect,
+    private readonly log?: Logger,
   ) {}
 
   async write<T>(fn: (em: Em, tx: WriteTransaction) => Promise<T>, opts: WriteOptions = {}): Promise<T> {
@@ -156,8 +168,27 @@ export class UnitOfWork {
         .execute((conn) => {
           entered = true;
           const run = (sql: string) => conn.executeQuery(CompiledQuery.raw(sql));
-          // BEGIN IMMEDIATE went above.
-          return this.inTransaction(conn, { begin: () => Promise.resolve(), end: run, rollback: () => run('rollback') }, fn, exclusive, undefined);
+          let large = false;
+          const end = async (sql: string) => {
+            if (!large) return run(sql);
+            const checkpoints = (this.checkpoints ??= new DeferredCheckpoints(db, this.log));
+            checkpoints.hold();
+            let committed = false;
+            try {
+              const done = await run(sql);
+              committed = true;
+              return done;
+            } finally {
+              void checkpoints.release(committed);
+            }
+          };
+          const control: TransactionControl = {
+            begin: () => Promise.resolve(), // BEGIN IMMEDIATE went above.
+            end,
+            rollback: () => run('rollback'),
+            checkpointAfterCommit: () => void (large = true),
+          };
+          return this.inTransaction(conn, control, fn, exclusive, undefined);
         });
     } catch (err) {
       // inTransaction rolls back its own failures; this covers not reaching it.
@@ -190,6 +221,7 @@ export class UnitOfWork {
       pgClient: exclusive ? pg?.client : undefined,
       sql,
       closeWith: (c) => closing.push(...closingStatements(this.dialect, c)),
+      checkpointAfterCommit: () => control.checkpointAfterCommit?.(),
     };
     try {
       await converted(control.begin());

@@ -98,7 +98,7 @@ class LazyRepositories implements Repositories {
     return (this.#pushContent ??= new PushContentRepository(this.em, this.d.serverKey, this.d.tx));
   }
   get links(): LinkRepository {
-    return (this.#links ??= new LinkRepository(this.em));
+    return (this.#links ??= new LinkRepository(this.em, { tx: this.d.tx }));
   }
   get credentials(): CredentialRepository {
     return (this.#credentials ??= new CredentialRepository(this.em));

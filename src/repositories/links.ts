@@ -5,7 +5,9 @@ import { PeerLink } from '../domain/entities/mesh.js';
 import { newId } from '../domain/ids.js';
 import { idCursor, pageLimit, toPage, type Page, type PageRequest } from '../domain/paging.js';
 import type { MeshLinkIds, PeerLinkDraft } from '../domain/pairs.js';
-import { boundSql } from '../db/sql.js';
+import { boundSql, type BoundSql } from '../db/sql.js';
+import { withIndexBuiltAfter } from '../db/sqlite-deferred-index.js';
+import type { TransactionHandle } from '../db/unit-of-work.js';
 
 /**
  * mesh.generate's statement, per dialect; parameters: config id, id prefix, id base, the
@@ -56,6 +58,17 @@ const MISSING_PAIRS_INSERT = {
     prelude: '',
     pairs: 'join m t on t.i <> f.i',
   }),
+  // A config none of whose nodes has a link yet (the first run): every pair is missing, so
+  // nothing is probed. The probes cost about as much as the insert itself: the reverse
+  // direction of half the pairs is found (written by an earlier slice) and its row read
+  // for its id.
+  sqliteFirstRun: missingPairsInsert({
+    id: (counter) => `c.prefix || printf('%012x', ${counter})`,
+    route: (a) => `json_array(${a})`,
+    missing: () => '1',
+    prelude: '',
+    pairs: 'join m t on t.i <> f.i',
+  }),
   // The config's existing links once, hashed (see insertMissingPairs for the plan).
   postgresql: missingPairsInsert({
     id: (counter) => `cast(c.prefix || lpad(to_hex(${counter}), 12, '0') as uuid)`,
@@ -71,6 +84,28 @@ const MISSING_PAIRS_INSERT = {
 
 /** About this many link rows per statement on SQLite (see insertMissingPairs). */
 const ROWS_PER_SQLITE_STATEMENT = 50_000;
+
+/**
+ * SQLite: the index every generated row enters at a scattered place (one of n), built after
+ * the insert rather than maintained during it (src/db/sqlite-deferred-index.ts).
+ */
+const SCATTERED_INDEX = 'peer_link_to_node_id_index';
+
+/**
+ * SQLite: link rows a mesh.generate may add at least to count as a large run, whose commit
+ * leaves its WAL checkpoint to a thread and which builds the scattered index after the
+ * insert when it also adds more rows than the table holds (the build reads every row).
+ * Below it the index's upkeep and the checkpoint are small, and a build would be most of
+ * the job.
+ */
+const LARGE_RUN_ROWS = 40_000;
+
+export interface LinkRepositoryOptions {
+  /** The write transaction, when there is one (a large run asks it to checkpoint after commit). */
+  tx?: TransactionHandle;
+  /** Least link rows to add for a large run on SQLite (tests make it small). */
+  largeRunRows?: number;
+}
 
 export interface NewLink {
   configId: string;
@@ -99,7 +134,16 @@ const linkView = (l: PeerLink): LinkView => ({
 const ANALYZE_AFTER_PAIRS = 5_000;
 
 export class LinkRepository {
-  constructor(private readonly em: Em) {}
+  private readonly largeRunRows: number;
+  private readonly tx: TransactionHandle | undefined;
+
+  constructor(
+    private readonly em: Em,
+    opts: LinkRepositoryOptions = {},
+  ) {
+    this.largeRunRows = opts.largeRunRows ?? LARGE_RUN_ROWS;
+    this.tx = opts.tx;
+  }
 
   /**
    * Every missing pair of a config, both directions, set-based: the database numbers the
@@ -111,22 +155,7 @@ export class LinkRepository {
    */
   async insertMissingPairs(configId: string, ids: MeshLinkIds, persistentKeepalive: number | null): Promise<number> {
     const sql = boundSql(this.em);
-    if (sql.dialect === 'sqlite') {
-      // better-sqlite3 runs a statement to completion on the calling thread, so the rows go
-      // in slices of the `from` node's position, with a turn of the event loop between
-      // them: the worker renews BullMQ's job lock and serves the MQTT link. Same
-      // transaction, same ids (the numbering is the same in every slice).
-      const { rows } = await sql.query<{ n: number }>('select count(*) as n from node where config_id = ?', [configId]);
-      const n = Number(rows[0]!.n);
-      const step = Math.max(1, Math.floor(ROWS_PER_SQLITE_STATEMENT / Math.max(1, n - 1)));
-      let rowsAdded = 0;
-      for (let from = 0; from < n; from += step) {
-        const params = [configId, ids.prefix, ids.base, persistentKeepalive, from, from + step];
-        rowsAdded += (await sql.query(MISSING_PAIRS_INSERT.sqlite, params)).affected;
-        await new Promise<void>((resolve) => setImmediate(resolve));
-      }
-      return rowsAdded / 2;
-    }
+    if (sql.dialect === 'sqlite') return this.insertMissingPairsSqlite(sql, configId, ids, persistentKeepalive);
     // PostgreSQL estimates one row for a CTE scan and would then probe the existing links
     // with nested loops or sort a million rows for a merge join; with both off where
     // another join exists, each anti-join is a hash join against the config's links
@@ -153,6 +182,58 @@ export class LinkRepository {
     // planned for an empty table. It samples a fixed number of rows, whatever the size.
     if (created >= ANALYZE_AFTER_PAIRS) await sql.query('analyze peer_link');
     return created;
+  }
+
+  /**
+   * better-sqlite3 runs a statement to completion on the calling thread, so the rows go in
+   * slices of the `from` node's position, with a turn of the event loop between them: the
+   * worker renews BullMQ's job lock and serves the MQTT link. Same transaction, same ids
+   * (the numbering is the same in every slice). A config whose nodes have no link yet
+   * skips the existing-pair probes. A large run (largeRun) checkpoints after its commit
+   * in a thread, and builds the to_node_id index after its rows are in when it adds more
+   * rows than the table holds.
+   */
+  private async insertMissingPairsSqlite(sql: BoundSql, configId: string, ids: MeshLinkIds, persistentKeepalive: number | null): Promise<number> {
+    const { rows } = await sql.query<{ n: number; linked: number }>(
+      'select count(*) as n, exists (select 1 from node x join peer_link l on l.from_node_id = x.id where x.config_id = ?) as linked from node where config_id = ?',
+      [configId, configId],
+    );
+    const n = Number(rows[0]!.n);
+    const linked = Number(rows[0]!.linked) !== 0;
+    // Any existing pair has a row from one of the config's nodes (both ends are its nodes),
+    // so without such rows every probe would find nothing.
+    const statement = linked ? MISSING_PAIRS_INSERT.sqlite : MISSING_PAIRS_INSERT.sqliteFirstRun;
+    const insert = async () => {
+      const step = Math.max(1, Math.floor(ROWS_PER_SQLITE_STATEMENT / Math.max(1, n - 1)));
+      let rowsAdded = 0;
+      for (let from = 0; from < n; from += step) {
+        const params = [configId, ids.prefix, ids.base, persistentKeepalive, from, from + step];
+        rowsAdded += (await sql.query(statement, params)).affected;
+        await new Promise<void>((resolve) => setImmediate(resolve));
+      }
+      return rowsAdded / 2;
+    };
+    const large = await this.largeRun(sql, configId, n, linked);
+    if (large) this.tx?.checkpointAfterCommit();
+    return large === 'build index after' ? withIndexBuiltAfter(sql, SCATTERED_INDEX, insert) : insert();
+  }
+
+  /**
+   * Whether a run over n nodes is large: it adds at least largeRunRows rows; and whether it
+   * adds more than peer_link holds, so that the scattered index is built after the insert
+   * (the build sorts every row of the table, the upkeep it saves is paid by the added rows
+   * only). The rows to add are n(n - 1) less the config's links (counted through the
+   * config_id index when there are any); the table's rows are bounded by its largest rowid,
+   * read from the end of the table's b-tree (SQLite numbers rows upwards, so it is never
+   * less than the count).
+   */
+  private async largeRun(sql: BoundSql, configId: string, n: number, linked: boolean): Promise<false | 'large' | 'build index after'> {
+    const most = n * (n - 1);
+    if (most < this.largeRunRows) return false;
+    const held = async (text: string, params: string[] = []) => Number((await sql.query<{ n: number }>(text, params)).rows[0]!.n);
+    const toAdd = most - (linked ? await held('select count(*) as n from peer_link where config_id = ?', [configId]) : 0);
+    if (toAdd < this.largeRunRows) return false;
+    return toAdd > (await held('select coalesce(max(rowid), 0) as n from peer_link')) ? 'build index after' : 'large';
   }
 
   async get(id: string): Promise<LinkView | undefined> {

@@ -11,7 +11,8 @@ import { linksForPair } from '../../src/domain/pairs.js';
 
 /** One key for both directions of a pair. */
 const pairKey = (a: string, b: string) => (a < b ? `${a}:${b}` : `${b}:${a}`);
-import { createRepositories } from '../../src/repositories/index.js';
+import { createRepositories, type Repositories } from '../../src/repositories/index.js';
+import { LinkRepository } from '../../src/repositories/links.js';
 import type { JobContext } from '../../src/jobs/context.js';
 import { generateMesh } from '../../src/jobs/processors/mesh.js';
 import { DIALECTS } from '../support/db.js';
@@ -160,24 +161,108 @@ describe.each(DIALECTS)('mesh.generate at scale on %s', (dialect) => {
     expect(rows.every((r) => r.allowed_ips.length === 1 && r.allowed_ips[0]!.endsWith('/128'))).toBe(true);
   });
 
+  /** generateMesh in a write transaction of its own, with a LinkRepository built with `opts`. */
+  /** A job's context for calling a processor directly in a write transaction. */
+  const directContext = (em: Em, repos: Repositories): JobContext => ({
+    em,
+    repos,
+    log: pino({ level: 'silent' }),
+    config: h.config,
+    actor: 'test',
+    jobId: 'direct',
+    afterCommit: () => undefined,
+    enqueue: () => undefined,
+    progress: async () => undefined,
+  });
+
+  function generateWith(configId: string, opts: ConstructorParameters<typeof LinkRepository>[1]) {
+    return h.uow.write(async (tx, handle) => {
+      const repos = createRepositories(tx, { serverKey: h.serverKey, tx: handle });
+      const links = new LinkRepository(tx, { tx: handle, ...opts });
+      // getters run on the repositories object itself (they read its private fields)
+      const withLinks = new Proxy(repos, { get: (target, key) => (key === 'links' ? links : Reflect.get(target, key)) });
+      return generateMesh({ configId, persistentKeepalive: 25 }, directContext(tx, withLinks));
+    });
+  }
+
+  const sqlOf = (text: string, params: unknown[] = []) => h.uow.fork().getConnection().execute<Record<string, unknown>[]>(text, params);
+
+  /** peer_link's indexes as the database defines them. */
+  const linkIndexes = () =>
+    dialect === 'sqlite'
+      ? sqlOf("select name, sql from sqlite_master where type = 'index' and tbl_name = 'peer_link' order by name")
+      : sqlOf("select indexname, indexdef from pg_indexes where tablename = 'peer_link' order by indexname");
+
+  /**
+   * A trigger that fails any insert of links made while peer_link has no to_node_id index:
+   * it tells whether a run built that index after its rows (SQLite, large runs), and makes
+   * that run fail between the drop and the build.
+   */
+  async function failWithoutToIndex(on: boolean): Promise<void> {
+    if (dialect === 'sqlite') {
+      await sqlOf(
+        on
+          ? "create trigger link_needs_to_index before insert on peer_link when not exists (select 1 from sqlite_master where type = 'index' and name = 'peer_link_to_node_id_index') begin select raise(abort, 'to_node_id index absent'); end"
+          : 'drop trigger link_needs_to_index',
+      );
+    } else if (on) {
+      await sqlOf(
+        "create function link_needs_to_index() returns trigger language plpgsql as $$ begin if not exists (select 1 from pg_indexes where indexname = 'peer_link_to_node_id_index') then raise exception 'to_node_id index absent'; end if; return null; end $$",
+      );
+      await sqlOf('create trigger link_needs_to_index before insert on peer_link for each statement execute function link_needs_to_index()');
+    } else {
+      await sqlOf('drop trigger link_needs_to_index on peer_link');
+      await sqlOf('drop function link_needs_to_index()');
+    }
+  }
+
+  it('on SQLite builds the to_node_id index after the rows of a run that adds more than the table holds; a failure on the way leaves indexes and rows as they were', async () => {
+    const small = { largeRunRows: 100 };
+    const before = await linkIndexes();
+    const held = Number((await sqlOf('select count(*) as n from peer_link'))[0]!.n);
+    // a mesh of more rows than the table will hold (the tests above left rows in it)
+    const nodes = Math.ceil(Math.sqrt(held + 1_000));
+    const bigId = await configWithNodes('deferred', '10.63.0.0/16', nodes);
+    const smallId = await configWithNodes('kept', '10.64.0.0/24', 20);
+    await failWithoutToIndex(true);
+    try {
+      // 380 rows, fewer than the table holds: the index stays during the insert
+      expect(await generateWith(smallId, small)).toEqual({ created: 190 });
+      const heldNow = held + 380;
+      // n(n - 1) rows, more than it holds: SQLite drops the index for the insert, and the
+      // trigger fails the run before the index is back
+      const big = generateWith(bigId, small);
+      if (dialect === 'sqlite') {
+        await expect(big).rejects.toThrow(/to_node_id index absent/);
+        expect(await linkIndexes()).toEqual(before);
+        expect(Number((await sqlOf('select count(*) as n from peer_link'))[0]!.n)).toBe(heldNow);
+        expect(await sqlOf('pragma integrity_check')).toEqual([{ integrity_check: 'ok' }]);
+      } else {
+        // PostgreSQL keeps its indexes (an index drop would lock out every reader of peer_link)
+        expect(await big).toEqual({ created: (nodes * (nodes - 1)) / 2 });
+      }
+    } finally {
+      await failWithoutToIndex(false);
+    }
+    expect(await generateWith(bigId, small)).toEqual({ created: dialect === 'sqlite' ? (nodes * (nodes - 1)) / 2 : 0 });
+    expect(await linkIndexes()).toEqual(before);
+    if (dialect === 'sqlite') expect(await sqlOf('pragma integrity_check')).toEqual([{ integrity_check: 'ok' }]);
+    await expectFullMesh(bigId, 25);
+    // the rebuilt index serves the node-delete cascade as before: a node's links go in both directions
+    const [gone] = await sqlOf('select id from node where config_id = ? order by id limit 1', [bigId]);
+    await h.run('node.delete', { id: gone!.id });
+    expect(await h.read((r) => r.links.countInConfig(bigId))).toBe((nodes - 1) * (nodes - 2));
+    // a second run on the existing mesh adds nothing
+    expect(await generateWith(bigId, small)).toEqual({ created: 0 });
+  }, 120_000);
+
   it('keeps the inserted links out of the identity map', async () => {
     const configId = await configWithNodes('managed', '10.61.0.0/24', 50);
     let em: Em | undefined;
 
     const result = await h.uow.write(async (tx) => {
       em = tx;
-      const ctx: JobContext = {
-        em: tx,
-        repos: createRepositories(tx, { serverKey: h.serverKey }),
-        log: pino({ level: 'silent' }),
-        config: h.config,
-        actor: 'test',
-        jobId: 'direct',
-        afterCommit: () => undefined,
-        enqueue: () => undefined,
-        progress: async () => undefined,
-      };
-      return generateMesh({ configId, persistentKeepalive: 25 }, ctx);
+      return generateMesh({ configId, persistentKeepalive: 25 }, directContext(tx, createRepositories(tx, { serverKey: h.serverKey })));
     });
 
     expect(result).toEqual({ created: 1225 });

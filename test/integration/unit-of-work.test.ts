@@ -13,7 +13,8 @@ import { randomUUID } from 'node:crypto';
 import pg, { escapeLiteral } from 'pg';
 import { UniqueConstraintViolationException } from '@mikro-orm/core';
 import { pgCommitQuery } from '../../src/db/closing-write.js';
-import { connectOrm, type Em } from '../../src/db/orm.js';
+import { statSync } from 'node:fs';
+import { connectOrm, sqliteNative, type Em } from '../../src/db/orm.js';
 import { assertUtf8, UTF8_SESSION } from '../../src/db/encoding.js';
 import { pgPool } from '../../src/db/pg-client.js';
 import { boundSql, type SqlStatement } from '../../src/db/sql.js';
@@ -126,6 +127,46 @@ describe.each(DIALECTS)('unit of work write transactions on %s', (dialect) => {
     const seen = async (exclusive: boolean) => app.uow.write(async (_em, tx) => ({ exclusive: tx.exclusive, client: tx.pgClient !== undefined }), { exclusive });
     expect(await seen(true)).toEqual({ exclusive: true, client: dialect === 'postgresql' });
     expect(await seen(false)).toEqual({ exclusive: false, client: false });
+  });
+
+  // src/db/sqlite-checkpoint.ts: a large commit's WAL checkpoint runs in a thread. The
+  // database file grows when a checkpoint copies the committed pages into it.
+  it('leaves the WAL checkpoint of a commit that asks for it to a thread on SQLite, then checkpoints as before', async () => {
+    const em = app.uow.fork();
+    const blob = dialect === 'sqlite' ? 'randomblob(4000)' : "decode(repeat('ab', 4000), 'hex')";
+    const rows = dialect === 'sqlite' ? 'with recursive c(x) as (select 1 union all select x + 1 from c where x < 3000) select x from c' : 'select generate_series(1, 3000)';
+    await em.getConnection().execute(`create table bulk_test (b ${dialect === 'sqlite' ? 'blob' : 'bytea'})`);
+    // 3,000 rows of 4,000 bytes: about 12 MB, three times SQLite's default checkpoint threshold
+    const bulk = (deferred: boolean) =>
+      app.uow.write(async (_em, tx) => {
+        if (deferred) tx.checkpointAfterCommit();
+        await tx.sql.query(`insert into bulk_test select ${blob} from (${rows}) r`);
+      });
+    const count = async () => Number((await em.getConnection().execute<{ n: number }[]>('select count(*) as n from bulk_test'))[0]!.n);
+    if (dialect === 'postgresql') {
+      await bulk(true);
+      expect(await count()).toBe(3000);
+      return;
+    }
+    const db = await sqliteNative(app.orm);
+    const size = () => statSync(app.config.sqlitePath!).size;
+    const autocheckpoint = () => db.pragma('wal_autocheckpoint', { simple: true });
+    expect(autocheckpoint()).toBe(1000);
+
+    // as before: the committing connection copies the pages into the file inside the commit
+    let before = size();
+    await bulk(false);
+    expect(size()).toBeGreaterThan(before + 10_000_000);
+
+    before = size();
+    await bulk(true);
+    // Committed with the connection's own checkpoint off, and off until the thread is done
+    // (it is put back on this loop, after the thread's exit). The thread copies the pages
+    // meanwhile: nothing else checkpoints, the reads below do not.
+    expect(autocheckpoint()).toBe(0);
+    expect(await count()).toBe(6000);
+    await vi.waitFor(() => expect(autocheckpoint()).toBe(1000), { timeout: 30_000, interval: 20 });
+    expect(size()).toBeGreaterThan(before + 10_000_000);
   });
 });
 
