@@ -63,6 +63,10 @@ const LAGGING =
   'from node n join node_sync s on s.node_id = n.id' +
   " where n.kind = 'dynamic' and (s.applied_revision is null or s.applied_revision < s.desired_revision)";
 
+const PENDING_WITH_PEERS =
+  'select r.node_id, r.seq, r.resend, (select count(*) from peer_link l where l.from_node_id = r.node_id) as peers' +
+  ' from (select node_id, seq, resend, requested_at from push_request order by requested_at, node_id limit ?) r order by r.requested_at, r.node_id';
+
 /** Bound parameters per `in (...)` list, far below every driver's limit. */
 const CHUNK = 1_000;
 
@@ -144,6 +148,16 @@ export class NodeSyncRepository {
       [limit],
     );
     return rows.map((r) => ({ nodeId: r.node_id, seq: Number(r.seq), resend: r.resend === true || r.resend === 1 }));
+  }
+
+  /**
+   * The oldest pending push requests, at most `limit`, each with how many outgoing links
+   * its node has (what a batch's budget counts), in one statement: a count per request is
+   * an index-only scan of the node's links.
+   */
+  async pendingPushesWithPeers(limit: number): Promise<(PushRequestTaken & { peers: number })[]> {
+    const { rows } = await this.sql.query<{ node_id: string; seq: number | string; resend: boolean | number; peers: number | string }>(PENDING_WITH_PEERS, [limit]);
+    return rows.map((r) => ({ nodeId: r.node_id, seq: Number(r.seq), resend: r.resend === true || r.resend === 1, peers: Number(r.peers) }));
   }
 
   /**

@@ -43,7 +43,8 @@
 import { createHash } from 'node:crypto';
 import { BrokerInsecureError, InvalidError, MqttDisabledError } from '../../domain/errors.js';
 import type { Repositories } from '../../repositories/index.js';
-import type { PeerLinkRow, PeerNode, PushInterface, PushedPeer } from '../../repositories/push-content.js';
+import type { PushInterface, PushedPeer } from '../../repositories/push-content.js';
+import { EMPTY_PEER_LIST } from '../../repositories/peer-list-json.js';
 import type { PushRequestTaken } from '../../repositories/node-sync.js';
 import type { AwgParams, TunnelProtocol } from '../../domain/validation.js';
 import { AuthorizationVerdicts } from '../../broker/authorization.js';
@@ -141,45 +142,6 @@ export function pushContentHash(message: PushedConfig): string {
   return createHash('sha256').update(JSON.stringify({ ...rest, interface: publicInterface })).digest('hex');
 }
 
-/**
- * A node's push as text, built from pieces. In a full mesh every node is a peer of every
- * other, so a page lists each peer in nearly every message: its part of the JSON is
- * written once per page (`peerPrefix`) and the messages are joined from the pieces. The
- * text is exactly what `JSON.stringify` writes for the same object (the same keys in the
- * same order; a unit test holds the two equal), so the content hash is `pushContentHash`'s.
- */
-export class PushTexts {
-  private readonly prefixes = new Map<string, string>();
-
-  constructor(private readonly peerNodes: ReadonlyMap<string, PeerNode>) {}
-
-  /** `{"nodeId":…,"listenPort":n` of a peer: everything before the link's own fields. */
-  private peerPrefix(peer: PeerNode): string {
-    let prefix = this.prefixes.get(peer.nodeId);
-    if (prefix === undefined) {
-      const text = JSON.stringify({ nodeId: peer.nodeId, name: peer.name, publicKey: peer.publicKey, endpoint: peer.endpoint, listenPort: peer.listenPort });
-      prefix = text.slice(0, -1);
-      this.prefixes.set(peer.nodeId, prefix);
-    }
-    return prefix;
-  }
-
-  /** The `peers` array as JSON, and how many it lists (links cascade with nodes: every link names a peer). */
-  peers(links: readonly PeerLinkRow[]): { json: string; count: number } {
-    // Appended to one string rather than joined from an array of parts: no array of a
-    // part per link, and V8 appends in place.
-    let json = '[';
-    let count = 0;
-    for (const link of links) {
-      const peer = this.peerNodes.get(link.toNodeId);
-      if (!peer) continue;
-      json += (count === 0 ? '' : ',') + this.peerPrefix(peer) + ',"allowedIps":' + JSON.stringify(link.allowedIps) + ',"persistentKeepalive":' + JSON.stringify(link.persistentKeepalive) + '}';
-      count++;
-    }
-    return { json: json + ']', count };
-  }
-}
-
 /** The interface as the push lists it; the private key only when meshq holds it. */
 const interfaceOf = (iface: PushInterface): PushedConfig['interface'] => ({
   name: iface.name,
@@ -238,8 +200,7 @@ async function publishConfigs(ctx: JobContext, nodeIds: readonly string[], resen
   const { repos } = ctx;
   const t0 = performance.now();
   const interfaces = await repos.pushContent.interfaces(nodeIds);
-  const links = await repos.pushContent.links(nodeIds);
-  const texts = new PushTexts(await repos.pushContent.peerNodes(nodeIds));
+  const peerLists = await repos.pushContent.peerLists(nodeIds);
   const published = await repos.nodeSync.publishedMany(nodeIds);
   // A failed attempt may have delivered some of its messages before it rolled back (the
   // broker took them, another failed, or an acknowledgement timed out): their revision
@@ -260,7 +221,7 @@ async function publishConfigs(ctx: JobContext, nodeIds: readonly string[], resen
       outcomes.push({ nodeId, state: 'static' });
       continue;
     }
-    const peers = texts.peers(links.get(nodeId) ?? []);
+    const peers = peerLists.get(nodeId) ?? EMPTY_PEER_LIST;
     const contentHash = createHash('sha256').update(contentText(iface, peers.json)).digest('hex');
     const before = published.get(nodeId);
     const base = { nodeId, topic: configPushTopic(iface.configId, nodeId), peers: peers.count };
@@ -275,7 +236,7 @@ async function publishConfigs(ctx: JobContext, nodeIds: readonly string[], resen
     outcomes.push(outcome);
     toSend.push({ outcome, iface, peersJson: peers.json, contentHash });
   }
-  links.clear();
+  peerLists.clear();
   if (toSend.length === 0) return outcomes;
 
   // Infrastructure, not the request's fault: thrown as plain errors, so the job retries
@@ -322,13 +283,11 @@ const BATCH_PEER_ROWS = 65_536;
 export async function pushConfigs(_data: NodePushConfigs, ctx: JobContext): Promise<PushConfigsResult> {
   if (!ctx.config.mqtt.enabled) throw new MqttDisabledError('pushing node configurations');
   const t0 = performance.now();
-  const pending = await ctx.repos.nodeSync.pendingPushes(BATCH_NODES);
+  const pending = await ctx.repos.nodeSync.pendingPushesWithPeers(BATCH_NODES);
   if (pending.length === 0) return { requests: 0, pushed: 0, unchanged: 0, skipped: 0, refused: 0, more: false };
-  const counts = await ctx.repos.pushContent.peerCounts(pending.map((r) => r.nodeId));
   const taken: PushRequestTaken[] = [];
   let rows = 0;
-  for (const request of pending) {
-    const peers = counts.get(request.nodeId) ?? 0;
+  for (const { peers, ...request } of pending) {
     if (taken.length > 0 && rows + peers > BATCH_PEER_ROWS) break;
     taken.push(request);
     rows += peers;
