@@ -283,21 +283,21 @@ const BATCH_PEER_ROWS = 65_536;
 export async function pushConfigs(_data: NodePushConfigs, ctx: JobContext): Promise<PushConfigsResult> {
   if (!ctx.config.mqtt.enabled) throw new MqttDisabledError('pushing node configurations');
   const t0 = performance.now();
-  const pending = await ctx.repos.nodeSync.pendingPushesWithPeers(BATCH_NODES);
-  if (pending.length === 0) return { requests: 0, pushed: 0, unchanged: 0, skipped: 0, refused: 0, more: false };
+  const { requests, pending } = await ctx.repos.nodeSync.pendingPushesWithPeers(BATCH_NODES, BATCH_PEER_ROWS);
+  if (requests.length === 0) return { requests: 0, pushed: 0, unchanged: 0, skipped: 0, refused: 0, more: false };
   const taken: PushRequestTaken[] = [];
   let rows = 0;
-  for (const { peers, ...request } of pending) {
+  for (const { peers, ...request } of requests) {
     if (taken.length > 0 && rows + peers > BATCH_PEER_ROWS) break;
     taken.push(request);
     rows += peers;
   }
-  ctx.log.debug({ pending: pending.length, taken: taken.length, takeMs: Math.round(performance.now() - t0) }, 'push requests taken');
+  ctx.log.debug({ pending, taken: taken.length, takeMs: Math.round(performance.now() - t0) }, 'push requests taken');
   const resend = new Set(taken.filter((t) => t.resend).map((t) => t.nodeId));
   const outcomes = await publishConfigs(ctx, taken.map((t) => t.nodeId), resend, false);
   await ctx.repos.nodeSync.settlePushes(taken);
   // Requests beyond this page (or made during it, which settle left in place) get the next batch.
-  const more = taken.length < pending.length || pending.length === BATCH_NODES;
+  const more = taken.length < pending || pending === BATCH_NODES;
   if (more) ctx.enqueue('node.push-configs', {});
   const count = (...states: NodeOutcome['state'][]) => outcomes.filter((o) => states.includes(o.state)).length;
   const result = { requests: taken.length, pushed: count('pushed', 'resent'), unchanged: count('unchanged'), skipped: count('gone', 'static'), refused: count('refused'), more };

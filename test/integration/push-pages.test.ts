@@ -1,5 +1,10 @@
 /**
- * A push's `peers` array is written as text, not by JSON.stringify of objects: in the
+ * What a push batch's page reads, on both dialects.
+ *
+ * The take: the oldest requests in order with their nodes' link counts, counted only up
+ * to the first request past the page's budget of link rows.
+ *
+ * The peer lists: a push's `peers` array is written as text, not by JSON.stringify of objects: in the
  * page query on PostgreSQL (PEER_LISTS in src/repositories/push-content.ts), in
  * JavaScript on SQLite (src/repositories/peer-list-json.ts). Either way it must be
  * exactly the text JSON.stringify writes for the peers as `peers()` reads them (what
@@ -17,7 +22,7 @@ import { createHarness, type Harness } from '../support/harness.js';
 
 const TRICKY_NAMES = ['say "hi"', 'back\\slash', 'line\nbreak\ttab\u0001\u001f\u007f', 'ç-ü 😀 \u2028', '</script>'];
 
-describe.each(DIALECTS)('push peer lists on %s', (dialect) => {
+describe.each(DIALECTS)('push pages on %s', (dialect) => {
   let h: Harness;
   const nodeIds: string[] = [];
   let loneId: string;
@@ -27,7 +32,7 @@ describe.each(DIALECTS)('push peer lists on %s', (dialect) => {
   const jsonParam = (sql: string) => (dialect === 'postgresql' ? sql.replace('?', 'cast(? as jsonb)') : sql);
 
   beforeAll(async () => {
-    h = await createHarness(dialect, 'push_peer_lists');
+    h = await createHarness(dialect, 'push_pages');
     for (const [config, subnet, count] of [
       ['lists-a', '10.63.0.0/24', TRICKY_NAMES.length],
       ['lists-b', '10.64.0.0/24', 2],
@@ -54,7 +59,36 @@ describe.each(DIALECTS)('push peer lists on %s', (dialect) => {
     await h?.close();
   });
 
-  it('are the text JSON.stringify writes for the peers, in link order, with their count', async () => {
+  it('the take lists the oldest requests with their link counts up to the first past the budget, and how many are pending', async () => {
+    const page = [...nodeIds, loneId];
+    const counts = await h.uow.write(async (em, tx) => createRepositories(em, { serverKey: h.serverKey, tx }).pushContent.peers(page));
+    const count = (id: string) => counts.get(id)?.length ?? 0;
+    // One moment for all: the requests are in node id order.
+    const ordered = [...page].sort();
+    const sync = () => createRepositories(h.uow.fork(), { serverKey: h.serverKey }).nodeSync;
+    expect(await sync().requestPushesForNew(page, new Date('2026-12-01T00:00:00Z'))).toBe(page.length);
+    for (const [limit, budget] of [
+      [128, 1_000_000],
+      [128, 6],
+      [128, 1],
+      [3, 1_000_000],
+    ] as const) {
+      const expected: { nodeId: string; seq: number; resend: boolean; peers: number }[] = [];
+      let before = 0;
+      for (const nodeId of ordered.slice(0, limit)) {
+        if (expected.length > 0 && before >= budget) break;
+        expected.push({ nodeId, seq: 1, resend: false, peers: count(nodeId) });
+        before += count(nodeId);
+      }
+      expect(await sync().pendingPushesWithPeers(limit, budget), `${limit}, ${budget}`).toEqual({ requests: expected, pending: Math.min(limit, page.length) });
+    }
+    // The budget cut somewhere: a page of this mesh can stop before the end.
+    expect((await sync().pendingPushesWithPeers(128, 6)).requests.length).toBeLessThan(page.length);
+    await h.uow.write((em, tx) => createRepositories(em, { serverKey: h.serverKey, tx }).nodeSync.settlePushes(ordered.map((nodeId) => ({ nodeId, seq: 1, resend: false }))));
+    expect(await sync().pendingPushesWithPeers(128, 6)).toEqual({ requests: [], pending: 0 });
+  });
+
+  it('the peer lists are the text JSON.stringify writes for the peers, in link order, with their count', async () => {
     const page = [...nodeIds, loneId];
     const { lists, peers } = await h.uow.write(async (em, tx) => {
       const content = createRepositories(em, { serverKey: h.serverKey, tx }).pushContent;
