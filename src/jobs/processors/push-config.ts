@@ -34,7 +34,9 @@
  *   peer rows (so its memory follows the page, not the mesh), reads their interfaces and
  *   peers in one query each (src/repositories/push-content.ts), hashes each node's
  *   content, records the changed revisions in one statement, publishes the page's
- *   messages pipelined, and settles the requests it served; then asks for the next page.
+ *   messages pipelined, and settles the requests it served. On PostgreSQL it reads the
+ *   next page while the broker acknowledges this one, a few pages in its one transaction
+ *   (PAGES_PER_BATCH); then it asks for the next batch.
  *   Requests coalesce per node in the outbox, so a burst gives each node few pushes, each
  *   with the state when its batch ran.
  * - `node.push-config {nodeId}`, one node on request (an operator's, or a test's). Static
