@@ -158,11 +158,26 @@ const interfaceOf = (iface: PushInterface): PushedConfig['interface'] => ({
   awg: iface.awg,
 });
 
-/** What `pushContentHash` hashes, as text: the content without generatedAt and the private key. */
-export function contentText(iface: PushInterface, peersJson: string): string {
+/** contentText around the peers: the text before and after them. */
+function contentPieces(iface: PushInterface): [string, string] {
   const { privateKey: _key, ...publicInterface } = interfaceOf(iface);
   const head = JSON.stringify({ version: CONFIG_PUSH_FORMAT_VERSION, configId: iface.configId, nodeId: iface.nodeId }).slice(0, -1);
-  return `${head},"peers":${peersJson},"interface":${JSON.stringify(publicInterface)}}`;
+  return [`${head},"peers":`, `,"interface":${JSON.stringify(publicInterface)}}`];
+}
+
+/** What `pushContentHash` hashes, as text: the content without generatedAt and the private key. */
+export function contentText(iface: PushInterface, peersJson: string): string {
+  const [before, after] = contentPieces(iface);
+  return before + peersJson + after;
+}
+
+/**
+ * `pushContentHash` of the content, from its pieces: the same digest as of contentText,
+ * without first copying the peers' text (most of it) into one string with the rest.
+ */
+export function contentHashOf(iface: PushInterface, peersJson: string): string {
+  const [before, after] = contentPieces(iface);
+  return createHash('sha256').update(before).update(peersJson).update(after).digest('hex');
 }
 
 /** The message the agent receives (`PushMessage`), as text. */
@@ -241,7 +256,7 @@ async function preparePublish(ctx: JobContext, nodeIds: readonly string[], resen
       continue;
     }
     const peers = peerLists.get(nodeId) ?? EMPTY_PEER_LIST;
-    const contentHash = createHash('sha256').update(contentText(iface, peers.json)).digest('hex');
+    const contentHash = contentHashOf(iface, peers.json);
     const before = published.get(nodeId);
     const base = { nodeId, topic: configPushTopic(iface.configId, nodeId), peers: peers.count };
     const unchanged = before?.contentHash === contentHash;
