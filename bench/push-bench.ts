@@ -14,6 +14,7 @@
  * (BENCH_PUSH_DIALECTS=postgresql to run one).
  */
 import { spawn, type ChildProcess } from 'node:child_process';
+import { readdirSync, readFileSync } from 'node:fs';
 import { createServer } from 'node:net';
 import { resolve } from 'node:path';
 import { connect, type MqttClient } from 'mqtt';
@@ -79,10 +80,70 @@ class PushCounter {
   }
 }
 
-async function startWorker(env: NodeJS.ProcessEnv): Promise<{ stop(): Promise<void> }> {
+/** Clock ticks per second of /proc's CPU times (USER_HZ, 100 on Linux). */
+const TICKS = 100;
+
+/** CPU seconds (user + system) a process has used so far (Linux /proc; 0 when it is gone or elsewhere). */
+function cpuSeconds(pid: number): number {
+  try {
+    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+    const fields = stat.slice(stat.lastIndexOf(') ') + 2).split(' ');
+    return (Number(fields[11]) + Number(fields[12])) / TICKS;
+  } catch {
+    return 0;
+  }
+}
+
+/** The PostgreSQL backends serving this database (their process titles name it), on this host. */
+function backendPids(database: string): number[] {
+  const pids: number[] = [];
+  for (const entry of readdirSync('/proc')) {
+    if (!/^\d+$/.test(entry)) continue;
+    try {
+      const cmd = readFileSync(`/proc/${entry}/cmdline`, 'utf8');
+      if (cmd.startsWith('postgres: ') && cmd.includes(` ${database} `)) pids.push(Number(entry));
+    } catch {
+      // ended meanwhile
+    }
+  }
+  return pids;
+}
+
+/** CPU samples of the worker and the database's backends, to take the fan-out's share (from commit to the last push). */
+class CpuSamples {
+  private readonly samples: { at: number; worker: number; backends: Map<number, number> }[] = [];
+  private pids: number[] = [];
+
+  constructor(
+    private readonly workerPid: number | undefined,
+    private readonly database: string | undefined,
+  ) {}
+
+  rescan(): void {
+    if (this.database) this.pids = backendPids(this.database);
+  }
+
+  sample(): void {
+    // The worker's pool may open connections during the run: look for new backends now and then.
+    if (this.samples.length % 25 === 0) this.rescan();
+    this.samples.push({ at: performance.timeOrigin + performance.now(), worker: this.workerPid ? cpuSeconds(this.workerPid) : 0, backends: new Map(this.pids.map((p) => [p, cpuSeconds(p)])) });
+  }
+
+  /** CPU seconds from the last sample at or before `from` to the last sample. */
+  since(from: number): { worker: number; database: number } {
+    const first = this.samples.findLast((s) => s.at <= from) ?? this.samples[0]!;
+    const last = this.samples.at(-1)!;
+    let database = 0;
+    for (const [pid, cpu] of last.backends) database += cpu - (first.backends.get(pid) ?? 0);
+    return { worker: last.worker - first.worker, database };
+  }
+}
+
+async function startWorker(env: NodeJS.ProcessEnv): Promise<{ pid: number | undefined; stop(): Promise<void> }> {
   await buildOnce(root);
   const proc: ChildProcess = spawn(process.execPath, deployedArgs('worker'), { cwd: root, env, stdio: ['ignore', 'inherit', 'inherit'] });
   return {
+    pid: proc.pid,
     stop: () =>
       new Promise<void>((done) => {
         if (proc.exitCode !== null || proc.signalCode !== null) return done();
@@ -101,6 +162,10 @@ interface Figures {
   /** Raw mqtt.js publishing the same payloads until the subscriber had them all. */
   baselineS: number;
   megabytes: number;
+  /** CPU seconds of the worker process from commit to the last push received. */
+  workerCpuS: number;
+  /** CPU seconds of the database's PostgreSQL backends in that time (0 on SQLite, whose work is the worker's). */
+  databaseCpuS: number;
 }
 
 async function measure(dialect: Dialect): Promise<Figures> {
@@ -109,7 +174,7 @@ async function measure(dialect: Dialect): Promise<Figures> {
   const db = await benchDatabase(dialect, mqttEnv);
   const app = await bootstrap('bench', db.config);
   const subscriber = connect(MQTT_URL, { reconnectPeriod: 0 });
-  let worker: { stop(): Promise<void> } | undefined;
+  let worker: Awaited<ReturnType<typeof startWorker>> | undefined;
   try {
     await new Promise<void>((done, fail) => {
       subscriber.once('connect', () => done());
@@ -144,9 +209,14 @@ async function measure(dialect: Dialect): Promise<Figures> {
     });
 
     counter.expect('"revision":2}');
+    const cpu = new CpuSamples(worker.pid, dialect === 'postgresql' ? new URL(db.config.databaseUrl).pathname.slice(1) : undefined);
+    cpu.sample();
     const t0 = performance.timeOrigin + performance.now();
     const job = await app.queues.submit('mesh.generate', { configId }, { actor: 'bench' });
-    await until('every node to receive its full mesh', () => counter.count === NODES);
+    await until('every node to receive its full mesh', () => {
+      cpu.sample();
+      return counter.count === NODES;
+    });
     const view = await app.queues.waitFor(job, TIMEOUT_MS);
     if (view.state !== 'completed') throw new Error(`mesh.generate did not complete: ${JSON.stringify(view.error)}`);
     const finished = (await app.queues.find(job.id!))!;
@@ -160,11 +230,13 @@ async function measure(dialect: Dialect): Promise<Figures> {
       afterCommitS: (counter.lastAt - committedAt) / 1000,
       megabytes: [...counter.last.values()].reduce((n, b) => n + b.length, 0) / 1e6,
     };
+    const used = cpu.since(committedAt);
+    const fanoutCpu = { workerCpuS: used.worker, databaseCpuS: used.database };
     const rel = (t: number) => ((t - committedAt) / 1000).toFixed(2);
     for (const b of batches.sort((x, y) => x.processedOn! - y.processedOn!)) {
       if (process.env.BENCH_PUSH_VERBOSE) console.error(`    batch added ${rel(b.timestamp)} started ${rel(b.processedOn!)} finished ${rel(b.finishedOn!)} ${JSON.stringify(b.returnvalue)}`);
     }
-    console.error(`  ${batches.length} push batches`);
+    console.error(`  ${batches.length} push batches; CPU from commit to the last push: worker ${used.worker.toFixed(2)} s, PostgreSQL backends ${used.database.toFixed(2)} s`);
     console.error(`  mesh.generate ${figures.generateS.toFixed(2)} s; all pushes received ${figures.totalS.toFixed(2)} s after submission, ${figures.afterCommitS.toFixed(2)} s after commit`);
 
     // Baseline: the same bytes to the same topics from a plain client, pipelined at QoS 1.
@@ -181,7 +253,7 @@ async function measure(dialect: Dialect): Promise<Figures> {
       await until('the baseline messages', () => counter.count === NODES);
       const baselineS = seconds(b0);
       console.error(`  raw mqtt.js publish of the same ${NODES} payloads: ${baselineS.toFixed(2)} s`);
-      return { ...figures, baselineS };
+      return { ...figures, ...fanoutCpu, baselineS };
     } finally {
       await raw.endAsync();
     }
@@ -211,6 +283,7 @@ export async function benchPushes(): Promise<void> {
       ratio: f.afterCommitS / f.baselineS,
       target: '<= 10 s',
     });
+    record({ name: `CPU from commit to the last push, ${name}: worker / PostgreSQL backends`, value: f.workerCpuS, unit: `s / ${f.databaseCpuS.toFixed(2)} s` });
     record({ name: `pushes per second after commit, ${name}`, value: NODES / f.afterCommitS, unit: 'pushes/s', baseline: 'raw mqtt.js', ratio: f.baselineS / f.afterCommitS });
   }
 }

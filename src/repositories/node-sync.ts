@@ -63,6 +63,21 @@ const LAGGING =
   'from node n join node_sync s on s.node_id = n.id' +
   " where n.kind = 'dynamic' and (s.applied_revision is null or s.applied_revision < s.desired_revision)";
 
+/**
+ * The oldest requests (at most the first parameter), each with its node's count of
+ * outgoing links, counted in request order only while the counts before stay under the
+ * budget (the second): the first request past it is still counted, and the caller cuts
+ * there. Counting is an index-only scan per node, and a batch that counted every request
+ * it looked at would count again, on the next page, the half it left.
+ */
+const PENDING_WITH_PEERS =
+  'with recursive pending as (select node_id, seq, resend, row_number() over (order by requested_at, node_id) as k from push_request order by requested_at, node_id limit ?),' +
+  ' page (k, node_id, seq, resend, peers, before) as (' +
+  'select k, node_id, seq, resend, (select count(*) from peer_link where from_node_id = p.node_id), cast(0 as bigint) from pending p where k = 1' +
+  ' union all select p.k, p.node_id, p.seq, p.resend, (select count(*) from peer_link where from_node_id = p.node_id), t.before + t.peers' +
+  ' from page t join pending p on p.k = t.k + 1 where t.before + t.peers < ?)' +
+  ' select node_id, seq, resend, peers, (select count(*) from pending) as pending from page order by k';
+
 /** Bound parameters per `in (...)` list, far below every driver's limit. */
 const CHUNK = 1_000;
 
@@ -144,6 +159,23 @@ export class NodeSyncRepository {
       [limit],
     );
     return rows.map((r) => ({ nodeId: r.node_id, seq: Number(r.seq), resend: r.resend === true || r.resend === 1 }));
+  }
+
+  /**
+   * The oldest pending push requests (at most `limit`) in order, each with how many
+   * outgoing links its node has, up to the first whose links take the count past
+   * `peerBudget`; and how many of the `limit` oldest are pending (the ones listed
+   * included). One statement.
+   */
+  async pendingPushesWithPeers(limit: number, peerBudget: number): Promise<{ requests: (PushRequestTaken & { peers: number })[]; pending: number }> {
+    const { rows } = await this.sql.query<{ node_id: string; seq: number | string; resend: boolean | number; peers: number | string; pending: number | string }>(
+      PENDING_WITH_PEERS,
+      [limit, peerBudget],
+    );
+    return {
+      requests: rows.map((r) => ({ nodeId: r.node_id, seq: Number(r.seq), resend: r.resend === true || r.resend === 1, peers: Number(r.peers) })),
+      pending: Number(rows[0]?.pending ?? 0),
+    };
   }
 
   /**

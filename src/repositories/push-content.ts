@@ -1,14 +1,17 @@
 /**
  * What config pushes are made of, read set-based: the interfaces of many nodes in one
  * query and the peers of many nodes in one query, whatever the mesh size. Callers page
- * the nodes they ask for (`peerCounts` says how many rows a page will bring), so memory
- * follows the page, not the mesh.
+ * the nodes they ask for (`NodeSyncRepository.pendingPushesWithPeers` says how many link
+ * rows a page will bring), so memory follows the page, not the mesh.
  */
 import type { Em } from '../db/orm.js';
 import { boundSql, type BoundSql } from '../db/sql.js';
 import type { TransactionHandle } from '../db/unit-of-work.js';
 import { decryptSecret } from '../domain/secrets.js';
 import type { AwgParams, TunnelProtocol } from '../domain/validation.js';
+import { PushTexts, type PeerLinkRow, type PeerList, type PeerNode } from './peer-list-json.js';
+
+export type { PeerLinkRow, PeerList, PeerNode } from './peer-list-json.js';
 
 /** One `[Peer]` of a node's configuration: the peer's key and endpoint, the link's allowed IPs. */
 export interface PushedPeer {
@@ -75,23 +78,33 @@ const PEER_NODES =
  */
 const LINKS = 'select id, from_node_id, to_node_id, allowed_ips, persistent_keepalive from peer_link where from_node_id in (?list)';
 
-const PEER_COUNTS = 'select from_node_id, count(*) as peers from peer_link where from_node_id in (?list) group by from_node_id';
+/**
+ * A link's allowed IPs as JSON.stringify writes them. jsonb's text puts a space after each
+ * comma between elements, so only a list of one (every link mesh.generate writes) can be
+ * sent as it is; longer ones are written element by element (a jsonb string's text is
+ * escaped as JSON.stringify escapes it).
+ */
+const ALLOWED_IPS_JSON =
+  "case when jsonb_array_length(k.allowed_ips) < 2 then k.allowed_ips::text else (select concat('[', string_agg(e::text, ',' order by o), ']')" +
+  ' from jsonb_array_elements(k.allowed_ips) with ordinality a(e, o)) end';
 
-/** A peer as every link to it lists it (the link's own fields aside). */
-export interface PeerNode {
-  nodeId: string;
-  name: string;
-  publicKey: string;
-  endpoint: string | null;
-  listenPort: number;
-}
-
-/** One outgoing link of a node: which peer, and the link's own fields. */
-export interface PeerLinkRow {
-  toNodeId: string;
-  allowedIps: string[];
-  persistentKeepalive: number | null;
-}
+/**
+ * PostgreSQL writes each page node's `peers` array itself, the text PushTexts writes
+ * (src/repositories/peer-list-json.ts; test/integration/push-peer-lists.test.ts holds the
+ * two equal): each peer's part once per page (`peer`), then per node its links in link id
+ * order, joined. The worker gets one text per node instead of a row per link to parse,
+ * sort and write again. Per node a lateral subquery: its links through the from_node_id
+ * index, hashed against the page's peers (built once), sorted in memory (one node's links,
+ * not the page's, so the sort never spills).
+ */
+const PEER_LISTS =
+  'with page as (select id, config_id from node where id in (?list)),' +
+  ` peer as materialized (select p.id, concat('{"nodeId":"', p.id, '","name":', to_json(p.name), ',"publicKey":', to_json(p.public_key),` +
+  ` ',"endpoint":', coalesce(to_json(p.endpoint)::text, 'null'), ',"listenPort":', coalesce(p.listen_port, c.listen_port), ',"allowedIps":') as head` +
+  ' from node p join mesh_config c on c.id = p.config_id where p.config_id in (select config_id from page))' +
+  ' select n.id, l.json, l.peers from page n cross join lateral (' +
+  `select string_agg(concat(peer.head, ${ALLOWED_IPS_JSON}, ',"persistentKeepalive":', coalesce(k.persistent_keepalive::text, 'null'), '}'), ',' order by k.id) as json, count(*) as peers` +
+  ' from (select id, to_node_id, allowed_ips, persistent_keepalive from peer_link where from_node_id = n.id offset 0) k join peer on peer.id = k.to_node_id) l';
 
 export class PushContentRepository {
   private readonly sql: BoundSql;
@@ -129,14 +142,25 @@ export class PushContentRepository {
     return out;
   }
 
-  /** How many peers each of these nodes has (nodes without links are left out). */
-  async peerCounts(nodeIds: readonly string[]): Promise<Map<string, number>> {
-    if (nodeIds.length === 0) return new Map();
-    const text = listText(PEER_COUNTS, nodeIds.length);
-    const run = () => this.sql.query<{ from_node_id: string; peers: number | string }>(text, nodeIds);
-    // An index-only count; without the setting, stale statistics make it a full scan (see links).
-    const rows = this.sql.dialect === 'postgresql' ? await this.withoutSeqScan(run) : (await run()).rows;
-    return new Map(rows.map((r) => [r.from_node_id, Number(r.peers)]));
+  /**
+   * Each of these nodes' `peers` array as the push writes it, and how many peers it lists
+   * (PushTexts' text; nodes without links may be left out). On PostgreSQL the database
+   * writes it (PEER_LISTS); SQLite runs on the worker's own thread, where a statement
+   * writing a page's JSON would hold the event loop for all of it, so its rows are read
+   * and written here as before.
+   */
+  async peerLists(nodeIds: readonly string[]): Promise<Map<string, PeerList>> {
+    const out = new Map<string, PeerList>();
+    if (nodeIds.length === 0) return out;
+    if (this.sql.dialect === 'sqlite') {
+      const texts = new PushTexts(await this.peerNodes(nodeIds));
+      for (const [from, links] of await this.links(nodeIds)) out.set(from, texts.peers(links));
+      return out;
+    }
+    const text = listText(PEER_LISTS, nodeIds.length);
+    const rows = await this.withIndexPlan(() => this.sql.query<{ id: string; json: string | null; peers: number | string }>(text, nodeIds));
+    for (const r of rows) out.set(r.id, r.json === null ? { json: '[]', count: 0 } : { json: `[${r.json}]`, count: Number(r.peers) });
+    return out;
   }
 
   /** Every node that a link of these nodes can name (their configs' nodes), by id. */
@@ -167,7 +191,7 @@ export class PushContentRepository {
     // local to the transaction and put back after the statement.
     const rows =
       this.sql.dialect === 'postgresql'
-        ? await this.withoutSeqScan(() => this.sql.query<Record<string, unknown>>(text, nodeIds))
+        ? await this.withIndexPlan(() => this.sql.query<Record<string, unknown>>(text, nodeIds))
         : (await this.sql.query<Record<string, unknown>>(text, nodeIds)).rows;
     const byNode = new Map<string, { id: string; link: PeerLinkRow }[]>();
     for (const r of rows) {
@@ -182,12 +206,19 @@ export class PushContentRepository {
     return out;
   }
 
-  /** A failed statement aborts the transaction, and the local setting goes with it: no finally needed. */
-  private async withoutSeqScan<R>(run: () => Promise<{ rows: R[] }>): Promise<R[]> {
-    const { rows } = await this.sql.query<{ seqscan: string }>("select current_setting('enable_seqscan') as seqscan");
-    await this.sql.query("select set_config('enable_seqscan', 'off', true)");
+  /**
+   * Runs a read of a page's links with sequential scans and JIT off (transaction-local,
+   * put back after it; a failed statement aborts the transaction and the settings go
+   * with it: no finally needed). Sequential scans: see links. JIT: with them off, a
+   * page's plan is priced high enough to be compiled, which costs more than it saves.
+   */
+  private async withIndexPlan<R>(run: () => Promise<{ rows: R[] }>): Promise<R[]> {
+    const { rows } = await this.sql.query<{ seqscan: string; jit: string }>(
+      "select s.seqscan, s.jit, set_config('enable_seqscan', 'off', true), set_config('jit', 'off', true)" +
+        " from (select current_setting('enable_seqscan') as seqscan, current_setting('jit') as jit offset 0) s",
+    );
     const out = (await run()).rows;
-    await this.sql.query("select set_config('enable_seqscan', ?, true)", [rows[0]!.seqscan]);
+    await this.sql.query("select set_config('enable_seqscan', ?, true), set_config('jit', ?, true)", [rows[0]!.seqscan, rows[0]!.jit]);
     return out;
   }
 

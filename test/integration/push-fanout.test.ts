@@ -6,7 +6,9 @@
  * same peers) every dynamic node's last push carries exactly its own interface and its own
  * peers, in link order, its own private key or none (agent-held), and far fewer batch jobs
  * ran than nodes were pushed; a request made while a batch holds older ones survives the
- * batch (it is settled only at the seq the batch read).
+ * batch (it is settled only at the seq the batch read). A mesh of more nodes than a page
+ * holds is served in pages, on PostgreSQL several in one batch's transaction (each page
+ * read while the one before is acknowledged), and every node still gets exactly its own.
  */
 import { randomUUID } from 'node:crypto';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -14,7 +16,7 @@ import { connect, type MqttClient } from 'mqtt';
 import { configPushTopic } from '../../src/broker/topics.js';
 import { generateKeyPair } from '../../src/domain/keys.js';
 import { QUEUES } from '../../src/jobs/names.js';
-import type { PushMessage } from '../../src/jobs/processors/push-config.js';
+import { readPeers, type PushMessage } from '../../src/jobs/processors/push-config.js';
 import { createRepositories } from '../../src/repositories/index.js';
 import { DIALECTS } from '../support/db.js';
 import { startEmqxDouble, type EmqxDouble } from '../support/emqx-double.js';
@@ -92,6 +94,32 @@ describe.each(DIALECTS)('config push fan-out on %s', (dialect) => {
     expect(left).toEqual([{ nodeId: kept, seq: 2, resend: false }]);
     await sync.settlePushes(left);
     expect(await sync.pendingPushes(1000)).toEqual([]);
+  });
+
+  it('a mesh of more nodes than one page holds: every node gets exactly its own peers, and on PostgreSQL one batch served several pages', async () => {
+    const NODES = 150; // more than a page's 128 requests (BATCH_NODES in src/jobs/processors/push-config.ts)
+    const { id: bigId } = (await s.job('config.create', { name: 'fanout-pages', subnet: '10.78.0.0/16' })).result as { id: string };
+    await subscriber.subscribeAsync(`meshq/${bigId}/+/config/push`, { qos: 1 });
+    const ids: string[] = [];
+    for (let i = 0; i < NODES; i++) ids.push((await s.job('node.create', { configId: bigId, name: `p${i}`, kind: 'dynamic' })).result!.id as string);
+    await settled();
+    const before = new Set((await brokerJobs()).filter((j) => j.name === 'node.push-configs').map((j) => j.id));
+    expect(await s.job('mesh.generate', { configId: bigId })).toMatchObject({ state: 'completed' });
+    await settled();
+    const batches = (await brokerJobs()).filter((j) => j.name === 'node.push-configs' && !before.has(j.id) && j.finishedOn);
+    const served = batches.map((j) => (j.returnvalue as { requests: number }).requests);
+    expect(served.reduce((a, b) => a + b, 0)).toBe(NODES);
+    if (dialect === 'postgresql') expect(Math.max(...served)).toBe(NODES);
+    else expect(Math.max(...served)).toBeLessThanOrEqual(128);
+
+    const r = repos();
+    for (const id of ids) {
+      const msg = last.get(id);
+      expect(msg?.revision, id).toBe((await r.nodeSync.view(id)).desired);
+      expect(msg!.interface.address).toBe((await r.nodes.get(id))!.address);
+      expect(msg!.peers).toHaveLength(NODES - 1);
+      expect(msg!.peers).toEqual(await readPeers(r, id));
+    }
   });
 
   it("after mesh.generate and link deletions every node gets exactly its own interface and peers; mesh.generate's pushes come in far fewer batch jobs than nodes", async () => {

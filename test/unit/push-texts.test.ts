@@ -4,9 +4,10 @@
  * the same message and content hashes recorded before stay valid.
  */
 import { describe, expect, it } from 'vitest';
-import { contentText, messageText, pushContentHash, PushTexts, type PushMessage } from '../../src/jobs/processors/push-config.js';
+import { contentHashOf, contentText, messageText, pushContentHash, type PushMessage } from '../../src/jobs/processors/push-config.js';
 import { createHash } from 'node:crypto';
-import type { PeerNode, PushInterface } from '../../src/repositories/push-content.js';
+import { PushTexts, type PeerNode } from '../../src/repositories/peer-list-json.js';
+import type { PushInterface } from '../../src/repositories/push-content.js';
 
 const peers: PeerNode[] = [
   { nodeId: '0194a1b2-c3d4-7e5f-8a6b-000000000002', name: 'b "quoted" \\ node', publicKey: 'B'.repeat(43) + '=', endpoint: null, listenPort: 51820 },
@@ -59,6 +60,7 @@ describe('push texts built from pieces', () => {
       expect(messageText(iface, built.json, expected.generatedAt, 7)).toBe(JSON.stringify(expected));
       const { revision: _r, ...config } = expected;
       expect(createHash('sha256').update(contentText(iface, built.json)).digest('hex')).toBe(pushContentHash(config));
+      expect(contentHashOf(iface, built.json)).toBe(pushContentHash(config));
       // A second message of the page reuses the peers' pieces and is written the same.
       expect(texts.peers(links).json).toBe(built.json);
     });

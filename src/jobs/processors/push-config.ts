@@ -34,7 +34,9 @@
  *   peer rows (so its memory follows the page, not the mesh), reads their interfaces and
  *   peers in one query each (src/repositories/push-content.ts), hashes each node's
  *   content, records the changed revisions in one statement, publishes the page's
- *   messages pipelined, and settles the requests it served; then asks for the next page.
+ *   messages pipelined, and settles the requests it served. On PostgreSQL it reads the
+ *   next page while the broker acknowledges this one, a few pages in its one transaction
+ *   (PAGES_PER_BATCH); then it asks for the next batch.
  *   Requests coalesce per node in the outbox, so a burst gives each node few pushes, each
  *   with the state when its batch ran.
  * - `node.push-config {nodeId}`, one node on request (an operator's, or a test's). Static
@@ -43,9 +45,11 @@
 import { createHash } from 'node:crypto';
 import { BrokerInsecureError, InvalidError, MqttDisabledError } from '../../domain/errors.js';
 import type { Repositories } from '../../repositories/index.js';
-import type { PeerLinkRow, PeerNode, PushInterface, PushedPeer } from '../../repositories/push-content.js';
+import type { PushInterface, PushedPeer } from '../../repositories/push-content.js';
+import { EMPTY_PEER_LIST } from '../../repositories/peer-list-json.js';
 import type { PushRequestTaken } from '../../repositories/node-sync.js';
 import type { AwgParams, TunnelProtocol } from '../../domain/validation.js';
+import type { Dialect } from '../../config.js';
 import { AuthorizationVerdicts } from '../../broker/authorization.js';
 import { CHECK_CLIENT_TUNING, createEmqxClient } from '../../broker/emqx.js';
 import { MqttNotConnectedError } from '../../broker/mqtt-link.js';
@@ -141,45 +145,6 @@ export function pushContentHash(message: PushedConfig): string {
   return createHash('sha256').update(JSON.stringify({ ...rest, interface: publicInterface })).digest('hex');
 }
 
-/**
- * A node's push as text, built from pieces. In a full mesh every node is a peer of every
- * other, so a page lists each peer in nearly every message: its part of the JSON is
- * written once per page (`peerPrefix`) and the messages are joined from the pieces. The
- * text is exactly what `JSON.stringify` writes for the same object (the same keys in the
- * same order; a unit test holds the two equal), so the content hash is `pushContentHash`'s.
- */
-export class PushTexts {
-  private readonly prefixes = new Map<string, string>();
-
-  constructor(private readonly peerNodes: ReadonlyMap<string, PeerNode>) {}
-
-  /** `{"nodeId":…,"listenPort":n` of a peer: everything before the link's own fields. */
-  private peerPrefix(peer: PeerNode): string {
-    let prefix = this.prefixes.get(peer.nodeId);
-    if (prefix === undefined) {
-      const text = JSON.stringify({ nodeId: peer.nodeId, name: peer.name, publicKey: peer.publicKey, endpoint: peer.endpoint, listenPort: peer.listenPort });
-      prefix = text.slice(0, -1);
-      this.prefixes.set(peer.nodeId, prefix);
-    }
-    return prefix;
-  }
-
-  /** The `peers` array as JSON, and how many it lists (links cascade with nodes: every link names a peer). */
-  peers(links: readonly PeerLinkRow[]): { json: string; count: number } {
-    // Appended to one string rather than joined from an array of parts: no array of a
-    // part per link, and V8 appends in place.
-    let json = '[';
-    let count = 0;
-    for (const link of links) {
-      const peer = this.peerNodes.get(link.toNodeId);
-      if (!peer) continue;
-      json += (count === 0 ? '' : ',') + this.peerPrefix(peer) + ',"allowedIps":' + JSON.stringify(link.allowedIps) + ',"persistentKeepalive":' + JSON.stringify(link.persistentKeepalive) + '}';
-      count++;
-    }
-    return { json: json + ']', count };
-  }
-}
-
 /** The interface as the push lists it; the private key only when meshq holds it. */
 const interfaceOf = (iface: PushInterface): PushedConfig['interface'] => ({
   name: iface.name,
@@ -193,11 +158,26 @@ const interfaceOf = (iface: PushInterface): PushedConfig['interface'] => ({
   awg: iface.awg,
 });
 
-/** What `pushContentHash` hashes, as text: the content without generatedAt and the private key. */
-export function contentText(iface: PushInterface, peersJson: string): string {
+/** contentText around the peers: the text before and after them. */
+function contentPieces(iface: PushInterface): [string, string] {
   const { privateKey: _key, ...publicInterface } = interfaceOf(iface);
   const head = JSON.stringify({ version: CONFIG_PUSH_FORMAT_VERSION, configId: iface.configId, nodeId: iface.nodeId }).slice(0, -1);
-  return `${head},"peers":${peersJson},"interface":${JSON.stringify(publicInterface)}}`;
+  return [`${head},"peers":`, `,"interface":${JSON.stringify(publicInterface)}}`];
+}
+
+/** What `pushContentHash` hashes, as text: the content without generatedAt and the private key. */
+export function contentText(iface: PushInterface, peersJson: string): string {
+  const [before, after] = contentPieces(iface);
+  return before + peersJson + after;
+}
+
+/**
+ * `pushContentHash` of the content, from its pieces: the same digest as of contentText,
+ * without first copying the peers' text (most of it) into one string with the rest.
+ */
+export function contentHashOf(iface: PushInterface, peersJson: string): string {
+  const [before, after] = contentPieces(iface);
+  return createHash('sha256').update(before).update(peersJson).update(after).digest('hex');
 }
 
 /** The message the agent receives (`PushMessage`), as text. */
@@ -235,11 +215,26 @@ interface Sending {
  * counted and left out, so one node cannot hold the others' pushes back.
  */
 async function publishConfigs(ctx: JobContext, nodeIds: readonly string[], resend: ReadonlySet<string>, strict: boolean): Promise<NodeOutcome[]> {
+  const prepared = await preparePublish(ctx, nodeIds, resend, strict);
+  await prepared.send();
+  return prepared.outcomes;
+}
+
+/** A page read and its revisions recorded: what happened to each node, and the publish still to do. */
+interface PreparedPublish {
+  outcomes: NodeOutcome[];
+  /** Publishes the page's messages pipelined; resolves once the broker acknowledged them all. */
+  send(): Promise<void>;
+}
+
+const NOTHING_TO_SEND = async (): Promise<void> => undefined;
+
+/** publishConfigs up to the publish: reads, hashes, records the new revisions (see publishConfigs). */
+async function preparePublish(ctx: JobContext, nodeIds: readonly string[], resend: ReadonlySet<string>, strict: boolean): Promise<PreparedPublish> {
   const { repos } = ctx;
   const t0 = performance.now();
   const interfaces = await repos.pushContent.interfaces(nodeIds);
-  const links = await repos.pushContent.links(nodeIds);
-  const texts = new PushTexts(await repos.pushContent.peerNodes(nodeIds));
+  const peerLists = await repos.pushContent.peerLists(nodeIds);
   const published = await repos.nodeSync.publishedMany(nodeIds);
   // A failed attempt may have delivered some of its messages before it rolled back (the
   // broker took them, another failed, or an acknowledgement timed out): their revision
@@ -260,8 +255,8 @@ async function publishConfigs(ctx: JobContext, nodeIds: readonly string[], resen
       outcomes.push({ nodeId, state: 'static' });
       continue;
     }
-    const peers = texts.peers(links.get(nodeId) ?? []);
-    const contentHash = createHash('sha256').update(contentText(iface, peers.json)).digest('hex');
+    const peers = peerLists.get(nodeId) ?? EMPTY_PEER_LIST;
+    const contentHash = contentHashOf(iface, peers.json);
     const before = published.get(nodeId);
     const base = { nodeId, topic: configPushTopic(iface.configId, nodeId), peers: peers.count };
     const unchanged = before?.contentHash === contentHash;
@@ -275,8 +270,8 @@ async function publishConfigs(ctx: JobContext, nodeIds: readonly string[], resen
     outcomes.push(outcome);
     toSend.push({ outcome, iface, peersJson: peers.json, contentHash });
   }
-  links.clear();
-  if (toSend.length === 0) return outcomes;
+  peerLists.clear();
+  if (toSend.length === 0) return { outcomes, send: NOTHING_TO_SEND };
 
   // Infrastructure, not the request's fault: thrown as plain errors, so the job retries
   // with its row's capped backoff and reads the (maybe newer) state again next time.
@@ -301,47 +296,89 @@ async function publishConfigs(ctx: JobContext, nodeIds: readonly string[], resen
     sending.filter((s) => s.outcome.state === 'pushed').map((s) => ({ nodeId: s.outcome.nodeId, revision: s.outcome.revision, contentHash: s.contentHash })),
     new Date(),
   );
-  const t1 = performance.now();
-  const generatedAt = new Date().toISOString();
-  // Pipelined: every message is handed to the client before the first acknowledgement is
-  // awaited, so a page costs about one broker round trip, not one per node.
-  await Promise.all(sending.map((s) => mqtt.publish(s.outcome.topic, messageText(s.iface, s.peersJson, generatedAt, s.outcome.revision), { qos: 1, retain: false })));
-  ctx.log.debug({ nodes: sending.length, readMs: Math.round(t1 - t0), publishMs: Math.round(performance.now() - t1) }, 'configurations published');
-  return outcomes;
+  const readMs = Math.round(performance.now() - t0);
+  const send = async (): Promise<void> => {
+    const t1 = performance.now();
+    const generatedAt = new Date().toISOString();
+    // Pipelined: every message is handed to the client before the first acknowledgement is
+    // awaited, so a page costs about one broker round trip, not one per node.
+    await Promise.all(sending.map((s) => mqtt.publish(s.outcome.topic, messageText(s.iface, s.peersJson, generatedAt, s.outcome.revision), { qos: 1, retain: false })));
+    ctx.log.debug({ nodes: sending.length, readMs, publishMs: Math.round(performance.now() - t1) }, 'configurations published');
+  };
+  return { outcomes, send };
 }
 
-/** At most this many requests are looked at per batch (then cut to the peer-row budget). */
+/** At most this many requests are looked at per page (then cut to the peer-row budget). */
 const BATCH_NODES = 128;
 /**
- * Peer rows one batch reads and holds (a node with more is still taken, alone): what
- * bounds a batch's memory and the time its transaction stays open, whatever the mesh.
+ * Peer rows one page reads and holds (a node with more is still taken, alone): what
+ * bounds a page's memory and the time it takes, whatever the mesh.
  */
 const BATCH_PEER_ROWS = 65_536;
+/**
+ * Pages one batch serves in its one transaction, each page read while the broker
+ * acknowledges the one before. On SQLite one: its reads run on the worker's own thread,
+ * and the transaction holds the database's one write lock, which more pages would keep
+ * from every other writer for longer. On PostgreSQL the transaction holds the page's
+ * request and sync rows, so a change to one of those nodes made meanwhile waits for the
+ * batch; a few pages keep that wait short.
+ */
+const PAGES_PER_BATCH: Readonly<Record<Dialect, number>> = { postgresql: 4, sqlite: 1 };
 
-/** `node.push-configs`: serves the oldest push requests, one page per job (see the module comment). */
-export async function pushConfigs(_data: NodePushConfigs, ctx: JobContext): Promise<PushConfigsResult> {
-  if (!ctx.config.mqtt.enabled) throw new MqttDisabledError('pushing node configurations');
+/** The next page: the oldest requests that fit the budget, and whether more wait beyond them. */
+async function takePage(ctx: JobContext): Promise<{ taken: PushRequestTaken[]; rows: number; more: boolean }> {
   const t0 = performance.now();
-  const pending = await ctx.repos.nodeSync.pendingPushes(BATCH_NODES);
-  if (pending.length === 0) return { requests: 0, pushed: 0, unchanged: 0, skipped: 0, refused: 0, more: false };
-  const counts = await ctx.repos.pushContent.peerCounts(pending.map((r) => r.nodeId));
+  const { requests, pending } = await ctx.repos.nodeSync.pendingPushesWithPeers(BATCH_NODES, BATCH_PEER_ROWS);
   const taken: PushRequestTaken[] = [];
   let rows = 0;
-  for (const request of pending) {
-    const peers = counts.get(request.nodeId) ?? 0;
+  for (const { peers, ...request } of requests) {
     if (taken.length > 0 && rows + peers > BATCH_PEER_ROWS) break;
     taken.push(request);
     rows += peers;
   }
-  ctx.log.debug({ pending: pending.length, taken: taken.length, takeMs: Math.round(performance.now() - t0) }, 'push requests taken');
-  const resend = new Set(taken.filter((t) => t.resend).map((t) => t.nodeId));
-  const outcomes = await publishConfigs(ctx, taken.map((t) => t.nodeId), resend, false);
-  await ctx.repos.nodeSync.settlePushes(taken);
-  // Requests beyond this page (or made during it, which settle left in place) get the next batch.
-  const more = taken.length < pending.length || pending.length === BATCH_NODES;
+  if (taken.length > 0) ctx.log.debug({ pending, taken: taken.length, takeMs: Math.round(performance.now() - t0) }, 'push requests taken');
+  // Requests beyond this page (or made during it, which settle leaves in place) get the next one.
+  return { taken, rows, more: taken.length < pending || pending === BATCH_NODES };
+}
+
+/** `node.push-configs`: serves the oldest push requests, a few pages per job (see the module comment). */
+export async function pushConfigs(_data: NodePushConfigs, ctx: JobContext): Promise<PushConfigsResult> {
+  if (!ctx.config.mqtt.enabled) throw new MqttDisabledError('pushing node configurations');
+  const outcomes: NodeOutcome[] = [];
+  let requests = 0;
+  let rows = 0;
+  let more = false;
+  // The page before's publish, settled: its error, or null once the broker took it all.
+  // Awaited before the next page publishes and before the batch ends, so the transaction
+  // commits only once every page was acknowledged, and any page's failure rolls back all.
+  let publishing: Promise<{ error: unknown } | null> = Promise.resolve(null);
+  const published = async () => {
+    const failed = await publishing;
+    if (failed) throw failed.error;
+  };
+  for (let page = 0; page < PAGES_PER_BATCH[ctx.config.dialect]; page++) {
+    const next = await takePage(ctx);
+    more = next.more;
+    if (next.taken.length === 0) break;
+    const resend = new Set(next.taken.filter((t) => t.resend).map((t) => t.nodeId));
+    const prepared = await preparePublish(ctx, next.taken.map((t) => t.nodeId), resend, false);
+    // Settled now, so the next page's take does not list them again; rolled back with the
+    // rest if a publish fails.
+    await ctx.repos.nodeSync.settlePushes(next.taken);
+    await published();
+    publishing = prepared.send().then(
+      () => null,
+      (error: unknown) => ({ error }),
+    );
+    outcomes.push(...prepared.outcomes);
+    requests += next.taken.length;
+    rows += next.rows;
+    if (!more) break;
+  }
+  await published();
   if (more) ctx.enqueue('node.push-configs', {});
   const count = (...states: NodeOutcome['state'][]) => outcomes.filter((o) => states.includes(o.state)).length;
-  const result = { requests: taken.length, pushed: count('pushed', 'resent'), unchanged: count('unchanged'), skipped: count('gone', 'static'), refused: count('refused'), more };
+  const result = { requests, pushed: count('pushed', 'resent'), unchanged: count('unchanged'), skipped: count('gone', 'static'), refused: count('refused'), more };
   if (result.pushed > 0) ctx.log.info({ ...result, peerRows: rows }, 'configurations pushed');
   return result;
 }
