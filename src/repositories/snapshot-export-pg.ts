@@ -31,7 +31,7 @@ async function copyTables<S extends SnapshotJsonSink>(em: Em, client: PoolClient
   for (const spec of specs) {
     sink.table(spec.table);
     if (rangeKey(spec)) {
-      const json = new CopyTextToJson(spec);
+      const json = new CopyTextToJson(spec, sink.buffer?.bind(sink));
       for await (const chunk of copyOutRaw(client, `copy (${selectTable(em, spec, true)}) to stdout`)) {
         for (const piece of json.push(chunk)) await sink.rowBytes(piece.bytes, piece.rows);
       }

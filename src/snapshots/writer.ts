@@ -75,6 +75,9 @@ export class SnapshotWriter {
   private pending: (string | Buffer)[] = [];
   private pendingLength = 0;
   private readonly written = new Map<string, number>();
+  /** Buffers lent by buffer() and not back yet, by their memory; and those back, for reuse. */
+  private readonly lent = new Map<ArrayBufferLike, Buffer>();
+  private readonly free: Buffer[] = [];
   private current: string | undefined;
   private finished = false;
 
@@ -138,6 +141,28 @@ export class SnapshotWriter {
     if ((bytes[0] === 0x2c) !== before > 0) throw new Error(`snapshot writer: rows of ${table} must start with a comma exactly when rows came before`);
     this.push(bytes);
     return this.wrote(table, before + count);
+  }
+
+  /**
+   * A buffer of at least `bytes` for rowBytes' bytes (src/snapshots/pg-copy-text.ts writes
+   * its pieces in these). The writer takes it back once the member compressed from it is
+   * done, and lends it again: a new buffer of megabytes per piece was memory outside the
+   * JS heap that V8 answered with a full garbage collection every few pieces.
+   */
+  buffer(bytes: number): Buffer {
+    const i = this.free.findIndex((b) => b.length >= bytes);
+    const buf = i < 0 ? Buffer.allocUnsafe(bytes) : this.free.splice(i, 1)[0]!;
+    this.lent.set(buf.buffer, buf);
+    return buf;
+  }
+
+  /** Takes back the buffer `bytes` were written in, if buffer() lent it. */
+  private giveBack(bytes: string | Buffer): void {
+    if (typeof bytes === 'string') return;
+    const buf = this.lent.get(bytes.buffer);
+    if (!buf) return;
+    this.lent.delete(bytes.buffer);
+    if (this.free.length < MAX_MEMBERS_IN_FLIGHT + 2) this.free.push(buf);
   }
 
   private wrote(table: string, rows: number): Promise<void> | undefined {
@@ -224,6 +249,10 @@ export class SnapshotWriter {
             ? Buffer.from(pending.join(''), 'utf8')
             : Buffer.concat(pending.map((p) => (typeof p === 'string' ? Buffer.from(p, 'utf8') : p)));
       const member = gzipAsync(piece, { level: GZIP_LEVEL, chunkSize: GZIP_CHUNK_BYTES });
+      // A lent buffer is reused once nothing reads it any more: after its member, or at
+      // once when it was copied into the piece.
+      if (piece === pending[0]) void member.then(() => this.giveBack(piece), () => undefined);
+      else for (const p of pending) this.giveBack(p);
       // Awaited by drain() or finish(); a writer abandoned half-way must not leave an
       // unhandled rejection behind.
       member.catch(() => undefined);

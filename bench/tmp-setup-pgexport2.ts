@@ -1,0 +1,30 @@
+// scratch (not committed): creates a scale-4 database for export profiling, keeps it.
+import { randomUUID } from 'node:crypto';
+import { writeFileSync } from 'node:fs';
+import { bootstrap } from '../src/bin/bootstrap.js';
+import { createRepositories } from '../src/repositories/index.js';
+import { stageUpload } from '../src/jobs/processors/snapshots.js';
+import { openUpload } from '../src/snapshots/restore.js';
+import { runJob } from '../src/jobs/runner.js';
+import { piecesOf, uploadSource } from '../test/support/snapshot-bytes.js';
+import { encodeTestSnapshot, generateBusinessTables, rowCount } from '../test/support/snapshot-data.js';
+import { benchDatabase } from './support.js';
+
+const dialect = (process.argv[2] ?? 'postgresql') as 'sqlite' | 'postgresql';
+const PASSWORD = 'bench-admin-password';
+const serverKey = Buffer.from('b'.repeat(64), 'hex');
+const scale = 4;
+const tables = generateBusinessTables({ configs: 10, nodesPerConfig: 1000, neighbours: Math.round(5 * scale), forwardsPerNode: 2, audit: Math.round(100_000 * scale), settings: 20, tokens: 20, staticEvery: 0, label: 'bench', serverKey });
+const file = await encodeTestSnapshot(tables, PASSWORD);
+writeFileSync(`/tmp/pgexport2/file-${dialect}.meshq`, file);
+const db = await benchDatabase(dialect, { ADMIN_PASSWORD: PASSWORD });
+const app = await bootstrap('profile', db.config);
+const deps = { uow: app.uow, config: app.config, log: app.log, serverKey: app.serverKey, enqueue: async () => undefined };
+const repos = createRepositories(app.uow.fork(), { serverKey: app.serverKey });
+const prepared = await openUpload(uploadSource(file), PASSWORD, repos.snapshots.tableSpecs(), app.serverKey);
+const staged = await stageUpload(app, piecesOf(file), prepared);
+await runJob(deps, { jobId: randomUUID(), type: 'snapshot.restore', envelope: { actor: 'bench', payload: { stagedId: staged.id } } });
+console.log(rowCount(tables), 'rows');
+writeFileSync(`/tmp/pgexport2/db-${dialect}.json`, JSON.stringify({ url: db.config.databaseUrl, prefix: db.config.queuePrefix }));
+await app.close();
+process.exit(0);
