@@ -76,6 +76,26 @@ class CopyOutQuery implements Submittable, AsyncIterable<Buffer> {
   }
 
   async *[Symbol.asyncIterator](): AsyncGenerator<Buffer> {
+    try {
+      yield* this.chunks();
+    } finally {
+      if (!this.done && !this.failure) this.abandon();
+    }
+  }
+
+  /**
+   * A reader that stopped before the end: the rest of the COPY is still on its way, and
+   * neither this reader nor node-postgres's parser can take it, so the connection is
+   * ended (the client reports it as any lost connection; the export's client is then
+   * discarded, src/db/pg-copy.ts).
+   */
+  private abandon(): void {
+    const socket = this.socket;
+    this.detach(undefined);
+    socket?.destroy();
+  }
+
+  private async *chunks(): AsyncGenerator<Buffer> {
     for (;;) {
       if (this.failure) throw this.failure;
       const chunk = this.queue.shift();

@@ -3,7 +3,8 @@
  * from node-postgres: its text must be exactly what the server sent whatever the socket
  * cut (rows longer than a socket read, messages cut inside their header), a notice in
  * the middle of the data must not end up in it, a failure half-way must reject with the
- * server's error, and in every case the client must be usable for the next query.
+ * server's error, and then the client must be usable for the next query; a reader that
+ * stops early ends the connection instead of leaving it stuck.
  * PostgreSQL only: SQLite has no COPY.
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -66,6 +67,21 @@ describe('COPY TO read off the socket (PostgreSQL)', () => {
     await expect(failing).rejects.toMatchObject({ code: '22012' });
     expect((await client.query('select 2 as two')).rows).toEqual([{ two: 2 }]);
     expect(await text(client, 'copy (select 3) to stdout')).toBe('3\n');
+  });
+
+  it('ends the connection of a reader that stops half-way, rather than leaving it stuck', async () => {
+    const other = new pg.Client({ connectionString: db.url });
+    await other.connect();
+    const errors: Error[] = [];
+    other.on('error', (err) => errors.push(err));
+    let seen = 0;
+    for await (const chunk of copyOutRaw(other as unknown as pg.PoolClient, 'copy (select i from generate_series(1, 500000) i) to stdout')) {
+      seen += chunk.length;
+      break;
+    }
+    expect(seen).toBeGreaterThan(0);
+    await expect(other.query('select 1')).rejects.toThrow();
+    await other.end().catch(() => undefined);
   });
 
   it('rejects a statement the server refuses before any data', async () => {
