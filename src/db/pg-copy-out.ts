@@ -51,15 +51,17 @@ class CopyOutQuery implements Submittable, AsyncIterable<Buffer> {
 
   constructor(readonly text: string) {}
 
-  submit(connection: Connection): void {
+  /** An error returned (not thrown: node-postgres calls this from its queue) fails the query. */
+  submit(connection: Connection): Error | undefined {
     const socket = connection.stream;
     const listeners = socket.listeners('data') as DataListener[];
-    if (listeners.length !== 1) throw new Error(`COPY TO: the connection has ${listeners.length} data listeners, expected its protocol parser alone`);
+    if (listeners.length !== 1) return new Error(`COPY TO: the connection has ${listeners.length} data listeners, expected its protocol parser alone`);
     this.socket = socket;
     this.parserListener = listeners[0]!;
     socket.removeListener('data', this.parserListener);
     socket.on('data', this.onData);
     connection.query(this.text);
+    return undefined;
   }
 
   handleCommandComplete(): void {}
