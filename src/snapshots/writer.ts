@@ -21,6 +21,8 @@ const GZIP_PIECE_BYTES = 4 * 1024 * 1024;
  */
 const GZIP_CHUNK_BYTES = 256 * 1024;
 const gzipAsync = promisify(gzip);
+/** Size of the buffers buffer() lends: a gzip piece and the part that crossed its line. */
+const LENT_BYTES = GZIP_PIECE_BYTES + GZIP_PIECE_BYTES / 4;
 
 /** What a SnapshotWriter is given: the counts may be left to what it writes. */
 export type SnapshotWriterEnvelope = Omit<SnapshotEnvelope, 'counts'> & { counts?: Record<string, number> };
@@ -151,9 +153,24 @@ export class SnapshotWriter {
    */
   buffer(bytes: number): Buffer {
     const i = this.free.findIndex((b) => b.length >= bytes);
-    const buf = i < 0 ? Buffer.allocUnsafe(bytes) : this.free.splice(i, 1)[0]!;
+    // One size for the usual requests (a converter's piece, a piece joined from parts),
+    // so that any buffer taken back serves the next.
+    const buf = i < 0 ? Buffer.allocUnsafe(Math.max(bytes, LENT_BYTES)) : this.free.splice(i, 1)[0]!;
     this.lent.set(buf.buffer, buf);
     return buf;
+  }
+
+  /**
+   * Parts (SQLite's blobs of rows, table openings) as one piece, written into a lent
+   * buffer rather than a new one per piece (see buffer()).
+   */
+  private joined(parts: readonly (string | Buffer)[]): Buffer {
+    let bytes = 0;
+    for (const p of parts) bytes += typeof p === 'string' ? Buffer.byteLength(p, 'utf8') : p.length;
+    const buf = this.buffer(bytes);
+    let at = 0;
+    for (const p of parts) at += typeof p === 'string' ? buf.write(p, at, 'utf8') : p.copy(buf, at);
+    return buf.subarray(0, at);
   }
 
   /** Takes back the buffer `bytes` were written in, if buffer() lent it. */
@@ -162,7 +179,7 @@ export class SnapshotWriter {
     const buf = this.lent.get(bytes.buffer);
     if (!buf) return;
     this.lent.delete(bytes.buffer);
-    if (this.free.length < MAX_MEMBERS_IN_FLIGHT + 2) this.free.push(buf);
+    if (this.free.length < MAX_MEMBERS_IN_FLIGHT + 1) this.free.push(buf);
   }
 
   private wrote(table: string, rows: number): Promise<void> | undefined {
@@ -242,17 +259,17 @@ export class SnapshotWriter {
     }
     if (this.pendingLength >= GZIP_PIECE_BYTES || (force && this.pendingLength > 0)) {
       const pending = this.pending;
-      const piece =
-        pending.length === 1 && Buffer.isBuffer(pending[0])
-          ? pending[0]
-          : pending.every((p) => typeof p === 'string')
-            ? Buffer.from(pending.join(''), 'utf8')
-            : Buffer.concat(pending.map((p) => (typeof p === 'string' ? Buffer.from(p, 'utf8') : p)));
+      const single = pending.length === 1 && Buffer.isBuffer(pending[0]);
+      const piece = single
+        ? (pending[0] as Buffer)
+        : pending.every((p) => typeof p === 'string')
+          ? Buffer.from(pending.join(''), 'utf8')
+          : this.joined(pending);
       const member = gzipAsync(piece, { level: GZIP_LEVEL, chunkSize: GZIP_CHUNK_BYTES });
-      // A lent buffer is reused once nothing reads it any more: after its member, or at
-      // once when it was copied into the piece.
-      if (piece === pending[0]) void member.then(() => this.giveBack(piece), () => undefined);
-      else for (const p of pending) this.giveBack(p);
+      // A lent buffer is reused once nothing reads it any more: the piece's after its
+      // member, the parts copied into it at once.
+      if (!single) for (const p of pending) this.giveBack(p);
+      void member.then(() => this.giveBack(piece), () => undefined);
       // Awaited by drain() or finish(); a writer abandoned half-way must not leave an
       // unhandled rejection behind.
       member.catch(() => undefined);
