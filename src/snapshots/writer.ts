@@ -23,6 +23,11 @@ const GZIP_CHUNK_BYTES = 256 * 1024;
 const gzipAsync = promisify(gzip);
 /** Size of the buffers buffer() lends: a gzip piece and the part that crossed its line. */
 const LENT_BYTES = GZIP_PIECE_BYTES + GZIP_PIECE_BYTES / 4;
+/**
+ * Buffers kept for reuse: one member finishes for each piece started, so a couple serve;
+ * more would only add to the export's peak memory.
+ */
+const FREE_BUFFERS = 2;
 
 /** What a SnapshotWriter is given: the counts may be left to what it writes. */
 export type SnapshotWriterEnvelope = Omit<SnapshotEnvelope, 'counts'> & { counts?: Record<string, number> };
@@ -179,7 +184,7 @@ export class SnapshotWriter {
     const buf = this.lent.get(bytes.buffer);
     if (!buf) return;
     this.lent.delete(bytes.buffer);
-    if (this.free.length < MAX_MEMBERS_IN_FLIGHT + 1) this.free.push(buf);
+    if (this.free.length < FREE_BUFFERS && !this.finished) this.free.push(buf);
   }
 
   private wrote(table: string, rows: number): Promise<void> | undefined {
@@ -230,6 +235,7 @@ export class SnapshotWriter {
     this.push(`${this.current === undefined ? '' : ']'}}}`, true);
     this.finished = true;
     await this.drain(0);
+    this.free.length = 0;
     // Same text as JSON.stringify(payload): the envelope's fields, then "tables" last.
     const { formatVersion, schemaVersion, appVersion, createdAt } = this.envelope;
     const head = JSON.stringify({ formatVersion, schemaVersion, appVersion, createdAt, counts: declared ?? this.counts, tables: {} }).slice(0, -2);
