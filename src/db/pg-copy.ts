@@ -1,7 +1,7 @@
 /**
  * PostgreSQL's COPY, for the snapshot export and restore: bulk rows in and out as text
- * streams on a raw node-postgres client (pg-copy-streams), instead of rows as JS objects
- * through the ORM and Kysely, which cannot carry COPY.
+ * streams on a raw node-postgres client (pg-copy-streams in; out, src/db/pg-copy-out.ts),
+ * instead of rows as JS objects through the ORM and Kysely, which cannot carry COPY.
  *
  * Two ways to a client:
  *  - withPgReadSnapshot: a pooled client of its own, in a REPEATABLE READ, READ ONLY
@@ -16,7 +16,7 @@ import { once } from 'node:events';
 import { Readable } from 'node:stream';
 import { finished, pipeline } from 'node:stream/promises';
 import pg, { type PoolClient } from 'pg';
-import { from as copyFrom, to as copyTo } from 'pg-copy-streams';
+import { from as copyFrom } from 'pg-copy-streams';
 import type { Em } from './orm.js';
 import { pgPool } from './pg-client.js';
 
@@ -49,11 +49,6 @@ export async function withPgReadSnapshot<T>(em: Em, fn: (client: PoolClient) => 
  * anything else passes through untouched.
  */
 export const dbError = (em: Em, err: unknown): unknown => (err instanceof pg.DatabaseError ? em.getDriver().convertException(err) : err);
-
-/** `COPY … TO STDOUT` as a stream of byte chunks (cut anywhere, not at lines). */
-export function copyOut(client: PoolClient, sql: string): AsyncIterable<Buffer> {
-  return client.query(copyTo(sql));
-}
 
 /**
  * `COPY … FROM STDIN` fed from `source` (text chunks, each ending at a line end); resolves

@@ -4,7 +4,8 @@
  */
 import type { PoolClient } from 'pg';
 import type { Em } from '../db/orm.js';
-import { copyOut, withPgReadSnapshot } from '../db/pg-copy.js';
+import { withPgReadSnapshot } from '../db/pg-copy.js';
+import { copyOutRaw } from '../db/pg-copy-out.js';
 import { CopyTextToJson, PG_COPY_TEXT_SESSION } from '../snapshots/pg-copy-text.js';
 import type { SnapshotRow, TableSpec } from '../snapshots/tables.js';
 import { rangeKey, selectTable, snapshotRows, type SnapshotJsonSink } from './snapshot-rows.js';
@@ -30,8 +31,8 @@ async function copyTables<S extends SnapshotJsonSink>(em: Em, client: PoolClient
   for (const spec of specs) {
     sink.table(spec.table);
     if (rangeKey(spec)) {
-      const json = new CopyTextToJson(spec);
-      for await (const chunk of copyOut(client, `copy (${selectTable(em, spec, true)}) to stdout`)) {
+      const json = new CopyTextToJson(spec, sink.buffer?.bind(sink));
+      for await (const chunk of copyOutRaw(client, `copy (${selectTable(em, spec, true)}) to stdout`)) {
         for (const piece of json.push(chunk)) await sink.rowBytes(piece.bytes, piece.rows);
       }
       const last = json.end();

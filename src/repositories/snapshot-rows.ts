@@ -17,6 +17,11 @@ export interface SnapshotJsonSink {
   rows(text: string, count: number): Promise<void> | undefined;
   /** The same as UTF-8 bytes that continue the table: after a comma unless they are its first rows. */
   rowBytes(bytes: Buffer, count: number): Promise<void> | undefined;
+  /**
+   * A buffer of at least `bytes` to write rowBytes' bytes in, which the sink takes back
+   * once it is done with what was handed over from it (SnapshotWriter.buffer).
+   */
+  buffer?(bytes: number): Buffer;
 }
 
 /** Code-unit order of a table's primary key: the order files list rows in. */

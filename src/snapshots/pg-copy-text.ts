@@ -79,6 +79,8 @@ export const PG_COPY_TEXT_SESSION = "set local timezone to 'UTC'; set local date
  */
 const PIECE_BYTES = 4 * 1024 * 1024;
 const PIECE_SLACK = 256 * 1024;
+/** What a piece's buffer usually is (SnapshotWriter keeps buffers of this size for reuse). */
+export const PIECE_BUFFER_BYTES = PIECE_BYTES + PIECE_SLACK;
 
 export interface JsonPiece {
   /** Rows of one table as JSON objects joined by commas, after a comma unless they are the table's first. */
@@ -101,13 +103,20 @@ export class CopyTextToJson {
   private readonly rowOverhead: number;
   /** The start of a line cut off at the end of the previous chunk. */
   private carry: Buffer | undefined;
-  private out = EMPTY;
+  private out: Buffer = EMPTY;
   private at = 0;
   private rowsInPiece = 0;
   /** Rows converted so far. */
   rows = 0;
 
-  constructor(readonly spec: TableSpec) {
+  /**
+   * `allocate` gives the buffers pieces are written in (each is handed on whole, never
+   * written again by this converter): the writer's own, reused once compressed.
+   */
+  constructor(
+    readonly spec: TableSpec,
+    private readonly allocate: (bytes: number) => Buffer = Buffer.allocUnsafe,
+  ) {
     this.kinds = Uint8Array.from(spec.columns, (c) => FIELD[c.kind]);
     this.prefixes = spec.columns.map((c, i) => Buffer.from(`${i === 0 ? '{' : ','}${JSON.stringify(c.name)}:`, 'utf8'));
     this.rowOverhead = this.prefixes.reduce((n, p) => n + p.length + 2, 0) + 2;
@@ -153,7 +162,7 @@ export class CopyTextToJson {
       if (need > PIECE_SLACK) need = this.rowOverhead + 6 * (src.indexOf(NL, p) - p);
       if (this.at + need > this.out.length) {
         if (this.rowsInPiece > 0) pieces.push(this.take());
-        this.out = Buffer.allocUnsafe(Math.max(PIECE_BYTES, need) + PIECE_SLACK);
+        this.out = this.allocate(Math.max(PIECE_BYTES, need) + PIECE_SLACK);
       }
       p = this.row(src, p);
       if (this.at >= PIECE_BYTES) pieces.push(this.take());

@@ -21,6 +21,13 @@ const GZIP_PIECE_BYTES = 4 * 1024 * 1024;
  */
 const GZIP_CHUNK_BYTES = 256 * 1024;
 const gzipAsync = promisify(gzip);
+/** Size of the buffers buffer() lends: a gzip piece and the part that crossed its line. */
+const LENT_BYTES = GZIP_PIECE_BYTES + GZIP_PIECE_BYTES / 4;
+/**
+ * Buffers kept for reuse: one member finishes for each piece started, so a couple serve;
+ * more would only add to the export's peak memory.
+ */
+const FREE_BUFFERS = 2;
 
 /** What a SnapshotWriter is given: the counts may be left to what it writes. */
 export type SnapshotWriterEnvelope = Omit<SnapshotEnvelope, 'counts'> & { counts?: Record<string, number> };
@@ -75,6 +82,9 @@ export class SnapshotWriter {
   private pending: (string | Buffer)[] = [];
   private pendingLength = 0;
   private readonly written = new Map<string, number>();
+  /** Buffers lent by buffer() and not back yet, by their memory; and those back, for reuse. */
+  private readonly lent = new Map<ArrayBufferLike, Buffer>();
+  private readonly free: Buffer[] = [];
   private current: string | undefined;
   private finished = false;
 
@@ -140,6 +150,43 @@ export class SnapshotWriter {
     return this.wrote(table, before + count);
   }
 
+  /**
+   * A buffer of at least `bytes` for rowBytes' bytes (src/snapshots/pg-copy-text.ts writes
+   * its pieces in these). The writer takes it back once the member compressed from it is
+   * done, and lends it again: a new buffer of megabytes per piece was memory outside the
+   * JS heap that V8 answered with a full garbage collection every few pieces.
+   */
+  buffer(bytes: number): Buffer {
+    const i = this.free.findIndex((b) => b.length >= bytes);
+    // One size for the usual requests (a converter's piece, a piece joined from parts),
+    // so that any buffer taken back serves the next.
+    const buf = i < 0 ? Buffer.allocUnsafe(Math.max(bytes, LENT_BYTES)) : this.free.splice(i, 1)[0]!;
+    this.lent.set(buf.buffer, buf);
+    return buf;
+  }
+
+  /**
+   * Parts (SQLite's blobs of rows, table openings) as one piece, written into a lent
+   * buffer rather than a new one per piece (see buffer()).
+   */
+  private joined(parts: readonly (string | Buffer)[]): Buffer {
+    let bytes = 0;
+    for (const p of parts) bytes += typeof p === 'string' ? Buffer.byteLength(p, 'utf8') : p.length;
+    const buf = this.buffer(bytes);
+    let at = 0;
+    for (const p of parts) at += typeof p === 'string' ? buf.write(p, at, 'utf8') : p.copy(buf, at);
+    return buf.subarray(0, at);
+  }
+
+  /** Takes back the buffer `bytes` were written in, if buffer() lent it. */
+  private giveBack(bytes: string | Buffer): void {
+    if (typeof bytes === 'string') return;
+    const buf = this.lent.get(bytes.buffer);
+    if (!buf) return;
+    this.lent.delete(bytes.buffer);
+    if (this.free.length < FREE_BUFFERS && !this.finished) this.free.push(buf);
+  }
+
   private wrote(table: string, rows: number): Promise<void> | undefined {
     this.written.set(table, rows);
     const waiting = this.members.length - this.settled;
@@ -188,6 +235,7 @@ export class SnapshotWriter {
     this.push(`${this.current === undefined ? '' : ']'}}}`, true);
     this.finished = true;
     await this.drain(0);
+    this.free.length = 0;
     // Same text as JSON.stringify(payload): the envelope's fields, then "tables" last.
     const { formatVersion, schemaVersion, appVersion, createdAt } = this.envelope;
     const head = JSON.stringify({ formatVersion, schemaVersion, appVersion, createdAt, counts: declared ?? this.counts, tables: {} }).slice(0, -2);
@@ -217,13 +265,17 @@ export class SnapshotWriter {
     }
     if (this.pendingLength >= GZIP_PIECE_BYTES || (force && this.pendingLength > 0)) {
       const pending = this.pending;
-      const piece =
-        pending.length === 1 && Buffer.isBuffer(pending[0])
-          ? pending[0]
-          : pending.every((p) => typeof p === 'string')
-            ? Buffer.from(pending.join(''), 'utf8')
-            : Buffer.concat(pending.map((p) => (typeof p === 'string' ? Buffer.from(p, 'utf8') : p)));
+      const single = pending.length === 1 && Buffer.isBuffer(pending[0]);
+      const piece = single
+        ? (pending[0] as Buffer)
+        : pending.every((p) => typeof p === 'string')
+          ? Buffer.from(pending.join(''), 'utf8')
+          : this.joined(pending);
       const member = gzipAsync(piece, { level: GZIP_LEVEL, chunkSize: GZIP_CHUNK_BYTES });
+      // A lent buffer is reused once nothing reads it any more: the piece's after its
+      // member, the parts copied into it at once.
+      if (!single) for (const p of pending) this.giveBack(p);
+      void member.then(() => this.giveBack(piece), () => undefined);
       // Awaited by drain() or finish(); a writer abandoned half-way must not leave an
       // unhandled rejection behind.
       member.catch(() => undefined);
