@@ -90,7 +90,7 @@ const ALLOWED_IPS_JSON =
 
 /**
  * PostgreSQL writes each page node's `peers` array itself, the text PushTexts writes
- * (src/repositories/peer-list-json.ts; test/integration/push-peer-lists.test.ts holds the
+ * (src/repositories/peer-list-json.ts; test/integration/push-pages.test.ts holds the
  * two equal): each peer's part once per page (`peer`), then per node its links in link id
  * order, joined. The worker gets one text per node instead of a row per link to parse,
  * sort and write again. Per node a lateral subquery: its links through the from_node_id
