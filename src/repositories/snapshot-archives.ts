@@ -84,19 +84,9 @@ export class SnapshotArchiveRepository {
     let size = 0;
     let seq = 0;
     // Each piece is one INSERT with the bytes as a bound parameter (bytea / blob, sent as
-    // binary): the ORM would write them into the SQL text as hex, twice their size. One
-    // insert is in flight while the next piece is read and encrypted: the server's work
-    // on a piece (on PostgreSQL, a thousand TOAST rows) and ours on the next overlap,
-    // where waiting for each insert put them end to end. Memory is one piece more.
-    let inFlight: Promise<unknown> = Promise.resolve();
-    const put = async (piece: Buffer): Promise<void> => {
-      const insert = this.sql.query('insert into snapshot_archive_chunk (archive_id, seq, data) values (?, ?, ?)', [id, seq++, piece]);
-      // Awaited by the next put or after the last; a failure before that must not go unhandled.
-      insert.catch(() => undefined);
-      const previous = inFlight;
-      inFlight = insert;
-      await previous;
-    };
+    // binary): the ORM would write them into the SQL text as hex, twice their size.
+    const put = (piece: Buffer) =>
+      this.sql.query('insert into snapshot_archive_chunk (archive_id, seq, data) values (?, ?, ?)', [id, seq++, piece]);
     let held: Buffer[] = [];
     let heldBytes = 0;
     for await (const bytes of file.data) {
@@ -106,9 +96,7 @@ export class SnapshotArchiveRepository {
       while (heldBytes + chunk.length >= ARCHIVE_CHUNK_BYTES) {
         const take = ARCHIVE_CHUNK_BYTES - heldBytes;
         held.push(chunk.subarray(0, take));
-        // Always a copy: the insert may still be waiting to be sent when the source hands
-        // over its next bytes.
-        await put(Buffer.concat(held, ARCHIVE_CHUNK_BYTES));
+        await put(held.length === 1 ? held[0]! : Buffer.concat(held, ARCHIVE_CHUNK_BYTES));
         chunk = chunk.subarray(take);
         held = [];
         heldBytes = 0;
@@ -120,7 +108,6 @@ export class SnapshotArchiveRepository {
       }
     }
     if (heldBytes > 0) await put(Buffer.concat(held, heldBytes));
-    await inFlight;
     const row = {
       id,
       kind: file.kind,
