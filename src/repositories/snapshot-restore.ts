@@ -68,6 +68,9 @@ export async function replaceBusinessData(
   progress?: RestoreProgress,
 ): Promise<Record<string, number>> {
   if (!em.isInTransaction()) throw new Error('SnapshotRepository.replaceBusinessData must run inside a transaction');
+  // Every row rewritten: on SQLite the commit would otherwise checkpoint the whole WAL
+  // inside the job (src/db/sqlite-checkpoint.ts).
+  tx?.checkpointAfterCommit();
   const q = (id: string) => em.getPlatform().quoteIdentifier(id);
   const deletes = [...specs].reverse().map((spec) => `delete from ${q(spec.table)}`);
   const produce = typeof source === 'function' ? source : fromTables(specs, source);
