@@ -152,15 +152,6 @@ export class NodeSyncRepository {
     return marked;
   }
 
-  /** The oldest pending push requests, at most `limit`. */
-  async pendingPushes(limit: number): Promise<PushRequestTaken[]> {
-    const { rows } = await this.sql.query<{ node_id: string; seq: number | string; resend: boolean | number }>(
-      'select node_id, seq, resend from push_request order by requested_at, node_id limit ?',
-      [limit],
-    );
-    return rows.map((r) => ({ nodeId: r.node_id, seq: Number(r.seq), resend: r.resend === true || r.resend === 1 }));
-  }
-
   /**
    * The oldest pending push requests (at most `limit`) in order, each with how many
    * outgoing links its node has, up to the first whose links take the count past

@@ -11,7 +11,6 @@ import { decryptSecret } from '../domain/secrets.js';
 import type { AwgParams, TunnelProtocol } from '../domain/validation.js';
 import { PushTexts, type PeerLinkRow, type PeerList, type PeerNode } from './peer-list-json.js';
 
-export type { PeerLinkRow, PeerList, PeerNode } from './peer-list-json.js';
 
 /** One `[Peer]` of a node's configuration: the peer's key and endpoint, the link's allowed IPs. */
 export interface PushedPeer {

@@ -79,8 +79,6 @@ export const PG_COPY_TEXT_SESSION = "set local timezone to 'UTC'; set local date
  */
 const PIECE_BYTES = 4 * 1024 * 1024;
 const PIECE_SLACK = 256 * 1024;
-/** What a piece's buffer usually is (SnapshotWriter keeps buffers of this size for reuse). */
-export const PIECE_BUFFER_BYTES = PIECE_BYTES + PIECE_SLACK;
 
 export interface JsonPiece {
   /** Rows of one table as JSON objects joined by commas, after a comma unless they are the table's first. */
