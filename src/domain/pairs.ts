@@ -68,23 +68,31 @@ export function linksForPair(a: string, b: string, opts: LinkOptions): [PeerLink
 
 /**
  * Ids for the links of one mesh.generate run, made in SQL as `prefix` followed by 12 hex
- * digits of `base + counter`. They are UUIDv7 (RFC 9562, with the 48-bit counter method
- * that RFC allows): the run's millisecond timestamp, version 7, the variant bits, random
- * bits drawn once per run (the 12 of rand_a, 14 of rand_b, and `base`, 47 bits) and the
- * counter. With the config's n nodes numbered 0..n-1 in id order, the link from node i
- * to node j takes counter 2(i*n + j) and the pair's shared linkGroupId 2(lo*n + hi) + 1
- * (lo < hi being i and j in order): links even, groups odd, so ids are distinct within a
- * run by construction, and a run's ids sort after earlier runs' as newId's do. Counters
- * stay below 2^47 up to several million nodes, so base + counter fits the 12 digits.
+ * digits: six of a `from` part and six of a `to` part. They are UUIDv7 (RFC 9562, with
+ * the counter method that RFC allows, here 48 bits in two halves): the run's millisecond
+ * timestamp, version 7, the variant bits, random bits drawn once per run (the 12 of
+ * rand_a, 14 of rand_b, and `fromBase` and `toBase`, 23 each) and the counter. With the
+ * config's n nodes numbered 0..n-1 in id order, the link from node i to node j has the
+ * parts fromBase + i and toBase + 2j, and the pair's shared linkGroupId fromBase + lo and
+ * toBase + 2hi + 1 (lo < hi being i and j in order): links even in the `to` part, groups
+ * odd, so ids are distinct within a run by construction; ids sort as (i, j); and a run's
+ * ids sort after earlier runs' as newId's do. Neither half carries into the other, so the
+ * database builds each node's three pieces once and a row's ids by concatenation
+ * (src/repositories/links.ts). Each half stays within its six digits up to 2^22 nodes.
  */
 export interface MeshLinkIds {
   prefix: string;
-  base: number;
+  fromBase: number;
+  toBase: number;
 }
 
 export function meshLinkIds(now: number = Date.now()): MeshLinkIds {
   const ts = now.toString(16).padStart(12, '0').slice(-12);
   const randA = randomInt(0, 0x1000).toString(16).padStart(3, '0');
   const variantAndRandB = (0x8000 | randomInt(0, 0x4000)).toString(16);
-  return { prefix: `${ts.slice(0, 8)}-${ts.slice(8)}-7${randA}-${variantAndRandB}-`, base: randomInt(0, 2 ** 47) };
+  return {
+    prefix: `${ts.slice(0, 8)}-${ts.slice(8)}-7${randA}-${variantAndRandB}-`,
+    fromBase: randomInt(0, 2 ** 23),
+    toBase: randomInt(0, 2 ** 23),
+  };
 }

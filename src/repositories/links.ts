@@ -10,48 +10,60 @@ import { withIndexBuiltAfter } from '../db/sqlite-deferred-index.js';
 import type { TransactionHandle } from '../db/unit-of-work.js';
 
 /**
- * mesh.generate's statement, per dialect; parameters: config id, id prefix, id base, the
- * range [from, to) of the `from` node's position, keepalive (and the config id again on
- * PostgreSQL, for the existing links). Nodes are numbered by id (i), n is their count.
- * The statement writes one row per direction, ordered by (from, to) position, with the
- * counters of meshLinkIds: base + 2(i_from * n + i_to) for the link, base + 2(i_lo * n +
- * i_hi) + 1 for the pair's shared link group. Id order is then (from_node_id, to_node_id)
- * order, so the primary key and the (from, to) unique index, the two indexes every row
- * enters, are filled at their right edge instead of at random places, and each node's
- * route is built once, not once per row. That holds only if the `from` node is the outer
- * loop of the pair join (`pairs`): SQLite keeps the written order of a cross join;
- * PostgreSQL chose `to` as the outer loop, writing rows n ids apart, unless the inner
- * side is a lateral subquery it cannot flatten. A row is skipped when its pair exists in
- * either direction, so a pair is always written whole.
+ * mesh.generate's statement, per dialect; parameters: id prefix, from base, to base
+ * (meshLinkIds), config id, the range [from, to) of the `from` node's position,
+ * keepalive (and the config id again on PostgreSQL, for the existing links). Nodes are
+ * numbered by id (i). The statement writes one row per direction, ordered by (from, to)
+ * position. Each node's pieces of the ids are built once, in `m`: its `from` piece (the
+ * prefix and six hex digits of fromBase + i), its link piece (six of toBase + 2i) and its
+ * group piece (toBase + 2i + 1); a row's id is the from node's `from` piece followed by
+ * the to node's link piece, and the pair's shared link group id is the lower node's `from`
+ * piece followed by the higher node's group piece (meshLinkIds). A row is then two
+ * concatenations, no arithmetic on it. Id order is (from_node_id, to_node_id) order, so
+ * the primary key and the (from, to) unique index, the two indexes every row enters, are
+ * filled at their right edge instead of at random places, and each node's route is built
+ * once, not once per row. That holds only if the `from` node is the outer loop of the
+ * pair join (`pairs`): SQLite keeps the written order of a cross join; PostgreSQL chose
+ * `to` as the outer loop, writing rows n ids apart, unless the inner side is a lateral
+ * subquery it cannot flatten. A row is skipped when its pair exists in either direction,
+ * so a pair is always written whole.
  */
 const missingPairsInsert = (d: {
-  id: (counter: string) => string;
+  hex6: (value: string) => string;
+  id: (text: string) => string;
   route: (address: string) => string;
   missing: (from: string, to: string) => string;
   prelude: string;
   pairs: string;
 }): string => `
-with m as materialized (
+with c as materialized (
+  select cast(? as text) as prefix, cast(? as bigint) as from_base, cast(? as bigint) as to_base
+), k as (
   select id, config_id, row_number() over (order by id) - 1 as i,
     ${d.route("address || case when instr(address, ':') > 0 then '/128' else '/32' end")} as route
   from node where config_id = ?
-), c as materialized (
-  select count(*) as n, cast(? as text) as prefix, cast(? as bigint) as base from m
+), m as materialized (
+  select k.id, k.config_id, k.i, k.route, c.prefix || ${d.hex6('c.from_base + k.i')} as from_piece,
+    ${d.hex6('c.to_base + 2 * k.i')} as link_piece, ${d.hex6('c.to_base + 2 * k.i + 1')} as group_piece
+  from c cross join k
 )${d.prelude}
 insert into peer_link (id, config_id, from_node_id, to_node_id, link_group_id, allowed_ips, persistent_keepalive)
-select ${d.id('c.base + 2 * (f.i * c.n + t.i)')}, f.config_id, f.id, t.id,
-  ${d.id('c.base + 2 * (case when f.i < t.i then f.i * c.n + t.i else t.i * c.n + f.i end) + 1')},
+select ${d.id('f.from_piece || t.link_piece')}, f.config_id, f.id, t.id,
+  case when f.i < t.i then ${d.id('f.from_piece || t.group_piece')} else ${d.id('t.from_piece || f.group_piece')} end,
   t.route, cast(? as integer)
 from c cross join m f ${d.pairs}
 where f.i >= cast(? as bigint) and f.i < cast(? as bigint)
   and ${d.missing('f.id', 't.id')} and ${d.missing('t.id', 'f.id')}`;
+
+const sqliteHex6 = (value: string) => `printf('%06x', ${value})`;
 
 const MISSING_PAIRS_INSERT = {
   // The unique (from, to) index answers each probe. The statement runs in slices of
   // `from` (insertMissingPairs): a reverse direction an earlier slice of this run wrote
   // (its id starts with the run's prefix) must not count as an existing pair.
   sqlite: missingPairsInsert({
-    id: (counter) => `c.prefix || printf('%012x', ${counter})`,
+    hex6: sqliteHex6,
+    id: (text) => text,
     route: (a) => `json_array(${a})`,
     missing: (from, to) =>
       `not exists (select 1 from peer_link l where l.from_node_id = ${from} and l.to_node_id = ${to} and substr(l.id, 1, length(c.prefix)) <> c.prefix)`,
@@ -63,7 +75,8 @@ const MISSING_PAIRS_INSERT = {
   // direction of half the pairs is found (written by an earlier slice) and its row read
   // for its id.
   sqliteFirstRun: missingPairsInsert({
-    id: (counter) => `c.prefix || printf('%012x', ${counter})`,
+    hex6: sqliteHex6,
+    id: (text) => text,
     route: (a) => `json_array(${a})`,
     missing: () => '1',
     prelude: '',
@@ -71,7 +84,8 @@ const MISSING_PAIRS_INSERT = {
   }),
   // The config's existing links once, hashed (see insertMissingPairs for the plan).
   postgresql: missingPairsInsert({
-    id: (counter) => `cast(c.prefix || lpad(to_hex(${counter}), 12, '0') as uuid)`,
+    hex6: (value) => `lpad(to_hex(${value}), 6, '0')`,
+    id: (text) => `cast(${text} as uuid)`,
     route: (a) => `jsonb_build_array(${a.replace('instr(', 'strpos(')})`,
     missing: (from, to) => `not exists (select 1 from e where e.f = ${from} and e.t = ${to})`,
     prelude: `, e as materialized (
@@ -169,7 +183,7 @@ export class LinkRepository {
     await sql.query("select set_config('enable_nestloop', 'off', true), set_config('enable_mergejoin', 'off', true), set_config('jit', 'off', true)");
     // Not restored after a failure: the transaction is rolled back, and a statement
     // sent now would only fail again and hide the first error.
-    const params = [configId, ids.prefix, ids.base, configId, persistentKeepalive, 0, Number.MAX_SAFE_INTEGER];
+    const params = [ids.prefix, ids.fromBase, ids.toBase, configId, configId, persistentKeepalive, 0, Number.MAX_SAFE_INTEGER];
     const created = (await sql.query(MISSING_PAIRS_INSERT.postgresql, params)).affected / 2;
     await sql.query("select set_config('enable_nestloop', ?, true), set_config('enable_mergejoin', ?, true), set_config('jit', ?, true)", [
       previous.nestloop,
@@ -207,7 +221,7 @@ export class LinkRepository {
       const step = Math.max(1, Math.floor(ROWS_PER_SQLITE_STATEMENT / Math.max(1, n - 1)));
       let rowsAdded = 0;
       for (let from = 0; from < n; from += step) {
-        const params = [configId, ids.prefix, ids.base, persistentKeepalive, from, from + step];
+        const params = [ids.prefix, ids.fromBase, ids.toBase, configId, persistentKeepalive, from, from + step];
         rowsAdded += (await sql.query(statement, params)).affected;
         await new Promise<void>((resolve) => setImmediate(resolve));
       }
