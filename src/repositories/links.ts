@@ -11,8 +11,8 @@ import type { TransactionHandle } from '../db/unit-of-work.js';
 
 /**
  * mesh.generate's statement, per dialect; parameters: id prefix, from base, to base
- * (meshLinkIds), config id, the range [from, to) of the `from` node's position,
- * keepalive (and the config id again on PostgreSQL, for the existing links). Nodes are
+ * (meshLinkIds), config id (and again for the existing links, PostgreSQL's `postgresql`
+ * only), keepalive, the range [from, to) of the `from` node's position. Nodes are
  * numbered by id (i). The statement writes one row per direction, ordered by (from, to)
  * position. Each node's pieces of the ids are built once, in `m`: its `from` piece (the
  * prefix and six hex digits of fromBase + i), its link piece (six of toBase + 2i) and its
@@ -55,45 +55,47 @@ from c cross join m f ${d.pairs}
 where f.i >= cast(? as bigint) and f.i < cast(? as bigint)
   and ${d.missing('f.id', 't.id')} and ${d.missing('t.id', 'f.id')}`;
 
-const sqliteHex6 = (value: string) => `printf('%06x', ${value})`;
+/** How each dialect builds a row's parts. */
+const SQLITE = {
+  hex6: (value: string) => `printf('%06x', ${value})`,
+  id: (text: string) => text,
+  route: (a: string) => `json_array(${a})`,
+  prelude: '',
+  pairs: 'join m t on t.i <> f.i',
+};
+const POSTGRESQL = {
+  hex6: (value: string) => `lpad(to_hex(${value}), 6, '0')`,
+  id: (text: string) => `cast(${text} as uuid)`,
+  route: (a: string) => `jsonb_build_array(${a.replace('instr(', 'strpos(')})`,
+  prelude: '',
+  // `offset 0` keeps the subquery a nested loop's parameterised inner side.
+  pairs: 'cross join lateral (select * from m t where t.i <> f.i offset 0) t',
+};
 
 const MISSING_PAIRS_INSERT = {
   // The unique (from, to) index answers each probe. The statement runs in slices of
   // `from` (insertMissingPairs): a reverse direction an earlier slice of this run wrote
   // (its id starts with the run's prefix) must not count as an existing pair.
   sqlite: missingPairsInsert({
-    hex6: sqliteHex6,
-    id: (text) => text,
-    route: (a) => `json_array(${a})`,
+    ...SQLITE,
     missing: (from, to) =>
       `not exists (select 1 from peer_link l where l.from_node_id = ${from} and l.to_node_id = ${to} and substr(l.id, 1, length(c.prefix)) <> c.prefix)`,
-    prelude: '',
-    pairs: 'join m t on t.i <> f.i',
   }),
   // A config none of whose nodes has a link yet (the first run): every pair is missing, so
   // nothing is probed. The probes cost about as much as the insert itself: the reverse
   // direction of half the pairs is found (written by an earlier slice) and its row read
   // for its id.
-  sqliteFirstRun: missingPairsInsert({
-    hex6: sqliteHex6,
-    id: (text) => text,
-    route: (a) => `json_array(${a})`,
-    missing: () => '1',
-    prelude: '',
-    pairs: 'join m t on t.i <> f.i',
-  }),
+  sqliteFirstRun: missingPairsInsert({ ...SQLITE, missing: () => '1' }),
   // The config's existing links once, hashed (see insertMissingPairs for the plan).
   postgresql: missingPairsInsert({
-    hex6: (value) => `lpad(to_hex(${value}), 6, '0')`,
-    id: (text) => `cast(${text} as uuid)`,
-    route: (a) => `jsonb_build_array(${a.replace('instr(', 'strpos(')})`,
+    ...POSTGRESQL,
     missing: (from, to) => `not exists (select 1 from e where e.f = ${from} and e.t = ${to})`,
     prelude: `, e as materialized (
   select from_node_id as f, to_node_id as t from peer_link where config_id = ?
 )`,
-    // `offset 0` keeps the subquery a nested loop's parameterised inner side.
-    pairs: 'cross join lateral (select * from m t where t.i <> f.i offset 0) t',
   }),
+  // A config without links (a first run): nothing to probe (see insertMissingPairs).
+  postgresqlFirstRun: missingPairsInsert({ ...POSTGRESQL, missing: () => 'true' }),
 } as const;
 
 /** About this many link rows per statement on SQLite (see insertMissingPairs). */
@@ -147,6 +149,9 @@ const linkView = (l: PeerLink): LinkView => ({
 /** Pairs added at once above which mesh.generate refreshes peer_link's planner statistics. */
 const ANALYZE_AFTER_PAIRS = 5_000;
 
+/** The statistics target of that refresh (see insertMissingPairs). */
+const ANALYZE_STATISTICS_TARGET = 10;
+
 export class LinkRepository {
   private readonly largeRunRows: number;
   private readonly tx: TransactionHandle | undefined;
@@ -172,29 +177,42 @@ export class LinkRepository {
     if (sql.dialect === 'sqlite') return this.insertMissingPairsSqlite(sql, configId, ids, persistentKeepalive);
     // PostgreSQL estimates one row for a CTE scan and would then probe the existing links
     // with nested loops or sort a million rows for a merge join; with both off where
-    // another join exists, each anti-join is a hash join against the config's links
-    // (empty on a first run). The one join that must stay a nested loop (t.i <> f.i) is
-    // then priced as disabled, which would trigger JIT compilation that costs more than it
-    // saves here. The settings are restored for the rest of the transaction.
-    const { rows } = await sql.query<{ nestloop: string; mergejoin: string; jit: string }>(
-      "select current_setting('enable_nestloop') as nestloop, current_setting('enable_mergejoin') as mergejoin, current_setting('jit') as jit",
+    // another join exists, each anti-join is a hash join against the config's links. The
+    // one join that must stay a nested loop (t.i <> f.i) is then priced as disabled, which
+    // would trigger JIT compilation that costs more than it saves here. The settings are
+    // restored for the rest of the transaction. A config without links (a first run) is
+    // written without the anti-joins: every pair is missing, and probing an empty hash
+    // table still passes each row through two joins.
+    const { rows } = await sql.query<{ nestloop: string; mergejoin: string; jit: string; target: string; linked: boolean }>(
+      "select current_setting('enable_nestloop') as nestloop, current_setting('enable_mergejoin') as mergejoin, current_setting('jit') as jit," +
+        " current_setting('default_statistics_target') as target, exists (select 1 from peer_link where config_id = ?) as linked",
+      [configId],
     );
     const previous = rows[0]!;
     await sql.query("select set_config('enable_nestloop', 'off', true), set_config('enable_mergejoin', 'off', true), set_config('jit', 'off', true)");
     // Not restored after a failure: the transaction is rolled back, and a statement
     // sent now would only fail again and hide the first error.
-    const params = [ids.prefix, ids.fromBase, ids.toBase, configId, configId, persistentKeepalive, 0, Number.MAX_SAFE_INTEGER];
-    const created = (await sql.query(MISSING_PAIRS_INSERT.postgresql, params)).affected / 2;
-    await sql.query("select set_config('enable_nestloop', ?, true), set_config('enable_mergejoin', ?, true), set_config('jit', ?, true)", [
-      previous.nestloop,
-      previous.mergejoin,
-      previous.jit,
-    ]);
+    const [statement, params] = previous.linked
+      ? [MISSING_PAIRS_INSERT.postgresql, [ids.prefix, ids.fromBase, ids.toBase, configId, configId, persistentKeepalive, 0, Number.MAX_SAFE_INTEGER]]
+      : [MISSING_PAIRS_INSERT.postgresqlFirstRun, [ids.prefix, ids.fromBase, ids.toBase, configId, persistentKeepalive, 0, Number.MAX_SAFE_INTEGER]];
+    const created = (await sql.query(statement, params)).affected / 2;
     // Statistics for the rows just written, in this transaction (ANALYZE counts them and
     // its results commit with them): autovacuum would only get to it later, and until
     // then the readers of the new links (the push fan-out right after commit) would be
-    // planned for an empty table. It samples a fixed number of rows, whatever the size.
-    if (created >= ANALYZE_AFTER_PAIRS) await sql.query('analyze peer_link');
+    // planned for an empty table. ANALYZE samples 300 rows per unit of statistics target
+    // from as many pages: at the default target that is every page of a full mesh of
+    // 1,000 nodes. A small target reads a tenth of them and still gives the table's size
+    // and each node column's distinct count, which is what those readers are planned by;
+    // autovacuum's own analyze of the table, later, uses the configured target.
+    const analyze = created >= ANALYZE_AFTER_PAIRS;
+    await sql.query(
+      "select set_config('enable_nestloop', ?, true), set_config('enable_mergejoin', ?, true), set_config('jit', ?, true), set_config('default_statistics_target', ?, true)",
+      [previous.nestloop, previous.mergejoin, previous.jit, analyze ? String(ANALYZE_STATISTICS_TARGET) : previous.target],
+    );
+    if (analyze) {
+      await sql.query('analyze peer_link');
+      await sql.query("select set_config('default_statistics_target', ?, true)", [previous.target]);
+    }
     return created;
   }
 
