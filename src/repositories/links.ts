@@ -202,8 +202,9 @@ export class LinkRepository {
     // planned for an empty table. ANALYZE samples 300 rows per unit of statistics target
     // from as many pages: at the default target that is every page of a full mesh of
     // 1,000 nodes. A small target reads a tenth of them and still gives the table's size
-    // and each node column's distinct count, which is what those readers are planned by;
-    // autovacuum's own analyze of the table, later, uses the configured target.
+    // and each node column's distinct count, which is what those readers are planned by.
+    // These statistics stay until the table is analyzed again (autovacuum, once enough
+    // rows changed since, does it at the configured target).
     const analyze = created >= ANALYZE_AFTER_PAIRS;
     await sql.query(
       "select set_config('enable_nestloop', ?, true), set_config('enable_mergejoin', ?, true), set_config('jit', ?, true), set_config('default_statistics_target', ?, true)",
