@@ -72,7 +72,11 @@ const BEGIN = {
 } as const;
 
 interface WriteOptions {
-  /** Take the data lock exclusively (restore); operations take it shared. */
+  /**
+   * Take the data lock exclusively (restore); operations take it shared. On SQLite the
+   * transaction's foreign keys are checked once, before commit, instead of by each
+   * statement (src/db/sqlite-foreign-keys.ts).
+   */
   exclusive?: boolean;
   /**
    * SQLite: how long to wait for another connection's write lock before SQLITE_BUSY
