@@ -238,12 +238,16 @@ const isBusy = (err: unknown): boolean => typeof (err as { code?: unknown })?.co
  * waits for it (WAL: commits do not wait for readers). The two pragmas and the BEGIN run
  * in one synchronous step, so no other statement of this thread sees busy_timeout 0.
  */
-export async function sqliteBeginImmediate(db: Database.Database, waitMs = SQLITE_BUSY_TIMEOUT_MS): Promise<void> {
+export async function sqliteBeginImmediate(db: Database.Database, waitMs = SQLITE_BUSY_TIMEOUT_MS, opts: { foreignKeys?: boolean } = {}): Promise<void> {
   // SQLite applies busy_timeout while preparing the pragma, so a cached statement would not
   // set it again; db.exec prepares and runs inside the addon without building a JS
   // Statement, which db.pragma does (about 20 us each, most of a job's SQLite overhead).
-  const attempt = `pragma busy_timeout = 0; begin immediate; pragma busy_timeout = ${SQLITE_BUSY_TIMEOUT_MS}`;
-  const restore = `pragma busy_timeout = ${SQLITE_BUSY_TIMEOUT_MS}`;
+  // foreign_keys is set in the same call as the BEGIN (it cannot change inside a
+  // transaction), so that no other statement of this connection runs with it off outside
+  // the transaction; the caller turns it back on once the transaction ended.
+  const keysOff = opts.foreignKeys === false ? 'pragma foreign_keys = off; ' : '';
+  const attempt = `${keysOff}pragma busy_timeout = 0; begin immediate; pragma busy_timeout = ${SQLITE_BUSY_TIMEOUT_MS}`;
+  const restore = `${keysOff ? 'pragma foreign_keys = on; ' : ''}pragma busy_timeout = ${SQLITE_BUSY_TIMEOUT_MS}`;
   const deadline = Date.now() + waitMs;
   for (let n = 1; ; n++) {
     let delay: number;

@@ -49,6 +49,7 @@ import { pgDataLock } from './locks.js';
 import type Database from 'better-sqlite3';
 import type { Logger } from 'pino';
 import { DeferredCheckpoints } from './sqlite-checkpoint.js';
+import { checkSqliteForeignKeys } from './sqlite-foreign-keys.js';
 import { sqliteBeginImmediate, sqliteNative, type Em, type Orm } from './orm.js';
 import { pgPool, TransactionClient } from './pg-client.js';
 import { BoundSql, type SqlStatement } from './sql.js';
@@ -71,7 +72,11 @@ const BEGIN = {
 } as const;
 
 interface WriteOptions {
-  /** Take the data lock exclusively (restore); operations take it shared. */
+  /**
+   * Take the data lock exclusively (restore); operations take it shared. On SQLite the
+   * transaction's foreign keys are checked once, before commit, instead of by each
+   * statement (src/db/sqlite-foreign-keys.ts).
+   */
   exclusive?: boolean;
   /**
    * SQLite: how long to wait for another connection's write lock before SQLITE_BUSY
@@ -160,7 +165,9 @@ export class UnitOfWork {
    */
   private async writeOnSqlite<T>(fn: (em: Em, tx: WriteTransaction) => Promise<T>, exclusive: boolean, lockWaitMs?: number): Promise<T> {
     const db = await (this.sqliteDb ??= sqliteNative(this.orm));
-    await sqliteBeginImmediate(db, lockWaitMs);
+    // An exclusive transaction (a restore) checks its foreign keys once, before commit
+    // (src/db/sqlite-foreign-keys.ts); the connection's enforcement is off until it ends.
+    await sqliteBeginImmediate(db, lockWaitMs, { foreignKeys: !exclusive });
     let entered = false;
     try {
       return await this.kysely()
@@ -168,8 +175,10 @@ export class UnitOfWork {
         .execute((conn) => {
           entered = true;
           const run = (sql: string) => conn.executeQuery(CompiledQuery.raw(sql));
+          const rows = async (sql: string, params: readonly unknown[] = []) => (await conn.executeQuery<Record<string, unknown>>(CompiledQuery.raw(sql, [...params]))).rows as Record<string, unknown>[];
           let large = false;
           const end = async (sql: string) => {
+            if (exclusive) await checkSqliteForeignKeys(rows);
             if (!large) return run(sql);
             const checkpoints = (this.checkpoints ??= new DeferredCheckpoints(db, this.log));
             checkpoints.hold();
@@ -194,6 +203,8 @@ export class UnitOfWork {
       // inTransaction rolls back its own failures; this covers not reaching it.
       if (!entered && db.inTransaction) db.exec('rollback');
       throw err;
+    } finally {
+      if (exclusive && !db.inTransaction) db.exec('pragma foreign_keys = on');
     }
   }
 

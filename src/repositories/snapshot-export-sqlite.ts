@@ -59,11 +59,18 @@ export async function writeJsonSqlite<S extends SnapshotJsonSink>(em: Em, sql: B
       // One statement per range hands over the range's rows already joined, as one blob
       // (the text's UTF-8 bytes, which the writer compresses as they are): no JS string
       // per row, no join and no UTF-8 encoding in JS, which together cost more than
-      // SQLite's json_object itself. `group_concat(… order by k)` is the documented way
-      // to keep the order; `?` is the separator before the range (a comma after rows).
-      // max(k) is the range's last key: where the next range starts.
+      // SQLite's json_object itself. Which rows form a range is the subquery's ORDER BY
+      // and LIMIT, whatever the order in which the aggregate then sees them; and SQLite
+      // keeps a FROM subquery's ORDER BY when the outer query aggregates (it omits it
+      // otherwise), so that group_concat joins the rows in that order, which the
+      // export-json test holds the bundled SQLite to. `group_concat(… order by k)`, the
+      // only order the documentation promises, sorted every range again, row texts
+      // included: a quarter of the export's SQL time. A different order would change
+      // only the order of rows within a range, never which rows the file holds.
+      // `?` is the separator before the range (a comma after rows). max(k) is the
+      // range's last key: where the next range starts.
       const text = (where: string) =>
-        `select cast(? || group_concat(j, ',' order by k) as blob) as j, max(k) as k, count(*) as n ` +
+        `select cast(? || group_concat(j, ',') as blob) as j, max(k) as k, count(*) as n ` +
         `from (select ${k} as k, ${row} as j from ${q(spec.table)}${where} order by ${k} limit ${JSON_CHUNK_ROWS})`;
       const first = text('');
       const next = text(` where ${k} > ?`);

@@ -87,9 +87,14 @@ export async function replaceBusinessData(
     // Exclusive: no operation may interleave with a restore (docs/architecture.md).
     const client = tx?.exclusive ? tx.pgClient : undefined;
     if (!client) throw new Error('SnapshotRepository.replaceBusinessData on PostgreSQL must run in an exclusive write transaction (uow.write(fn, { exclusive: true }))');
-    // One simple query, sent before the first rows are decoded, so the server deletes
-    // while this process decrypts and parses.
-    const deleting = client.query(deletes.join('; ')).then(
+    // TRUNCATE, not DELETE: a delete of every row visits each one and runs the foreign
+    // keys' checks per row, which cost as much as loading the rows again. TRUNCATE takes
+    // ACCESS EXCLUSIVE on the business tables until commit, so the API's reads of them
+    // wait for the restore instead of reading the rows it replaces, and it is not MVCC-safe
+    // for a snapshot older than the commit; the data lock keeps the one such reader, the
+    // export, apart from a restore (docs/architecture.md, "Restore exclusion"). Sent before
+    // the first rows are decoded.
+    const deleting = client.query(`truncate table ${specs.map((s) => pgIdent(s.table)).join(', ')}`).then(
       () => undefined,
       (err: unknown) => err,
     );
@@ -118,6 +123,8 @@ export async function replaceBusinessData(
     return counts;
   }
 
+  // In the exclusive transaction foreign keys are checked at commit (src/db/sqlite-foreign-keys.ts),
+  // so each delete drops the table's pages whole instead of deleting row by row.
   for (const statement of deletes) await em.execute(statement, [], 'run');
   const sql = tx?.sql ?? boundSql(em);
   const convert = valueConverter(em);

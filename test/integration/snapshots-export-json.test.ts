@@ -8,7 +8,7 @@
  * row back.
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { UniqueConstraintViolationException } from '@mikro-orm/core';
+import { ForeignKeyConstraintViolationException, UniqueConstraintViolationException } from '@mikro-orm/core';
 import { bootstrap, type AppContext } from '../../src/bin/bootstrap.js';
 import { createRepositories } from '../../src/repositories/index.js';
 import type { SnapshotRepository } from '../../src/repositories/snapshots.js';
@@ -113,6 +113,19 @@ describe.each(DIALECTS)('export writes the database rows as JSON on %s', (dialec
     if (dialect === 'postgresql') expect(refused).toBeInstanceOf(UniqueConstraintViolationException);
     else expect(String(refused)).toMatch(/UNIQUE/);
     expect(await businessRows(app)).toEqual(before);
+    // A reference to a missing row: PostgreSQL's COPY refuses it; SQLite checks the
+    // foreign keys of a restore once, before its commit.
+    const dangling = structuredClone(before);
+    dangling.node = [...dangling.node!, { ...dangling.node![0]!, id: '00000000-0000-4000-8000-00000000dead', name: 'dangling', config_id: '00000000-0000-4000-8000-00000000beef' }];
+    await expect(replace(dangling)).rejects.toBeInstanceOf(ForeignKeyConstraintViolationException);
+    expect(await businessRows(app)).toEqual(before);
+    // And every other write still has its foreign keys checked by each statement.
+    await expect(
+      app.uow.write((em) => em.execute(
+          `insert into mqtt_credential (id, node_id, username, client_id, password_hash, salt, rotated_at) ` +
+            `values ('00000000-0000-4000-8000-00000000cafe', '00000000-0000-4000-8000-00000000dead', 'x', 'x', 'x', 'x', current_timestamp)`,
+        )),
+    ).rejects.toBeInstanceOf(ForeignKeyConstraintViolationException);
     // The file cannot be decoded after the deletes were sent.
     await expect(
       replace(() => {
