@@ -71,6 +71,9 @@ const BEGIN = {
   },
 } as const;
 
+/** Bound on the entity managers kept for reuse (UnitOfWork.idleForks): more than any worker's concurrency needs. */
+const MAX_IDLE_FORKS = 64;
+
 interface WriteOptions {
   /**
    * Take the data lock exclusively (restore); operations take it shared. On SQLite the
@@ -141,6 +144,15 @@ export class UnitOfWork {
   private pgPool: Promise<Pool> | undefined;
   /** SQLite: the large commits whose checkpoint runs in a thread. */
   private checkpoints: DeferredCheckpoints | undefined;
+  /**
+   * Entity managers of committed write transactions, cleared, for the next ones. A fork
+   * per transaction showed in every job's profile: MikroORM's fork sets two configuration
+   * values (each writes process.env) and builds the manager's unit of work, loader and
+   * factory. Only a transaction that committed gives its manager back: after a failure its
+   * unit of work may hold a half-done flush. Nothing keeps a transaction's manager past
+   * its end: repositories and job contexts live for one transaction (src/jobs/runner.ts).
+   */
+  private readonly idleForks: Em[] = [];
 
   constructor(
     private readonly orm: Orm,
@@ -223,7 +235,8 @@ export class UnitOfWork {
     // Driver errors of begin and commit become the ORM's exceptions, like those of every
     // query the ORM runs (a processor's own errors pass through untouched).
     const converted = (sent: Promise<unknown>) => sent.catch((err: Error) => Promise.reject(this.orm.em.getDriver().convertException(err)));
-    const em = this.orm.em.fork() as Em;
+    const em = this.idleForks.pop() ?? (this.orm.em.fork() as Em);
+    let committed = false;
     const sql = new BoundSql(em, this.dialect, pg);
     const closing: SqlStatement[] = [];
     const tx: WriteTransaction = {
@@ -245,6 +258,7 @@ export class UnitOfWork {
         for (const statement of closing) await sql.query(statement.text, statement.params);
         await converted(control.end('commit'));
       }
+      committed = true;
       return result;
     } catch (err) {
       // Whatever failed (a half-done begin included), the connection goes back to the pool
@@ -253,6 +267,10 @@ export class UnitOfWork {
       throw err;
     } finally {
       em.resetTransactionContext();
+      if (committed && this.idleForks.length < MAX_IDLE_FORKS) {
+        em.clear();
+        this.idleForks.push(em);
+      }
     }
   }
 

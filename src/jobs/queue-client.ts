@@ -7,10 +7,10 @@
 import { createHash, type KeyObject } from 'node:crypto';
 import { Queue, QueueEvents, type Job, type JobsOptions, type Telemetry } from 'bullmq';
 import type { Redis } from 'ioredis';
-import { v7 as uuidv7 } from 'uuid';
 import type { Config } from '../config.js';
 import { ConfigError, describeRedis, redactUrl } from '../config.js';
 import { InvalidError } from '../domain/errors.js';
+import { newId } from '../domain/ids.js';
 import { parseFailedReason, type JobError } from './errors.js';
 import { jobDefinition, jobOptions, isJobType, type JobInput, type JobPayload, type JobType } from './table.js';
 import { compactIssues, describeZodError } from '../domain/zod-errors.js';
@@ -243,7 +243,7 @@ export class JobQueues {
   async enqueueValidated<T extends JobType>(type: T, payload: JobPayload<T>, opts: SubmitOptions): Promise<Job> {
     const def = jobDefinition(type);
     const envelope = signEnvelope(this.#envelopeKey, type, opts.actor, payload);
-    const jobId = opts.jobId ?? (opts.idempotencyKey ? idempotentJobId(opts.actor, opts.idempotencyKey) : uuidv7());
+    const jobId = opts.jobId ?? (opts.idempotencyKey ? idempotentJobId(opts.actor, opts.idempotencyKey) : newId());
     const queue = this.queue(def.queue);
     const added = await queue.add(type, envelope, { ...jobOptions(type, payload, this.retryLimits), jobId, delay: opts.delayMs, ...(opts.priority ? { priority: opts.priority } : {}) });
     if (this.#waitReplicas > 0) await this.#replicated();
