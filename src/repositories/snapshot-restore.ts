@@ -4,9 +4,9 @@
  * with bound parameters on SQLite, COPY FROM STDIN on PostgreSQL.
  */
 import type { PoolClient } from 'pg';
-import type { Em } from '../db/orm.js';
+import { sqliteRestoreCache, type Em } from '../db/orm.js';
 import { copyInStream, dbError } from '../db/pg-copy.js';
-import { boundSql, type SqlValue } from '../db/sql.js';
+import { boundSql, type BoundSql, type SqlValue } from '../db/sql.js';
 import type { TransactionHandle } from '../db/unit-of-work.js';
 import { isPostgres } from '../migrations/dialect.js';
 import { rowsToCopyText } from '../snapshots/pg-copy-text.js';
@@ -16,11 +16,13 @@ export type RestoreProgress = (done: number, total: number) => Promise<void>;
 
 /**
  * Rows per INSERT (SQLite). Few statements matter more than anything else for bulk speed,
- * but a statement's parameters are bounded (SQLite 32,766), so wide tables get fewer rows
- * per statement.
+ * up to a few hundred rows each; past that a statement only grows: a prepared statement
+ * takes memory in proportion to its parameters, and each table's few statement texts (full
+ * batches, a batch's and the table's remainder) stay in the connection's statement cache
+ * after the restore, so wide tables get fewer rows per statement.
  */
-const MAX_BATCH_ROWS = 1000;
-const MAX_BATCH_PARAMS = 30_000;
+const MAX_BATCH_ROWS = 500;
+const MAX_BATCH_PARAMS = 4000;
 const batchRows = (spec: TableSpec): number => Math.max(1, Math.min(MAX_BATCH_ROWS, Math.floor(MAX_BATCH_PARAMS / spec.columns.length)));
 
 /** Rows per piece of COPY text a restore hands to the stream (about half a megabyte on the widest table). */
@@ -118,8 +120,33 @@ export async function replaceBusinessData(
     return counts;
   }
 
-  for (const statement of deletes) await em.execute(statement, [], 'run');
   const sql = tx?.sql ?? boundSql(em);
+  await sql.query(sqliteRestoreCache.during);
+  try {
+    await insertSqlite(em, sql, specs, deletes, produce, {
+      total: async (n) => {
+        total = n;
+        await progress?.(0, total);
+      },
+      counted,
+    });
+  } finally {
+    await sql.query(sqliteRestoreCache.after);
+  }
+  return counts;
+}
+
+/** SQLite: the deletes, then the rows as multi-row INSERTs with bound parameters. */
+async function insertSqlite(
+  em: Em,
+  sql: BoundSql,
+  specs: readonly TableSpec[],
+  deletes: readonly string[],
+  produce: (load: RestoreLoader) => Promise<void>,
+  on: { total(n: number): Promise<void>; counted(spec: TableSpec, n: number): Promise<void> },
+): Promise<void> {
+  const q = (id: string) => em.getPlatform().quoteIdentifier(id);
+  for (const statement of deletes) await em.execute(statement, [], 'run');
   const convert = valueConverter(em);
   // One text per table and batch size, made once: the bound statement is prepared once by
   // better-sqlite3's statement cache and run for every full batch with new values.
@@ -135,10 +162,7 @@ export async function replaceBusinessData(
     return text;
   };
   await produce({
-    total: async (n) => {
-      total = n;
-      await progress?.(0, total);
-    },
+    total: on.total,
     rows: async (spec, rows) => {
       const size = batchRows(spec);
       const columns = spec.columns;
@@ -151,10 +175,9 @@ export async function replaceBusinessData(
         }
         await sql.query(insertText(spec, end - at), params);
       }
-      await counted(spec, rows.length);
+      await on.counted(spec, rows.length);
     },
   });
-  return counts;
 }
 
 /**
