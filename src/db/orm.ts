@@ -33,8 +33,6 @@ const SQLITE_BUSY_TIMEOUT_MS = 5_000;
 const SQLITE_CACHE_KIB = 64 * 1024;
 /** The page cache of a connection that runs no job (apiPageCache): SQLite's own default, KiB. */
 const SQLITE_API_CACHE_KIB = 2000;
-/** The page cache while a snapshot restore writes (sqliteRestoreCache), KiB. */
-const SQLITE_RESTORE_CACHE_KIB = 16 * 1024;
 
 /** Longest wait for a new PostgreSQL connection (or a free one from the pool) once started. */
 const POOL_CONNECT_TIMEOUT_CAP_MS = 10_000;
@@ -221,19 +219,6 @@ export async function apiPageCache(orm: Orm): Promise<void> {
   db.pragma(`cache_size = ${-SQLITE_API_CACHE_KIB}`);
   db.pragma('shrink_memory');
 }
-
-/**
- * The pragmas that bound a worker connection's page cache while a snapshot restore
- * replaces every row, and give the jobs' cache back after it. A restore writes each page
- * once, in key order on each table, and its indexes are built up in the order the rows
- * come, so a cache of a quarter of the jobs' holds what it returns to; the full cache
- * would be more memory at the moment `npm start` needs the most (the restore's reader and
- * batches in the worker thread, an upload check and its staging in the API).
- */
-export const sqliteRestoreCache = {
-  during: `pragma cache_size = ${-SQLITE_RESTORE_CACHE_KIB}`,
-  after: `pragma cache_size = ${-SQLITE_CACHE_KIB}`,
-} as const;
 
 /**
  * Retries of a BEGIN IMMEDIATE that found the write lock taken: short at first (most

@@ -4,9 +4,9 @@
  * with bound parameters on SQLite, COPY FROM STDIN on PostgreSQL.
  */
 import type { PoolClient } from 'pg';
-import { sqliteRestoreCache, type Em } from '../db/orm.js';
+import type { Em } from '../db/orm.js';
 import { copyInStream, dbError } from '../db/pg-copy.js';
-import { boundSql, type BoundSql, type SqlValue } from '../db/sql.js';
+import { boundSql, type SqlValue } from '../db/sql.js';
 import type { TransactionHandle } from '../db/unit-of-work.js';
 import { isPostgres } from '../migrations/dialect.js';
 import { rowsToCopyText } from '../snapshots/pg-copy-text.js';
@@ -120,33 +120,8 @@ export async function replaceBusinessData(
     return counts;
   }
 
-  const sql = tx?.sql ?? boundSql(em);
-  await sql.query(sqliteRestoreCache.during);
-  try {
-    await insertSqlite(em, sql, specs, deletes, produce, {
-      total: async (n) => {
-        total = n;
-        await progress?.(0, total);
-      },
-      counted,
-    });
-  } finally {
-    await sql.query(sqliteRestoreCache.after);
-  }
-  return counts;
-}
-
-/** SQLite: the deletes, then the rows as multi-row INSERTs with bound parameters. */
-async function insertSqlite(
-  em: Em,
-  sql: BoundSql,
-  specs: readonly TableSpec[],
-  deletes: readonly string[],
-  produce: (load: RestoreLoader) => Promise<void>,
-  on: { total(n: number): Promise<void>; counted(spec: TableSpec, n: number): Promise<void> },
-): Promise<void> {
-  const q = (id: string) => em.getPlatform().quoteIdentifier(id);
   for (const statement of deletes) await em.execute(statement, [], 'run');
+  const sql = tx?.sql ?? boundSql(em);
   const convert = valueConverter(em);
   // One text per table and batch size, made once: the bound statement is prepared once by
   // better-sqlite3's statement cache and run for every full batch with new values.
@@ -162,7 +137,10 @@ async function insertSqlite(
     return text;
   };
   await produce({
-    total: on.total,
+    total: async (n) => {
+      total = n;
+      await progress?.(0, total);
+    },
     rows: async (spec, rows) => {
       const size = batchRows(spec);
       const columns = spec.columns;
@@ -175,9 +153,10 @@ async function insertSqlite(
         }
         await sql.query(insertText(spec, end - at), params);
       }
-      await on.counted(spec, rows.length);
+      await counted(spec, rows.length);
     },
   });
+  return counts;
 }
 
 /**
