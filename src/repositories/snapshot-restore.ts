@@ -16,13 +16,11 @@ export type RestoreProgress = (done: number, total: number) => Promise<void>;
 
 /**
  * Rows per INSERT (SQLite). Few statements matter more than anything else for bulk speed,
- * up to a few hundred rows each; past that a statement only grows: a prepared statement
- * takes memory in proportion to its parameters, and each table's few statement texts (full
- * batches, a batch's and the table's remainder) stay in the connection's statement cache
- * after the restore, so wide tables get fewer rows per statement.
+ * but a statement's parameters are bounded (SQLite 32,766), so wide tables get fewer rows
+ * per statement.
  */
-const MAX_BATCH_ROWS = 500;
-const MAX_BATCH_PARAMS = 4000;
+const MAX_BATCH_ROWS = 1000;
+const MAX_BATCH_PARAMS = 30_000;
 const batchRows = (spec: TableSpec): number => Math.max(1, Math.min(MAX_BATCH_ROWS, Math.floor(MAX_BATCH_PARAMS / spec.columns.length)));
 
 /** Rows per piece of COPY text a restore hands to the stream (about half a megabyte on the widest table). */
