@@ -38,6 +38,15 @@ interface StagedSnapshot extends SnapshotView {
  */
 export const ARCHIVE_CHUNK_BYTES = 1024 * 1024;
 
+/**
+ * SQLite: a stored file at least this large has its commit's WAL checkpoint run in a
+ * thread (WriteTransaction.checkpointAfterCommit): the commit would otherwise copy the
+ * whole file from the WAL into the database and sync it on the calling thread, the API's
+ * event loop for a staged upload. Below it the WAL stays under its automatic checkpoint's
+ * size (1,000 pages) and a thread would cost more than the checkpoint.
+ */
+const CHECKPOINT_AFTER_BYTES = 4 * 1024 * 1024;
+
 /** A file's bytes as they come: an export being encrypted, an upload read from its spool file. */
 export type ArchiveBytes = AsyncIterable<Buffer | Uint8Array>;
 
@@ -60,7 +69,7 @@ export class SnapshotArchiveRepository {
 
   constructor(
     protected readonly em: Em,
-    tx?: TransactionHandle,
+    protected readonly tx?: TransactionHandle,
   ) {
     this.sql = tx?.sql ?? boundSql(em);
   }
@@ -108,6 +117,7 @@ export class SnapshotArchiveRepository {
       }
     }
     if (heldBytes > 0) await put(Buffer.concat(held, heldBytes));
+    if (size >= CHECKPOINT_AFTER_BYTES) this.tx?.checkpointAfterCommit();
     const row = {
       id,
       kind: file.kind,

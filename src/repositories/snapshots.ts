@@ -8,8 +8,6 @@
  * Business rows never pass through the identity map: hydrating every row as an entity to
  * copy it would cost several times the work and the memory.
  */
-import type { Em } from '../db/orm.js';
-import type { TransactionHandle } from '../db/unit-of-work.js';
 import { isPostgres } from '../migrations/dialect.js';
 import { snapshotTableSpecs, type TableSpec } from '../snapshots/tables.js';
 import { SnapshotArchiveRepository } from './snapshot-archives.js';
@@ -19,12 +17,6 @@ import { replaceBusinessData, type RestoreProgress, type RestoreRows } from './s
 import type { SnapshotJsonSink } from './snapshot-rows.js';
 
 export class SnapshotRepository extends SnapshotArchiveRepository {
-  constructor(
-    em: Em,
-    private readonly tx?: TransactionHandle,
-  ) {
-    super(em, tx);
-  }
 
   /** The business tables, in foreign-key order. */
   tableSpecs(): readonly TableSpec[] {

@@ -3,14 +3,16 @@
  * exports need an administrator (their key derives from the password), are kept by
  * SNAPSHOT_KEEP count, listed newest first and paged; staged uploads are consumed by their
  * restore and dropped after a day when never restored; restore payloads carry nothing
- * but a staged id.
+ * but a staged id. On SQLite the commit that stores a file of several megabytes (the API's
+ * staging of an upload, an export) leaves its WAL checkpoint to a thread, off the calling
+ * loop; a small one checkpoints as every commit does.
  */
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { randomUUID } from 'node:crypto';
+import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
+import { randomBytes, randomUUID } from 'node:crypto';
 import { UnrecoverableError } from 'bullmq';
 import { pino } from 'pino';
 import type { Config } from '../../src/config.js';
-import { connectOrm, type Orm } from '../../src/db/orm.js';
+import { connectOrm, sqliteNative, type Orm } from '../../src/db/orm.js';
 import { migrateUnderLock } from '../../src/db/migrate.js';
 import { UnitOfWork } from '../../src/db/unit-of-work.js';
 import { setAdminPassword } from '../../src/repositories/admin-account.js';
@@ -21,6 +23,7 @@ import { piecesOf, uploadSource } from '../support/snapshot-bytes.js';
 import type { JobType } from '../../src/jobs/table.js';
 import { parseFailedReason } from '../../src/jobs/errors.js';
 import { runJob } from '../../src/jobs/runner.js';
+import { stageUpload } from '../../src/jobs/processors/snapshots.js';
 import { createTestDatabase, DIALECTS, type TestDatabase } from '../support/db.js';
 import { encodeTestSnapshot, generateBusinessTables } from '../support/snapshot-data.js';
 
@@ -116,5 +119,28 @@ describe.each(DIALECTS)('stored snapshots on %s', (dialect) => {
     expect(err.message).not.toContain('never-here');
     expect((await failure('snapshot.restore', { stagedId: 'nope' })).code).toBe('INVALID');
     expect((await failure('snapshot.export', { what: 'everything' })).code).toBe('INVALID');
+  });
+
+  it("stores a file of several megabytes with its commit's checkpoint left to a thread on SQLite, a small one as before", async () => {
+    const stage = (bytes: number) =>
+      stageUpload({ uow, serverKey }, piecesOf(randomBytes(bytes), 256 * 1024), { meta: { schemaVersion: LATEST_SCHEMA_VERSION, counts: {} }, sealedKey: 'x' });
+    const stored = async (id: string) => (await repos().snapshots.getStaged(id))?.size;
+    if (dialect === 'postgresql') {
+      const big = await stage(6 * 1024 * 1024);
+      expect(await stored(big.id)).toBe(6 * 1024 * 1024);
+      return;
+    }
+    const sqlite = await sqliteNative(orm);
+    const autocheckpoint = () => sqlite.pragma('wal_autocheckpoint', { simple: true });
+    // The restores above left their checkpoints to threads too: those are done first.
+    await vi.waitFor(() => expect(autocheckpoint()).toBe(1000), { timeout: 30_000, interval: 20 });
+    const small = await stage(512 * 1024);
+    expect(autocheckpoint()).toBe(1000);
+    // Committed with the connection's own checkpoint off until the thread has run it
+    // (src/db/sqlite-checkpoint.ts); it is put back on this loop after the thread's exit.
+    const big = await stage(6 * 1024 * 1024);
+    expect(autocheckpoint()).toBe(0);
+    await vi.waitFor(() => expect(autocheckpoint()).toBe(1000), { timeout: 30_000, interval: 20 });
+    expect([await stored(small.id), await stored(big.id)]).toEqual([512 * 1024, 6 * 1024 * 1024]);
   });
 });

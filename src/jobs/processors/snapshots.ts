@@ -81,8 +81,8 @@ export interface StageableUpload {
  * under the server key. The job gets only the staged id.
  */
 export async function stageUpload(deps: { uow: UnitOfWork; serverKey: Buffer }, file: ArchiveBytes, checked: StageableUpload): Promise<SnapshotView> {
-  return deps.uow.write((em) =>
-    createRepositories(em, { serverKey: deps.serverKey }).snapshots.storeArchive({
+  return deps.uow.write((em, tx) =>
+    createRepositories(em, { serverKey: deps.serverKey, tx }).snapshots.storeArchive({
       kind: 'staged',
       data: file,
       schemaVersion: checked.meta.schemaVersion,
