@@ -19,6 +19,9 @@ import type { Em } from './orm.js';
 
 export type SqlValue = string | number | boolean | Date | null | object;
 
+/** A name as a quoted SQL identifier (both dialects): for names read from the schema. */
+export const quoteIdent = (name: string): string => `"${name.replace(/"/g, '""')}"`;
+
 interface Executor {
   executeQuery<R>(query: CompiledQuery): Promise<{ rows: R[]; numAffectedRows?: bigint }>;
 }

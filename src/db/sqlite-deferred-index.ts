@@ -14,10 +14,7 @@
  * included, until the commit. The index is created again from the SQL SQLite stored when
  * the migration created it, so the migrations stay the one definition of the index.
  */
-import type { BoundSql } from './sql.js';
-
-/** A SQLite identifier, quoted. */
-const quoted = (name: string) => `"${name.replace(/"/g, '""')}"`;
+import { quoteIdent, type BoundSql } from './sql.js';
 
 /**
  * Runs `work` without the index `name`, then creates it again as it was defined, all in the
@@ -29,7 +26,7 @@ export async function withIndexBuiltAfter<T>(sql: BoundSql, name: string, work: 
   const { rows } = await sql.query<{ sql: string | null }>("select sql from sqlite_master where type = 'index' and name = ?", [name]);
   const definition = rows[0]?.sql;
   if (!definition) return work();
-  await sql.query(`drop index ${quoted(name)}`);
+  await sql.query(`drop index ${quoteIdent(name)}`);
   const result = await work();
   // One statement, run to completion on the calling thread: a sort of the table's keys.
   await sql.query(definition);

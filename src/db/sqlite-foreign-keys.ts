@@ -17,6 +17,7 @@
  * every business table), and any child row left without its parent fails the check.
  */
 import { setImmediate as yieldToLoop } from 'node:timers/promises';
+import { quoteIdent } from './sql.js';
 
 /** Child rows checked per statement: a few milliseconds of probes. */
 const CHECK_ROWS = 20_000;
@@ -30,8 +31,6 @@ interface ForeignKey {
   from: string[];
   to: string[];
 }
-
-const ident = (name: string): string => `"${name.replace(/"/g, '""')}"`;
 
 async function foreignKeys(run: SqliteRun): Promise<ForeignKey[]> {
   const rows = await run(
@@ -65,12 +64,12 @@ export async function checkSqliteForeignKeys(run: SqliteRun): Promise<void> {
     // (a NULL in the key means no reference, as for the constraint itself).
     const violates = keys
       .map((k) => {
-        const set = k.from.map((c) => `c.${ident(c)} is not null`).join(' and ');
-        const match = k.from.map((c, i) => `p.${ident(k.to[i]!)} = c.${ident(c)}`).join(' and ');
-        return `(${set} and not exists (select 1 from ${ident(k.parent)} p where ${match}))`;
+        const set = k.from.map((c) => `c.${quoteIdent(c)} is not null`).join(' and ');
+        const match = k.from.map((c, i) => `p.${quoteIdent(k.to[i]!)} = c.${quoteIdent(c)}`).join(' and ');
+        return `(${set} and not exists (select 1 from ${quoteIdent(k.parent)} p where ${match}))`;
       })
       .join(' or ');
-    const range = `select max(r) as last, count(*) as n, sum(bad) as bad from (select c.rowid as r, ${violates} as bad from ${ident(child)} c where c.rowid > ? order by c.rowid limit ${CHECK_ROWS})`;
+    const range = `select max(r) as last, count(*) as n, sum(bad) as bad from (select c.rowid as r, ${violates} as bad from ${quoteIdent(child)} c where c.rowid > ? order by c.rowid limit ${CHECK_ROWS})`;
     let after = Number.MIN_SAFE_INTEGER;
     for (;;) {
       const [row] = await run(range, [after]);

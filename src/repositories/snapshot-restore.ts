@@ -6,7 +6,7 @@
 import type { PoolClient } from 'pg';
 import type { Em } from '../db/orm.js';
 import { copyInStream, dbError } from '../db/pg-copy.js';
-import { boundSql, type SqlValue } from '../db/sql.js';
+import { boundSql, quoteIdent, type SqlValue } from '../db/sql.js';
 import type { TransactionHandle } from '../db/unit-of-work.js';
 import { isPostgres } from '../migrations/dialect.js';
 import { rowsToCopyText } from '../snapshots/pg-copy-text.js';
@@ -25,8 +25,6 @@ const batchRows = (spec: TableSpec): number => Math.max(1, Math.min(MAX_BATCH_RO
 
 /** Rows per piece of COPY text a restore hands to the stream (about half a megabyte on the widest table). */
 const COPY_BATCH_ROWS = 2000;
-
-const pgIdent = (name: string): string => `"${name.replace(/"/g, '""')}"`;
 
 /** Where a restore's rows are written, batch by batch, tables parents first. */
 export interface RestoreLoader {
@@ -72,7 +70,6 @@ export async function replaceBusinessData(
   // inside the job (src/db/sqlite-checkpoint.ts).
   tx?.checkpointAfterCommit();
   const q = (id: string) => em.getPlatform().quoteIdentifier(id);
-  const deletes = [...specs].reverse().map((spec) => `delete from ${q(spec.table)}`);
   const produce = typeof source === 'function' ? source : fromTables(specs, source);
   const counts: Record<string, number> = Object.fromEntries(specs.map((s) => [s.table, 0]));
   let total = 0;
@@ -94,7 +91,7 @@ export async function replaceBusinessData(
     // for a snapshot older than the commit; the data lock keeps the one such reader, the
     // export, apart from a restore (docs/architecture.md, "Restore exclusion"). Sent before
     // the first rows are decoded.
-    const deleting = client.query(`truncate table ${specs.map((s) => pgIdent(s.table)).join(', ')}`).then(
+    const deleting = client.query(`truncate table ${specs.map((s) => quoteIdent(s.table)).join(', ')}`).then(
       () => undefined,
       (err: unknown) => err,
     );
@@ -125,7 +122,7 @@ export async function replaceBusinessData(
 
   // In the exclusive transaction foreign keys are checked at commit (src/db/sqlite-foreign-keys.ts),
   // so each delete drops the table's pages whole instead of deleting row by row.
-  for (const statement of deletes) await em.execute(statement, [], 'run');
+  for (const spec of [...specs].reverse()) await em.execute(`delete from ${q(spec.table)}`, [], 'run');
   const sql = tx?.sql ?? boundSql(em);
   const convert = valueConverter(em);
   // One text per table and batch size, made once: the bound statement is prepared once by
@@ -182,7 +179,7 @@ class PgTableCopy {
   async rows(spec: TableSpec, rows: readonly SnapshotRow[]): Promise<void> {
     if (this.current?.spec !== spec) {
       await this.end();
-      const sql = `copy ${pgIdent(spec.table)} (${spec.columns.map((c) => pgIdent(c.name)).join(', ')}) from stdin`;
+      const sql = `copy ${quoteIdent(spec.table)} (${spec.columns.map((c) => quoteIdent(c.name)).join(', ')}) from stdin`;
       this.current = { spec, sink: copyInStream(this.client, sql), rows: 0 };
     }
     const current = this.current;
