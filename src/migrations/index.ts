@@ -14,6 +14,7 @@ import { Migration20261201161000_push_request } from './Migration20261201161000_
 import { Migration20261201180000_peer_link_set_checks } from './Migration20261201180000_peer_link_set_checks.js';
 import { Migration20261201181000_snapshot_chunks } from './Migration20261201181000_snapshot_chunks.js';
 import { Migration20261201183700_peer_link_check_pass } from './Migration20261201183700_peer_link_check_pass.js';
+import { Migration20261202100000_peer_link_to_index } from './Migration20261202100000_peer_link_to_index.js';
 
 export const MIGRATIONS = [
   { name: 'Migration20261124000000_initial', class: Migration20261124000000_initial },
@@ -28,6 +29,7 @@ export const MIGRATIONS = [
   { name: 'Migration20261201180000_peer_link_set_checks', class: Migration20261201180000_peer_link_set_checks },
   { name: 'Migration20261201181000_snapshot_chunks', class: Migration20261201181000_snapshot_chunks },
   { name: 'Migration20261201183700_peer_link_check_pass', class: Migration20261201183700_peer_link_check_pass },
+  { name: 'Migration20261202100000_peer_link_to_index', class: Migration20261202100000_peer_link_to_index },
 ];
 
 /** The schema version a database is at once every migration has run. */

@@ -85,16 +85,23 @@ const CHUNK = 1_000;
 const ON_REQUEST_CONFLICT =
   ' on conflict (node_id) do update set seq = push_request.seq + 1, resend = (push_request.resend or excluded.resend), requested_at = excluded.requested_at';
 
+/**
+ * A node's dynamic peers: the nodes it links to, and those linking to it, which belong to
+ * its config (a link's nodes do) and are each one probe of the (from, to) unique index
+ * (PostgreSQL has no to_node_id index; src/migrations/peer-link-references.ts). Links come
+ * in pairs, so the probe is only reached for a one-way link. `id` appears four times.
+ */
 const DYNAMIC_PEERS_OF = (id: string) =>
-  `select n.id from node n where n.kind = 'dynamic' and n.id <> ${id} and (n.id in (select to_node_id from peer_link where from_node_id = ${id})` +
-  ` or n.id in (select from_node_id from peer_link where to_node_id = ${id}))`;
+  `select n.id from node n where n.kind = 'dynamic' and n.config_id = (select config_id from node where id = ${id}) and n.id <> ${id}` +
+  ` and (n.id in (select to_node_id from peer_link where from_node_id = ${id})` +
+  ` or exists (select 1 from peer_link l where l.from_node_id = n.id and l.to_node_id = ${id}))`;
 
 /** The receivers' select: node ids, parameters after the request's own two (resend, requested_at). */
 function receiversSelect(target: PushReceivers): { text: string; params: string[] } {
   if ('nodeIds' in target) return { text: `select id from node where kind = 'dynamic' and id in (${target.nodeIds.map(() => '?').join(', ')})`, params: [...target.nodeIds] };
-  if ('peersOf' in target) return { text: DYNAMIC_PEERS_OF('?'), params: [target.peersOf, target.peersOf, target.peersOf] };
+  if ('peersOf' in target) return { text: DYNAMIC_PEERS_OF('?'), params: Array<string>(4).fill(target.peersOf) };
   if ('nodeAndPeers' in target) {
-    return { text: `select id from node where kind = 'dynamic' and id = ? union ${DYNAMIC_PEERS_OF('?')}`, params: Array<string>(4).fill(target.nodeAndPeers) };
+    return { text: `select id from node where kind = 'dynamic' and id = ? union ${DYNAMIC_PEERS_OF('?')}`, params: Array<string>(5).fill(target.nodeAndPeers) };
   }
   if ('configId' in target) return { text: "select id from node where kind = 'dynamic' and config_id = ?", params: [target.configId] };
   return { text: "select id from node where kind = 'dynamic'", params: [] };

@@ -50,6 +50,9 @@ export const UPGRADES: Readonly<Record<string, UpgradeStep | null>> = Object.fre
   Migration20261201181000_snapshot_chunks: null,
   // PostgreSQL: peer_link's reference checks in one pass per key; rows unchanged.
   Migration20261201183700_peer_link_check_pass: null,
+  // PostgreSQL: peer_link loses its to_node_id index, and a link's nodes must be of its
+  // config, which the snapshot validator already required; rows unchanged.
+  Migration20261202100000_peer_link_to_index: null,
 });
 
 /**

@@ -171,10 +171,76 @@ describe.each(DIALECTS)('Migration20261201183700_peer_link_check_pass on %s', (d
 
     await orm.migrator.up();
     expect((await orm.migrator.getExecuted()).map((m) => m.name)).toEqual(MIGRATIONS.map((m) => m.name));
-    if (dialect === 'postgresql') expect(await checkBody()).toContain('array(select distinct "to_node_id" from new_links)');
+    // The latest body: each node column's (config, node) pairs (Migration20261202100000_peer_link_to_index).
+    if (dialect === 'postgresql') expect(await checkBody()).toContain('from (select distinct "config_id", "to_node_id" from new_links)');
     expect(await refused(missing, b)).toBeInstanceOf(ForeignKeyConstraintViolationException);
     await link(b, a);
     expect(await links()).toBe(2);
+    const diff = await orm.schema.getUpdateSchemaSQL({ wrap: false, safe: false, dropTables: true });
+    expect(diff.trim()).toBe('');
+  });
+});
+
+describe.each(DIALECTS)('Migration20261202100000_peer_link_to_index on %s', (dialect) => {
+  const NAME = 'Migration20261202100000_peer_link_to_index';
+  let db: TestDatabase;
+  let orm: Orm;
+
+  beforeAll(async () => {
+    db = await createTestDatabase(dialect, 'migrations_to_index');
+    orm = await connectOrm(db.config());
+    await migrateUnderLock(orm, db.config());
+  });
+  afterAll(async () => {
+    await orm?.close(true);
+    await db?.drop();
+  });
+
+  it('drops the to_node_id index on PostgreSQL only, and a node delete takes one-way links to it at either version', async () => {
+    const conn = orm.em.getConnection();
+    const ts = dialect === 'sqlite' ? Date.now() : new Date().toISOString();
+    const configId = '01900000-0000-7000-8000-0000000000d1';
+    const nodes = ['01900000-0000-7000-8000-0000000000d2', '01900000-0000-7000-8000-0000000000d3', '01900000-0000-7000-8000-0000000000d4'];
+    await conn.execute('insert into mesh_config (id, name, subnet, listen_port, dns, protocol, created_at, updated_at) values (?, ?, ?, ?, ?, ?, ?, ?)', [
+      configId,
+      'to-index',
+      '10.2.0.0/24',
+      51820,
+      '[]',
+      'wireguard',
+      ts,
+      ts,
+    ]);
+    for (const [i, id] of nodes.entries()) {
+      await conn.execute(
+        'insert into node (id, config_id, name, kind, address, public_key, created_at, updated_at) values (?, ?, ?, ?, ?, ?, ?, ?)',
+        [id, configId, `n${i}`, 'static', `10.2.0.${i + 2}`, 'pk', ts, ts],
+      );
+    }
+    let serial = 0;
+    const oneWay = (from: string, to: string) =>
+      conn.execute(
+        `insert into peer_link (id, config_id, from_node_id, to_node_id, link_group_id, allowed_ips, persistent_keepalive) values (?, ?, ?, ?, ?, '[]', null)`,
+        [`01900000-0000-7000-8000-0000000002${(serial++).toString(16).padStart(2, '0')}`, configId, from, to, '01900000-0000-7000-8000-0000000000fe'],
+      );
+    const linksTo = async (id: string) => Number((await conn.execute('select count(*) as n from peer_link where to_node_id = ?', [id]))[0]!.n);
+    const hasToIndex = async () =>
+      dialect === 'postgresql'
+        ? (await conn.execute("select 1 from pg_indexes where indexname = 'peer_link_to_node_id_index'")).length === 1
+        : (await conn.execute("select 1 from sqlite_master where name = 'peer_link_to_node_id_index'")).length === 1;
+
+    const index = MIGRATIONS.findIndex((m) => m.name === NAME);
+    await orm.migrator.down({ to: MIGRATIONS[index - 1]!.name });
+    expect(await hasToIndex()).toBe(true);
+    await oneWay(nodes[0]!, nodes[1]!);
+    await conn.execute('delete from node where id = ?', [nodes[1]]);
+    expect(await linksTo(nodes[1]!)).toBe(0);
+
+    await orm.migrator.up();
+    expect(await hasToIndex()).toBe(dialect === 'sqlite');
+    await oneWay(nodes[0]!, nodes[2]!);
+    await conn.execute('delete from node where id = ?', [nodes[2]]);
+    expect(await linksTo(nodes[2]!)).toBe(0);
     const diff = await orm.schema.getUpdateSchemaSQL({ wrap: false, safe: false, dropTables: true });
     expect(diff.trim()).toBe('');
   });

@@ -51,6 +51,15 @@ describe.each(DIALECTS)('peer_link references on %s', (dialect) => {
       );
   }
 
+  /** One direction only, by a raw statement (no meshq writer makes one). */
+  const oneWayLink = (configId: string, from: string, to: string) =>
+    h.uow.write((em) =>
+      em.execute(
+        `insert into peer_link (id, config_id, from_node_id, to_node_id, link_group_id, allowed_ips, persistent_keepalive) values (?, ?, ?, ?, ?, '[]', null)`,
+        [newId(), configId, from, to, newId()],
+      ),
+    );
+
   const linkCount = async (sql: string, params: unknown[]): Promise<number> => {
     const rows = await h.uow.fork().getConnection().execute<{ n: number | string }[]>(`select count(*) as n from peer_link where ${sql}`, params);
     return Number(rows[0]!.n);
@@ -89,6 +98,44 @@ describe.each(DIALECTS)('peer_link references on %s', (dialect) => {
     expect(await linkCount('config_id = ?', [gone.configId])).toBe(0);
     expect(await linkCount('from_node_id in (?, ?, ?)', gone.nodeIds)).toBe(0);
     expect(await linkCount('config_id = ?', [kept.configId])).toBe(6);
+  });
+
+  it("refuses a link whose node belongs to another config: the job's check on both dialects, the database too on PostgreSQL", async () => {
+    const { configId, nodeIds } = await meshedConfig('refs-cross-a', '10.67.0.0/24', 1, false);
+    const other = await meshedConfig('refs-cross-b', '10.68.0.0/24', 1, false);
+    const refused = await h.fail('link.create', { configId, fromNodeId: nodeIds[0], toNodeId: other.nodeIds[0] });
+    expect(refused.code).toBe('NOT_FOUND');
+    if (dialect === 'postgresql') {
+      // Either column, and the error says which node and config (PostgreSQL has no
+      // to_node_id index: the links to a node are found from its config's nodes).
+      for (const [a, b, column] of [
+        [nodeIds[0]!, other.nodeIds[0]!, 'to_node_id'],
+        [other.nodeIds[0]!, nodeIds[0]!, 'from_node_id'],
+      ] as const) {
+        const err = await oneWayLink(configId, a, b).then(
+          () => undefined,
+          (e: unknown) => h.orm.em.getDriver().convertException(e as Error),
+        );
+        expect(err).toBeInstanceOf(ForeignKeyConstraintViolationException);
+        expect(toDomainError(err)?.code).toBe('NOT_FOUND');
+        expect((err as { detail?: string }).detail).toContain(`Key (config_id, ${column})=(${configId}, ${other.nodeIds[0]})`);
+      }
+    }
+    expect(await linkCount('config_id in (?, ?)', [configId, other.configId])).toBe(0);
+  });
+
+  it('deleting a node deletes a one-way link to it, and refuses changing the id of a node only linked to', async () => {
+    const { configId, nodeIds } = await meshedConfig('refs-one-way', '10.69.0.0/24', 3, false);
+    await oneWayLink(configId, nodeIds[0]!, nodeIds[1]!);
+    await oneWayLink(configId, nodeIds[0]!, nodeIds[2]!);
+    const err = await h.uow.write((em) => em.execute('update node set id = ? where id = ?', [newId(), nodeIds[2]])).then(
+      () => undefined,
+      (e: unknown) => h.orm.em.getDriver().convertException(e as Error),
+    );
+    expect(err).toBeInstanceOf(ForeignKeyConstraintViolationException);
+    await h.run('node.delete', { id: nodeIds[1] });
+    expect(await linkCount('to_node_id = ?', [nodeIds[1]])).toBe(0);
+    expect(await linkCount('config_id = ?', [configId])).toBe(1);
   });
 
   // pg_dump's output, for one, loads rows with an empty search_path on PostgreSQL (SQLite

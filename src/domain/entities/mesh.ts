@@ -65,6 +65,8 @@ export const PeerLinkSchema = defineEntity({
     // No index of its own: the (from, to) unique index starts with it (the ORM would add
     // one on SQLite, and every mesh.generate row would pay for it).
     fromNode: () => p.manyToOne(NodeSchema).mapToPk().deleteRule('cascade').index(false),
+    // SQLite only: PostgreSQL finds the links to a node from its config's nodes instead
+    // (declarePeerLinkReferences in src/migrations/peer-link-references.ts).
     toNode: () => p.manyToOne(NodeSchema).mapToPk().deleteRule('cascade').index(),
     // No index: link.delete finds a pair through the (from, to) unique index.
     linkGroupId: p.uuid(),
