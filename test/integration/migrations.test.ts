@@ -236,6 +236,30 @@ describe.each(DIALECTS)('Migration20261202100000_peer_link_to_index on %s', (dia
     await conn.execute('delete from node where id = ?', [nodes[1]]);
     expect(await linksTo(nodes[1]!)).toBe(0);
 
+    if (dialect === 'postgresql') {
+      // A link made by hand to a node of another config, which the old checks let through:
+      // the migration refuses to run over it, and runs once it is gone.
+      const otherConfig = '01900000-0000-7000-8000-0000000000d5';
+      const otherNode = '01900000-0000-7000-8000-0000000000d6';
+      await conn.execute('insert into mesh_config (id, name, subnet, listen_port, dns, protocol, created_at, updated_at) values (?, ?, ?, ?, ?, ?, ?, ?)', [
+        otherConfig,
+        'to-index-other',
+        '10.3.0.0/24',
+        51820,
+        '[]',
+        'wireguard',
+        ts,
+        ts,
+      ]);
+      await conn.execute(
+        'insert into node (id, config_id, name, kind, address, public_key, created_at, updated_at) values (?, ?, ?, ?, ?, ?, ?, ?)',
+        [otherNode, otherConfig, 'other', 'static', '10.3.0.2', 'pk', ts, ts],
+      );
+      await oneWay(nodes[0]!, otherNode);
+      await expect(orm.migrator.up()).rejects.toThrow(/links node 01900000-0000-7000-8000-0000000000d6 of config 01900000-0000-7000-8000-0000000000d5/);
+      expect(await hasToIndex()).toBe(true);
+      await conn.execute('delete from peer_link where to_node_id = ?', [otherNode]);
+    }
     await orm.migrator.up();
     expect(await hasToIndex()).toBe(dialect === 'sqlite');
     await oneWay(nodes[0]!, nodes[2]!);
