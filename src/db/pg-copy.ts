@@ -62,12 +62,12 @@ export async function copyIn(client: PoolClient, sql: string, source: Iterable<s
 }
 
 /**
- * `COPY … FROM STDIN` written to batch by batch (text chunks ending at line ends), for a
+ * `COPY … FROM STDIN` written to batch by batch (text or bytes ending at line ends), for a
  * source that pushes: `write` resolves once the stream has room again, `end` with the rows
  * the server confirmed. `abort` cancels the COPY (the server rolls it back with the
  * transaction) and resolves once the stream is done with the connection.
  */
-export function copyInStream(client: PoolClient, sql: string): { write(text: string): Promise<void>; end(): Promise<number>; abort(err: unknown): Promise<void> } {
+export function copyInStream(client: PoolClient, sql: string): { write(text: string | Buffer): Promise<void>; end(): Promise<number>; abort(err: unknown): Promise<void> } {
   const sink = client.query(copyFrom(sql));
   let failure: unknown;
   sink.on('error', (err) => {

@@ -28,6 +28,11 @@ export function writeJsonPostgres<S extends SnapshotJsonSink>(em: Em, specs: rea
 
 async function copyTables<S extends SnapshotJsonSink>(em: Em, client: PoolClient, specs: readonly TableSpec[], sink: S): Promise<S> {
   await client.query(PG_COPY_TEXT_SESSION);
+  // Each table is read in key order. Without statistics (a table a restore just loaded, as
+  // no restore analyzes), the planner reads a large one with parallel workers that sort
+  // their shares on disk and merge them, instead of walking the primary key in order; one
+  // reader per export keeps it to the key's index, as it plans with statistics anyway.
+  await client.query('set local max_parallel_workers_per_gather = 0');
   for (const spec of specs) {
     sink.table(spec.table);
     if (rangeKey(spec)) {

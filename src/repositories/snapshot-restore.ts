@@ -9,7 +9,7 @@ import { copyInStream, dbError } from '../db/pg-copy.js';
 import { boundSql, quoteIdent, type SqlValue } from '../db/sql.js';
 import type { TransactionHandle } from '../db/unit-of-work.js';
 import { isPostgres } from '../migrations/dialect.js';
-import { rowsToCopyText } from '../snapshots/pg-copy-text.js';
+import { JsonRowsToCopy, rowsToCopyText } from '../snapshots/pg-copy-text.js';
 import type { ColumnSpec, SnapshotRow, SnapshotTables, TableSpec } from '../snapshots/tables.js';
 
 export type RestoreProgress = (done: number, total: number) => Promise<void>;
@@ -31,6 +31,12 @@ export interface RestoreLoader {
   /** The rows to come (for progress); called once, before the first batch. */
   total(rows: number): Promise<void>;
   rows(spec: TableSpec, rows: SnapshotRow[]): Promise<void>;
+  /**
+   * Where the loader can take rows as their JSON bytes (PostgreSQL: straight to COPY text,
+   * src/snapshots/pg-copy-text.ts JsonRowsToCopy), the same as rows() would make of them
+   * parsed; see RowSink.rowsJson for when a reader may hand rows over so.
+   */
+  rowsJson?(spec: TableSpec, rows: Buffer[]): Promise<void>;
 }
 
 /**
@@ -108,6 +114,10 @@ export async function replaceBusinessData(
           await copy.rows(spec, rows);
           await counted(spec, rows.length);
         },
+        rowsJson: async (spec, rows) => {
+          await copy.json(spec, rows);
+          await counted(spec, rows.length);
+        },
       });
       await copy.end();
     } catch (err) {
@@ -169,7 +179,7 @@ export async function replaceBusinessData(
  * with the stream's backpressure, so the server takes one batch while the next is decoded.
  */
 class PgTableCopy {
-  private current: { spec: TableSpec; sink: ReturnType<typeof copyInStream>; rows: number } | undefined;
+  private current: { spec: TableSpec; sink: ReturnType<typeof copyInStream>; rows: number; json?: JsonRowsToCopy } | undefined;
 
   constructor(
     private readonly em: Em,
@@ -177,15 +187,30 @@ class PgTableCopy {
   ) {}
 
   async rows(spec: TableSpec, rows: readonly SnapshotRow[]): Promise<void> {
+    const current = await this.open(spec);
+    await this.write(current, rowsToCopyText(spec, rows, 0, rows.length), rows.length);
+  }
+
+  /** Rows as their JSON bytes (RestoreLoader.rowsJson), converted to COPY text without objects. */
+  async json(spec: TableSpec, rows: readonly Buffer[]): Promise<void> {
+    const current = await this.open(spec);
+    current.json ??= new JsonRowsToCopy(spec);
+    await this.write(current, current.json.convert(rows), rows.length);
+  }
+
+  private async open(spec: TableSpec): Promise<NonNullable<PgTableCopy['current']>> {
     if (this.current?.spec !== spec) {
       await this.end();
       const sql = `copy ${quoteIdent(spec.table)} (${spec.columns.map((c) => quoteIdent(c.name)).join(', ')}) from stdin`;
       this.current = { spec, sink: copyInStream(this.client, sql), rows: 0 };
     }
-    const current = this.current;
-    current.rows += rows.length;
+    return this.current;
+  }
+
+  private async write(current: NonNullable<PgTableCopy['current']>, text: string | Buffer, rows: number): Promise<void> {
+    current.rows += rows;
     try {
-      await current.sink.write(rowsToCopyText(spec, rows, 0, rows.length));
+      await current.sink.write(text);
     } catch (err) {
       throw dbError(this.em, err);
     }

@@ -21,6 +21,12 @@ export interface PayloadEvents {
   /** A table opens (as an array); its rows follow. */
   tableStart(name: string): void;
   row(value: unknown): void;
+  /**
+   * A row's JSON bytes, before they are parsed: true if the caller took them as they are
+   * (then no row() follows for it), false to have them parsed and handed to row(). The
+   * bytes are one complete value; they stay valid (nothing writes over them).
+   */
+  rowBytes?(bytes: Buffer): boolean;
   tableEnd(name: string): void;
   /** A table whose value is not an array, parsed whole. */
   tableValue(name: string, value: unknown): void;
@@ -110,8 +116,13 @@ export class PayloadReader {
         const end = this.scan(this.value, buf, i);
         if (end < 0) return this.advance(n);
         i = end;
-        const value = this.parse(this.value);
+        const bytes = this.bytes(this.value);
         this.value.reset();
+        if (state === S.Elem && this.on.rowBytes?.(bytes)) {
+          this.state = S.ElemCommaOrEnd;
+          continue;
+        }
+        const value = this.parse(bytes);
         if (state === S.TopValue) {
           this.on.field(this.topKey, value);
           this.state = S.TopCommaOrEnd;
@@ -293,16 +304,16 @@ export class PayloadReader {
     return cap.parts.length === 1 ? cap.parts[0]! : Buffer.concat(cap.parts, cap.length);
   }
 
-  private parse(cap: Capture): unknown {
+  private parse(bytes: Buffer): unknown {
     try {
-      return JSON.parse(this.bytes(cap).toString('utf8'));
+      return JSON.parse(bytes.toString('utf8'));
     } catch (err) {
       return invalid('bad_json', `the snapshot contents are not valid JSON (${(err as Error).message})`);
     }
   }
 
   private text(cap: Capture, what: string): string {
-    const value = this.parse(cap);
+    const value = this.parse(this.bytes(cap));
     if (typeof value !== 'string') invalid('bad_json', `the snapshot contents are not valid JSON (expected ${what})`);
     return value;
   }

@@ -340,3 +340,272 @@ export function rowsToCopyText(spec: TableSpec, rows: readonly SnapshotRow[], at
   }
   return lines.length === 0 ? '' : `${lines.join('\n')}\n`;
 }
+
+const OPEN_BRACE = 0x7b;
+const CLOSE_BRACE = 0x7d;
+const OPEN_BRACKET = 0x5b;
+const CLOSE_BRACKET = 0x5d;
+const COMMA = 0x2c;
+const COLON = 0x3a;
+const MINUS = 0x2d;
+const ZERO = 0x30;
+const NINE = 0x39;
+const isJsonSpace = (c: number): boolean => c === 0x20 || c === NL || c === 0x0d || c === TAB;
+/** Digits an integer in a jsonb value may have for JSON.parse and back to give the same number. */
+const SAFE_DIGITS = 15;
+
+/**
+ * Snapshot rows as the file's JSON bytes (one object each) become COPY text lines directly,
+ * without a JS object or a string per row: the restore's way for rows it neither checks nor
+ * upgrades (src/snapshots/reader.ts), where parsing every row, then building its line as
+ * strings and encoding those, was most of the worker's CPU.
+ *
+ * The lines are exactly rowsToCopyText's for JSON.parse of the same bytes (duplicate keys:
+ * the last one counts; keys that are not columns are ignored; a missing column is NULL).
+ * A value is copied as it is where that gives the same text: a string without escapes
+ * (uuid, text, a canonical date-time: JSON forbids control characters in strings, so
+ * there is nothing for COPY to escape), an integer in plain digits, true/false, null. A
+ * jsonb value goes as its JSON text (COPY-escaped), which PostgreSQL reads to the same
+ * value as JSON.stringify's text, unless it has a number JSON.parse would change (a
+ * fraction, an exponent, -0, more than SAFE_DIGITS digits). Anything else (escapes, other
+ * date-time forms) is parsed alone and written by copyValue, as before.
+ *
+ * The bytes must be valid UTF-8 JSON (the caller checks UTF-8; the restore takes this path
+ * only for bytes the API's check parsed); anything else it cannot read throws.
+ */
+export class JsonRowsToCopy {
+  private readonly names: Buffer[];
+  private readonly starts: Int32Array;
+  private readonly ends: Int32Array;
+  private readonly escaped: Uint8Array;
+  private out: Buffer = EMPTY;
+  private at = 0;
+
+  constructor(readonly spec: TableSpec) {
+    this.names = spec.columns.map((c) => Buffer.from(c.name, 'utf8'));
+    const n = spec.columns.length;
+    this.starts = new Int32Array(n);
+    this.ends = new Int32Array(n);
+    this.escaped = new Uint8Array(n);
+  }
+
+  /** The rows as COPY text lines, in a buffer of their own. */
+  convert(rows: readonly Buffer[]): Buffer {
+    let bytes = 0;
+    for (const r of rows) bytes += r.length;
+    // Copied values only shrink; escapes and fallbacks grow the buffer as needed (ensure).
+    this.out = Buffer.allocUnsafe(bytes + rows.length * (this.names.length * 3 + 1) + 1024);
+    this.at = 0;
+    for (const r of rows) this.row(r);
+    const out = this.out.subarray(0, this.at);
+    this.out = EMPTY;
+    return out;
+  }
+
+  private ensure(n: number): void {
+    if (this.at + n <= this.out.length) return;
+    const bigger = Buffer.allocUnsafe(Math.max(this.out.length * 2, this.at + n + 1024));
+    this.out.copy(bigger, 0, 0, this.at);
+    this.out = bigger;
+  }
+
+  private fail(what: string): never {
+    throw new Error(`snapshot restore: a row of ${this.spec.table} is not the JSON it should be (${what})`);
+  }
+
+  private column(b: Buffer, from: number, to: number, hint: number): number {
+    const names = this.names;
+    const len = to - from;
+    for (let k = 0; k < names.length; k++) {
+      const c = (hint + k) % names.length;
+      const name = names[c]!;
+      if (name.length !== len) continue;
+      let i = 0;
+      while (i < len && name[i] === b[from + i]) i++;
+      if (i === len) return c;
+    }
+    return -1;
+  }
+
+  /** The end of the string whose opening quote is at `p`; sets `this.sawEscape` if it has one. */
+  private sawEscape = false;
+  private stringEnd(b: Buffer, p: number): number {
+    const n = b.length;
+    let e = p + 1;
+    let esc = false;
+    for (;;) {
+      if (e >= n) this.fail('unterminated string');
+      const c = b[e]!;
+      if (c === QUOTE) break;
+      if (c === BACKSLASH) {
+        esc = true;
+        e += 2;
+      } else {
+        if (c < 0x20) this.fail('a control character in a string');
+        e++;
+      }
+    }
+    this.sawEscape = esc;
+    return e + 1;
+  }
+
+  private row(b: Buffer): void {
+    const n = b.length;
+    const starts = this.starts;
+    starts.fill(-1);
+    let p = 0;
+    while (p < n && isJsonSpace(b[p]!)) p++;
+    if (b[p] !== OPEN_BRACE) this.fail('not an object');
+    p++;
+    let hint = 0;
+    for (;;) {
+      while (p < n && isJsonSpace(b[p]!)) p++;
+      if (b[p] === CLOSE_BRACE) break;
+      if (b[p] !== QUOTE) this.fail('expected a key');
+      const keyEnd = this.stringEnd(b, p);
+      const col = this.sawEscape ? this.spec.columns.findIndex((c) => c.name === (JSON.parse(b.toString('utf8', p, keyEnd)) as string)) : this.column(b, p + 1, keyEnd - 1, hint);
+      p = keyEnd;
+      while (p < n && isJsonSpace(b[p]!)) p++;
+      if (b[p] !== COLON) this.fail('expected ":"');
+      p++;
+      while (p < n && isJsonSpace(b[p]!)) p++;
+      const vs = p;
+      const c = b[p];
+      let esc = false;
+      if (c === QUOTE) {
+        p = this.stringEnd(b, p);
+        esc = this.sawEscape;
+      } else if (c === OPEN_BRACE || c === OPEN_BRACKET) {
+        let depth = 0;
+        for (;;) {
+          if (p >= n) this.fail('unterminated value');
+          const d = b[p]!;
+          if (d === QUOTE) {
+            p = this.stringEnd(b, p);
+            continue;
+          }
+          if (d === OPEN_BRACE || d === OPEN_BRACKET) depth++;
+          else if (d === CLOSE_BRACE || d === CLOSE_BRACKET) depth--;
+          p++;
+          if (depth === 0) break;
+        }
+      } else {
+        while (p < n) {
+          const d = b[p]!;
+          if (d === COMMA || d === CLOSE_BRACE || isJsonSpace(d)) break;
+          p++;
+        }
+        if (p === vs) this.fail('expected a value');
+      }
+      if (col >= 0) {
+        starts[col] = vs;
+        this.ends[col] = p;
+        this.escaped[col] = esc ? 1 : 0;
+        hint = col + 1;
+      }
+      while (p < n && isJsonSpace(b[p]!)) p++;
+      if (b[p] === COMMA) {
+        p++;
+        continue;
+      }
+      if (b[p] === CLOSE_BRACE) break;
+      this.fail('expected "," or "}"');
+    }
+    const columns = this.spec.columns;
+    for (let c = 0; c < columns.length; c++) {
+      this.ensure(2);
+      if (c > 0) this.out[this.at++] = TAB;
+      this.value(columns[c]!, b, starts[c]!, this.ends[c]!, this.escaped[c] === 1);
+    }
+    this.ensure(1);
+    this.out[this.at++] = NL;
+  }
+
+  private copy(b: Buffer, from: number, to: number): void {
+    this.ensure(to - from);
+    this.at += b.copy(this.out, this.at, from, to);
+  }
+
+  private value(col: ColumnSpec, b: Buffer, vs: number, ve: number, escaped: boolean): void {
+    const first = vs < 0 ? 0 : b[vs]!;
+    if (vs < 0 || (first === 0x6e && ve - vs === 4)) {
+      // missing, or null
+      this.ensure(2);
+      this.out[this.at++] = BACKSLASH;
+      this.out[this.at++] = N;
+      return;
+    }
+    switch (col.kind) {
+      case 'uuid':
+      case 'string':
+      case 'text':
+        if (first === QUOTE && !escaped) return this.copy(b, vs + 1, ve - 1);
+        break;
+      case 'datetime':
+        if (first === QUOTE && !escaped && ve - vs === 26 && b[ve - 2] === 0x5a) return this.copy(b, vs + 1, ve - 1);
+        break;
+      case 'integer':
+        if (plainInteger(b, vs, ve)) return this.copy(b, vs, ve);
+        break;
+      case 'boolean':
+        if (first === 0x74 && ve - vs === 4) return this.copy(TRUE_T, 0, 1);
+        if (first === 0x66 && ve - vs === 5) return this.copy(FALSE_F, 0, 1);
+        break;
+      case 'json':
+        if (this.jsonText(b, vs, ve)) return;
+        break;
+    }
+    const text = copyValue(col, JSON.parse(b.toString('utf8', vs, ve)));
+    this.ensure(Buffer.byteLength(text, 'utf8'));
+    this.at += this.out.write(text, this.at, 'utf8');
+  }
+
+  /** A jsonb value's JSON text, COPY-escaped, unless a number in it would not read back the same through JSON.parse. */
+  private jsonText(b: Buffer, vs: number, ve: number): boolean {
+    let digits = 0;
+    for (let p = vs; p < ve; p++) {
+      const c = b[p]!;
+      if (c === QUOTE) {
+        p = this.stringEnd(b, p) - 1;
+        digits = 0;
+        continue;
+      }
+      if (c >= ZERO && c <= NINE) {
+        if (++digits > SAFE_DIGITS) return false;
+        continue;
+      }
+      if (digits > 0 && (c === 0x2e || c === 0x65 || c === 0x45)) return false; // . e E
+      if (c === MINUS && b[p + 1] === ZERO && !(b[p + 2]! >= ZERO && b[p + 2]! <= NINE)) return false; // -0
+      digits = 0;
+    }
+    this.ensure(2 * (ve - vs));
+    const out = this.out;
+    let o = this.at;
+    for (let p = vs; p < ve; p++) {
+      const c = b[p]!;
+      if (c === BACKSLASH) {
+        out[o++] = BACKSLASH;
+        out[o++] = BACKSLASH;
+      } else if (c === TAB || c === NL || c === 0x0d) {
+        out[o++] = BACKSLASH;
+        out[o++] = c === TAB ? 0x74 : c === NL ? 0x6e : 0x72;
+      } else out[o++] = c;
+    }
+    this.at = o;
+    return true;
+  }
+}
+
+const TRUE_T = Buffer.from('t');
+const FALSE_F = Buffer.from('f');
+
+/** `0` or `-?[1-9][0-9]*` of at most ten digits: what String(JSON.parse(it)) writes back unchanged. */
+function plainInteger(b: Buffer, vs: number, ve: number): boolean {
+  let p = vs;
+  if (b[p] === MINUS) p++;
+  const digits = ve - p;
+  if (digits < 1 || digits > 10) return false;
+  if (b[p] === ZERO) return digits === 1 && p === vs;
+  for (; p < ve; p++) if (b[p]! < ZERO || b[p]! > NINE) return false;
+  return true;
+}

@@ -22,6 +22,7 @@
  * Event loops: decryption runs in slices with a yield to the loop after each megabyte,
  * inflation on libuv's thread pool, parsing and checks a chunk (64 KiB of JSON) at a time.
  */
+import { isUtf8 } from 'node:buffer';
 import { once } from 'node:events';
 import { createDecipheriv, type DecipherGCM } from 'node:crypto';
 import { createGunzip } from 'node:zlib';
@@ -42,6 +43,13 @@ export interface RowSink {
   begin?(meta: SnapshotEnvelope, upgradedThrough: readonly string[]): Promise<void> | void;
   /** A batch of one table's rows, at the current schema; tables come parents first. */
   rows?(spec: TableSpec, rows: SnapshotRow[]): Promise<void> | void;
+  /**
+   * A batch of one table's rows as their JSON bytes (each one object, valid UTF-8), in
+   * place of rows(), for a sink that writes them without JS objects: given only rows the
+   * reader would hand over unchanged and unchecked (no validation, no upgrade step for
+   * their table), so that what they become is what JSON.parse would make of them.
+   */
+  rowsJson?(spec: TableSpec, rows: Buffer[]): Promise<void> | void;
 }
 
 export interface StreamOptions {
@@ -257,7 +265,9 @@ class PayloadConsumer implements PayloadEvents {
   private readonly seen = new Map<string, number>();
   private readonly unknown: string[] = [];
   private batch: SnapshotRow[] = [];
-  private ready: { spec: TableSpec; rows: SnapshotRow[] }[] = [];
+  /** Rows as their bytes (RowSink.rowsJson): a table's rows go one way or the other, batch by batch, in order. */
+  private jsonBatch: Buffer[] = [];
+  private ready: ({ spec: TableSpec; rows: SnapshotRow[] } | { spec: TableSpec; json: Buffer[] })[] = [];
   private readonly validator: SnapshotValidator | undefined;
   private ended = false;
 
@@ -302,10 +312,28 @@ class PayloadConsumer implements PayloadEvents {
     this.current = { name, spec, steps: this.plan!.rowSteps.get(name), index: 0 };
   }
 
+  /**
+   * Rows that would go to the sink unchanged and unchecked go as their bytes when the sink
+   * takes them so. An object's bytes start with its brace (the reader's capture starts at
+   * the value); bytes that are not valid UTF-8 are parsed as before, which reads them with
+   * replacement characters.
+   */
+  rowBytes(bytes: Buffer): boolean {
+    const t = this.current!;
+    if (!t.spec || this.validator || !this.opts.sink?.rowsJson || (t.steps !== undefined && t.steps.length > 0)) return false;
+    if (bytes[0] !== 0x7b || !isUtf8(bytes)) return false;
+    t.index++;
+    if (this.batch.length > 0) this.cut(t.spec);
+    this.jsonBatch.push(bytes);
+    if (this.jsonBatch.length >= BATCH_ROWS) this.cutJson(t.spec);
+    return true;
+  }
+
   row(value: unknown): void {
     const t = this.current!;
     const index = t.index++;
     if (!t.spec) return;
+    if (this.jsonBatch.length > 0) this.cutJson(t.spec);
     if (!isPlainObject(value)) invalid('bad_payload', `invalid snapshot payload: tables.${t.name}.${index}: expected an object, got ${Array.isArray(value) ? 'an array' : value === null ? 'null' : typeof value}`);
     const row = upgradeRow(t.steps, value);
     const v = this.validator;
@@ -321,7 +349,10 @@ class PayloadConsumer implements PayloadEvents {
   tableEnd(name: string): void {
     const t = this.current!;
     this.seen.set(name, t.index);
-    if (t.spec) this.cut(t.spec);
+    if (t.spec) {
+      this.cutJson(t.spec);
+      this.cut(t.spec);
+    }
     this.current = undefined;
   }
 
@@ -333,6 +364,12 @@ class PayloadConsumer implements PayloadEvents {
     // `tables` that is not an object: the schema says what is wrong.
     const checked = fullPayloadSchema.safeParse({ ...this.fields, tables: value });
     return invalid('bad_payload', checked.success ? 'invalid snapshot payload: tables: expected an object' : describePayloadIssues(checked.error));
+  }
+
+  private cutJson(spec: TableSpec): void {
+    if (this.jsonBatch.length === 0) return;
+    this.ready.push({ spec, json: this.jsonBatch });
+    this.jsonBatch = [];
   }
 
   private cut(spec: TableSpec): void {
@@ -350,7 +387,7 @@ class PayloadConsumer implements PayloadEvents {
     }
     const ready = this.ready;
     this.ready = [];
-    for (const { spec, rows } of ready) await sink?.rows?.(spec, rows);
+    for (const r of ready) await ('json' in r ? sink?.rowsJson?.(r.spec, r.json) : sink?.rows?.(r.spec, r.rows));
   }
 
   /** The text ended: the whole-file checks, in the order a whole-file read made them. */

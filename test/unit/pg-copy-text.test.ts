@@ -5,8 +5,8 @@
  * database; this covers the cuts and the forms a database rarely produces).
  */
 import { describe, expect, it } from 'vitest';
-import { CopyTextToJson } from '../../src/snapshots/pg-copy-text.js';
-import type { ColumnKind, TableSpec } from '../../src/snapshots/tables.js';
+import { CopyTextToJson, JsonRowsToCopy, rowsToCopyText } from '../../src/snapshots/pg-copy-text.js';
+import type { ColumnKind, SnapshotRow, TableSpec } from '../../src/snapshots/tables.js';
 
 const column = (name: string, kind: ColumnKind) => ({ name, property: name, kind, nullable: true });
 const SPEC: TableSpec = {
@@ -79,5 +79,48 @@ describe('COPY text to snapshot JSON', () => {
       expect(() => convert(Buffer.from(`${ID}\t${at}\t1\tt\tx\t1\n`), [])).toThrow(/date-time the snapshot cannot carry/);
     }
     expect(() => convert(Buffer.from(`${ID}\t2026-01-02 03:04:05+00\t1\tt`), [])).toThrow(/ends inside a row/);
+  });
+});
+
+describe('snapshot JSON rows to COPY text (the restore of rows the API checked)', () => {
+  const toCopy = (rows: string[]) => new JsonRowsToCopy(SPEC).convert(rows.map((r) => Buffer.from(r, 'utf8'))).toString('utf8');
+  const viaObjects = (rows: string[]) => rowsToCopyText(SPEC, rows.map((r) => JSON.parse(r) as SnapshotRow), 0, rows.length);
+  /** A COPY text field back to its text (the escapes undone). */
+  const field = (f: string) => f.replace(/\\(.)/g, (_m, c: string) => ({ t: '\t', n: '\n', r: '\r', b: '\b', f: '\f', v: '\v' })[c] ?? c);
+  /** Lines with each JSON column's value parsed: what a jsonb column holds of it. */
+  const values = (text: string) =>
+    text.split('\n').map((line) => line.split('\t').map((f, i) => (SPEC.columns[i]?.kind === 'json' && f !== '\\N' ? (JSON.parse(field(f)) as unknown) : f)));
+
+  const canonical = CASES.map(([, row]) => JSON.stringify(row));
+  const other = [
+    // keys in another order, whitespace everywhere, a key that is no column, one missing
+    ` {\n\t"doc" : {"k": [1, -2, 0, true, null, "\\u00e9\\n\\"\\\\"]} ,\r\n "name":"x", "unknown": {"a": [1, {"b": "}"}]}, "id": "${ID}", "n": 5, "ok": false } `,
+    // escaped keys and values, duplicates (the last counts)
+    `{"i\\u0064":"${ID}","n":1,"n":2,"name":"tab\\there \\\\ \\"q\\" \\u00e9 \\ud83d\\ude80 \\/","at":"2026-01-02T03:04:05.678Z","doc":null,"ok":true,"ok":null}`,
+    // values JSON.parse rewrites: a date-time with a zone, integers written 1.0 / 1e1 / -0,
+    // jsonb numbers with fractions, exponents, -0 and more digits than a double keeps
+    `{"id":"${ID}","at":"2026-01-02T05:04:05+02:00","n":1.0,"ok":true,"name":"","doc":{"a":1.50,"b":1e2,"c":-0,"d":12345678901234567890}}`,
+    `{"id":"${ID}","at":"2026-01-02T03:04:05.6Z","n":1e1,"name":"🛰️","doc":[-0.0]}`,
+    `{"id":"${ID}","n":-0,"doc":"just \\\\ text\\t"}`,
+    '{}',
+  ];
+
+  it('writes what rowsToCopyText writes for the parsed rows, jsonb values as the same values', () => {
+    expect(toCopy(canonical)).toBe(viaObjects(canonical));
+    for (const row of other) expect(values(toCopy([row]))).toStrictEqual(values(viaObjects([row])));
+    expect(values(toCopy(other))).toStrictEqual(values(viaObjects(other)));
+  });
+
+  it('keeps a jsonb value as its text only where JSON.parse would not change a number in it', () => {
+    const [kept] = toCopy([other[0]!]).split('\n');
+    expect(kept!.split('\t')[5]).toBe('{"k": [1, -2, 0, true, null, "\\\\u00e9\\\\n\\\\"\\\\\\\\"]}');
+    const [parsed] = toCopy([other[2]!]).split('\n');
+    expect(parsed!.split('\t')[5]).toBe('{"a":1.5,"b":100,"c":0,"d":12345678901234567000}');
+  });
+
+  it('refuses bytes that are not a JSON object', () => {
+    for (const bad of ['[1]', `{"id":"${ID}`, `{"id" "${ID}"}`, `{"name":"a\tb"}`, `{"id":"${ID}" "n":1}`, `{"n":}`]) {
+      expect(() => toCopy([bad]), bad).toThrow(/is not the JSON it should be/);
+    }
   });
 });

@@ -120,6 +120,7 @@ export async function restoreSnapshot(data: SnapshotRestore, ctx: JobContext): P
       streamed = await restoreStaged(() => ctx.repos.snapshots.archiveBytes(staged), staged.sealedKey, serverKey, specs, {
         begin: (meta) => load.total(Object.entries(meta.counts).reduce((n, [t, c]) => n + (specNames.has(t) ? c : 0), 0)),
         rows: (spec, batch) => load.rows(spec, batch),
+        ...(load.rowsJson ? { rowsJson: load.rowsJson } : {}),
       });
     },
     async (done, total) => {
