@@ -71,6 +71,14 @@ const checkValues = (values: string, column: string, target: string, constraint:
   ${missingKey(column, target, constraint)}`;
 
 /**
+ * Versions 2 and 3, from the distinct values in `configs`, `froms` and `tos`: the locks
+ * (config rows, then node rows, each in id order) and the config check.
+ */
+const LOCK_AND_CHECK_CONFIGS = `perform 1 from "mesh_config" c where c."id" = any(configs) order by c."id" for key share;
+  perform 1 from "node" n where n."id" = any(froms) or n."id" = any(tos) order by n."id" for key share;
+  ${checkValues('configs', 'config_id', 'mesh_config', 'peer_link_config_id_foreign')}`;
+
+/**
  * Version 3's node rule for one column, from its distinct (config, node) pairs: the first
  * node that is missing, or belongs to another config than its row's, fails the statement.
  */
@@ -122,9 +130,7 @@ declare
   froms uuid[] := array(select distinct "from_node_id" from new_links);
   tos uuid[] := array(select distinct "to_node_id" from new_links);
 begin
-  perform 1 from "mesh_config" c where c."id" = any(configs) order by c."id" for key share;
-  perform 1 from "node" n where n."id" = any(froms) or n."id" = any(tos) order by n."id" for key share;
-  ${checkValues('configs', 'config_id', 'mesh_config', 'peer_link_config_id_foreign')}
+  ${LOCK_AND_CHECK_CONFIGS}
   ${checkValues('froms', 'from_node_id', 'node', 'peer_link_from_node_id_foreign')}
   ${checkValues('tos', 'to_node_id', 'node', 'peer_link_to_node_id_foreign')}
   return null;
@@ -147,9 +153,7 @@ begin
   select coalesce(array_agg(p."to_node_id"), '{}'), coalesce(array_agg(p."config_id"), '{}') into tos, to_configs
     from (select distinct "config_id", "to_node_id" from new_links) p;
   configs := array(select distinct c from unnest(from_configs) c);
-  perform 1 from "mesh_config" c where c."id" = any(configs) order by c."id" for key share;
-  perform 1 from "node" n where n."id" = any(froms) or n."id" = any(tos) order by n."id" for key share;
-  ${checkValues('configs', 'config_id', 'mesh_config', 'peer_link_config_id_foreign')}
+  ${LOCK_AND_CHECK_CONFIGS}
   ${checkNodesOfConfig('froms', 'from_configs', 'from_node_id', 'peer_link_from_node_id_foreign')}
   ${checkNodesOfConfig('tos', 'to_configs', 'to_node_id', 'peer_link_to_node_id_foreign')}
   return null;
