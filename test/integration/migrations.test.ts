@@ -106,13 +106,12 @@ describe.each(DIALECTS)('data written at the first migration on %s', (dialect) =
 
 const parseJson = (v: unknown) => (typeof v === 'string' ? JSON.parse(v) : v);
 
-describe.each(DIALECTS)('Migration20261201183700_peer_link_check_pass on %s', (dialect) => {
-  const NAME = 'Migration20261201183700_peer_link_check_pass';
+/** A database of its own, migrated to the latest schema, for one describe block. */
+function migratedDatabase(dialect: (typeof DIALECTS)[number], name: string): { orm: () => Orm } {
   let db: TestDatabase;
   let orm: Orm;
-
   beforeAll(async () => {
-    db = await createTestDatabase(dialect, 'migrations_checks');
+    db = await createTestDatabase(dialect, name);
     orm = await connectOrm(db.config());
     await migrateUnderLock(orm, db.config());
   });
@@ -120,36 +119,70 @@ describe.each(DIALECTS)('Migration20261201183700_peer_link_check_pass on %s', (d
     await orm?.close(true);
     await db?.drop();
   });
+  return { orm: () => orm };
+}
+
+/** Rows written by raw statements (as the schema of any version takes them), links with ids of their own. */
+function rawRows(orm: Orm, dialect: (typeof DIALECTS)[number]) {
+  const conn = orm.em.getConnection();
+  const ts = dialect === 'sqlite' ? Date.now() : new Date().toISOString();
+  let serial = 0;
+  return {
+    config: (id: string, name: string, subnet: string) =>
+      conn.execute('insert into mesh_config (id, name, subnet, listen_port, dns, protocol, created_at, updated_at) values (?, ?, ?, ?, ?, ?, ?, ?)', [
+        id,
+        name,
+        subnet,
+        51820,
+        '[]',
+        'wireguard',
+        ts,
+        ts,
+      ]),
+    node: (id: string, configId: string, name: string, address: string) =>
+      conn.execute('insert into node (id, config_id, name, kind, address, public_key, created_at, updated_at) values (?, ?, ?, ?, ?, ?, ?, ?)', [
+        id,
+        configId,
+        name,
+        'static',
+        address,
+        'pk',
+        ts,
+        ts,
+      ]),
+    /** One direction only, as a raw statement may write it. */
+    link: (configId: string, from: string, to: string) =>
+      conn.execute(
+        `insert into peer_link (id, config_id, from_node_id, to_node_id, link_group_id, allowed_ips, persistent_keepalive) values (?, ?, ?, ?, ?, '[]', null)`,
+        [`01900000-0000-7000-8000-0000000001${(serial++).toString(16).padStart(2, '0')}`, configId, from, to, '01900000-0000-7000-8000-0000000000ff'],
+      ),
+  };
+}
+
+/** Migrates down to the migration before `name`. */
+async function downBefore(orm: Orm, name: string): Promise<number> {
+  const index = MIGRATIONS.findIndex((m) => m.name === name);
+  await orm.migrator.down({ to: MIGRATIONS[index - 1]!.name });
+  return index;
+}
+
+describe.each(DIALECTS)('Migration20261201183700_peer_link_check_pass on %s', (dialect) => {
+  const NAME = 'Migration20261201183700_peer_link_check_pass';
+  const migrated = migratedDatabase(dialect, 'migrations_checks');
 
   it('goes down and up again, and links to a missing node are refused at either version', async () => {
+    const orm = migrated.orm();
     const conn = orm.em.getConnection();
+    const rows = rawRows(orm, dialect);
     const [configId, a, b] = ['01900000-0000-7000-8000-0000000000c1', '01900000-0000-7000-8000-0000000000c2', '01900000-0000-7000-8000-0000000000c3'];
-    const ts = dialect === 'sqlite' ? Date.now() : new Date().toISOString();
-    await conn.execute('insert into mesh_config (id, name, subnet, listen_port, dns, protocol, created_at, updated_at) values (?, ?, ?, ?, ?, ?, ?, ?)', [
-      configId,
-      'checks',
-      '10.1.0.0/24',
-      51820,
-      '[]',
-      'wireguard',
-      ts,
-      ts,
-    ]);
+    await rows.config(configId, 'checks', '10.1.0.0/24');
     for (const [id, address] of [
       [a, '10.1.0.2'],
       [b, '10.1.0.3'],
     ] as const) {
-      await conn.execute(
-        'insert into node (id, config_id, name, kind, address, public_key, created_at, updated_at) values (?, ?, ?, ?, ?, ?, ?, ?)',
-        [id, configId, `n${address}`, 'static', address, 'pk', ts, ts],
-      );
+      await rows.node(id, configId, `n${address}`, address);
     }
-    let serial = 0;
-    const link = (from: string, to: string) =>
-      conn.execute(
-        `insert into peer_link (id, config_id, from_node_id, to_node_id, link_group_id, allowed_ips, persistent_keepalive) values (?, ?, ?, ?, ?, '[]', null)`,
-        [`01900000-0000-7000-8000-0000000001${(serial++).toString(16).padStart(2, '0')}`, configId, from, to, '01900000-0000-7000-8000-0000000000ff'],
-      );
+    const link = (from: string, to: string) => rows.link(configId, from, to);
     const refused = async (from: string, to: string) =>
       link(from, to).then(
         () => undefined,
@@ -162,8 +195,7 @@ describe.each(DIALECTS)('Migration20261201183700_peer_link_check_pass on %s', (d
     const missing = '01900000-0000-7000-8000-0000000000ee';
     const links = async () => Number((await conn.execute('select count(*) as n from peer_link'))[0]!.n);
 
-    const index = MIGRATIONS.findIndex((m) => m.name === NAME);
-    await orm.migrator.down({ to: MIGRATIONS[index - 1]!.name });
+    const index = await downBefore(orm, NAME);
     expect((await orm.migrator.getExecuted()).map((m) => m.name)).toEqual(MIGRATIONS.slice(0, index).map((m) => m.name));
     if (dialect === 'postgresql') expect(await checkBody()).toContain('union');
     expect(await refused(a, missing)).toBeInstanceOf(ForeignKeyConstraintViolationException);
@@ -183,54 +215,24 @@ describe.each(DIALECTS)('Migration20261201183700_peer_link_check_pass on %s', (d
 
 describe.each(DIALECTS)('Migration20261202100000_peer_link_to_index on %s', (dialect) => {
   const NAME = 'Migration20261202100000_peer_link_to_index';
-  let db: TestDatabase;
-  let orm: Orm;
-
-  beforeAll(async () => {
-    db = await createTestDatabase(dialect, 'migrations_to_index');
-    orm = await connectOrm(db.config());
-    await migrateUnderLock(orm, db.config());
-  });
-  afterAll(async () => {
-    await orm?.close(true);
-    await db?.drop();
-  });
+  const migrated = migratedDatabase(dialect, 'migrations_to_index');
 
   it('drops the to_node_id index on PostgreSQL only, and a node delete takes one-way links to it at either version', async () => {
+    const orm = migrated.orm();
     const conn = orm.em.getConnection();
-    const ts = dialect === 'sqlite' ? Date.now() : new Date().toISOString();
+    const rows = rawRows(orm, dialect);
     const configId = '01900000-0000-7000-8000-0000000000d1';
     const nodes = ['01900000-0000-7000-8000-0000000000d2', '01900000-0000-7000-8000-0000000000d3', '01900000-0000-7000-8000-0000000000d4'];
-    await conn.execute('insert into mesh_config (id, name, subnet, listen_port, dns, protocol, created_at, updated_at) values (?, ?, ?, ?, ?, ?, ?, ?)', [
-      configId,
-      'to-index',
-      '10.2.0.0/24',
-      51820,
-      '[]',
-      'wireguard',
-      ts,
-      ts,
-    ]);
-    for (const [i, id] of nodes.entries()) {
-      await conn.execute(
-        'insert into node (id, config_id, name, kind, address, public_key, created_at, updated_at) values (?, ?, ?, ?, ?, ?, ?, ?)',
-        [id, configId, `n${i}`, 'static', `10.2.0.${i + 2}`, 'pk', ts, ts],
-      );
-    }
-    let serial = 0;
-    const oneWay = (from: string, to: string) =>
-      conn.execute(
-        `insert into peer_link (id, config_id, from_node_id, to_node_id, link_group_id, allowed_ips, persistent_keepalive) values (?, ?, ?, ?, ?, '[]', null)`,
-        [`01900000-0000-7000-8000-0000000002${(serial++).toString(16).padStart(2, '0')}`, configId, from, to, '01900000-0000-7000-8000-0000000000fe'],
-      );
+    await rows.config(configId, 'to-index', '10.2.0.0/24');
+    for (const [i, id] of nodes.entries()) await rows.node(id, configId, `n${i}`, `10.2.0.${i + 2}`);
+    const oneWay = (from: string, to: string) => rows.link(configId, from, to);
     const linksTo = async (id: string) => Number((await conn.execute('select count(*) as n from peer_link where to_node_id = ?', [id]))[0]!.n);
     const hasToIndex = async () =>
       dialect === 'postgresql'
         ? (await conn.execute("select 1 from pg_indexes where indexname = 'peer_link_to_node_id_index'")).length === 1
         : (await conn.execute("select 1 from sqlite_master where name = 'peer_link_to_node_id_index'")).length === 1;
 
-    const index = MIGRATIONS.findIndex((m) => m.name === NAME);
-    await orm.migrator.down({ to: MIGRATIONS[index - 1]!.name });
+    await downBefore(orm, NAME);
     expect(await hasToIndex()).toBe(true);
     await oneWay(nodes[0]!, nodes[1]!);
     await conn.execute('delete from node where id = ?', [nodes[1]]);
@@ -241,20 +243,8 @@ describe.each(DIALECTS)('Migration20261202100000_peer_link_to_index on %s', (dia
       // the migration refuses to run over it, and runs once it is gone.
       const otherConfig = '01900000-0000-7000-8000-0000000000d5';
       const otherNode = '01900000-0000-7000-8000-0000000000d6';
-      await conn.execute('insert into mesh_config (id, name, subnet, listen_port, dns, protocol, created_at, updated_at) values (?, ?, ?, ?, ?, ?, ?, ?)', [
-        otherConfig,
-        'to-index-other',
-        '10.3.0.0/24',
-        51820,
-        '[]',
-        'wireguard',
-        ts,
-        ts,
-      ]);
-      await conn.execute(
-        'insert into node (id, config_id, name, kind, address, public_key, created_at, updated_at) values (?, ?, ?, ?, ?, ?, ?, ?)',
-        [otherNode, otherConfig, 'other', 'static', '10.3.0.2', 'pk', ts, ts],
-      );
+      await rows.config(otherConfig, 'to-index-other', '10.3.0.0/24');
+      await rows.node(otherNode, otherConfig, 'other', '10.3.0.2');
       await oneWay(nodes[0]!, otherNode);
       await expect(orm.migrator.up()).rejects.toThrow(/links node 01900000-0000-7000-8000-0000000000d6 of config 01900000-0000-7000-8000-0000000000d5/);
       expect(await hasToIndex()).toBe(true);
