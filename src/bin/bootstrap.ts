@@ -6,7 +6,7 @@
 import { createServer } from 'node:net';
 import type { DestinationStream } from 'pino';
 import { ConfigError, describeRedis, loadConfig, loadDotEnv, redactUrl, type Config } from '../config.js';
-import { apiPageCache, connectOrm } from '../db/orm.js';
+import { connectOrm } from '../db/orm.js';
 import { migrateUnderLock } from '../db/migrate.js';
 import { UnitOfWork } from '../db/unit-of-work.js';
 import { createLogger, type Logger } from '../logger.js';
@@ -48,8 +48,6 @@ export async function bootstrap(
   try {
     const migration = await migrateUnderLock(orm, cfg);
     if (migration.applied.length > 0) log.info({ applied: migration.applied }, 'migrations applied');
-    // `api`, and `both`'s main thread (its jobs run in a worker thread), run no job.
-    if (cfg.dialect === 'sqlite' && (role === 'api' || role === 'both')) await apiPageCache(orm);
     await checkRedis(cfg);
   } catch (err) {
     await orm.close(true);

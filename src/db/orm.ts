@@ -29,10 +29,10 @@ export type Em = EntityManager;
  */
 const SQLITE_BUSY_TIMEOUT_MS = 5_000;
 
-/** SQLite's page cache per connection, KiB (see applySqlitePragmas). */
-const SQLITE_CACHE_KIB = 64 * 1024;
-/** The page cache of a connection that runs no job (apiPageCache): SQLite's own default, KiB. */
-const SQLITE_API_CACHE_KIB = 2000;
+/** SQLite's page cache per connection, KiB: SQLite's own default (see applySqlitePragmas). */
+const SQLITE_CACHE_KIB = 2000;
+/** The page cache of a transaction that asks for a large one (sqliteLargePageCache), KiB. */
+const SQLITE_LARGE_CACHE_KIB = 64 * 1024;
 
 /** Longest wait for a new PostgreSQL connection (or a free one from the pool) once started. */
 const POOL_CONNECT_TIMEOUT_CAP_MS = 10_000;
@@ -199,26 +199,27 @@ async function applySqlitePragmas(orm: Orm): Promise<void> {
   // WAL + NORMAL: a commit is durable once the WAL is checkpointed; a power cut may lose
   // the last transactions but never corrupts the file. FULL would fsync every job.
   db.pragma('synchronous = NORMAL');
-  // A cap, not an allocation (pages are cached as they are read or written). At SQLite's
-  // default of 2 MiB the pages a large write keeps returning to do not fit: mesh.generate
-  // inserts each row's to_node_id at one of n places in its index, so a full mesh evicts
-  // and re-reads (and spills to the WAL) those leaf pages all along, about twice the work
-  // of a run that keeps them (docs/benchmarks.md).
+  // SQLite's default, set explicitly: the page cache is a cap, not an allocation, but
+  // pages a large transaction cached stay allocated (and the process's memory with them)
+  // until the cap is lowered; so only the transaction that needs more raises it, for its
+  // own duration (sqliteLargePageCache).
   db.pragma(`cache_size = ${-SQLITE_CACHE_KIB}`);
   cachePreparedStatements(db);
 }
 
 /**
- * A connection that runs no job (the API's; in `npm start` the jobs have the worker
- * thread's connection) keeps SQLite's default page cache once migrations are done: it
- * reads a page of rows at a time and writes a staged upload once, and the large cache
- * would only keep that upload's pages in memory.
+ * Statements that raise this connection's page cache to SQLITE_LARGE_CACHE_KIB for one
+ * transaction and lower it again (handing the cached pages back to malloc) once the
+ * transaction ended, committed or not. For a write that keeps returning to more pages than
+ * the default holds: a mesh.generate adding rows to a config that already has links
+ * enters each row into peer_link's to_node_id index at one of n places, and at the
+ * default those leaf pages are evicted and re-read (and spilled to the WAL) all along.
+ * Anything else runs faster or as fast at the default (docs/benchmarks.md).
  */
-export async function apiPageCache(orm: Orm): Promise<void> {
-  const db = await sqliteNative(orm);
-  db.pragma(`cache_size = ${-SQLITE_API_CACHE_KIB}`);
-  db.pragma('shrink_memory');
-}
+export const sqliteLargePageCache = {
+  raise: `pragma cache_size = ${-SQLITE_LARGE_CACHE_KIB}`,
+  lower: `pragma cache_size = ${-SQLITE_CACHE_KIB}; pragma shrink_memory`,
+} as const;
 
 /**
  * Retries of a BEGIN IMMEDIATE that found the write lock taken: short at first (most

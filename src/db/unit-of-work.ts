@@ -50,7 +50,7 @@ import type Database from 'better-sqlite3';
 import type { Logger } from 'pino';
 import { DeferredCheckpoints } from './sqlite-checkpoint.js';
 import { checkSqliteForeignKeys } from './sqlite-foreign-keys.js';
-import { sqliteBeginImmediate, sqliteNative, type Em, type Orm } from './orm.js';
+import { sqliteBeginImmediate, sqliteLargePageCache, sqliteNative, type Em, type Orm } from './orm.js';
 import { pgPool, TransactionClient } from './pg-client.js';
 import { BoundSql, type SqlStatement } from './sql.js';
 
@@ -119,6 +119,12 @@ export interface TransactionHandle {
    * (src/db/sqlite-checkpoint.ts) instead of running it inside the commit. PostgreSQL: nothing.
    */
   checkpointAfterCommit(): void;
+  /**
+   * SQLite: this transaction's writes keep returning to more pages than the default page
+   * cache holds; the connection's cache is raised until the transaction ends
+   * (sqliteLargePageCache). PostgreSQL: nothing.
+   */
+  largePageCache(): void;
 }
 
 /** How a transaction's own statements are sent, per dialect. */
@@ -128,6 +134,8 @@ interface TransactionControl {
   rollback(): Promise<unknown>;
   /** SQLite: the commit leaves its WAL checkpoint to a thread (WriteTransaction.checkpointAfterCommit). */
   checkpointAfterCommit?(): void;
+  /** SQLite: a large page cache until the transaction ends (WriteTransaction.largePageCache). */
+  largePageCache?(): void;
 }
 
 /** What a write transaction's function can ask of the transaction itself. */
@@ -181,6 +189,7 @@ export class UnitOfWork {
     // (src/db/sqlite-foreign-keys.ts); the connection's enforcement is off until it ends.
     await sqliteBeginImmediate(db, lockWaitMs, { foreignKeys: !exclusive });
     let entered = false;
+    let cacheRaised = false;
     try {
       return await this.kysely()
         .connection()
@@ -208,6 +217,11 @@ export class UnitOfWork {
             end,
             rollback: () => run('rollback'),
             checkpointAfterCommit: () => void (large = true),
+            largePageCache: () => {
+              if (cacheRaised) return;
+              db.exec(sqliteLargePageCache.raise);
+              cacheRaised = true;
+            },
           };
           return this.inTransaction(conn, control, fn, exclusive, undefined);
         });
@@ -217,6 +231,7 @@ export class UnitOfWork {
       throw err;
     } finally {
       if (exclusive && !db.inTransaction) db.exec('pragma foreign_keys = on');
+      if (cacheRaised) db.exec(sqliteLargePageCache.lower);
     }
   }
 
@@ -246,6 +261,7 @@ export class UnitOfWork {
       sql,
       closeWith: (c) => closing.push(...closingStatements(this.dialect, c)),
       checkpointAfterCommit: () => control.checkpointAfterCommit?.(),
+      largePageCache: () => control.largePageCache?.(),
     };
     try {
       await converted(control.begin());

@@ -168,6 +168,33 @@ describe.each(DIALECTS)('unit of work write transactions on %s', (dialect) => {
     await vi.waitFor(() => expect(autocheckpoint()).toBe(1000), { timeout: 30_000, interval: 20 });
     expect(size()).toBeGreaterThan(before + 10_000_000);
   });
+
+  // sqliteLargePageCache: the default between transactions, the large cache only inside the
+  // one that asked for it, lowered again whether it committed or not.
+  it('raises the SQLite page cache for a transaction that asks for it, and only until it ends', async () => {
+    const cacheSize = async (em: Em) => Number((await em.getConnection().execute<{ cache_size: number }[]>('pragma cache_size'))[0]!.cache_size);
+    const inTransaction = async (tx: WriteTransaction) => Number((await tx.sql.query<{ cache_size: number }>('pragma cache_size')).rows[0]!.cache_size);
+    const inside = (fail: boolean) =>
+      app.uow.write(async (_em, tx) => {
+        tx.largePageCache();
+        tx.largePageCache();
+        const size = dialect === 'sqlite' ? await inTransaction(tx) : undefined;
+        if (fail) throw new Error(`cache ${size}`);
+        return size;
+      });
+    if (dialect === 'postgresql') {
+      await expect(inside(false)).resolves.toBeUndefined();
+      return;
+    }
+    const fork = app.uow.fork();
+    expect(await cacheSize(fork)).toBe(-2000);
+    expect(await inside(false)).toBe(-65536);
+    expect(await cacheSize(fork)).toBe(-2000);
+    await expect(inside(true)).rejects.toThrow('cache -65536');
+    expect(await cacheSize(fork)).toBe(-2000);
+    // a transaction that does not ask keeps the default
+    expect(await app.uow.write(async (_em, tx) => inTransaction(tx))).toBe(-2000);
+  });
 });
 
 describe('the PostgreSQL begin, sent with the first statement', () => {
