@@ -6,13 +6,25 @@
  *   400 at upload naming table, row and column, and nothing changes.
  * - Settings: what settings.update accepts always exports and restores (it refuses NUL and
  *   runaway nesting at the API, with a message).
+ * - JSON that no meshq writes but JSON allows (escapes of every kind, keys in any order,
+ *   duplicate keys, numbers in exponent form, date-times at every precision the check
+ *   accepts) restores as JSON.parse reads it, on both dialects. On PostgreSQL the rows of
+ *   an upload the API checked go from the file's bytes straight to COPY text
+ *   (JsonRowsToCopy, src/snapshots/pg-copy-text.ts), without JSON.parse: this is where
+ *   that path meets a real database.
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { gzipSync } from 'node:zlib';
+import { deriveKey, newKdfParams } from '../../src/crypto.js';
+import { LATEST_SCHEMA_VERSION } from '../../src/migrations/index.js';
+import { createRepositories } from '../../src/repositories/index.js';
+import { encryptSnapshotBody } from '../../src/snapshots/container.js';
+import type { SnapshotRow, SnapshotTables, TableSpec } from '../../src/snapshots/tables.js';
 import { MAX_JSON_DEPTH, MAX_SETTING_VALUE_BYTES } from '../../src/domain/json-values.js';
 import { deriveFileKey } from '../../src/snapshots/container.js';
 import { decodeSnapshot } from '../../src/snapshots/payload.js';
 import { DIALECTS } from '../support/db.js';
-import { businessRows, encodeTestSnapshot, generateBusinessTables, uploadSnapshot } from '../support/snapshot-data.js';
+import { businessRows, encodeTestSnapshot, generateBusinessTables, sortedByKey, TEST_KDF, uploadSnapshot } from '../support/snapshot-data.js';
 import { startStack, type JobView, type Stack } from '../support/stack.js';
 
 const ADMIN = 'access-values-admin-password';
@@ -31,6 +43,40 @@ async function exportFile(s: Stack): Promise<Buffer> {
   expect(job.state, JSON.stringify(job.error)).toBe('completed');
   const { snapshotId } = job.result as { snapshotId: string };
   return (await s.call({ method: 'GET', url: `/api/v1/snapshots/${snapshotId}/download` })).rawPayload;
+}
+
+/**
+ * A snapshot file whose JSON text is written by hand, not by JSON.stringify: the `odd` rows
+ * are text, appended to their table after the `plain` rows. Those are written as
+ * JSON.stringify writes them: they are not what this is about, and node rows need keys
+ * sealed under the server key.
+ */
+async function handWrittenFile(plain: SnapshotTables, odd: Record<string, string[]>, password: string): Promise<{ file: Buffer; text: string }> {
+  const tables = Object.keys(plain).map((t) => `"${t}" : [ ${[...plain[t]!.map((r) => JSON.stringify(r)), ...(odd[t] ?? [])].join(' ,\n')} ]`);
+  const counts = Object.fromEntries(Object.keys(plain).map((t) => [t, plain[t]!.length + (odd[t]?.length ?? 0)]));
+  const text = `{"formatVersion":1,"schemaVersion":"${LATEST_SCHEMA_VERSION}","appVersion":"0.1.0","createdAt":"${new Date().toISOString()}","counts":${JSON.stringify(counts)},\n"tables":{${tables.join(',\n')}}}`;
+  const kdf = newKdfParams(TEST_KDF);
+  return { file: encryptSnapshotBody(gzipSync(text), await deriveKey(password, kdf), kdf), text };
+}
+
+/**
+ * What the old restore path stored for parsed rows (rowsToCopyText, and SQLite's inserts):
+ * date-times through Date (to the millisecond, truncated), JSON values as JSON.stringify
+ * writes them (so -0 is 0), integers as String() writes them.
+ */
+function asStored(specs: readonly TableSpec[], tables: SnapshotTables): SnapshotTables {
+  const out: SnapshotTables = {};
+  for (const spec of specs) {
+    out[spec.table] = (tables[spec.table] ?? []).map((row) => {
+      const stored: SnapshotRow = {};
+      for (const col of spec.columns) {
+        const v = row[col.name];
+        stored[col.name] = v === null ? null : col.kind === 'datetime' ? new Date(v as string).toISOString() : (JSON.parse(JSON.stringify(v)) as unknown);
+      }
+      return stored;
+    });
+  }
+  return out;
 }
 
 async function restore(s: Stack, file: Buffer): Promise<JobView> {
@@ -138,5 +184,69 @@ describe.each(DIALECTS)('snapshots and access, domain rules and values on %s', (
     expect(settings.get('v.deep')).toEqual(values['v.deep']);
     expect(settings.get('v.large')).toBe(values['v.large']);
     expect(settings.get('v.unicode')).toEqual(values['v.unicode']);
+  });
+
+  it('restores hand-written JSON exactly as JSON.parse reads it: escapes, key order, duplicate keys, odd numbers, every date-time precision', async () => {
+    const plain = generateBusinessTables({ configs: 1, nodesPerConfig: 3, neighbours: 0, forwardsPerNode: 0, audit: 0, settings: 0, label: 'odd', serverKey: s.app.serverKey });
+    const [a, b] = plain.node!;
+    const configId = plain.mesh_config![0]!.id as string;
+    // Rows are JSON source text written in String.raw: `\u00e9` below is those six characters in the file.
+    const escapes = String.raw`q\"uote \\ back \/ slash \u00e9 \ud83d\ude00 \u2028 c\u0001 n\n t\t`;
+    const odd = {
+      setting: [
+        // Keys in reverse order, escapes in a jsonb string and in an object key, numbers
+        // JSON.parse rewrites, a duplicate key inside the value (the last counts) and a
+        // date-time without fractional seconds.
+        String.raw`{"updated_at":"2026-01-02T03:04:05Z","value":{"s":"${escapes}","k\u00e9y\n":[1E2,-0,1.50,0.1e-3,-0.0e0,123456789012345,12345678901234567890],"dup":1,"dup":{"last":true}},"key":"odd.escapes"}`,
+        // Duplicate keys in the row: the first of each pair would be refused or restore
+        // another value; JSON.parse keeps the last.
+        String.raw`{"key":"not a key!","value":"first","updated_at":"2026-01-02T03:04:05.1Z","key":"odd.duplicates","value":["second",-0.0E0],"updated_at":"2026-01-02T03:04:05.999999Z"}`,
+        // An escaped column name, whitespace everywhere, a bare number as the value and an offset.
+        ` \t{ "k\\u0065y" :\n"odd.escaped-name" , "value" : 0.1e-3 ,\r\n "updated_at" : "2026-01-02T05:04:05.12+02:00" } `,
+        // The forms a database would round where JavaScript truncates: four and nine digits.
+        String.raw`{"value":{},"updated_at":"2026-01-02T03:04:05.9995-00:30","key":"odd.rounding"}`,
+        String.raw`{"value":[[]],"updated_at":"2026-12-31T23:59:59.999999999Z","key":"odd.nanos"}`,
+        String.raw`{"key":"odd.millis","value":false,"updated_at":"2026-01-02T03:04:05.123Z"}`,
+      ],
+      peer_link: [
+        // Integers as -0 and with an exponent; allowed IPs with an escaped character.
+        String.raw`{"persistent_keepalive":-0,"allowed_ips":["${b!.address}\/32"],"link_group_id":"0193a1b2-c3d4-7e5f-8a9b-0c1d2e3f4a5b","to_node_id":"${b!.id}","from_node_id":"${a!.id}","config_id":"${configId}","id":"0193a1b2-c3d4-7e5f-8a9b-0c1d2e3f4a01"}`,
+        String.raw`{"id":"0193a1b2-c3d4-7e5f-8a9b-0c1d2e3f4a02","config_id":"${configId}","from_node_id":"${b!.id}","to_node_id":"${a!.id}","link_group_id":"0193a1b2-c3d4-7e5f-8a9b-0c1d2e3f4a5b","allowed_ips":[ "${a!.address}/3\u0032" ],"persistent_keepalive":2.5E1}`,
+      ],
+      audit_record: [
+        // Escapes in text columns, a nested jsonb value with every odd number, and the
+        // date-time precisions the check accepts.
+        ...['2026-01-02T03:04:05Z', '2026-01-02T03:04:05.1Z', '2026-01-02T03:04:05.12Z', '2026-01-02T03:04:05.123Z', '2026-01-02T03:04:05.123456Z', '2026-01-02T03:04:05.5-05:30'].map(
+          (at, i) =>
+            String.raw`{"detail":{"n":[1E2,-0,1.50,0.1e-3],"s":"${escapes}","d":{"z":1,"a":[{"b":"}"}],"z":2}},"entity_id":${i % 2 === 0 ? 'null' : `"x\u0031"`},"entity_type":"n\u006fde","action":"odd.${i}","actor":"${escapes}","at":"${at}","id":"0193a1b2-c3d4-7e5f-8a9b-0c1d2e3f4b0${i}"}`,
+        ),
+      ],
+    };
+    const { file, text } = await handWrittenFile(plain, odd, ADMIN);
+    // The file passes the API's check as any upload does; the restore then takes its rows
+    // as the check left them (on PostgreSQL: the bytes-to-COPY path).
+    await restore(s, file);
+
+    const specs = createRepositories(s.app.uow.fork(), { serverKey: s.app.serverKey }).snapshots.tableSpecs();
+    const expected = sortedByKey(asStored(specs, (JSON.parse(text) as { tables: SnapshotTables }).tables));
+    const restored = sortedByKey(await businessRows(s.app));
+    expect(restored).toEqual(expected);
+    // The cases were there to be compared: what JSON.parse made of the odd text.
+    const settings = new Map(restored.setting!.map((r) => [r.key, r]));
+    expect(settings.get('odd.duplicates')).toEqual({ key: 'odd.duplicates', value: ['second', 0], updated_at: '2026-01-02T03:04:05.999Z' });
+    expect(settings.get('odd.rounding')!.updated_at).toBe('2026-01-02T03:34:05.999Z');
+    expect(settings.get('odd.escaped-name')).toEqual({ key: 'odd.escaped-name', value: 0.0001, updated_at: '2026-01-02T03:04:05.120Z' });
+    expect(settings.get('odd.escapes')!.value).toEqual({
+      s: 'q"uote \\ back / slash é 😀 \u2028 c\u0001 n\n t\t',
+      'kéy\n': [100, 0, 1.5, 0.0001, 0, 123456789012345, 12345678901234567000],
+      dup: { last: true },
+    });
+    expect(restored.audit_record!.map((r) => r.at)).toEqual(
+      expect.arrayContaining(['2026-01-02T03:04:05.000Z', '2026-01-02T03:04:05.100Z', '2026-01-02T03:04:05.120Z', '2026-01-02T03:04:05.123Z', '2026-01-02T08:34:05.500Z']),
+    );
+    expect(restored.peer_link!.map((r) => r.persistent_keepalive).sort()).toEqual([0, 25]);
+    // And the API shows the same.
+    const listed = await s.get<{ items: { key: string; value: unknown }[] }>('/api/v1/settings?limit=100');
+    expect(Object.fromEntries(listed.items.map((i) => [i.key, i.value]))).toEqual(Object.fromEntries(expected.setting!.map((r) => [r.key, r.value])));
   });
 });
