@@ -3,19 +3,23 @@
  * it can stop it) and the EMQX contract double: pushes after every change, coalesced per
  * node; revisions that move only when a node's content changes; at-least-once delivery
  * across a broker outage; agents' acknowledgements recorded (stale, future and malformed
- * ones ignored and logged); the lagging nodes in the API and in /metrics.
+ * ones ignored and logged); the lagging nodes in the API and in /metrics; a batch whose
+ * broker dies part-way through: what was acknowledged and committed stays, what was not
+ * stays requested, and every node ends with its own configuration.
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { Job } from 'bullmq';
 import { connect, type MqttClient } from 'mqtt';
 import { configAppliedTopic, statusTopic } from '../../src/broker/topics.js';
-import type { PushMessage } from '../../src/jobs/processors/push-config.js';
+import { readPeers, type PushMessage } from '../../src/jobs/processors/push-config.js';
+import { createRepositories } from '../../src/repositories/index.js';
 import { QUEUES } from '../../src/jobs/names.js';
 import { DIALECTS } from '../support/db.js';
 import { startEmqxDouble, type EmqxDouble } from '../support/emqx-double.js';
 import { startTestBroker, type TestBroker } from '../support/mosquitto.js';
 import { waitFor } from '../support/processes.js';
 import { eventsStreamKey } from '../../src/jobs/events.js';
+import { encodeTestSnapshot, generateBusinessTables, uploadSnapshot } from '../support/snapshot-data.js';
 import { memorySink, mqttEnv, startStack, type Stack } from '../support/stack.js';
 
 interface Received {
@@ -38,17 +42,25 @@ describe.each(DIALECTS)('the data plane on %s', (dialect) => {
   let s: Stack;
   let agent: MqttClient;
   let logs = '';
+  /** Sees each log line as it is written, before the code after the log call runs. */
+  let onLogLine: ((line: string) => void) | undefined;
   const received: Received[] = [];
   let configId: string;
   let ids: { a: string; b: string; c: string };
 
   beforeAll(async () => {
-    broker = await startTestBroker();
+    // The batch test below kills the broker the moment it acknowledged a page: what it
+    // acknowledged must have left for the agents by then (see maxInflightMessages).
+    broker = await startTestBroker({ maxInflightMessages: 0 });
     emqx = await startEmqxDouble();
     s = await startStack(dialect, 'data_plane', {
       adminPassword: 'data-plane-admin-password',
-      env: { ...mqttEnv(emqx), MQTT_URL: broker.url, LOG_LEVEL: 'info' },
-      logDestination: memorySink((t) => (logs += t)),
+      // Debug: the batch test below acts on the line a page's publish logs once acknowledged.
+      env: { ...mqttEnv(emqx), MQTT_URL: broker.url, LOG_LEVEL: 'debug' },
+      logDestination: memorySink((t) => {
+        logs += t;
+        onLogLine?.(t);
+      }),
       // Reconnects at least 2 s apart: the outage test below brings the broker back right
       // after a failed attempt, so the agents' client (every 50 ms) has subscribed again
       // well before meshq's link can connect and publish.
@@ -252,5 +264,111 @@ describe.each(DIALECTS)('the data plane on %s', (dialect) => {
     expect(last(ids.b)!.body.peers.map((p) => p.nodeId)).toEqual([ids.a]);
     await settled();
     expect(received.some((m) => m.nodeId === ids.c)).toBe(false);
+  });
+
+  it('a batch of four pages whose broker dies once two are acknowledged: nothing unpublished is recorded, the rest stays requested, and every node ends with its own configuration', async () => {
+    // Four pages of BATCH_NODES (128, src/jobs/processors/push-config.ts), the last one
+    // short; few links, so the peer-row budget never cuts a page first. On PostgreSQL one
+    // batch serves all four in its one transaction; on SQLite each page is a batch of its own.
+    const PAGE = 128;
+    const NODES = 3 * PAGE + 64;
+    const password = 'pages-file-password';
+    const tables = generateBusinessTables({ configs: 1, nodesPerConfig: NODES, neighbours: 1, forwardsPerNode: 0, audit: 0, settings: 0, staticEvery: 0, label: 'pages', serverKey: s.app.serverKey });
+    // Restored rather than created job by job: one job, and its broker sync asks for a push
+    // to every node. Last in this file: the restore replaces the mesh the tests above use.
+    const res = await uploadSnapshot(s.api, s.auth, await encodeTestSnapshot(tables, password), password, '?wait=60000');
+    expect(res.statusCode, res.body).toBe(200);
+    expect(res.json<{ state: string }>().state).toBe('completed');
+    const pagesId = tables.mesh_config![0]!.id as string;
+    // config.update asks for every node's push in one statement, at one time: a batch takes
+    // them in node id order.
+    const nodeIds = tables.node!.map((n) => n.id as string).sort();
+    await waitFor('the pushes after the restore', async () => nodeIds.every((id) => last(id)), 60_000, 100);
+    await settled();
+
+    const repos = () => createRepositories(s.app.uow.fork(), { serverKey: s.app.serverKey });
+    const desired = async () => new Map(await Promise.all(nodeIds.map(async (id) => [id, (await repos().nodeSync.view(id)).desired] as const)));
+    const pending = async () => (await repos().nodeSync.pendingPushesWithPeers(10 * PAGE, Number.MAX_SAFE_INTEGER)).requests.map((r) => r.nodeId).sort();
+    const before = await desired();
+    received.length = 0;
+    const newDns = (m: Received) => m.body.interface.dns[0] === '9.9.9.9';
+
+    // The broker dies the moment the second page's publish is acknowledged (its log line
+    // is written before the batch goes on), so the third page is the first it never takes.
+    let acknowledged = 0;
+    let died: Promise<void> | undefined;
+    onLogLine = (line) => {
+      if (!line.includes('"msg":"configurations published"') || ++acknowledged !== 2) return;
+      died = broker.kill('SIGKILL');
+      onLogLine = undefined;
+    };
+    expect(await s.job('config.update', { id: pagesId, dns: ['9.9.9.9'] })).toMatchObject({ state: 'completed' });
+    await waitFor('the second page to be acknowledged', async () => died !== undefined, 20_000, 20);
+    await died;
+    const failed = await waitFor('a failed batch attempt', async () => {
+      const jobs = await s.app.queues.queue(QUEUES.brokerSync).getJobs(['delayed', 'waiting', 'active'], 0, 100);
+      return jobs.find((j) => j?.name === 'node.push-configs' && j.attemptsMade > 0);
+    }, 30_000, 50);
+    // Whichever noticed first: the third page's publish, or the fourth page (read while the
+    // third was on its way) finding the link down.
+    expect(failed.failedReason).toMatch(/MQTT broker is not connected|Connection closed|no acknowledgement from the MQTT broker/);
+
+    const [acked, unacked] = [nodeIds.slice(0, 2 * PAGE), nodeIds.slice(2 * PAGE)];
+    // The two acknowledged pages reached the agents, once each; nothing else did.
+    expect([...new Set(received.filter(newDns).map((m) => m.nodeId))].sort()).toEqual(acked);
+    expect(received.filter(newDns)).toHaveLength(acked.length);
+    const during = await desired();
+    if (dialect === 'postgresql') {
+      // One transaction for the four pages: the failure rolled back the two acknowledged
+      // pages' revisions and settled requests with the rest. Every request stays.
+      expect(await pending()).toEqual(nodeIds);
+      for (const id of nodeIds) expect(during.get(id), id).toBe(before.get(id));
+    } else {
+      // Two batches committed, each after its page was acknowledged; the third failed, and
+      // the fourth was never taken.
+      expect(await pending()).toEqual(unacked);
+      for (const id of acked) expect(during.get(id), id).toBe(before.get(id)! + 1);
+      for (const id of unacked) expect(during.get(id), id).toBe(before.get(id));
+    }
+
+    // Back right after a failed reconnect, so that the agents' client (every 50 ms) has
+    // subscribed again before meshq's link connects (at least 2 s later) and publishes.
+    const seen = logs.length;
+    await waitFor("a failed reconnect of meshq's link", async () => logs.slice(seen).includes('MQTT connection error'), 10_000, 10);
+    await broker.start();
+    await waitFor('every node to get its new configuration', async () => nodeIds.every((id) => last(id) && newDns(last(id)!)), 60_000, 100);
+    await settled();
+    expect(await pending()).toEqual([]);
+
+    const after = await desired();
+    const r = repos();
+    for (const id of nodeIds) {
+      const mine = received.filter((m) => m.nodeId === id);
+      const newest = mine.reduce((a, b) => (b.revision > a.revision ? b : a));
+      // The newest revision a node got is the one recorded, and it is its own configuration.
+      expect(newest.revision, id).toBe(after.get(id));
+      expect(newest.body.interface.address).toBe(tables.node!.find((n) => n.id === id)!.address);
+      expect(newest.body.interface.dns).toEqual(['9.9.9.9']);
+      expect(newest.body.peers).toEqual(await readPeers(r, id));
+      // A revision number never comes with two contents: a retry numbers past the failed
+      // attempt, whose third page may still arrive late from the link's outgoing store.
+      for (const m of mine) {
+        const same = mine.filter((o) => o.revision === m.revision).map((o) => ({ ...o.body, generatedAt: '' }));
+        expect(new Set(same.map((b) => JSON.stringify(b))).size, `${id} revision ${m.revision}`).toBe(1);
+      }
+    }
+    const count = (id: string) => received.filter((m) => m.nodeId === id && newDns(m)).length;
+    if (dialect === 'postgresql') {
+      // At least once: the acknowledged pages' revisions were rolled back with the batch, and
+      // the retry published them again under a higher revision.
+      for (const id of acked) expect(count(id), id).toBe(2);
+      for (const id of acked) expect(after.get(id)).toBeGreaterThan(before.get(id)! + 1);
+    } else {
+      // What was committed is not sent again.
+      for (const id of acked) expect(count(id), id).toBe(1);
+      for (const id of acked) expect(after.get(id)).toBe(before.get(id)! + 1);
+    }
+    // The page that was never handed to the broker was sent once, by the retry.
+    for (const id of nodeIds.slice(3 * PAGE)) expect(count(id), id).toBe(1);
   });
 });

@@ -24,6 +24,12 @@ export interface TestBroker {
   output(): string;
   /** Stops the broker (SIGTERM) and waits until the port refuses connections. */
   stop(): Promise<void>;
+  /**
+   * Sends the broker `signal` (SIGKILL unless told) at once, synchronously: from inside a
+   * callback, the broker is gone before the code after the callback runs, which stop()
+   * (asking it to end, then waiting) cannot promise. Resolves once it exited.
+   */
+  kill(signal?: NodeJS.Signals): Promise<void>;
   /** Starts it again on the same port and waits until it accepts connections. */
   start(): Promise<void>;
   close(): Promise<void>;
@@ -38,6 +44,14 @@ export interface TestBrokerOptions {
    * the shared broker under the prefix.
    */
   sysFeedPrefix?: string;
+  /**
+   * Mosquitto's max_inflight_messages (default 20). 0, no bound: the broker writes a QoS 1
+   * message to every subscriber's connection before it acknowledges it to the publisher,
+   * so once the publisher has its acknowledgement the message is on its way even if the
+   * broker is killed that moment; with a bound, the messages past it wait in the broker's
+   * memory for subscribers' acknowledgements, and die with it.
+   */
+  maxInflightMessages?: number;
 }
 
 const accepts = (port: number) =>
@@ -72,6 +86,7 @@ export async function startTestBroker(opts: TestBrokerOptions = {}): Promise<Tes
       'log_dest stderr',
       'log_type error',
       'log_type warning',
+      ...(opts.maxInflightMessages === undefined ? [] : [`max_inflight_messages ${opts.maxInflightMessages}`]),
       ...(opts.sysFeedPrefix
         ? [`connection sysfeed-${port}`, `address ${SHARED_MQTT_ADDRESS}`, 'cleansession true', `topic brokers/# in 1 $SYS/ ${opts.sysFeedPrefix}`]
         : []),
@@ -104,12 +119,21 @@ export async function startTestBroker(opts: TestBrokerOptions = {}): Promise<Tes
     await until(`port ${port} to close`, async () => !(await accepts(port)));
   };
 
+  const kill = (signal: NodeJS.Signals = 'SIGKILL') => {
+    const child = proc;
+    if (!child) return Promise.resolve();
+    const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()));
+    child.kill(signal);
+    return exited;
+  };
+
   await start();
   return {
     port,
     url: `mqtt://127.0.0.1:${port}`,
     output: () => out,
     stop,
+    kill,
     start,
     async close() {
       await stop();
