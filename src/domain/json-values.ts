@@ -49,7 +49,8 @@ const SURROGATE = 'contains a lone UTF-16 surrogate (not valid Unicode), which P
 /** Quoted and shortened, so a pasted megabyte does not end up in an error message. */
 const showKey = (k: string): string => JSON.stringify(k.length > 40 ? `${k.slice(0, 40)}…` : k);
 
-const stringProblem = (s: string): string | null => (s.includes('\u0000') ? NUL : s.isWellFormed() ? null : SURROGATE);
+/** Why a string cannot be stored as it is on both databases (a NUL, a lone surrogate), or null. */
+export const stringProblem = (s: string): string | null => (s.includes('\u0000') ? NUL : s.isWellFormed() ? null : SURROGATE);
 
 /**
  * Why `value` is not a JSON value meshq stores, or null when it is. Allocates nothing on

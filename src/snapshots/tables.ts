@@ -21,7 +21,7 @@
 import { JsonType, ReferenceKind, UuidType, type EntityMetadata, type EntityProperty, type MetadataStorage } from '@mikro-orm/core';
 import { z } from 'zod';
 import { BUSINESS_ENTITIES } from '../domain/entities/index.js';
-import { describeJsonProblem, jsonValueProblem } from '../domain/json-values.js';
+import { describeJsonProblem, jsonValueProblem, stringProblem } from '../domain/json-values.js';
 
 export type SnapshotRow = Record<string, unknown>;
 export type SnapshotTables = Record<string, SnapshotRow[]>;
@@ -155,11 +155,16 @@ function kindOf(meta: EntityMetadata, prop: EntityProperty): ColumnKind {
 /* --------------------------------------------------------------- validation */
 
 const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/;
-// PostgreSQL text and jsonb cannot hold NUL; SQLite can. Refused everywhere, so that a file
-// that restores on one database restores on the other. JSON values follow the stored-value
-// rules of src/domain/json-values.ts, the same that settings.update applies.
-const NUL_MESSAGE = 'contains a NUL character, which PostgreSQL cannot store';
-const noNul = (s: string) => !s.includes('\u0000');
+// PostgreSQL text and jsonb cannot hold NUL; SQLite can. A lone surrogate becomes U+FFFD
+// on its way into either database, so the restored text would not be the file's. Both are
+// refused everywhere, so that a file restores as it is on one database and the other.
+// JSON values follow the stored-value rules of src/domain/json-values.ts, the same that
+// settings.update applies.
+const storable = (s: string) => stringProblem(s) === null;
+const refuseUnstorable = (s: string, ctx: z.RefinementCtx) => {
+  const problem = stringProblem(s);
+  if (problem) ctx.addIssue({ code: 'custom', message: problem, input: undefined });
+};
 
 function columnSchema(col: ColumnSpec): z.ZodType {
   let s: z.ZodType;
@@ -168,10 +173,10 @@ function columnSchema(col: ColumnSpec): z.ZodType {
       s = z.string().regex(UUID, { error: 'must be a UUID in lowercase' });
       break;
     case 'string':
-      s = z.string().max(col.maxLength ?? Number.MAX_SAFE_INTEGER).refine(noNul, { error: NUL_MESSAGE });
+      s = z.string().max(col.maxLength ?? Number.MAX_SAFE_INTEGER).superRefine(refuseUnstorable);
       break;
     case 'text':
-      s = z.string().refine(noNul, { error: NUL_MESSAGE });
+      s = z.string().superRefine(refuseUnstorable);
       break;
     case 'integer':
       s = z.number().int().min(INT4_MIN).max(INT4_MAX);
@@ -223,11 +228,11 @@ function valueCheck(col: ColumnSpec): ValueCheck {
       break;
     case 'string': {
       const max = col.maxLength ?? Number.MAX_SAFE_INTEGER;
-      check = (v) => typeof v === 'string' && v.length <= max && noNul(v);
+      check = (v) => typeof v === 'string' && v.length <= max && storable(v);
       break;
     }
     case 'text':
-      check = (v) => typeof v === 'string' && noNul(v);
+      check = (v) => typeof v === 'string' && storable(v);
       break;
     case 'integer':
       check = (v) => typeof v === 'number' && Number.isInteger(v) && v >= INT4_MIN && v <= INT4_MAX;

@@ -105,15 +105,18 @@ describe('snapshot rows against the current schema', () => {
     expect(err.message).toMatch(/table audit_record row 3 .*column detail: is missing/);
   });
 
-  it('refuses null in a NOT NULL column, an over-long string and a NUL character', () => {
+  it('refuses null in a NOT NULL column, an over-long string, a NUL character and a lone surrogate', () => {
     const t = clone(good);
     t.node![0]!.public_key = null;
     t.node![1]!.name = 'x'.repeat(65);
     t.setting![0]!.value = 'a\u0000b';
+    // Either database would store U+FFFD in its place: the restore would not be the file.
+    t.audit_record![0]!.actor = 'admin\ud800';
     const err = refusal(() => validateSnapshotTables(t, specs));
     expect(err.message).toMatch(/table node row 1 .*column public_key/);
     expect(err.message).toMatch(/table node row 2 .*column name: .*64/);
     expect(err.message).toMatch(/table setting row 1 .*NUL/);
+    expect(err.message).toMatch(/table audit_record row 1 .*column actor: contains a lone UTF-16 surrogate/);
   });
 
   it('refuses a foreign key that points at no row of the snapshot', () => {
