@@ -217,9 +217,20 @@ describe.each(DIALECTS)('mesh.generate at scale on %s', (dialect) => {
     const bigId = await configWithNodes('deferred', '10.63.0.0/16', nodes);
     const smallId = await configWithNodes('kept', '10.64.0.0/24', 20);
     await failWithoutToIndex(true);
+    // SQLite: the page cache each run's rows were inserted with (sqliteLargePageCache): the
+    // large one only while rows enter the to_node_id index in place.
+    const cacheSeen = async () => (await sqlOf('select c from link_cache_seen order by c')).map((r) => Number(r.c));
+    if (dialect === 'sqlite') {
+      await sqlOf('create table link_cache_seen (c integer primary key)');
+      await sqlOf('create trigger link_cache before insert on peer_link begin insert or ignore into link_cache_seen select cache_size from pragma_cache_size; end');
+    }
     try {
       // 380 rows, fewer than the table holds: the index stays during the insert
       expect(await generateWith(smallId, small)).toEqual({ created: 190 });
+      if (dialect === 'sqlite') {
+        expect(await cacheSeen()).toEqual([-65536]);
+        await sqlOf('delete from link_cache_seen');
+      }
       const heldNow = held + 380;
       // n(n - 1) rows, more than it holds: SQLite drops the index for the insert, and the
       // trigger fails the run before the index is back
@@ -241,7 +252,13 @@ describe.each(DIALECTS)('mesh.generate at scale on %s', (dialect) => {
     }
     expect(await generateWith(bigId, small)).toEqual({ created: dialect === 'sqlite' ? (nodes * (nodes - 1)) / 2 : 0 });
     expect(await linkIndexes()).toEqual(before);
-    if (dialect === 'sqlite') expect(await sqlOf('pragma integrity_check')).toEqual([{ integrity_check: 'ok' }]);
+    if (dialect === 'sqlite') {
+      expect(await sqlOf('pragma integrity_check')).toEqual([{ integrity_check: 'ok' }]);
+      // the index built after the rows: they went in at SQLite's default, as does everything after
+      expect(await cacheSeen()).toEqual([-2000]);
+      expect(await sqlOf('pragma cache_size')).toEqual([{ cache_size: -2000 }]);
+      await sqlOf('drop trigger link_cache');
+    }
     await expectFullMesh(bigId, 25);
     // the rebuilt index serves the node-delete cascade as before: a node's links go in both directions
     const [gone] = await sqlOf('select id from node where config_id = ? order by id limit 1', [bigId]);
