@@ -72,26 +72,32 @@ async function restore(app: AppContext, base: string, path: string): Promise<Res
   form.set('password', FILE_PASSWORD);
   // A file-backed Blob: sent from the disk as it goes, as a client would.
   form.set('file', await openAsBlob(path), 'snapshot.meshq');
-  const t0 = process.hrtime.bigint();
-  const upload = fetch(`${base}/api/v1/snapshots/restore`, {
-    method: 'POST',
-    body: form,
-    headers: { authorization: `Basic ${Buffer.from(`admin:${ADMIN_PASSWORD}`).toString('base64')}` },
-  }).then(async (res) => {
+  // One prober from before the upload until the restore finished: the restore job starts
+  // as soon as the upload is staged.
+  let t0 = 0n;
+  let checkS = 0;
+  let answered = 0;
+  const { value, samples } = await probeDuring(healthz, async () => {
+    t0 = process.hrtime.bigint();
+    const res = await fetch(`${base}/api/v1/snapshots/restore`, {
+      method: 'POST',
+      body: form,
+      headers: { authorization: `Basic ${Buffer.from(`admin:${ADMIN_PASSWORD}`).toString('base64')}` },
+    });
     const body = (await res.json()) as { id: string };
     if (res.status !== 202 && res.status !== 200) throw new Error(`upload answered ${res.status}: ${JSON.stringify(body)}`);
-    return body;
+    checkS = seconds(t0);
+    answered = Date.now();
+    return finished(app, body.id, 'snapshot.restore');
   });
-  const checked = await probeDuring(healthz, upload);
-  const checkS = seconds(t0);
-  const restoring = await probeDuring(healthz, finished(app, checked.value.id, 'snapshot.restore'));
-  const { processedOn, finishedOn } = restoring.value;
+  const { processedOn, finishedOn } = value;
   return {
     checkS,
-    restoreS: restoring.value.s,
-    duringCheck: checked.samples.map((x) => x.ms),
+    restoreS: value.s,
+    // The probes sent while the upload was sent, checked and staged.
+    duringCheck: samples.filter((x) => x.at < answered).map((x) => x.ms),
     // Only the probes sent while the job ran.
-    duringRestore: restoring.samples.filter((x) => x.at >= processedOn && x.at <= finishedOn).map((x) => x.ms),
+    duringRestore: samples.filter((x) => x.at >= processedOn && x.at <= finishedOn).map((x) => x.ms),
   };
 }
 

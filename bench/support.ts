@@ -3,11 +3,12 @@
  * prints every figure next to the baseline measured in the same run, meshq started as
  * deployed, /healthz probes and processes' memory.
  */
-import { spawn, type ChildProcess } from 'node:child_process';
+import { fork, spawn, type ChildProcess } from 'node:child_process';
 import { randomBytes, randomUUID } from 'node:crypto';
 import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
 import pg from 'pg';
 import type { AppContext } from '../src/bin/bootstrap.js';
 import { loadConfig, type Config, type Dialect } from '../src/config.js';
@@ -113,30 +114,48 @@ export async function probe(url: string, anyStatus = false): Promise<number> {
   return performance.now() - t0;
 }
 
-/** IDLE_PROBES probes of an idle process: the baseline of the probes taken under load. */
-export async function idleProbes(url: string): Promise<number[]> {
-  const xs: number[] = [];
-  for (let i = 0; i < IDLE_PROBES; i++) {
-    xs.push(await probe(url));
-    await sleep(PROBE_EVERY_MS);
-  }
-  return xs;
+export interface ProbeSample {
+  /** When the probe was sent (Date.now()). */
+  at: number;
+  ms: number;
 }
 
 /**
- * Probes `url` every PROBE_EVERY_MS until `work` settles; returns its outcome and every
- * probe with the time it was sent (to keep only those inside a job's own run).
+ * A prober process (probe-child.ts) requesting `url` every PROBE_EVERY_MS: latencies as a
+ * client sees them, not counting this process's own pauses. Resolves once its first probe
+ * was answered; `samples` resolves when it has `count` of them, or once `stop` was called.
  */
-export async function probeDuring<T>(url: string, work: Promise<T>): Promise<{ value: T; samples: { at: number; ms: number }[] }> {
-  let done = false;
-  const settled = work.finally(() => (done = true));
+async function startProber(url: string, count?: number): Promise<{ samples: Promise<ProbeSample[]>; stop(): void }> {
+  const child = fork(fileURLToPath(new URL('./probe-child.ts', import.meta.url)), [], { execArgv: ['--import', 'tsx'], stdio: ['ignore', 'inherit', 'inherit', 'ipc'] });
+  let ready!: () => void;
+  const started = new Promise<void>((resolve) => (ready = resolve));
+  const samples = new Promise<ProbeSample[]>((resolve, reject) => {
+    child.on('message', (m) => (m === 'ready' ? ready() : resolve(m as ProbeSample[])));
+    child.once('exit', (code) => reject(new Error(`the /healthz prober exited ${code}`)));
+  });
+  child.send({ url, everyMs: PROBE_EVERY_MS, count });
+  await Promise.race([started, samples]);
+  return { samples, stop: () => void child.send('stop') };
+}
+
+/** IDLE_PROBES probes of an idle process: the baseline of the probes taken under load. */
+export async function idleProbes(url: string): Promise<number[]> {
+  const prober = await startProber(url, IDLE_PROBES);
+  return (await prober.samples).map((s) => s.ms);
+}
+
+/**
+ * Runs `work` while a prober process requests `url` every PROBE_EVERY_MS (from before
+ * `work` starts until it settles); returns its outcome and every probe with the time it
+ * was sent (to keep only those inside a job's own run).
+ */
+export async function probeDuring<T>(url: string, work: () => Promise<T>): Promise<{ value: T; samples: ProbeSample[] }> {
+  const prober = await startProber(url);
+  const settled = Promise.resolve().then(work);
   settled.catch(() => undefined);
-  const samples: { at: number; ms: number }[] = [];
-  while (!done) {
-    const at = Date.now();
-    samples.push({ at, ms: await probe(url) });
-    await sleep(PROBE_EVERY_MS);
-  }
+  await settled.catch(() => undefined);
+  prober.stop();
+  const samples = await prober.samples;
   return { value: await settled, samples };
 }
 

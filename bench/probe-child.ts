@@ -1,0 +1,39 @@
+/**
+ * The /healthz prober in a process of its own, so that what the benchmark's own process
+ * does meanwhile (sending an upload, polling jobs, collecting the garbage of a million
+ * generated rows) does not count as the latency of the process under test.
+ * Receives {url, everyMs, count?}; warms up (WARM_UP probes, not kept: a new process's
+ * first requests are slow on its own side), says 'ready', then probes every `everyMs` until
+ * it has `count` samples or is sent 'stop'; answers with the samples ({at, ms}: when each
+ * was sent, how long it took).
+ */
+import { setTimeout as sleep } from 'node:timers/promises';
+
+const WARM_UP = 50;
+
+process.once('message', async (m) => {
+  const { url, everyMs, count } = m as { url: string; everyMs: number; count?: number };
+  let stopped = false;
+  process.on('message', (msg) => {
+    if (msg === 'stop') stopped = true;
+  });
+  const probe = async () => {
+    const at = Date.now();
+    const t0 = performance.now();
+    const res = await fetch(url, { signal: AbortSignal.timeout(60_000) });
+    await res.arrayBuffer();
+    if (!res.ok) throw new Error(`${url}: ${res.status}`);
+    return { at, ms: performance.now() - t0 };
+  };
+  for (let i = 0; i < WARM_UP; i++) {
+    await probe();
+    await sleep(everyMs);
+  }
+  process.send!('ready');
+  const samples: { at: number; ms: number }[] = [];
+  while (!stopped && (count === undefined || samples.length < count)) {
+    samples.push(await probe());
+    await sleep(everyMs);
+  }
+  process.send!(samples, () => process.exit(0));
+});
