@@ -122,8 +122,8 @@ export interface ProbeSample {
 
 /**
  * A prober process (probe-child.ts) requesting `url` every PROBE_EVERY_MS: latencies as a
- * client sees them, not counting this process's own pauses. Resolves once its first probe
- * was answered; `samples` resolves when it has `count` of them, or once `stop` was called.
+ * client sees them, not counting this process's own pauses. Resolves once the prober has
+ * warmed up; `samples` resolves when it has `count` of them, or once `stop` was called.
  */
 async function startProber(url: string, count?: number): Promise<{ samples: Promise<ProbeSample[]>; stop(): void }> {
   const child = fork(fileURLToPath(new URL('./probe-child.ts', import.meta.url)), [], { execArgv: ['--import', 'tsx'], stdio: ['ignore', 'inherit', 'inherit', 'ipc'] });
