@@ -8,6 +8,7 @@
  * was sent, how long it took).
  */
 import { setTimeout as sleep } from 'node:timers/promises';
+import { probe, type ProbeSample } from './probe.js';
 
 const WARM_UP = 50;
 
@@ -17,22 +18,15 @@ process.once('message', async (m) => {
   process.on('message', (msg) => {
     if (msg === 'stop') stopped = true;
   });
-  const probe = async () => {
-    const at = Date.now();
-    const t0 = performance.now();
-    const res = await fetch(url, { signal: AbortSignal.timeout(60_000) });
-    await res.arrayBuffer();
-    if (!res.ok) throw new Error(`${url}: ${res.status}`);
-    return { at, ms: performance.now() - t0 };
-  };
   for (let i = 0; i < WARM_UP; i++) {
-    await probe();
+    await probe(url);
     await sleep(everyMs);
   }
   process.send!('ready');
-  const samples: { at: number; ms: number }[] = [];
+  const samples: ProbeSample[] = [];
   while (!stopped && (count === undefined || samples.length < count)) {
-    samples.push(await probe());
+    const at = Date.now();
+    samples.push({ at, ms: await probe(url) });
     await sleep(everyMs);
   }
   process.send!(samples, () => process.exit(0));

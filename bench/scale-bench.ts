@@ -104,10 +104,12 @@ async function measure(dialect: 'sqlite' | 'postgresql', baseline?: (app: AppCon
       const healthz = `http://127.0.0.1:${port}/healthz`;
       const idle = await idleProbes(healthz);
       const during: number[] = [];
-      let job!: Awaited<ReturnType<typeof app.queues.submit>>;
-      const { value: view, samples } = await probeDuring(healthz, async () => {
-        job = await app.queues.submit('mesh.generate', { configId }, { actor: 'bench' });
-        return app.queues.waitFor(job, JOB_TIMEOUT_MS);
+      const {
+        value: { job, view },
+        samples,
+      } = await probeDuring(healthz, async () => {
+        const job = await app.queues.submit('mesh.generate', { configId }, { actor: 'bench' });
+        return { job, view: await app.queues.waitFor(job, JOB_TIMEOUT_MS) };
       });
       if (view.state !== 'completed') throw new Error(`mesh.generate did not complete: ${JSON.stringify(view.error)}`);
       const finished = (await app.queues.find(job.id!))!;

@@ -74,11 +74,10 @@ async function restore(app: AppContext, base: string, path: string): Promise<Res
   form.set('file', await openAsBlob(path), 'snapshot.meshq');
   // One prober from before the upload until the restore finished: the restore job starts
   // as soon as the upload is staged.
-  let t0 = 0n;
   let checkS = 0;
   let answered = 0;
   const { value, samples } = await probeDuring(healthz, async () => {
-    t0 = process.hrtime.bigint();
+    const t0 = process.hrtime.bigint();
     const res = await fetch(`${base}/api/v1/snapshots/restore`, {
       method: 'POST',
       body: form,

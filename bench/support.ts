@@ -9,6 +9,7 @@ import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { probe, type ProbeSample } from './probe.js';
 import pg from 'pg';
 import type { AppContext } from '../src/bin/bootstrap.js';
 import { loadConfig, type Config, type Dialect } from '../src/config.js';
@@ -98,27 +99,14 @@ export const seconds = (startNs: bigint) => Number(process.hrtime.bigint() - sta
 export const PROBE_EVERY_MS = 10;
 export const IDLE_PROBES = 300;
 
+export { probe, type ProbeSample };
+
 export const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
 
 export const quantile = (xs: readonly number[], q: number): number => {
   const s = [...xs].sort((a, b) => a - b);
   return s[Math.min(s.length - 1, Math.ceil(q * s.length) - 1)]!;
 };
-
-/** One request's latency in ms; `anyStatus`: an answer of any status counts (a 503 from /readyz is an answer). */
-export async function probe(url: string, anyStatus = false): Promise<number> {
-  const t0 = performance.now();
-  const res = await fetch(url, { signal: AbortSignal.timeout(60_000) });
-  await res.arrayBuffer();
-  if (!res.ok && !anyStatus) throw new Error(`${url}: ${res.status}`);
-  return performance.now() - t0;
-}
-
-export interface ProbeSample {
-  /** When the probe was sent (Date.now()). */
-  at: number;
-  ms: number;
-}
 
 /**
  * A prober process (probe-child.ts) requesting `url` every PROBE_EVERY_MS: latencies as a
@@ -152,7 +140,6 @@ export async function idleProbes(url: string): Promise<number[]> {
 export async function probeDuring<T>(url: string, work: () => Promise<T>): Promise<{ value: T; samples: ProbeSample[] }> {
   const prober = await startProber(url);
   const settled = Promise.resolve().then(work);
-  settled.catch(() => undefined);
   await settled.catch(() => undefined);
   prober.stop();
   const samples = await prober.samples;
