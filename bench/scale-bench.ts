@@ -13,7 +13,8 @@
  *   - on SQLite, /healthz and /readyz latency while a second process holds the file's
  *     write lock (BEGIN IMMEDIATE) for 8 s, next to the same idle probe.
  * Nodes are created through the real runner in this process (node.create: keys, MQTT
- * credentials), before the meshq process starts.
+ * credentials), before the meshq process starts. On PostgreSQL each timed part (the job,
+ * the psql load, the INSERT) starts after a CHECKPOINT (checkpointPostgres).
  */
 import { execFile, spawn } from 'node:child_process';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
@@ -24,7 +25,7 @@ import { bootstrap, type AppContext } from '../src/bin/bootstrap.js';
 import { connectOrm } from '../src/db/orm.js';
 import { migrateUnderLock } from '../src/db/migrate.js';
 import { freePort } from '../test/support/processes.js';
-import { benchDatabase, directRunner, dropRedisPrefix, idleProbes, PROBE_EVERY_MS, probe, probeDuring, quantile, record, seconds, sleep, startMeshq } from './support.js';
+import { benchDatabase, checkpointPostgres, directRunner, dropRedisPrefix, idleProbes, PROBE_EVERY_MS, probe, probeDuring, quantile, record, seconds, sleep, startMeshq } from './support.js';
 
 const run = promisify(execFile);
 const root = resolve(import.meta.dirname, '..');
@@ -104,6 +105,7 @@ async function measure(dialect: 'sqlite' | 'postgresql', baseline?: (app: AppCon
     const meshq = await startMeshq(db.config, port);
     try {
       const healthz = `http://127.0.0.1:${port}/healthz`;
+      if (dialect === 'postgresql') await checkpointPostgres();
       const idle = await idleProbes(healthz);
       const during: number[] = [];
       const {
@@ -155,6 +157,7 @@ export async function benchScale(): Promise<void> {
         await orm.close(true);
         const psql = (file: string) => run('psql', ['--quiet', '--no-psqlrc', '-v', 'ON_ERROR_STOP=1', '--single-transaction', '--file', file, copy.config.databaseUrl], { maxBuffer: 1 << 26 });
         await psql(nodesDump);
+        await checkpointPostgres();
         const t0 = process.hrtime.bigint();
         await psql(linksDump);
         psqlLoadS = seconds(t0);
@@ -162,6 +165,7 @@ export async function benchScale(): Promise<void> {
         writeFileSync(join(tmp, 'keep.sql'), 'create unlogged table bench_link_rows as select * from peer_link; truncate peer_link;');
         writeFileSync(insertFile, 'insert into peer_link select * from bench_link_rows;');
         await psql(join(tmp, 'keep.sql'));
+        await checkpointPostgres();
         const t1 = process.hrtime.bigint();
         await psql(insertFile);
         insertSelectS = seconds(t1);

@@ -62,6 +62,13 @@ async function adminSql(sql: string): Promise<void> {
   }
 }
 
+/**
+ * A PostgreSQL CHECKPOINT: a timed part that writes a few hundred MB of WAL starts with the
+ * whole of max_wal_size ahead of it, so that no checkpoint falls inside one part and not
+ * inside the part it is compared with.
+ */
+export const checkpointPostgres = (): Promise<void> => adminSql('checkpoint');
+
 export { deletePrefix as dropRedisPrefix } from '../test/support/redis.js';
 
 export interface Row {
