@@ -25,7 +25,7 @@ import { bootstrap, type AppContext } from '../src/bin/bootstrap.js';
 import { connectOrm } from '../src/db/orm.js';
 import { migrateUnderLock } from '../src/db/migrate.js';
 import { freePort } from '../test/support/processes.js';
-import { benchDatabase, checkpointPostgres, directRunner, dropRedisPrefix, idleProbes, PROBE_EVERY_MS, probe, probeDuring, quantile, record, seconds, sleep, startMeshq } from './support.js';
+import { benchDatabase, checkpointPostgres, directRunner, dropRedisPrefix, idleProbes, probeDuring, quantile, record, seconds, startMeshq, startProber } from './support.js';
 
 const run = promisify(execFile);
 const root = resolve(import.meta.dirname, '..');
@@ -58,24 +58,26 @@ function holdSqliteWriteLock(file: string): Promise<{ exited: Promise<void> }> {
 }
 
 /**
- * /healthz and /readyz, each probed in its own loop (a slow /readyz must not thin out the
- * /healthz samples), while another process holds the SQLite write lock.
+ * /healthz and /readyz, each probed by a prober process of its own (a slow /readyz must not
+ * thin out the /healthz samples), while another process holds the SQLite write lock: the
+ * probes sent from the moment it holds the lock until it has let go and exited.
  */
 async function probeUnderWriteLock(base: string, file: string): Promise<{ healthz: number[]; readyz: number[] }> {
-  const holder = await holdSqliteWriteLock(file);
-  let held = true;
-  const released = holder.exited.finally(() => (held = false));
-  const loop = async (path: string, anyStatus: boolean) => {
-    const xs: number[] = [];
-    while (held) {
-      xs.push(await probe(`${base}${path}`, anyStatus));
-      await sleep(PROBE_EVERY_MS);
-    }
-    return xs;
-  };
-  const [healthz, readyz] = await Promise.all([loop('/healthz', false), loop('/readyz', true)]);
-  await released;
-  return { healthz, readyz };
+  const [healthz, readyz] = await Promise.all([startProber(`${base}/healthz`), startProber(`${base}/readyz`, { anyStatus: true })]);
+  try {
+    const holder = await holdSqliteWriteLock(file);
+    const lockedAt = Date.now();
+    await holder.exited;
+    const releasedAt = Date.now();
+    const held = async (prober: typeof healthz) => {
+      prober.stop();
+      return (await prober.samples).filter((s) => s.at >= lockedAt && s.at <= releasedAt).map((s) => s.ms);
+    };
+    return { healthz: await held(healthz), readyz: await held(readyz) };
+  } finally {
+    healthz.stop();
+    readyz.stop();
+  }
 }
 
 async function seedNodes(app: AppContext): Promise<string> {

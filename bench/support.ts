@@ -120,22 +120,30 @@ export const quantile = (xs: readonly number[], q: number): number => {
  * client sees them, not counting this process's own pauses. Resolves once the prober has
  * warmed up; `samples` resolves when it has `count` of them, or once `stop` was called.
  */
-async function startProber(url: string, count?: number): Promise<{ samples: Promise<ProbeSample[]>; stop(): void }> {
+export async function startProber(url: string, opts: { count?: number; anyStatus?: boolean } = {}): Promise<{ samples: Promise<ProbeSample[]>; stop(): void }> {
   const child = fork(fileURLToPath(new URL('./probe-child.ts', import.meta.url)), [], { execArgv: ['--import', 'tsx'], stdio: ['ignore', 'inherit', 'inherit', 'ipc'] });
   let ready!: () => void;
   const started = new Promise<void>((resolve) => (ready = resolve));
   const samples = new Promise<ProbeSample[]>((resolve, reject) => {
     child.on('message', (m) => (m === 'ready' ? ready() : resolve(m as ProbeSample[])));
-    child.once('exit', (code) => reject(new Error(`the /healthz prober exited ${code}`)));
+    child.once('exit', (code) => reject(new Error(`the prober of ${url} exited ${code}`)));
   });
-  child.send({ url, everyMs: PROBE_EVERY_MS, count });
+  child.send({ url, everyMs: PROBE_EVERY_MS, ...opts });
   await Promise.race([started, samples]);
-  return { samples, stop: () => void child.send('stop') };
+  // Once is enough; a caller's cleanup may call it again after the prober has answered and
+  // is exiting, when its channel may already be closed (a failed send only means that).
+  let stopped = false;
+  const stop = () => {
+    if (stopped) return;
+    stopped = true;
+    child.send('stop', () => undefined);
+  };
+  return { samples, stop };
 }
 
 /** IDLE_PROBES probes of an idle process: the baseline of the probes taken under load. */
 export async function idleProbes(url: string): Promise<number[]> {
-  const prober = await startProber(url, IDLE_PROBES);
+  const prober = await startProber(url, { count: IDLE_PROBES });
   return (await prober.samples).map((s) => s.ms);
 }
 
