@@ -6,7 +6,8 @@
 import { createServer } from 'node:net';
 import type { DestinationStream } from 'pino';
 import { ConfigError, describeRedis, loadConfig, loadDotEnv, redactUrl, type Config } from '../config.js';
-import { connectOrm } from '../db/orm.js';
+import { connectOrm, sqliteNative } from '../db/orm.js';
+import { OffLoopCheckpoints } from '../db/sqlite-checkpoint.js';
 import { migrateUnderLock } from '../db/migrate.js';
 import { UnitOfWork } from '../db/unit-of-work.js';
 import { createLogger, type Logger } from '../logger.js';
@@ -34,6 +35,9 @@ async function sweepSpools(log: Logger): Promise<void> {
   }
 }
 
+/** Roles whose process (or main thread) answers HTTP: `npm run api`, and `npm start`'s main thread. */
+const SERVES_HTTP = new Set(['api', 'both']);
+
 export async function bootstrap(
   role: string,
   config?: Config,
@@ -55,6 +59,8 @@ export async function bootstrap(
   }
   if (role !== 'migrate') await sweepSpools(log);
   const uow = new UnitOfWork(orm, cfg.dialect, log);
+  // SQLite: a process that answers HTTP never checkpoints the WAL on its own loop.
+  const checkpoints = cfg.dialect === 'sqlite' && SERVES_HTTP.has(role) ? new OffLoopCheckpoints(await sqliteNative(orm), log) : undefined;
   const serverKey = parseServerKey(cfg.secretKey);
   // Workers wait out a Redis blip (a follow-up job must not be lost to it); whatever
   // answers clients fails fast, so a submission answers 503 instead of hanging.
@@ -66,6 +72,7 @@ export async function bootstrap(
     await claimQueuePrefix(queues.connection, cfg, await installationId(orm));
   } catch (err) {
     await queues.close();
+    await checkpoints?.close();
     await orm.close(true);
     // An ACL that denies INFO stops BullMQ itself (and the durability check): say which.
     if (err instanceof Error && /^NOPERM/.test(err.message)) {
@@ -88,6 +95,7 @@ export async function bootstrap(
     jobTelemetry: opts.jobTelemetry,
     async close() {
       await queues.close();
+      await checkpoints?.close();
       await orm.close(true);
     },
   };

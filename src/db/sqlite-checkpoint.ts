@@ -111,3 +111,65 @@ export class DeferredCheckpoints {
     });
   }
 }
+
+/** How often a connection whose checkpoints run off its loop looks at the WAL. */
+const OFF_LOOP_EVERY_MS = 5_000;
+
+/**
+ * SQLite, the connection of a process that answers HTTP (the API: `npm run api`, and the
+ * main thread of `npm start`): it never checkpoints the WAL on its own loop. With SQLite's
+ * automatic checkpoint, the commit that finds the WAL past `wal_autocheckpoint` pages
+ * copies all of it into the database file inside the commit call, and better-sqlite3 runs
+ * that on the calling thread. The API commits small writes (the readiness probe's, an
+ * upload's staging), but whichever commit comes first after a large one elsewhere (a job's
+ * whose thread checkpoint found a reader in its way and left frames, or one in the moment
+ * before that thread starts) inherits the large one's checkpoint: the benchmark saw
+ * `/healthz` wait 420-500 ms behind a /readyz commit after a full mesh.generate. So the
+ * connection's automatic checkpoint is off, and every OFF_LOOP_EVERY_MS it reads how many
+ * frames the WAL holds that no checkpoint has copied (`wal_checkpoint(NOOP)`: it reads
+ * the WAL index and copies nothing); at the same threshold as the automatic checkpoint it
+ * had, a PASSIVE checkpoint runs in a short-lived thread (checkpointThread), one at a
+ * time. The workers' connections keep their automatic checkpoint (on the workers' loop),
+ * so in `npm start` the jobs' commits keep doing most of it, as before.
+ */
+export class OffLoopCheckpoints {
+  private readonly threshold: number;
+  private readonly timer: NodeJS.Timeout;
+  private running: Promise<void> | undefined;
+
+  constructor(
+    private readonly db: Database.Database,
+    private readonly log?: Logger,
+    everyMs = OFF_LOOP_EVERY_MS,
+  ) {
+    this.threshold = Math.max(1, this.db.pragma('wal_autocheckpoint', { simple: true }) as number);
+    this.db.pragma('wal_autocheckpoint = 0');
+    this.timer = setInterval(() => this.look(), everyMs).unref();
+  }
+
+  /** Frames in the WAL that no checkpoint has copied yet; undefined when it cannot say now. */
+  private pending(): number | undefined {
+    // Inside a transaction of this connection (a write in progress), wait for the next look.
+    if (!this.db.open || this.db.inTransaction) return undefined;
+    const [r] = this.db.pragma('wal_checkpoint(NOOP)') as CheckpointResult[];
+    return r && r.busy === 0 ? r.log - r.checkpointed : undefined;
+  }
+
+  private look(): void {
+    if (this.running) return;
+    const pending = this.pending();
+    if (pending === undefined || pending < this.threshold) return;
+    this.running = checkpointThread(this.db.name)(true)
+      .then(
+        (result) => result && this.log?.debug({ ...result }, 'WAL checkpoint off the loop'),
+        (err: unknown) => this.log?.warn({ err }, 'WAL checkpoint off the loop failed; the next look tries again'),
+      )
+      .finally(() => (this.running = undefined));
+  }
+
+  /** Stops looking; resolves once a checkpoint under way has ended. */
+  async close(): Promise<void> {
+    clearInterval(this.timer);
+    await this.running;
+  }
+}
