@@ -49,8 +49,8 @@ export interface CheckpointResult {
 /**
  * A thread with a connection to the database file `file`, ready to checkpoint it once:
  * started before the commit, so that the checkpoint begins as soon as the commit is done
- * (until then another connection's commit, the API's write probe in `npm start`, would run
- * the whole checkpoint itself, on its own loop).
+ * (until then another worker connection's commit would run the whole checkpoint itself,
+ * on its own loop; the API's connection never does, see OffLoopCheckpoints).
  */
 function checkpointThread(file: string): (go: boolean) => Promise<CheckpointResult | undefined> {
   const thread = new Worker(THREAD, { eval: true, workerData: { driver: DRIVER, file }, resourceLimits: { maxOldGenerationSizeMb: 16 } });
@@ -123,9 +123,9 @@ const OFF_LOOP_EVERY_MS = 5_000;
  * that on the calling thread. The API commits small writes (the readiness probe's, an
  * upload's staging), but whichever commit comes first after a large one elsewhere (a job's
  * whose thread checkpoint found a reader in its way and left frames, or one in the moment
- * before that thread starts) inherits the large one's checkpoint: the benchmark saw
- * `/healthz` wait 420-500 ms behind a /readyz commit after a full mesh.generate. So the
- * connection's automatic checkpoint is off, and every OFF_LOOP_EVERY_MS it reads how many
+ * before that thread starts) inherits the large one's checkpoint, and `/healthz` waits
+ * behind it (the scale bench caught it, docs/benchmarks.md). So the connection's
+ * automatic checkpoint is off, and every OFF_LOOP_EVERY_MS it reads how many
  * frames the WAL holds that no checkpoint has copied (`wal_checkpoint(NOOP)`: it reads
  * the WAL index and copies nothing); at the same threshold as the automatic checkpoint it
  * had, a PASSIVE checkpoint runs in a short-lived thread (checkpointThread), one at a
@@ -151,8 +151,14 @@ export class OffLoopCheckpoints {
   private pending(): number | undefined {
     // Inside a transaction of this connection (a write in progress), wait for the next look.
     if (!this.db.open || this.db.inTransaction) return undefined;
-    const [r] = this.db.pragma('wal_checkpoint(NOOP)') as CheckpointResult[];
-    return r && r.busy === 0 ? r.log - r.checkpointed : undefined;
+    try {
+      const [r] = this.db.pragma('wal_checkpoint(NOOP)') as CheckpointResult[];
+      return r && r.busy === 0 ? r.log - r.checkpointed : undefined;
+    } catch (err) {
+      // Called from a timer: a throw would end the process. The next look asks again.
+      this.log?.warn({ err }, 'could not read the WAL size; the next look asks again');
+      return undefined;
+    }
   }
 
   private look(): void {
