@@ -25,7 +25,8 @@ import { bootstrap, type AppContext } from '../src/bin/bootstrap.js';
 import { connectOrm } from '../src/db/orm.js';
 import { migrateUnderLock } from '../src/db/migrate.js';
 import { freePort } from '../test/support/processes.js';
-import { benchDatabase, checkpointPostgres, directRunner, dropRedisPrefix, idleProbes, probeDuring, quantile, record, seconds, startMeshq, startProber } from './support.js';
+import { benchDatabase, checkpointPostgres, directRunner, dropRedisPrefix, idleProbes, probeDuring, quantile, record, seconds, startMeshq } from './support.js';
+import type { ProbeSample } from './probe.js';
 
 const run = promisify(execFile);
 const root = resolve(import.meta.dirname, '..');
@@ -63,21 +64,17 @@ function holdSqliteWriteLock(file: string): Promise<{ exited: Promise<void> }> {
  * probes sent from the moment it holds the lock until it has let go and exited.
  */
 async function probeUnderWriteLock(base: string, file: string): Promise<{ healthz: number[]; readyz: number[] }> {
-  const [healthz, readyz] = await Promise.all([startProber(`${base}/healthz`), startProber(`${base}/readyz`, { anyStatus: true })]);
-  try {
+  let lockedAt = 0;
+  let releasedAt = 0;
+  const underLock = async () => {
     const holder = await holdSqliteWriteLock(file);
-    const lockedAt = Date.now();
+    lockedAt = Date.now();
     await holder.exited;
-    const releasedAt = Date.now();
-    const held = async (prober: typeof healthz) => {
-      prober.stop();
-      return (await prober.samples).filter((s) => s.at >= lockedAt && s.at <= releasedAt).map((s) => s.ms);
-    };
-    return { healthz: await held(healthz), readyz: await held(readyz) };
-  } finally {
-    healthz.stop();
-    readyz.stop();
-  }
+    releasedAt = Date.now();
+  };
+  const { value: readyz, samples: healthz } = await probeDuring(`${base}/healthz`, async () => (await probeDuring(`${base}/readyz`, underLock, { anyStatus: true })).samples);
+  const held = (samples: ProbeSample[]) => samples.filter((s) => s.at >= lockedAt && s.at <= releasedAt).map((s) => s.ms);
+  return { healthz: held(healthz), readyz: held(readyz) };
 }
 
 async function seedNodes(app: AppContext): Promise<string> {

@@ -106,8 +106,6 @@ export const seconds = (startNs: bigint) => Number(process.hrtime.bigint() - sta
 export const PROBE_EVERY_MS = 10;
 export const IDLE_PROBES = 300;
 
-export { probe, type ProbeSample };
-
 export const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
 
 export const quantile = (xs: readonly number[], q: number): number => {
@@ -120,7 +118,7 @@ export const quantile = (xs: readonly number[], q: number): number => {
  * client sees them, not counting this process's own pauses. Resolves once the prober has
  * warmed up; `samples` resolves when it has `count` of them, or once `stop` was called.
  */
-export async function startProber(url: string, opts: { count?: number; anyStatus?: boolean } = {}): Promise<{ samples: Promise<ProbeSample[]>; stop(): void }> {
+async function startProber(url: string, opts: { count?: number; anyStatus?: boolean } = {}): Promise<{ samples: Promise<ProbeSample[]>; stop(): void }> {
   const child = fork(fileURLToPath(new URL('./probe-child.ts', import.meta.url)), [], { execArgv: ['--import', 'tsx'], stdio: ['ignore', 'inherit', 'inherit', 'ipc'] });
   let ready!: () => void;
   const started = new Promise<void>((resolve) => (ready = resolve));
@@ -130,15 +128,8 @@ export async function startProber(url: string, opts: { count?: number; anyStatus
   });
   child.send({ url, everyMs: PROBE_EVERY_MS, ...opts });
   await Promise.race([started, samples]);
-  // Once is enough; a caller's cleanup may call it again after the prober has answered and
-  // is exiting, when its channel may already be closed (a failed send only means that).
-  let stopped = false;
-  const stop = () => {
-    if (stopped) return;
-    stopped = true;
-    child.send('stop', () => undefined);
-  };
-  return { samples, stop };
+  // A prober that already failed has closed its channel: `samples` says so, not the send.
+  return { samples, stop: () => void child.send('stop', () => undefined) };
 }
 
 /** IDLE_PROBES probes of an idle process: the baseline of the probes taken under load. */
@@ -150,10 +141,10 @@ export async function idleProbes(url: string): Promise<number[]> {
 /**
  * Runs `work` while a prober process requests `url` every PROBE_EVERY_MS (from before
  * `work` starts until it settles); returns its outcome and every probe with the time it
- * was sent (to keep only those inside a job's own run).
+ * was sent (to keep only those inside a job's own run). `anyStatus` as probe() says.
  */
-export async function probeDuring<T>(url: string, work: () => Promise<T>): Promise<{ value: T; samples: ProbeSample[] }> {
-  const prober = await startProber(url);
+export async function probeDuring<T>(url: string, work: () => Promise<T>, opts: { anyStatus?: boolean } = {}): Promise<{ value: T; samples: ProbeSample[] }> {
+  const prober = await startProber(url, opts);
   const settled = Promise.resolve().then(work);
   await settled.catch(() => undefined);
   prober.stop();
